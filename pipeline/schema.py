@@ -1,0 +1,176 @@
+"""Load the declarations in ``schemas/`` and enforce them on tables.
+
+Every Parquet table cmcl writes goes through :func:`write_table`, which validates the frame
+against its declaration (columns, types, nullability) and writes atomically (temporary file,
+then rename), so a reader never sees half a table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = [
+    "SchemaError",
+    "table_schema",
+    "array_schema",
+    "store_layout",
+    "table_names",
+    "arrow_schema",
+    "validate_table",
+    "conform",
+    "write_table",
+    "read_table",
+]
+
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "bool": pa.bool_(),
+    "int8": pa.int8(),
+    "int16": pa.int16(),
+    "int32": pa.int32(),
+    "int64": pa.int64(),
+    "float32": pa.float32(),
+    "float64": pa.float64(),
+    "list<string>": pa.list_(pa.string()),
+    "list<int16>": pa.list_(pa.int16()),
+    "list<int32>": pa.list_(pa.int32()),
+    "list<float32>": pa.list_(pa.float32()),
+}
+
+
+class SchemaError(ValueError):
+    """A table does not match its declaration in ``schemas/``."""
+
+
+def _load(relpath: str) -> dict[str, Any]:
+    return json.loads(files("schemas").joinpath(relpath).read_text())
+
+
+@cache
+def table_schema(name: str) -> dict[str, Any]:
+    """Return the declaration of table ``name`` (``schemas/tables/<name>.json``).
+
+    Raises
+    ------
+    KeyError
+        If no such table is declared; the message lists the declared ones.
+    """
+    if name not in table_names():
+        raise KeyError(f"no table {name!r} in schemas/tables; declared: {', '.join(table_names())}")
+    return _load(f"tables/{name}.json")
+
+
+@cache
+def array_schema(name: str) -> dict[str, Any]:
+    """Return the declaration of array group ``name`` (``schemas/arrays/<name>.json``)."""
+    return _load(f"arrays/{name}.json")
+
+
+@cache
+def store_layout() -> dict[str, Any]:
+    """Return ``schemas/store.json``: which path of a store holds what."""
+    return _load("store.json")
+
+
+@cache
+def table_names() -> tuple[str, ...]:
+    """Names of all declared tables."""
+    root = files("schemas").joinpath("tables")
+    return tuple(sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".json")))
+
+
+def arrow_schema(name: str) -> pa.Schema:
+    """The ``pyarrow.Schema`` of table ``name``, in declared column order."""
+    fields = []
+    for c in table_schema(name)["columns"]:
+        fields.append(pa.field(c["name"], _ARROW_TYPES[c["type"]], nullable=c["nullable"]))
+    return pa.schema(fields)
+
+
+def validate_table(table: pd.DataFrame | pa.Table, name: str) -> None:
+    """Check ``table`` against the declaration of ``name``.
+
+    The columns must be exactly the declared ones (order aside), each castable to its declared
+    type without loss, and non-nullable columns must hold no nulls.
+
+    Raises
+    ------
+    SchemaError
+        Naming the table and every offending column.
+    """
+    conform(table, name)
+
+
+def conform(table: pd.DataFrame | pa.Table, name: str) -> pa.Table:
+    """Return ``table`` as a ``pyarrow.Table`` with exactly the declared schema of ``name``.
+
+    Raises
+    ------
+    SchemaError
+        On missing or extra columns, impossible casts or nulls in non-nullable columns.
+    """
+    schema = arrow_schema(name)
+    if isinstance(table, pd.DataFrame):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    have, want = set(table.column_names), set(schema.names)
+    problems = []
+    if want - have:
+        problems.append(f"missing columns {sorted(want - have)}")
+    if have - want:
+        problems.append(f"undeclared columns {sorted(have - want)}")
+    if problems:
+        raise SchemaError(f"table {name!r}: " + "; ".join(problems))
+    arrays = []
+    for f in schema:
+        col = table.column(f.name)
+        if col.type != f.type:
+            if pa.types.is_null(col.type):
+                col = pa.nulls(len(col), f.type)
+            else:
+                try:
+                    col = col.cast(f.type, safe=True)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                    problems.append(f"column {f.name!r}: cannot store {col.type} as {f.type} ({exc})")
+                    continue
+        if not f.nullable and col.null_count:
+            problems.append(f"column {f.name!r}: {col.null_count} null value(s) in a non-nullable column")
+        arrays.append(col)
+    if problems:
+        raise SchemaError(f"table {name!r}: " + "; ".join(problems))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def write_table(table: pd.DataFrame | pa.Table, name: str, path: str | os.PathLike) -> Path:
+    """Validate ``table`` against ``name`` and write it to ``path`` atomically.
+
+    The file appears under its final name only once completely written, so a crash never
+    leaves a truncated table; an existing file is replaced (reruns never duplicate rows).
+    """
+    out = conform(table, name)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(out, tmp, compression="zstd")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_table(name: str, path: str | os.PathLike) -> pd.DataFrame:
+    """Read one Parquet file of table ``name``, validated against its declaration."""
+    tbl = pq.read_table(path)
+    return conform(tbl, name).to_pandas()

@@ -1,0 +1,4 @@
+"""Declarations of every table, array group and path a cmcl store holds.
+
+This package holds data only (JSON files); :mod:`pipeline.schema` loads and enforces them.
+"""
