@@ -1,0 +1,291 @@
+"""``cmcl``: the command line. Every verb calls a flow (or a pipeline reader) and prints."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="cmcl: Cell Painting plates + compound lists -> a molecule <-> cell-image contrastive model.")
+console = Console()
+err = Console(stderr=True)
+
+StoreOpt = typer.Option(None, "--store", "-s", help="Store directory (default: $CMCL_STORE, else ./cmcl-store).")
+
+
+class _State:
+    debug = False
+
+
+@app.callback()
+def main(quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, Prefect warnings only."),
+         debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+    """Set logging before Prefect is imported (verbs import flows lazily)."""
+    _State.debug = debug
+    if quiet:
+        os.environ["CMCL_PROGRESS"] = "0"
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+
+
+def _store(store: Optional[Path]) -> Path:
+    from pipeline.store import default_store_path
+
+    return Path(store) if store is not None else default_store_path()
+
+
+def _fail(exc: BaseException) -> None:
+    if _State.debug:
+        raise exc
+    err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}")
+    raise typer.Exit(1)
+
+
+def _run(fn, *args, **kwargs) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except (typer.Exit, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the CLI boundary: one-line cause unless --debug
+        _fail(exc)
+
+
+def _parse_overrides(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise typer.BadParameter(f"--set {item!r} is not KEY=VALUE")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+# ------------------------------------------------------------------------------------------ synth
+@app.command()
+def synth(out_dir: Path = typer.Argument(..., help="Folder to write the plate folder into."),
+          layout: str = typer.Option("imagexpress", help="imagexpress | phenix | loaddata"),
+          plate_id: str = typer.Option("P1", help="Plate identifier."),
+          plate_format: int = typer.Option(96, "--format", help="96 or 384 wells."),
+          wells: int = typer.Option(96, help="Number of wells to image (row-major from A01)."),
+          sites: int = typer.Option(1, help="Fields per well."),
+          size: int = typer.Option(256, help="Field edge in pixels (real instruments: 1080)."),
+          seed: int = typer.Option(0, help="Random seed (same seed -> identical files)."),
+          faults: bool = typer.Option(False, "--faults", help="Inject faulty files (truncated, zero-byte, ...).")) -> None:
+    """Generate a synthetic Cell Painting plate whose phenotypes depend on compound structure."""
+    from pipeline.synthetic import generate
+
+    t0 = time.perf_counter()
+    path = _run(generate, out_dir, layout=layout, plate_id=plate_id, plate_format=plate_format, n_wells=wells,
+                sites=sites, size=size, seed=seed, faults=faults)
+    n = wells * sites
+    console.print(f"wrote plate [bold]{plate_id}[/] ({wells} wells x {sites} sites, {layout}) to {path} "
+                  f"in {time.perf_counter() - t0:.1f} s ({n / (time.perf_counter() - t0):.1f} fields/s)")
+
+
+# ----------------------------------------------------------------------------------------- ingest
+@app.command()
+def ingest(plate_dirs: list[Path] = typer.Argument(..., help="Plate folders."),
+           store: Optional[Path] = StoreOpt,
+           layout: str = typer.Option("auto", help="auto | imagexpress | phenix | loaddata"),
+           channels: Optional[str] = typer.Option(None, help="Channel map, e.g. DNA=1,ER=2,RNA=3,AGP=4,Mito=5."),
+           crop_size: int = typer.Option(64, help="Single-cell crop edge in pixels."),
+           allow_outside: bool = typer.Option(False, "--allow-outside", help="LoadData: accept paths outside the plate folder."),
+           force: bool = typer.Option(False, "--force", help="Re-ingest even unchanged plates.")) -> None:
+    """Ingest plate folders: validate, OME-Zarr, illumination correction, segmentation, crops."""
+    from flows.ingest import ingest_plate_flow
+
+    settings = dict(layout=layout, channel_map=channels, crop_size=crop_size, allow_outside=allow_outside)
+    results = [_run(ingest_plate_flow, str(p), str(_store(store)), settings, force) for p in plate_dirs]
+    _print_plates(results)
+    if any(r["n_quarantined"] for r in results):
+        console.print("[yellow]some fields were quarantined:[/] see `cmcl inspect STORE quarantine`")
+
+
+def _print_plates(results: list[dict]) -> None:
+    t = Table(title="plates")
+    for c in ("plate", "status", "layout", "fields", "cells", "quarantined", "seconds"):
+        t.add_column(c)
+    for r in results:
+        t.add_row(r["plate"], r["status"], r["layout"], str(r["n_fields"]), str(r["n_cells"]), str(r["n_quarantined"]),
+                  f"{sum(r['seconds'].values()):.1f}" if r["seconds"] else "-")
+    console.print(t)
+
+
+# -------------------------------------------------------------------------------------- compounds
+@app.command()
+def compounds(files: list[Path] = typer.Argument(None, help="CSV/TSV/.smi/SDF/Parquet compound files (plate maps in the store are always included)."),
+              store: Optional[Path] = StoreOpt,
+              smiles_col: str = typer.Option("smiles", help="SMILES column of CSV/TSV/Parquet inputs."),
+              id_col: Optional[str] = typer.Option(None, help="Identifier column."),
+              tautomers: bool = typer.Option(False, "--tautomers", help="Canonicalize tautomers."),
+              jobs: int = typer.Option(2, help="Worker processes.")) -> None:
+    """Standardize compounds (parents, salts, charges), merge duplicates, build OGB graphs."""
+    from flows.compounds import compounds_flow
+
+    s = _run(compounds_flow, str(_store(store)), [str(f) for f in files or []], smiles_col, id_col, jobs, tautomers)
+    console.print(f"compounds: {s['read']} read, {s['standardized']} standardized, {s['merged']} merged into "
+                  f"existing parents, {s['failed']} failed -> {s['unique_parents']} parents"
+                  + (" (unchanged: nothing to do)" if s["skipped"] else ""))
+    for name, path in s["tables"].items():
+        console.print(f"  {name}: {path}")
+
+
+# ------------------------------------------------------------------------------------------ train
+@app.command()
+def train(store: Optional[Path] = StoreOpt,
+          preset: str = typer.Option("default", help="quick | demo | default (paper-like sizes)."),
+          set_: list[str] = typer.Option([], "--set", help="Override a TrainConfig field, e.g. --set epochs=10."),
+          device: str = typer.Option("auto", help="auto | cpu | cuda"),
+          run_id: Optional[str] = typer.Option(None, help="Run id (default: new, time-sortable)."),
+          resume: bool = typer.Option(False, "--resume", help="Continue --run-id from its last checkpoint."),
+          force: bool = typer.Option(False, "--force", help="Train even if a run on the same data exists.")) -> None:
+    """Train the graph <-> image contrastive model on the store."""
+    from flows.model import train_flow
+
+    overrides = {**_parse_overrides(set_), "device": device}
+    run = _run(train_flow, str(_store(store)), preset, overrides, run_id, resume, force)
+    console.print(f"run [bold]{run}[/]: {_store(store) / 'runs' / run}")
+
+
+# --------------------------------------------------------------------------------------- evaluate
+@app.command()
+def evaluate(store: Optional[Path] = StoreOpt,
+             run: Optional[str] = typer.Option(None, help="Run id (default: the latest)."),
+             force: bool = typer.Option(False, "--force", help="Re-evaluate even if metrics exist.")) -> None:
+    """Evaluate a run: retrieval both ways (MIGA 1+100 and whole pool), baselines, report."""
+    from flows.model import evaluate_flow
+    from pipeline.store import Store
+
+    st = Store(_store(store))
+    run = run or (st.runs()[-1] if st.runs() else None)
+    if run is None:
+        _fail(FileNotFoundError(f"no training run in {st.root / 'runs'}; run `cmcl train` first"))
+    metrics = _run(evaluate_flow, str(st.root), run, None, force)
+    _print_metrics(metrics)
+    console.print(f"report: {st.report_dir(run) / 'report.html'}\nmetrics: {st.report_dir(run) / 'metrics.json'}")
+
+
+def _pct(x: Any) -> str:
+    return f"{100 * x:.1f} %" if isinstance(x, (int, float)) else "-"
+
+
+def _print_metrics(m: dict[str, Any]) -> None:
+    ncand = m.get("n_candidates", {})
+    t = Table(title=f"held-out retrieval (MIGA protocol: 1 positive among {ncand.get('hit101', 101)} candidates)")
+    t.add_column("model")
+    for d in ("graph_to_image", "image_to_graph"):
+        for k in ("hit@1", "hit@10", "mrr"):
+            t.add_column(f"{d.replace('_to_', '→').replace('graph', 'G').replace('image', 'I')} {k}")
+    rows = [("cmcl", m["model"]), *[(f"baseline: {k}", v) for k, v in m.get("baselines", {}).items()],
+            ("random (chance)", m["chance"])]
+    for name, r in rows:
+        cells = []
+        for d in ("graph_to_image", "image_to_graph"):
+            rr = r.get("hit101", {}).get(d, {})
+            cells += [_pct(rr.get("hit@1")), _pct(rr.get("hit@10")), f"{rr.get('mrr', float('nan')):.3f}"]
+        t.add_row(name, *cells)
+    console.print(t)
+    split = m.get("split", {})
+    if split:
+        console.print("split: " + ", ".join(f"{k} {v}" for k, v in split.items()))
+
+
+# -------------------------------------------------------------------------------------------- run
+def _ingest_settings(crop_size: int) -> dict[str, Any]:
+    return dict(crop_size=crop_size)
+
+
+@app.command()
+def run(inbox: Path = typer.Argument(..., help="Folder of plate folders."),
+        store: Optional[Path] = StoreOpt,
+        preset: str = typer.Option("default", help="Training preset: quick | demo | default."),
+        crop_size: int = typer.Option(64, help="Single-cell crop edge in pixels."),
+        compound_file: list[Path] = typer.Option([], "--compounds", help="Extra compound files."),
+        no_train: bool = typer.Option(False, "--no-train", help="Stop after ingestion and compounds.")) -> None:
+    """Everything: ingest new/changed plates, compounds, train, evaluate."""
+    from flows.pipeline import run_flow
+
+    t0 = time.perf_counter()
+    out = _run(run_flow, str(inbox), str(_store(store)), _ingest_settings(crop_size), [str(f) for f in compound_file],
+               preset, None, not no_train)
+    _report_run(out, time.perf_counter() - t0)
+
+
+def _report_run(out: dict[str, Any], seconds: float) -> None:
+    _print_plates(out["plates"])
+    c = out["compounds"]
+    console.print(f"compounds: {c['read']} records -> {c['unique_parents']} parents, {c['failed']} failed")
+    if "metrics" in out:
+        _print_metrics(out["metrics"])
+        console.print(f"run: {out['run']}\nreport: {out['report']}\nmetrics: {Path(out['report']).with_name('metrics.json')}")
+    console.print(f"finished in {seconds:.0f} s")
+
+
+# ------------------------------------------------------------------------------------------- demo
+DEMO_SIZES = {
+    # plates, format, compounds, sites, field px, nucleus radius, crop px, training preset
+    "quick": dict(n_plates=1, plate_format=96, n_compounds=None, sites=1, size=256, nucleus_radius=8.0, crop=32, preset="quick"),
+    "default": dict(n_plates=2, plate_format=384, n_compounds=600, sites=2, size=256, nucleus_radius=8.0, crop=32, preset="demo"),
+}
+
+
+@app.command()
+def demo(store: Optional[Path] = StoreOpt,
+         quick: bool = typer.Option(False, "--quick", help="One small plate and a tiny model (< 3 minutes)."),
+         seed: int = typer.Option(0, help="Seed of the generated plates.")) -> None:
+    """Generate synthetic plates into the store's inbox, then run everything on them."""
+    from flows.pipeline import run_flow
+    from pipeline.store import Store
+    from pipeline.synthetic import generate_demo
+
+    cfg = DEMO_SIZES["quick" if quick else "default"]
+    st = Store(_store(store))
+    t0 = time.perf_counter()
+    existing = sorted(p.name for p in st.inbox.glob("DEMO-*")) if st.inbox.is_dir() else []
+    if len(existing) < cfg["n_plates"]:
+        with console.status("generating synthetic plates"):
+            _run(generate_demo, st.inbox, n_plates=cfg["n_plates"], plate_format=cfg["plate_format"],
+                 n_compounds=cfg["n_compounds"], sites=cfg["sites"], size=cfg["size"],
+                 nucleus_radius=cfg["nucleus_radius"], seed=seed)
+        console.print(f"generated {cfg['n_plates']} plate(s) in {time.perf_counter() - t0:.0f} s into {st.inbox}")
+    out = _run(run_flow, str(st.inbox), str(st.root), _ingest_settings(cfg["crop"]), None, cfg["preset"], None, True)
+    _report_run(out, time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------------------- inspect
+@app.command()
+def inspect(store: Path = typer.Argument(..., help="Store directory."),
+            what: str = typer.Argument("summary", help="summary | plates | quarantine | compounds | runs"),
+            as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables.")) -> None:
+    """Show what a store holds: plates, wells, fields, cells, compounds, failures, runs."""
+    from flows.inspect import VIEWS
+
+    if what not in VIEWS:
+        _fail(ValueError(f"unknown view {what!r}; choose one of {', '.join(VIEWS)}"))
+    if not store.is_dir():
+        _fail(FileNotFoundError(f"store {store} does not exist"))
+    title, frame = _run(VIEWS[what], store)
+    if as_json:
+        print(frame.to_json(orient="records", indent=2))
+        return
+    t = Table(title=title)
+    for c in frame.columns:
+        t.add_column(str(c))
+    for row in frame.itertuples(index=False):
+        t.add_row(*[("" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row])
+    console.print(t)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,98 @@
+"""Prefect flow standardizing compounds (files and plate maps) and building their graphs."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from pipeline.schema import write_table
+from pipeline.store import Store
+
+__all__ = ["compounds_flow", "collect_records"]
+
+_RECORD_COLUMNS = ["Metadata_Source", "Metadata_CompoundID", "Input_SMILES"]
+
+
+def collect_records(store: Store, files: list[str], *, smiles_col: str = "smiles", id_col: str | None = None) -> pd.DataFrame:
+    """Input records from compound files plus every treated well's SMILES in the store's plate maps."""
+    parts = []
+    if files:
+        from pipeline.compound_io import read_compounds
+
+        for f in files:
+            parts.extend(read_compounds(f, smiles_col=smiles_col, id_col=id_col))
+    pm = store.read("platemap")
+    pm = pm[pm["Metadata_SMILES"].notna() & (pm["Metadata_SMILES"] != "")]
+    if len(pm):
+        parts.append(pd.DataFrame({
+            "Metadata_Source": "platemap:" + pm["Metadata_Plate"],
+            "Metadata_CompoundID": pm["Metadata_CompoundID"].fillna(pm["Metadata_Plate"] + ":" + pm["Metadata_Well"]),
+            "Input_SMILES": pm["Metadata_SMILES"]}))
+    if not parts:
+        return pd.DataFrame(columns=_RECORD_COLUMNS)
+    records = pd.concat([p[_RECORD_COLUMNS] for p in parts], ignore_index=True)
+    records["Input_SMILES"] = records["Input_SMILES"].fillna("").astype(str)
+    return records.drop_duplicates(ignore_index=True)
+
+
+def _fingerprint(records: pd.DataFrame, settings: str) -> str:
+    h = hashlib.sha256(settings.encode())
+    h.update(pd.util.hash_pandas_object(records, index=False).values.tobytes())
+    return h.hexdigest()
+
+
+@task(name="standardize", cache_policy=NO_CACHE)
+def standardize_task(records: pd.DataFrame, n_jobs: int, canonicalize_tautomer: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from pipeline.compounds import merge_parents, standardize_table
+
+    inputs = standardize_table(records, canonicalize_tautomer=canonicalize_tautomer, n_jobs=n_jobs)
+    if len(inputs) != len(records):
+        raise RuntimeError(f"standardization returned {len(inputs)} rows for {len(records)} inputs")
+    return inputs, merge_parents(inputs)
+
+
+@task(name="featurize", cache_policy=NO_CACHE)
+def featurize_task(compounds: pd.DataFrame, n_jobs: int) -> pd.DataFrame:
+    from pipeline.graphs import graphs_table
+
+    return graphs_table(compounds, n_jobs=n_jobs)
+
+
+@flow(name="compounds", flow_run_name="compounds", log_prints=True)
+def compounds_flow(store: str, files: list[str] | None = None, smiles_col: str = "smiles", id_col: str | None = None,
+                   n_jobs: int = 2, canonicalize_tautomer: bool = False, force: bool = False) -> dict[str, Any]:
+    """Standardize every compound record, merge duplicate parents, write graphs; skip if inputs are unchanged."""
+    logger = get_run_logger()
+    st = Store(Path(store))
+    records = collect_records(st, list(files or []), smiles_col=smiles_col, id_col=id_col)
+    key = _fingerprint(records, f"tautomer={canonicalize_tautomer}")
+    key_file = st.path("compounds_fingerprint")
+    if not force and key_file.is_file() and key_file.read_text() == key and st.table_path("graphs").is_file():
+        inputs = st.read("compound_inputs")
+        logger.info("compound inputs unchanged: nothing to do")
+        return _summary(st, inputs, st.read("compounds"), skipped=True)
+    if records.empty:
+        raise ValueError("no compound records: pass a compound file or ingest plates with a platemap.csv first")
+    inputs, compounds = standardize_task(records, n_jobs, canonicalize_tautomer)
+    graphs = featurize_task(compounds, n_jobs)
+    write_table(inputs, "compound_inputs", st.table_path("compound_inputs"))
+    write_table(compounds, "compounds", st.table_path("compounds"))
+    write_table(graphs, "graphs", st.table_path("graphs"))
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(key)
+    summary = _summary(st, inputs, compounds, skipped=False)
+    logger.info("compounds: %(read)d read, %(standardized)d standardized, %(unique_parents)d parents, "
+                "%(failed)d failed", summary)
+    return summary
+
+
+def _summary(st: Store, inputs: pd.DataFrame, compounds: pd.DataFrame, *, skipped: bool) -> dict[str, Any]:
+    ok = int((inputs["Status"] == "ok").sum())
+    return {"read": len(inputs), "standardized": ok, "failed": len(inputs) - ok, "unique_parents": len(compounds),
+            "merged": ok - len(compounds), "skipped": skipped,
+            "tables": {n: str(st.table_path(n)) for n in ("compound_inputs", "compounds", "graphs")}}

@@ -1,0 +1,108 @@
+"""Prefect flows training the contrastive model and evaluating a run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.progress import progress_enabled
+from pipeline.store import Store
+
+__all__ = ["train_flow", "evaluate_flow", "resolve_config", "PRESETS"]
+
+PRESETS = ("quick", "demo", "default")
+
+
+def resolve_config(preset: str = "default", overrides: dict[str, Any] | None = None):
+    """A :class:`~cmcl_model.train.TrainConfig` from a preset name and field overrides."""
+    from cmcl_model.train import TrainConfig
+
+    if preset not in PRESETS:
+        raise ValueError(f"preset {preset!r} is not one of {', '.join(PRESETS)}")
+    overrides = dict(overrides or {})
+    if preset == "quick":
+        return TrainConfig.quick(**overrides)
+    if preset == "demo":
+        return TrainConfig.demo(**overrides)
+    return TrainConfig(**overrides)
+
+
+def _training_key(st: Store, config_dict: dict[str, Any]) -> str:
+    """Fingerprint of everything a run learns from: the ledger's plate fingerprints, compounds, config."""
+    h = hashlib.sha256(json.dumps(config_dict, sort_keys=True).encode())
+    led = st.read("ledger")
+    for plate, fp, status in sorted(zip(led["Metadata_Plate"], led["Fingerprint"], led["Status"])):
+        h.update(f"{plate}:{fp}:{status}\n".encode())
+    key_file = st.path("compounds_fingerprint")
+    h.update(key_file.read_bytes() if key_file.is_file() else b"")
+    return h.hexdigest()
+
+
+def _finished_run_with_key(st: Store, key: str) -> str | None:
+    for run in reversed(st.runs()):
+        marker = st.run_dir(run) / "training_key.txt"
+        if marker.is_file() and marker.read_text() == key and (st.run_dir(run) / "checkpoints" / "best.pt").is_file():
+            return run
+    return None
+
+
+@task(name="train", cache_policy=NO_CACHE)
+def train_task(store: str, config_dict: dict[str, Any], run_id: str | None, resume: bool) -> str:
+    from cmcl_model.train import TrainConfig, train
+
+    run_dir = train(store, TrainConfig.from_dict(config_dict), run_id=run_id, progress=progress_enabled(),
+                    resume=resume)
+    return run_dir.name
+
+
+@flow(name="train", flow_run_name="train", log_prints=True)
+def train_flow(store: str, preset: str = "default", overrides: dict[str, Any] | None = None,
+               run_id: str | None = None, resume: bool = False, force: bool = False) -> str:
+    """Train a model on the store; reuse a finished run trained on exactly the same data and config."""
+    logger = get_run_logger()
+    st = Store(Path(store))
+    config = resolve_config(preset, overrides)
+    key = _training_key(st, config.to_dict())
+    if not (force or resume or run_id):
+        done = _finished_run_with_key(st, key)
+        if done:
+            logger.info("run %s already trained on the same data and config: reusing it", done)
+            return done
+    run = train_task(store, config.to_dict(), run_id, resume)
+    (st.run_dir(run) / "training_key.txt").write_text(key)
+    _run_artifact(st, run)
+    return run
+
+
+def _run_artifact(st: Store, run: str) -> None:
+    from prefect.artifacts import create_markdown_artifact
+
+    lines = (st.run_dir(run) / "metrics.jsonl").read_text().splitlines() if (st.run_dir(run) / "metrics.jsonl").is_file() else []
+    last = json.loads(lines[-1]) if lines else {}
+    rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in last.items())
+    create_markdown_artifact(key=f"run-{run.lower()}"[:60], markdown=f"### Training run {run}\n\n| metric | value |\n|---|---|\n{rows}\n",
+                             description=f"last epoch of training run {run}")
+
+
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate_task(store: str, run: str, seeds: list[int]) -> dict[str, Any]:
+    from cmcl_model.evaluate import evaluate
+
+    return evaluate(store, Path(store) / "runs" / run, seeds=tuple(seeds))
+
+
+@flow(name="evaluate", flow_run_name="evaluate-{run}", log_prints=True)
+def evaluate_flow(store: str, run: str, seeds: list[int] | None = None, force: bool = False) -> dict[str, Any]:
+    """Evaluate a run on held-out compounds with baselines; writes ``reports/<run>/``."""
+    st = Store(Path(store))
+    metrics_path = st.report_dir(run) / "metrics.json"
+    ckpt = st.run_dir(run) / "checkpoints" / "best.pt"
+    if not force and metrics_path.is_file() and metrics_path.stat().st_mtime >= ckpt.stat().st_mtime:
+        get_run_logger().info("run %s already evaluated: %s", run, metrics_path)
+        return json.loads(metrics_path.read_text())
+    return evaluate_task(store, run, list(seeds or [0, 1, 2, 3, 4]))

@@ -1,0 +1,40 @@
+"""The end-to-end flow: ingest every new or changed plate of an inbox, then compounds, train, evaluate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from flows.compounds import compounds_flow
+from flows.ingest import find_plate_folders, ingest_plate_flow
+from flows.model import evaluate_flow, train_flow
+
+__all__ = ["run_flow"]
+
+
+@flow(name="cmcl-run", flow_run_name="run", log_prints=True)
+def run_flow(inbox: str, store: str, ingest_settings: dict[str, Any] | None = None,
+             compound_files: list[str] | None = None, preset: str = "default",
+             train_overrides: dict[str, Any] | None = None, train: bool = True) -> dict[str, Any]:
+    """Everything from raw plate folders to a trained, evaluated model.
+
+    Unchanged plates, compounds and training data are recognised by their fingerprints and
+    not processed again, so rerunning on an unchanged inbox does almost no work.
+    """
+    logger = get_run_logger()
+    plates = find_plate_folders(inbox)
+    if not plates:
+        raise ValueError(f"inbox {inbox} holds no plate folder (sub-folders with TIFFs or a LoadData CSV)")
+    results = [ingest_plate_flow(str(p), store, ingest_settings) for p in plates]
+    logger.info("plates: %d ingested, %d unchanged", sum(r["status"] == "complete" for r in results),
+                sum(r["status"] == "skipped" for r in results))
+    compounds = compounds_flow(store, compound_files)
+    out: dict[str, Any] = {"plates": results, "compounds": compounds}
+    if train:
+        run = train_flow(store, preset, train_overrides)
+        out["run"] = run
+        out["metrics"] = evaluate_flow(store, run)
+        out["report"] = str(Path(store) / "reports" / run / "report.html")
+    return out

@@ -1,0 +1,415 @@
+"""Ingest one plate folder into a store: validate, write OME-Zarr, correct illumination,
+segment, tile.
+
+The stages are separate functions so an orchestrator can run them as separate tasks:
+
+1. :func:`write_images` — read and validate every field, quarantine bad ones, write good ones
+   losslessly into a staging OME-Zarr plate (resumable field by field);
+2. :func:`compute_illumination` — per-channel illumination functions from all written fields
+   (streaming mean, bounded memory), stored as a Zarr array plus QC PNGs;
+3. :func:`segment_and_tile` — per field: correct, segment nuclei and cells, write labels, append
+   single-cell crops, and collect the cell and field tables;
+4. :func:`publish` — move the staged plate into place, write its tables, mark the ledger.
+
+:func:`ingest_plate` runs all four and skips plates whose fingerprint the ledger already holds as
+complete. A plate is only ever visible as complete once everything is in place.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+import pandas as pd
+import tifffile
+import zarr
+from scipy import ndimage as ndi
+
+from pipeline import illumination as illum
+from pipeline.ledger import file_lock, ledger_entry, update_ledger
+from pipeline.omezarr import PlateWriter, field_path, open_plate, read_field
+from pipeline.plates import PlateListing, discover_plate, fingerprint_files, read_platemap
+from pipeline.schema import write_table
+from pipeline.segmentation import segment_cells, segment_nuclei
+from pipeline.store import CHANNELS, Store
+from pipeline.tiles import crop_cells
+
+__all__ = [
+    "IngestSettings",
+    "PlateResult",
+    "plan_plate",
+    "write_images",
+    "compute_illumination",
+    "load_illumination",
+    "segment_and_tile",
+    "is_current",
+    "publish",
+    "ingest_plate",
+]
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """Everything that decides what ingestion writes (part of each plate's fingerprint)."""
+
+    layout: Literal["auto", "imagexpress", "phenix", "loaddata"] = "auto"
+    channel_map: str | None = None
+    allow_outside: bool = False
+    illumination_method: Literal["mean", "median"] = "mean"
+    illumination_filter_fraction: float = 1 / 8
+    cyto_channel: Literal["RNA", "AGP"] = "RNA"
+    crop_size: int = 64
+    border: Literal["skip", "pad"] = "skip"
+    crops_chunk: int = 256
+
+    def key(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass
+class PlateResult:
+    """Outcome of ingesting one plate."""
+
+    plate: str
+    source: str
+    status: str  # 'complete' | 'skipped' | 'failed'
+    layout: str = ""
+    n_fields: int = 0
+    n_quarantined: int = 0
+    n_cells: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class PlatePlan:
+    """A discovered plate and where its staged outputs go."""
+
+    listing: PlateListing
+    fingerprint: str
+    staging: Path
+
+    @property
+    def plate(self) -> str:
+        return self.listing.plate
+
+
+def plan_plate(plate_dir: str | Path, store: Store, settings: IngestSettings) -> PlatePlan:
+    """Discover a plate folder and fingerprint it (file names, sizes, mtimes and settings)."""
+    listing = discover_plate(plate_dir, layout=settings.layout, channel_map=settings.channel_map,
+                             allow_outside=settings.allow_outside)
+    files = list(listing.images["File"])
+    if listing.platemap is not None:
+        files.append(listing.platemap.name)
+    fp = fingerprint_files(listing.root, files, extra=settings.key())
+    return PlatePlan(listing, fp, store.root / ".staging" / listing.plate)
+
+
+def _quarantine_row(plate: str, well: str | None, site: int | None, channel: str | None, file: str, reason: str) -> dict:
+    return dict(Metadata_Plate=plate, Metadata_Well=well, Metadata_Site=site, Metadata_Channel=channel,
+                File=file, Reason=reason)
+
+
+def _header(path: Path) -> tuple[tuple[int, ...], str]:
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        return tuple(page.shape), str(page.dtype)
+
+
+def write_images(plan: PlatePlan, *, progress: Progress | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validate every field and write the good ones into the staging plate.
+
+    A field is refused (quarantined, with one row per problem) when a channel is missing or
+    duplicated, a file is unreadable or truncated, its dtype is not uint16, or its shape differs
+    from the plate's (most common) shape. The rest of the plate is written regardless. Fields
+    already complete in the staging plate (an interrupted earlier run with the same fingerprint)
+    are not rewritten.
+
+    Returns
+    -------
+    fields : DataFrame
+        ``Metadata_Well``, ``Metadata_Site``, ``Metadata_FieldPath`` of every written field.
+    quarantine : DataFrame
+        Rows of the ``quarantine`` table.
+    """
+    listing, root, plate = plan.listing, plan.listing.root, plan.plate
+    stage = plan.staging
+    marker = stage / "fingerprint.txt"
+    resume = marker.is_file() and marker.read_text() == plan.fingerprint
+    if not resume and stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True, exist_ok=True)
+    marker.write_text(plan.fingerprint)
+    writer = PlateWriter(stage / "plate.ome.zarr", plate=plate, channels=CHANNELS,
+                         resume=resume and (stage / "plate.ome.zarr").exists())
+
+    quarantine: list[dict] = [
+        _quarantine_row(plate, None, None, None, f, "file name matches no pattern of the plate's layout")
+        for f in listing.unmatched if "thumb" not in f.lower()]
+    headers: dict[str, tuple] = {}
+    for f in listing.images["File"]:
+        try:
+            headers[f] = _header(root / f)
+        except Exception as exc:  # noqa: BLE001 - any reader failure means the file is unusable
+            headers[f] = ("error", f"unreadable TIFF: {type(exc).__name__}: {exc}")
+    shapes = [h[0] for h in headers.values() if h[0] != "error"]
+    if not shapes:
+        raise ValueError(f"{root}: no readable image in the plate ({len(headers)} files)")
+    plate_shape = max(set(shapes), key=shapes.count)
+
+    written = []
+    groups = list(listing.images.groupby(["Metadata_Well", "Metadata_Site"], sort=True))
+    field_index: dict[str, int] = {}
+    for i, ((well, site), rows) in enumerate(groups):
+        if progress:
+            progress("write", i, len(groups))
+        problems = []
+        by_channel = rows.groupby("Metadata_Channel")["File"].apply(list).to_dict()
+        for c in CHANNELS:
+            files = by_channel.get(c, [])
+            if not files:
+                problems.append((c, rows["File"].iloc[0], f"missing channel {c}"))
+            elif len(files) > 1:
+                problems.append((c, files[1], f"duplicate images for channel {c}: {', '.join(files)}"))
+        planes = []
+        if not problems:
+            for c in CHANNELS:
+                f = by_channel[c][0]
+                h = headers[f]
+                if h[0] == "error":
+                    problems.append((c, f, h[1]))
+                    continue
+                if h[1] != "uint16":
+                    problems.append((c, f, f"dtype {h[1]}, expected uint16"))
+                    continue
+                if h[0] != plate_shape:
+                    problems.append((c, f, f"shape {h[0]}, expected {plate_shape} like the rest of the plate"))
+                    continue
+                try:
+                    planes.append(tifffile.imread(root / f))
+                except Exception as exc:  # noqa: BLE001 - truncated/corrupt data
+                    problems.append((c, f, f"unreadable TIFF data: {type(exc).__name__}: {exc}"))
+        idx = field_index.get(well, 0)
+        if problems:
+            quarantine += [_quarantine_row(plate, well, int(site), c, f, r) for c, f, r in problems]
+            continue
+        field_index[well] = idx + 1
+        if not writer.has_field(well, idx):
+            writer.write_field(well, idx, np.stack(planes))
+        written.append(dict(Metadata_Well=well, Metadata_Site=int(site), Metadata_FieldPath=field_path(well, idx)))
+    fields = pd.DataFrame(written, columns=["Metadata_Well", "Metadata_Site", "Metadata_FieldPath"])
+    by_well: dict[str, list[int]] = {}
+    for fp in fields["Metadata_FieldPath"]:
+        r, c, k = fp.split("/")
+        by_well.setdefault(f"{r}{int(c):02d}", []).append(int(k))
+    writer.finalize(by_well)
+    quarantine_df = pd.DataFrame(quarantine, columns=["Metadata_Plate", "Metadata_Well", "Metadata_Site",
+                                                      "Metadata_Channel", "File", "Reason"])
+    return fields, quarantine_df
+
+
+def compute_illumination(plan: PlatePlan, fields: pd.DataFrame, settings: IngestSettings) -> np.ndarray:
+    """Illumination functions (C, Y, X) float32 of the staged plate, saved with QC PNGs."""
+    plate = open_plate(plan.staging / "plate.ome.zarr")
+    if fields.empty:
+        raise ValueError(f"plate {plan.plate}: no valid field to estimate illumination from")
+    if settings.illumination_method == "mean":
+        acc = illum.MeanAccumulator()
+        for p in fields["Metadata_FieldPath"]:
+            acc.add(read_field(plate, p))
+        combined = acc.mean()
+        funcs = np.stack([illum.smooth(combined[c], filter_fraction=settings.illumination_filter_fraction)
+                          for c in range(combined.shape[0])])
+    else:
+        funcs = np.stack([
+            illum.estimate(np.stack([plate[f"{p}/0"][c] for p in fields["Metadata_FieldPath"]]),
+                           method="median", filter_fraction=settings.illumination_filter_fraction)
+            for c in range(len(CHANNELS))])
+    grp = zarr.open_group(str(plan.staging / "illumination.zarr"), mode="w", zarr_format=3)
+    arr = grp.create_array("function", shape=funcs.shape, chunks=(1, *funcs.shape[1:]), dtype="float32",
+                           dimension_names=("c", "y", "x"))
+    arr[:] = funcs
+    grp.attrs.update({"channels": list(CHANNELS), "method": settings.illumination_method,
+                      "filter_fraction": settings.illumination_filter_fraction, "n_fields": int(len(fields))})
+    _illumination_png(funcs, plan.staging / "illumination_qc")
+    return funcs
+
+
+def _illumination_png(funcs: np.ndarray, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    for c, name in enumerate(CHANNELS):
+        fig, ax = plt.subplots(figsize=(3.2, 3))
+        im = ax.imshow(funcs[c], cmap="viridis")
+        ax.set_title(f"{name} illumination function")
+        ax.axis("off")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+        fig.savefig(out / f"{name}.png", dpi=80, bbox_inches="tight")
+        plt.close(fig)
+
+
+def _focus_score(dna: np.ndarray) -> float:
+    x = dna.astype(np.float32)
+    x = x / max(float(x.mean()), 1e-6)
+    return float(ndi.laplace(x).var())
+
+
+def load_illumination(plan: PlatePlan) -> np.ndarray:
+    """The staged illumination functions (C, Y, X) written by :func:`compute_illumination`."""
+    return zarr.open_group(str(plan.staging / "illumination.zarr"), mode="r", zarr_format=3)["function"][:]
+
+
+def segment_and_tile(
+    plan: PlatePlan,
+    fields: pd.DataFrame,
+    funcs: np.ndarray | None,
+    settings: IngestSettings,
+    *,
+    progress: Progress | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Segment every staged field, write its labels and crops; return (cells, fields) tables.
+
+    One field is in memory at a time; crops are appended to ``crops.zarr`` in chunk-sized blocks.
+    ``funcs=None`` loads the staged illumination functions.
+    """
+    funcs = load_illumination(plan) if funcs is None else funcs
+    plate_id = plan.plate
+    plate = open_plate(plan.staging / "plate.ome.zarr", mode="r+")
+    writer = PlateWriter(plan.staging / "plate.ome.zarr", plate=plate_id, channels=CHANNELS, resume=True)
+    s = settings.crop_size
+    crops_grp = zarr.open_group(str(plan.staging / "crops.zarr"), mode="w", zarr_format=3)
+    crops_arr = crops_grp.create_array("crops", shape=(0, len(CHANNELS), s, s), chunks=(settings.crops_chunk, len(CHANNELS), s, s),
+                                       dtype="uint16", dimension_names=("n", "c", "y", "x"))
+    crops_grp.attrs.update({"channels": list(CHANNELS), "crop_size": s})
+    cyto_index = CHANNELS.index(settings.cyto_channel)
+    buffer: list[np.ndarray] = []
+    buffered = 0
+    cell_tables, field_rows = [], []
+    n_total = 0
+    for i, rec in enumerate(fields.itertuples(index=False)):
+        if progress:
+            progress("segment", i, len(fields))
+        raw = read_field(plate, rec.Metadata_FieldPath)
+        corrected = illum.apply(raw, funcs)
+        nuclei = segment_nuclei(corrected[0])
+        cells = segment_cells(nuclei, corrected[cyto_index])
+        field_no = int(rec.Metadata_FieldPath.rsplit("/", 1)[1])
+        writer.write_labels(rec.Metadata_Well, field_no, "nuclei", nuclei)
+        writer.write_labels(rec.Metadata_Well, field_no, "cells", cells)
+        crops, table = crop_cells(corrected, nuclei, cells, crop_size=s, border=settings.border, channel_names=CHANNELS)
+        table.insert(0, "Metadata_Site", np.int32(rec.Metadata_Site))
+        table.insert(0, "Metadata_Well", rec.Metadata_Well)
+        table.insert(0, "Metadata_Plate", plate_id)
+        table.insert(4, "Metadata_CropIndex", np.arange(n_total, n_total + len(table), dtype=np.int64))
+        n_total += len(table)
+        cell_tables.append(table)
+        buffer.append(crops)
+        buffered += len(crops)
+        if buffered >= settings.crops_chunk:
+            block = np.concatenate(buffer)
+            crops_arr.append(block, axis=0)
+            buffer, buffered = [], 0
+        field_rows.append(dict(
+            Metadata_Plate=plate_id, Metadata_Well=rec.Metadata_Well, Metadata_Site=rec.Metadata_Site,
+            Metadata_FieldPath=rec.Metadata_FieldPath, Count_Nuclei=int(nuclei.max()), Count_Crops=len(table),
+            QC_FocusScore=_focus_score(raw[0]),
+            QC_SaturatedFraction=float((raw == np.iinfo(raw.dtype).max).mean())))
+    if buffer:
+        crops_arr.append(np.concatenate(buffer), axis=0)
+    cells_df = (pd.concat(cell_tables, ignore_index=True) if cell_tables else pd.DataFrame())
+    if crops_arr.shape[0] != len(cells_df):
+        raise RuntimeError(f"plate {plate_id}: {crops_arr.shape[0]} crops written but {len(cells_df)} cell rows")
+    return cells_df, pd.DataFrame(field_rows)
+
+
+def publish(plan: PlatePlan, store: Store, *, fields: pd.DataFrame, cells: pd.DataFrame,
+            quarantine: pd.DataFrame, layout: str) -> PlateResult:
+    """Move the staged plate into the store, write its tables and mark it complete."""
+    plate = plan.plate
+    platemap = (read_platemap(plan.listing.platemap, plate=plate) if plan.listing.platemap is not None
+                else pd.DataFrame(columns=["Metadata_Plate", "Metadata_Well", "Metadata_CompoundID", "Metadata_SMILES",
+                                           "Metadata_Concentration", "Metadata_ControlType"]))
+    imaged = set(fields["Metadata_Well"])
+    unmapped = sorted(imaged - set(platemap["Metadata_Well"]))
+    if unmapped:
+        extra = pd.DataFrame({"Metadata_Plate": plate, "Metadata_Well": unmapped, "Metadata_CompoundID": None,
+                              "Metadata_SMILES": None, "Metadata_Concentration": np.nan,
+                              "Metadata_ControlType": "unmapped"})
+        platemap = pd.concat([platemap, extra], ignore_index=True) if len(platemap) else extra
+    platemap["Metadata_Plate"] = plate
+    platemap["Metadata_HasImages"] = platemap["Metadata_Well"].isin(imaged)
+    update_ledger(store, dict(Metadata_Plate=plate, Source=str(plan.listing.root), Fingerprint=plan.fingerprint,
+                              Status="running", Layout=layout, N_Fields=0, N_Quarantined=0, N_Cells=0, Error=None))
+    moves = [(plan.staging / "plate.ome.zarr", store.plate_zarr(plate)),
+             (plan.staging / "illumination.zarr", store.illumination_zarr(plate)),
+             (plan.staging / "illumination_qc", store.root / "illumination" / plate),
+             (plan.staging / "crops.zarr", store.crops_zarr(plate))]
+    for src, dst in moves:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if dst.exists():
+            shutil.rmtree(dst)
+        src.rename(dst)
+    write_table(platemap.sort_values("Metadata_Well", ignore_index=True), "platemap", store.table_path("platemap", plate=plate))
+    write_table(fields, "fields", store.table_path("fields", plate=plate))
+    write_table(cells, "cells", store.table_path("cells", plate=plate))
+    write_table(quarantine, "quarantine", store.table_path("quarantine", plate=plate))
+    shutil.rmtree(plan.staging)
+    result = PlateResult(plate=plate, source=str(plan.listing.root), status="complete", layout=layout,
+                         n_fields=len(fields), n_quarantined=len(quarantine), n_cells=len(cells))
+    update_ledger(store, dict(Metadata_Plate=plate, Source=result.source, Fingerprint=plan.fingerprint,
+                              Status="complete", Layout=layout, N_Fields=result.n_fields,
+                              N_Quarantined=result.n_quarantined, N_Cells=result.n_cells, Error=None))
+    return result
+
+
+def is_current(plan: PlatePlan, store: Store) -> bool:
+    """True when the ledger holds this plate complete with the same fingerprint and its outputs exist."""
+    entry = ledger_entry(store, plan.plate)
+    return bool(entry and entry["Status"] == "complete" and entry["Fingerprint"] == plan.fingerprint
+                and store.plate_zarr(plan.plate).exists() and store.crops_zarr(plan.plate).exists())
+
+
+def ingest_plate(
+    plate_dir: str | Path,
+    store: Store,
+    settings: IngestSettings = IngestSettings(),
+    *,
+    force: bool = False,
+    lock_timeout: float | None = None,
+    progress: Progress | None = None,
+) -> PlateResult:
+    """Ingest one plate folder end to end (all four stages), incrementally.
+
+    Unchanged plates (same fingerprint, complete in the ledger) are skipped unless ``force``.
+    A per-plate lock makes a concurrent ingest of the same plate wait (or fail after
+    ``lock_timeout`` seconds) and then find the plate already done.
+    """
+    plan = plan_plate(plate_dir, store, settings)
+    with file_lock(store.root / "locks" / f"{plan.plate}.lock", timeout=lock_timeout):
+        if not force and is_current(plan, store):
+            return PlateResult(plate=plan.plate, source=str(plan.listing.root), status="skipped",
+                               layout=plan.listing.layout)
+        t = {}
+        t0 = time.perf_counter()
+        fields, quarantine = write_images(plan, progress=progress)
+        t["write"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        funcs = compute_illumination(plan, fields, settings)
+        t["illumination"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        cells, field_table = segment_and_tile(plan, fields, funcs, settings, progress=progress)
+        t["segment_tile"] = time.perf_counter() - t0
+        result = publish(plan, store, fields=field_table, cells=cells, quarantine=quarantine, layout=plan.listing.layout)
+        result.seconds = t
+        return result

@@ -1,0 +1,319 @@
+"""Discover the images of a plate folder, in the layouts microscopes and CellProfiler users have.
+
+Three layouts are understood:
+
+``imagexpress``
+    ``<plate>_<well>_s<site>_w<channel><GUID>.tif`` (Molecular Devices); ``_thumb`` previews ignored.
+``phenix``
+    ``r01c01f01p01-ch1sk1fk1fl1.tiff`` (PerkinElmer/Revvity Phenix, Harmony export), row, column,
+    field, plane and channel numbers.
+``loaddata``
+    A CellProfiler LoadData CSV (``FileName_Orig<Ch>``, ``PathName_Orig<Ch>``, ``Metadata_Plate``,
+    ``Metadata_Well``, ``Metadata_Site``), paths resolved relative to the CSV.
+
+:func:`discover_plate` returns an image listing (a DataFrame, one row per image file) that the
+ingestion stage consumes; it never reads pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+from pipeline.store import CHANNELS
+
+__all__ = [
+    "Layout",
+    "LAYOUTS",
+    "PlateListing",
+    "PlateLayoutError",
+    "parse_channel_map",
+    "discover_plate",
+    "read_platemap",
+    "well_name",
+    "split_well",
+    "fingerprint_files",
+]
+
+Layout = Literal["imagexpress", "phenix", "loaddata"]
+LAYOUTS: tuple[str, ...] = ("imagexpress", "phenix", "loaddata")
+
+#: Default vendor channel number -> Cell Painting channel name.
+DEFAULT_CHANNEL_MAP: dict[str, str] = {str(i + 1): name for i, name in enumerate(CHANNELS)}
+
+_IMAGEXPRESS = re.compile(
+    r"^(?P<plate>.+?)_(?P<well>[A-Pa-p]\d{1,2})_s(?P<site>\d+)_w(?P<channel>\d+)"
+    r"(?P<guid>[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})?\.tiff?$"
+)
+_PHENIX = re.compile(
+    r"^r(?P<row>\d{2})c(?P<col>\d{2})f(?P<site>\d{2,3})p(?P<plane>\d{2,3})-ch(?P<channel>\d+)"
+    r"sk\d+fk\d+fl\d+\.tiff?$"
+)
+_TIFF = re.compile(r"\.tiff?$", re.IGNORECASE)
+
+
+class PlateLayoutError(ValueError):
+    """A plate folder matches no known layout, or its files contradict each other."""
+
+
+@dataclass(frozen=True)
+class PlateListing:
+    """What :func:`discover_plate` found in a plate folder.
+
+    Attributes
+    ----------
+    plate : str
+        Plate identifier.
+    layout : str
+        Detected layout.
+    root : Path
+        The plate folder.
+    images : DataFrame
+        One row per image file: ``Metadata_Well``, ``Metadata_Site`` (int), ``Metadata_Channel``
+        (channel name), ``File`` (path relative to ``root``).
+    unmatched : list of str
+        Files that looked like images but matched no pattern of the layout (reported, not read).
+    platemap : Path or None
+        ``platemap.csv`` in the plate folder, if present.
+    """
+
+    plate: str
+    layout: str
+    root: Path
+    images: pd.DataFrame
+    unmatched: list[str] = field(default_factory=list)
+    platemap: Path | None = None
+
+
+def well_name(row: int | str, col: int) -> str:
+    """Well name with a zero-padded column: ``well_name(1, 3) == well_name('A', 3) == 'A03'``."""
+    letter = row if isinstance(row, str) else chr(ord("A") + int(row) - 1)
+    return f"{letter.upper()}{int(col):02d}"
+
+
+def split_well(well: str) -> tuple[str, int]:
+    """``'B07' -> ('B', 7)``; raises ValueError on a malformed well name."""
+    m = re.fullmatch(r"([A-Za-z]{1,2})(\d{1,2})", well.strip())
+    if not m:
+        raise ValueError(f"not a well name: {well!r} (expected a row letter and a column number, e.g. 'B07')")
+    return m.group(1).upper(), int(m.group(2))
+
+
+def parse_channel_map(spec: str | dict[str, str] | None) -> dict[str, str]:
+    """Parse ``"DNA=1,ER=2,RNA=3,AGP=4,Mito=5"`` into ``{"1": "DNA", ...}``.
+
+    ``None`` gives the default (w1..w5 = DNA, ER, RNA, AGP, Mito). A dict is taken as
+    ``{vendor channel: name}`` already.
+
+    Raises
+    ------
+    ValueError
+        On malformed entries, unknown channel names or repeated vendor numbers.
+    """
+    if spec is None:
+        return dict(DEFAULT_CHANNEL_MAP)
+    if isinstance(spec, dict):
+        mapping = {str(k): v for k, v in spec.items()}
+    else:
+        mapping = {}
+        for part in filter(None, (p.strip() for p in spec.split(","))):
+            if "=" not in part:
+                raise ValueError(f"channel map entry {part!r} is not NAME=NUMBER (e.g. DNA=1)")
+            name, num = (s.strip() for s in part.split("=", 1))
+            if num in mapping:
+                raise ValueError(f"channel map: vendor channel {num} given twice ({mapping[num]}, {name})")
+            mapping[num] = name
+    unknown = sorted(set(mapping.values()) - set(CHANNELS))
+    if unknown:
+        raise ValueError(f"channel map names {unknown} are not Cell Painting channels {list(CHANNELS)}")
+    missing = sorted(set(CHANNELS) - set(mapping.values()))
+    if missing:
+        raise ValueError(f"channel map lacks channels {missing}; got {spec!r}")
+    return mapping
+
+
+def _tiffs(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and _TIFF.search(p.name))
+
+
+def _listing_imagexpress(root: Path, channel_map: dict[str, str]) -> tuple[str | None, list[dict], list[str]]:
+    rows, unmatched, plates = [], [], set()
+    for p in _tiffs(root):
+        if "_thumb" in p.name.lower():
+            continue
+        m = _IMAGEXPRESS.match(p.name)
+        if not m or m["channel"] not in channel_map:
+            unmatched.append(str(p.relative_to(root)))
+            continue
+        plates.add(m["plate"])
+        well = split_well(m["well"])
+        rows.append(dict(Metadata_Well=well_name(*well), Metadata_Site=int(m["site"]),
+                         Metadata_Channel=channel_map[m["channel"]], File=str(p.relative_to(root))))
+    if len(plates) > 1:
+        raise PlateLayoutError(f"{root}: ImageXpress files name several plates {sorted(plates)}; one folder per plate")
+    return (plates.pop() if plates else None), rows, unmatched
+
+
+def _listing_phenix(root: Path, channel_map: dict[str, str]) -> tuple[str | None, list[dict], list[str]]:
+    rows, unmatched = [], []
+    for p in _tiffs(root):
+        m = _PHENIX.match(p.name)
+        if not m or m["channel"] not in channel_map:
+            unmatched.append(str(p.relative_to(root)))
+            continue
+        if int(m["plane"]) != 1:  # one focal plane is ingested; others are reported
+            unmatched.append(str(p.relative_to(root)))
+            continue
+        rows.append(dict(Metadata_Well=well_name(int(m["row"]), int(m["col"])), Metadata_Site=int(m["site"]),
+                         Metadata_Channel=channel_map[m["channel"]], File=str(p.relative_to(root))))
+    return None, rows, unmatched
+
+
+def _listing_loaddata(root: Path, csv: Path, allow_outside: bool) -> tuple[str | None, list[dict], list[str]]:
+    table = pd.read_csv(csv)
+    needed = [f"{k}_Orig{c}" for c in CHANNELS for k in ("FileName", "PathName")] + [
+        "Metadata_Plate", "Metadata_Well", "Metadata_Site"]
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise PlateLayoutError(f"{csv}: LoadData CSV lacks columns {missing}; has {list(table.columns)}")
+    plates = set(table["Metadata_Plate"].astype(str))
+    if len(plates) > 1:
+        raise PlateLayoutError(f"{csv}: LoadData CSV names several plates {sorted(plates)}; one CSV per plate")
+    rows, refused = [], []
+    base = csv.parent.resolve()
+    root_resolved = root.resolve()
+    for i, rec in table.iterrows():
+        well = well_name(*split_well(str(rec["Metadata_Well"])))
+        for c in CHANNELS:
+            path = (base / str(rec[f"PathName_Orig{c}"]) / str(rec[f"FileName_Orig{c}"])).resolve()
+            if not allow_outside and not path.is_relative_to(root_resolved):
+                refused.append(f"{csv.name} row {i + 2}: {path} is outside the plate folder (use --allow-outside)")
+                continue
+            rel = os.path.relpath(path, root_resolved)
+            rows.append(dict(Metadata_Well=well, Metadata_Site=int(rec["Metadata_Site"]), Metadata_Channel=c, File=rel))
+    return plates.pop() if plates else None, rows, refused
+
+
+def discover_plate(
+    plate_dir: str | os.PathLike,
+    *,
+    layout: Layout | Literal["auto"] = "auto",
+    channel_map: str | dict[str, str] | None = None,
+    allow_outside: bool = False,
+) -> PlateListing:
+    """List the images of one plate folder.
+
+    Parameters
+    ----------
+    plate_dir : path
+        The plate folder (images, optionally ``platemap.csv`` and a LoadData CSV).
+    layout : {'auto', 'imagexpress', 'phenix', 'loaddata'}
+        ``'auto'`` picks a LoadData CSV if one is present, else the file-name layout that matches
+        most TIFFs.
+    channel_map : str or dict, optional
+        Vendor channel number -> name (see :func:`parse_channel_map`). Ignored for LoadData,
+        whose columns name the channels.
+    allow_outside : bool
+        LoadData only: accept image paths outside the plate folder.
+
+    Returns
+    -------
+    PlateListing
+
+    Raises
+    ------
+    PlateLayoutError
+        When nothing matches; the message lists what was seen.
+    """
+    root = Path(plate_dir)
+    if not root.is_dir():
+        raise PlateLayoutError(f"plate folder {root} does not exist or is not a folder")
+    if layout not in ("auto", *LAYOUTS):
+        raise ValueError(f"layout {layout!r} is not one of 'auto', {', '.join(map(repr, LAYOUTS))}")
+    cmap = parse_channel_map(channel_map)
+    csvs = sorted(p for p in root.glob("*.csv") if "FileName_Orig" in p.open().readline())
+    candidates: list[tuple[str, str | None, list[dict], list[str]]] = []
+    if layout in ("auto", "loaddata") and csvs:
+        if len(csvs) > 1:
+            raise PlateLayoutError(f"{root}: several LoadData CSVs {[c.name for c in csvs]}; keep one per plate")
+        candidates.append(("loaddata", *_listing_loaddata(root, csvs[0], allow_outside)))
+    elif layout == "loaddata":
+        raise PlateLayoutError(f"{root}: no LoadData CSV (a .csv with FileName_Orig<Ch> columns) found")
+    if layout in ("auto", "imagexpress") and not (layout == "auto" and candidates):
+        candidates.append(("imagexpress", *_listing_imagexpress(root, cmap)))
+    if layout in ("auto", "phenix") and not (layout == "auto" and candidates and candidates[0][0] == "loaddata"):
+        candidates.append(("phenix", *_listing_phenix(root, cmap)))
+    best = max(candidates, key=lambda c: len(c[2]))
+    name, plate, rows, unmatched = best
+    if not rows:
+        seen = [str(p.relative_to(root)) for p in sorted(root.rglob("*")) if p.is_file()][:10]
+        raise PlateLayoutError(
+            f"{root}: no images matched layout {layout!r}. Expected ImageXpress "
+            f"'<plate>_<well>_s<site>_w<channel><GUID>.tif', Phenix 'r01c01f01p01-ch1sk1fk1fl1.tiff' or a "
+            f"LoadData CSV. First files seen: {seen or 'none'}"
+        )
+    images = pd.DataFrame(rows).sort_values(["Metadata_Well", "Metadata_Site", "Metadata_Channel", "File"],
+                                            ignore_index=True)
+    platemap = root / "platemap.csv"
+    return PlateListing(plate=str(plate or root.name), layout=name, root=root, images=images,
+                        unmatched=unmatched, platemap=platemap if platemap.is_file() else None)
+
+
+def read_platemap(path: str | os.PathLike, *, plate: str) -> pd.DataFrame:
+    """Read a ``platemap.csv`` into the ``platemap`` table layout (without ``Metadata_HasImages``).
+
+    Required column: ``Metadata_Well``. Optional: ``Metadata_CompoundID``, ``Metadata_SMILES``,
+    ``Metadata_Concentration``, ``Metadata_ControlType`` (default: 'negcon' where no SMILES is
+    given, else 'trt').
+
+    Raises
+    ------
+    ValueError
+        Naming the file when the well column is missing, a well name is malformed, a well is
+        listed twice, or the file holds no rows.
+    """
+    path = Path(path)
+    table = pd.read_csv(path, dtype={"Metadata_Well": str, "Metadata_CompoundID": str, "Metadata_SMILES": str})
+    if "Metadata_Well" not in table.columns:
+        raise ValueError(f"{path}: plate map has no Metadata_Well column (columns: {list(table.columns)})")
+    if table.empty:
+        raise ValueError(f"{path}: plate map is empty")
+    try:
+        table["Metadata_Well"] = [well_name(*split_well(w)) for w in table["Metadata_Well"].astype(str)]
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    dup = table["Metadata_Well"][table["Metadata_Well"].duplicated()].tolist()
+    if dup:
+        raise ValueError(f"{path}: wells listed more than once: {dup}")
+    out = pd.DataFrame({"Metadata_Plate": plate, "Metadata_Well": table["Metadata_Well"]})
+    for c in ("Metadata_CompoundID", "Metadata_SMILES"):
+        out[c] = table[c].where(table[c].notna(), None) if c in table.columns else None
+    out["Metadata_Concentration"] = (
+        pd.to_numeric(table["Metadata_Concentration"], errors="coerce") if "Metadata_Concentration" in table.columns
+        else float("nan"))
+    if "Metadata_ControlType" in table.columns:
+        out["Metadata_ControlType"] = table["Metadata_ControlType"].fillna("trt").astype(str)
+    else:
+        out["Metadata_ControlType"] = ["negcon" if s is None else "trt" for s in out["Metadata_SMILES"]]
+    return out
+
+
+def fingerprint_files(root: Path, files: list[str], *, extra: str = "") -> str:
+    """SHA-256 over (relative name, size, mtime) of ``files`` under ``root``, plus ``extra``.
+
+    Cheap (no pixel reads): a changed, added or removed file changes the fingerprint.
+    """
+    h = hashlib.sha256(extra.encode())
+    for rel in sorted(files):
+        try:
+            st = (root / rel).stat()
+            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except FileNotFoundError:
+            h.update(f"{rel}\0missing\n".encode())
+    return h.hexdigest()
