@@ -64,7 +64,7 @@ class IngestSettings:
     allow_outside: bool = False
     illumination_method: Literal["mean", "median"] = "mean"
     illumination_filter_fraction: float = 1 / 8
-    cyto_channel: Literal["RNA", "AGP"] = "RNA"
+    cyto_channel: Literal["RNA", "AGP"] = "AGP"
     crop_size: int = 64
     border: Literal["skip", "pad"] = "skip"
     crops_chunk: int = 256

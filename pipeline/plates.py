@@ -293,14 +293,15 @@ def read_platemap(path: str | os.PathLike, *, plate: str) -> pd.DataFrame:
         raise ValueError(f"{path}: wells listed more than once: {dup}")
     out = pd.DataFrame({"Metadata_Plate": plate, "Metadata_Well": table["Metadata_Well"]})
     for c in ("Metadata_CompoundID", "Metadata_SMILES"):
-        out[c] = table[c].where(table[c].notna(), None) if c in table.columns else None
+        values = table[c] if c in table.columns else [None] * len(table)
+        out[c] = [None if v is None or pd.isna(v) or str(v).strip() == "" else str(v).strip() for v in values]
     out["Metadata_Concentration"] = (
         pd.to_numeric(table["Metadata_Concentration"], errors="coerce") if "Metadata_Concentration" in table.columns
         else float("nan"))
     if "Metadata_ControlType" in table.columns:
         out["Metadata_ControlType"] = table["Metadata_ControlType"].fillna("trt").astype(str)
     else:
-        out["Metadata_ControlType"] = ["negcon" if s is None else "trt" for s in out["Metadata_SMILES"]]
+        out["Metadata_ControlType"] = ["negcon" if pd.isna(s) else "trt" for s in out["Metadata_SMILES"]]
     return out
 
 

@@ -131,7 +131,7 @@ def segment_cells(
     *,
     sigma: float = 1.5,
     threshold: Threshold = "otsu",
-    threshold_factor: float = 0.5,
+    threshold_factor: float = 1.0,
     max_distance: float | None = None,
 ) -> np.ndarray:
     """Grow one cell per nucleus on a cytoplasm channel.

@@ -1,0 +1,41 @@
+"""Shared fixtures: small generated plates (real generator output) and an ingested store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Prefect: quiet, offline, patient on a busy 2-core machine; must be set before Prefect imports.
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("CMCL_PROGRESS", "0")
+import flows  # noqa: E402,F401  (applies cmcl's Prefect defaults)
+
+
+@pytest.fixture(scope="session")
+def small_plate(tmp_path_factory) -> Path:
+    """12 wells x 2 sites, 256 px, ImageXpress layout, with ground truth."""
+    from pipeline.synthetic import generate
+
+    return generate(tmp_path_factory.mktemp("inbox"), plate_id="T1", n_wells=12, sites=2, size=256, seed=3)
+
+
+@pytest.fixture(scope="session")
+def faulty_plate(tmp_path_factory) -> Path:
+    """24 wells x 2 sites with injected faults (listed in ground_truth/faults.csv)."""
+    from pipeline.synthetic import generate
+
+    return generate(tmp_path_factory.mktemp("faulty"), plate_id="F1", n_wells=24, sites=2, size=128, seed=5,
+                    faults=True)
+
+
+@pytest.fixture(scope="session")
+def ingested(small_plate, tmp_path_factory):
+    """A store holding ``small_plate`` ingested with 32 px crops; returns (store, PlateResult)."""
+    from pipeline.ingest import IngestSettings, ingest_plate
+    from pipeline.store import Store
+
+    store = Store(tmp_path_factory.mktemp("store"))
+    result = ingest_plate(small_plate, store, IngestSettings(crop_size=32))
+    return store, result

@@ -1,0 +1,125 @@
+import os
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+import zarr
+
+from pipeline import ingest as ing
+from pipeline.ingest import IngestSettings, ingest_plate
+from pipeline.omezarr import open_plate, read_field, read_labels
+from pipeline.plates import discover_plate
+from pipeline.schema import table_names
+from pipeline.store import CHANNELS, Store
+
+
+def test_every_good_field_is_pixel_identical(ingested, small_plate):
+    store, result = ingested
+    assert result.status == "complete" and result.n_fields == 24 and result.n_quarantined == 0
+    plate = open_plate(store.plate_zarr("T1"))
+    fields = store.read("fields")
+    listing = discover_plate(small_plate).images
+    for rec in fields.itertuples():
+        image = read_field(plate, rec.Metadata_FieldPath)
+        files = listing[(listing.Metadata_Well == rec.Metadata_Well) & (listing.Metadata_Site == rec.Metadata_Site)]
+        for c, name in enumerate(CHANNELS):
+            src = tifffile.imread(small_plate / files[files.Metadata_Channel == name]["File"].iloc[0])
+            np.testing.assert_array_equal(image[c], src)
+
+
+def test_cells_crops_and_labels_agree(ingested):
+    store, result = ingested
+    cells = store.read("cells")
+    crops = zarr.open_group(str(store.crops_zarr("T1")), mode="r")["crops"]
+    assert crops.shape == (len(cells), 5, 32, 32) == (result.n_cells, 5, 32, 32)
+    assert list(cells["Metadata_CropIndex"]) == list(range(len(cells)))
+    plate = open_plate(store.plate_zarr("T1"))
+    fields = store.read("fields").set_index(["Metadata_Well", "Metadata_Site"])
+    for (well, site), group in cells.groupby(["Metadata_Well", "Metadata_Site"]):
+        path = fields.loc[(well, site), "Metadata_FieldPath"]
+        nuclei = read_labels(plate, path, "nuclei")
+        cell_labels = read_labels(plate, path, "cells")
+        assert nuclei.max() == fields.loc[(well, site), "Count_Nuclei"]
+        assert set(np.unique(cell_labels)) == set(np.unique(nuclei))
+        assert np.all(nuclei[group.Crop_CenterY, group.Crop_CenterX] == group.Metadata_CellID)
+    assert (cells.groupby("Metadata_Well").size() > 5).all()
+
+
+def test_every_written_table_matches_its_schema(ingested):
+    store, _ = ingested
+    written = [n for n in table_names() if store.table_files(n)]
+    assert {"cells", "fields", "platemap", "quarantine", "ledger"} <= set(written)
+    for name in written:
+        store.read(name)  # validates against schemas/ (raises SchemaError otherwise)
+
+
+def test_standard_reader_opens_the_plate(ingested):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Plate, Reader
+
+    store, _ = ingested
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nodes = list(Reader(parse_url(str(store.plate_zarr("T1"))))())
+    assert any(isinstance(s, Plate) for s in nodes[0].specs)
+    attrs = open_plate(store.plate_zarr("T1")).attrs["ome"]
+    assert attrs["version"] == "0.5" and len(attrs["plate"]["wells"]) == 12
+    field = open_plate(store.plate_zarr("T1"))["A/1/0"].attrs["ome"]
+    assert [c["label"] for c in field["omero"]["channels"]] == list(CHANNELS)
+
+
+def test_rerun_does_nothing_and_a_changed_plate_is_redone(small_plate, tmp_path):
+    store = Store(tmp_path / "store")
+    first = ingest_plate(small_plate, store, IngestSettings(crop_size=32))
+    assert ingest_plate(small_plate, store, IngestSettings(crop_size=32)).status == "skipped"
+    assert ingest_plate(small_plate, store, IngestSettings(crop_size=24)).status == "complete"  # settings changed
+    assert len(store.read("cells")) == store.read("ledger")["N_Cells"].sum()
+    led = store.read("ledger")
+    assert len(led) == 1 and led["Status"].iloc[0] == "complete"
+    assert first.n_fields == led["N_Fields"].iloc[0]
+
+
+def test_faults_are_quarantined_and_the_rest_is_kept(faulty_plate, tmp_path):
+    store = Store(tmp_path / "store")
+    result = ingest_plate(faulty_plate, store, IngestSettings(crop_size=24))
+    assert result.status == "complete"
+    faults = pd.read_csv(faulty_plate / "ground_truth" / "faults.csv")
+    quarantine = store.read("quarantine")
+    bad_fields = set(zip(faults["well"], faults["site"]))
+    assert set(zip(quarantine["Metadata_Well"], quarantine["Metadata_Site"])) == bad_fields
+    for fault in faults.itertuples():
+        q = quarantine[(quarantine.Metadata_Well == fault.well) & (quarantine.Metadata_Site == fault.site)]
+        assert q["Reason"].str.len().min() > 5
+    expected = {"truncated": "unreadable", "zero_bytes": "unreadable", "missing_channel": "missing channel",
+                "duplicate_site": "duplicate", "wrong_dtype": "dtype", "wrong_shape": "shape"}
+    for fault in faults.itertuples():
+        q = quarantine[(quarantine.Metadata_Well == fault.well) & (quarantine.Metadata_Site == fault.site)]
+        assert q["Reason"].str.contains(expected[fault.fault]).any(), (fault, q["Reason"].tolist())
+    fields = store.read("fields")
+    assert len(fields) == 24 * 2 - len(bad_fields)
+    assert not set(zip(fields["Metadata_Well"], fields["Metadata_Site"])) & bad_fields
+
+
+def test_interrupted_ingest_resumes_to_the_same_store(small_plate, tmp_path, monkeypatch):
+    clean = Store(tmp_path / "clean")
+    ingest_plate(small_plate, clean, IngestSettings(crop_size=32))
+    broken = Store(tmp_path / "broken")
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("simulated kill during segmentation")
+
+    monkeypatch.setattr(ing, "segment_and_tile", crash)
+    with pytest.raises(KeyboardInterrupt):
+        ingest_plate(small_plate, broken, IngestSettings(crop_size=32))
+    assert not broken.plate_zarr("T1").exists()  # nothing half-written is visible
+    assert broken.read("ledger").empty
+    monkeypatch.undo()
+    assert ingest_plate(small_plate, broken, IngestSettings(crop_size=32)).status == "complete"
+    for name in ("cells", "fields", "platemap", "quarantine"):
+        pd.testing.assert_frame_equal(clean.read(name), broken.read(name))
+    a = zarr.open_group(str(clean.crops_zarr("T1")), mode="r")["crops"][:]
+    b = zarr.open_group(str(broken.crops_zarr("T1")), mode="r")["crops"][:]
+    np.testing.assert_array_equal(a, b)
+    assert not (broken.root / ".staging" / "T1").exists()

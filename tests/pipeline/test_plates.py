@@ -1,0 +1,89 @@
+import os
+import time
+
+import pandas as pd
+import pytest
+
+from pipeline.plates import PlateLayoutError, discover_plate, fingerprint_files, parse_channel_map, read_platemap
+from pipeline.synthetic import generate
+
+
+def test_imagexpress_listing_ignores_thumbnails(small_plate):
+    listing = discover_plate(small_plate)
+    assert listing.layout == "imagexpress" and listing.plate == "T1"
+    assert len(listing.images) == 12 * 2 * 5
+    assert not listing.images["File"].str.contains("thumb").any()
+    assert set(listing.images["Metadata_Channel"]) == {"DNA", "ER", "RNA", "AGP", "Mito"}
+    assert listing.platemap is not None and listing.unmatched == []
+
+
+@pytest.mark.parametrize("layout", ["phenix", "loaddata"])
+def test_other_layouts_list_the_same_fields(tmp_path, layout):
+    plate = generate(tmp_path, layout=layout, plate_id="L1", n_wells=3, sites=2, size=64, seed=1, )
+    listing = discover_plate(plate)
+    assert listing.layout == layout
+    assert len(listing.images) == 3 * 2 * 5
+    assert sorted(set(listing.images["Metadata_Well"])) == ["A01", "A02", "A03"]
+    assert sorted(set(listing.images["Metadata_Site"])) == [1, 2]
+
+
+def test_loaddata_refuses_paths_outside_the_plate(tmp_path):
+    plate = generate(tmp_path, layout="loaddata", plate_id="L2", n_wells=1, sites=1, size=64, seed=1)
+    csv = next(p for p in plate.glob("*.csv") if "FileName_Orig" in p.read_text())
+    table = pd.read_csv(csv)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    src = plate / table.loc[0, "PathName_OrigDNA"] / table.loc[0, "FileName_OrigDNA"]
+    (outside / "dna.tif").write_bytes(src.read_bytes())
+    table.loc[0, "PathName_OrigDNA"] = os.path.relpath(outside, csv.parent)
+    table.loc[0, "FileName_OrigDNA"] = "dna.tif"
+    table.to_csv(csv, index=False)
+    listing = discover_plate(plate)
+    assert any("outside the plate folder" in u for u in listing.unmatched)
+    assert "DNA" not in set(listing.images["Metadata_Channel"])
+    allowed = discover_plate(plate, allow_outside=True)
+    assert "DNA" in set(allowed.images["Metadata_Channel"])
+
+
+def test_no_match_error_lists_what_was_seen(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "image_001.tif").write_bytes(b"")
+    with pytest.raises(PlateLayoutError, match="image_001.tif"):
+        discover_plate(tmp_path)
+
+
+def test_channel_map():
+    assert parse_channel_map("DNA=5,ER=4,RNA=3,AGP=2,Mito=1")["5"] == "DNA"
+    with pytest.raises(ValueError, match="not Cell Painting"):
+        parse_channel_map("DNA=1,ER=2,RNA=3,AGP=4,Actin=5")
+    with pytest.raises(ValueError, match="lacks"):
+        parse_channel_map("DNA=1")
+    with pytest.raises(ValueError, match="NAME=NUMBER"):
+        parse_channel_map("DNA1")
+
+
+def test_platemap_checks(tmp_path):
+    p = tmp_path / "platemap.csv"
+    p.write_text("Metadata_Well,Metadata_SMILES\nA1,CCO\nB02,\n")
+    pm = read_platemap(p, plate="P")
+    assert list(pm["Metadata_Well"]) == ["A01", "B02"]
+    assert list(pm["Metadata_ControlType"]) == ["trt", "negcon"]
+    p.write_text("Metadata_Well\nA01\nA01\n")
+    with pytest.raises(ValueError, match="more than once"):
+        read_platemap(p, plate="P")
+    p.write_text("Metadata_Well\n")
+    with pytest.raises(ValueError, match="empty"):
+        read_platemap(p, plate="P")
+    p.write_text("Well\nA01\n")
+    with pytest.raises(ValueError, match="no Metadata_Well"):
+        read_platemap(p, plate="P")
+
+
+def test_fingerprint_sees_changes(tmp_path):
+    (tmp_path / "a.tif").write_bytes(b"1")
+    fp = fingerprint_files(tmp_path, ["a.tif"])
+    assert fp == fingerprint_files(tmp_path, ["a.tif"])
+    time.sleep(0.01)
+    (tmp_path / "a.tif").write_bytes(b"12")
+    assert fp != fingerprint_files(tmp_path, ["a.tif"])
+    assert fp != fingerprint_files(tmp_path, ["a.tif"], extra="settings")

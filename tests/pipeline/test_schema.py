@@ -1,0 +1,51 @@
+import json
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.schema import SchemaError, arrow_schema, conform, store_layout, table_names, table_schema, write_table
+
+
+def test_every_declared_table_has_described_typed_columns():
+    assert {"cells", "fields", "platemap", "quarantine", "ledger", "compounds", "compound_inputs", "graphs"} <= set(table_names())
+    for name in table_names():
+        t = table_schema(name)
+        assert t["description"] and t["path"].startswith("tables/")
+        for c in t["columns"]:
+            assert c["description"], (name, c["name"])
+        arrow_schema(name)  # every type is known
+    paths = store_layout()["paths"]
+    for name in table_names():
+        assert paths[name]["path"] == table_schema(name)["path"]
+
+
+def _quarantine_row(**over):
+    row = dict(Metadata_Plate="P", Metadata_Well="A01", Metadata_Site=1, Metadata_Channel="DNA", File="f.tif", Reason="r")
+    row.update(over)
+    return row
+
+
+def test_conform_casts_and_rejects():
+    t = conform(pd.DataFrame([_quarantine_row(Metadata_Site=None)]), "quarantine")
+    assert t.schema.field("Metadata_Site").type == "int32"
+    with pytest.raises(SchemaError, match="missing columns"):
+        conform(pd.DataFrame([{"Metadata_Plate": "P"}]), "quarantine")
+    with pytest.raises(SchemaError, match="undeclared"):
+        conform(pd.DataFrame([_quarantine_row(extra=1)]), "quarantine")
+    with pytest.raises(SchemaError, match="null value"):
+        conform(pd.DataFrame([_quarantine_row(File=None)]), "quarantine")
+    with pytest.raises(SchemaError, match="cannot store"):
+        conform(pd.DataFrame([_quarantine_row(Metadata_Site="one")]), "quarantine")
+
+
+def test_write_table_is_atomic_and_replaces(tmp_path):
+    p = tmp_path / "q.parquet"
+    write_table(pd.DataFrame([_quarantine_row()] * 3), "quarantine", p)
+    write_table(pd.DataFrame([_quarantine_row()]), "quarantine", p)
+    assert pq.read_table(p).num_rows == 1
+    assert [f.name for f in tmp_path.iterdir()] == ["q.parquet"]  # no temporary left behind
+    with pytest.raises(SchemaError):
+        write_table(pd.DataFrame([{"x": 1}]), "quarantine", p)
+    assert pq.read_table(p).num_rows == 1  # a failed write leaves the old table intact
+    json.dumps(store_layout())

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from pipeline.illumination import apply
+from pipeline.scoring import f1_at_iou, match_objects
+from pipeline.segmentation import segment_cells, segment_nuclei
+from pipeline.synthetic import illumination_fields, phenotype_from_smiles, render_field
+
+
+def _fields(n=6, size=256, seed=0):
+    rng = np.random.default_rng(seed)
+    illum = illumination_fields(size, seed)
+    ph = phenotype_from_smiles("CC(=O)Oc1ccccc1C(=O)O")
+    return [render_field(ph, size=size, rng=rng, illumination=illum) for _ in range(n)], illum
+
+
+def test_nuclei_and_cells_match_ground_truth():
+    fields, illum = _fields()
+    tn = tc = np.zeros(3, int)
+    for image, true_nuclei, true_cells in fields:
+        corrected = apply(image, illum)
+        nuclei = segment_nuclei(corrected[0])
+        cells = segment_cells(nuclei, corrected[3])
+        assert nuclei.dtype == np.uint32 and cells.dtype == np.uint32
+        # one cell per nucleus, containing it
+        assert set(np.unique(cells)) == set(np.unique(nuclei))
+        assert np.all(cells[nuclei > 0] == nuclei[nuclei > 0])
+        tn = tn + match_objects(true_nuclei, nuclei)
+        tc = tc + match_objects(true_cells, cells)
+    f1 = lambda t: 2 * t[0] / (2 * t[0] + t[1] + t[2])  # noqa: E731
+    assert f1(tn) >= 0.95, tn
+    assert f1(tc) >= 0.85, tc
+
+
+def test_uncorrected_touching_nuclei_on_a_gradient_are_split():
+    yy, xx = np.mgrid[:200, :200]
+    truth = np.zeros((200, 200), np.uint32)
+    centres = [(50, 50), (50, 66), (120, 130), (133, 140), (150, 40), (40, 150)]  # two touching pairs
+    for k, (cy, cx) in enumerate(centres, 1):
+        truth[((yy - cy) ** 2 + (xx - cx) ** 2) < 81] = k
+    background = 300 + 3 * xx  # strong uncorrected gradient
+    image = background + 1500 * ndi.gaussian_filter((truth > 0).astype(float), 1)
+    image = np.random.default_rng(1).poisson(image).astype(np.uint16)
+    labels = segment_nuclei(image)
+    assert labels.max() == len(centres)
+    assert f1_at_iou(truth, labels) == 1.0
+
+
+def test_empty_and_bad_inputs():
+    assert segment_nuclei(np.full((32, 32), 7, np.uint16)).max() == 0
+    with pytest.raises(ValueError, match="2-D"):
+        segment_nuclei(np.zeros((2, 8, 8)))
+    with pytest.raises(TypeError, match="integer"):
+        segment_cells(np.zeros((8, 8)), np.zeros((8, 8)))
+    with pytest.raises(ValueError, match="differs"):
+        segment_cells(np.zeros((8, 8), np.uint32), np.zeros((9, 8)))
+
+
+def test_scoring_hand_cases():
+    a = np.zeros((10, 10), int)
+    a[0:4, 0:4] = 1
+    a[6:10, 6:10] = 2
+    b = np.zeros_like(a)
+    b[0:4, 0:3] = 5  # IoU 0.75 with object 1
+    b[0:2, 6:8] = 1  # spurious
+    assert match_objects(a, b) == (1, 1, 1)
+    assert f1_at_iou(a, a) == 1.0 and f1_at_iou(np.zeros_like(a), np.zeros_like(a)) == 1.0
