@@ -40,7 +40,7 @@ def illumination_task(plan: stages.PlatePlan, fields, settings: stages.IngestSet
 
 @task(name="segment-and-tile", cache_policy=NO_CACHE)
 def segment_task(plan: stages.PlatePlan, fields, settings: stages.IngestSettings):
-    return stages.segment_and_tile(plan, fields, None, settings, progress=stage_callback(f"{plan.plate}: segment"))
+    return stages.segment_and_tile(plan, fields, settings, progress=stage_callback(f"{plan.plate}: segment"))
 
 
 @task(name="publish", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])

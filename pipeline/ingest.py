@@ -18,9 +18,14 @@ complete. A plate is only ever visible as complete once everything is in place.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -45,7 +50,7 @@ __all__ = [
     "plan_plate",
     "write_images",
     "compute_illumination",
-    "load_illumination",
+    "default_processes",
     "segment_and_tile",
     "is_current",
     "publish",
@@ -265,72 +270,103 @@ def _focus_score(dna: np.ndarray) -> float:
     return float(ndi.laplace(x).var())
 
 
-def load_illumination(plan: PlatePlan) -> np.ndarray:
-    """The staged illumination functions (C, Y, X) written by :func:`compute_illumination`."""
-    return zarr.open_group(str(plan.staging / "illumination.zarr"), mode="r", zarr_format=3)["function"][:]
+def _process_field(writer: PlateWriter, funcs: np.ndarray, field: tuple[str, int, str],
+                   settings: IngestSettings) -> tuple[np.ndarray, pd.DataFrame, dict]:
+    """Correct, segment and crop one staged field; writes its labels."""
+    well, site, path = field
+    plate_id = writer.plate
+    raw = read_field(writer.root, path)
+    corrected = illum.apply(raw, funcs)
+    nuclei = segment_nuclei(corrected[0])
+    cells = segment_cells(nuclei, corrected[CHANNELS.index(settings.cyto_channel)])
+    writer.write_labels(well, int(path.rsplit("/", 1)[1]), {"nuclei": nuclei, "cells": cells})
+    crops, table = crop_cells(corrected, nuclei, cells, crop_size=settings.crop_size, border=settings.border,
+                              channel_names=CHANNELS)
+    qc = dict(Metadata_Plate=plate_id, Metadata_Well=well, Metadata_Site=int(site), Metadata_FieldPath=path,
+              Count_Nuclei=int(nuclei.max()), Count_Crops=len(table), QC_FocusScore=_focus_score(raw[0]),
+              QC_SaturatedFraction=float((raw == np.iinfo(raw.dtype).max).mean()))
+    return crops, table, qc
+
+
+def _process_batch(plate_path: str, funcs_path: str, batch: list[tuple[str, int, str]], settings: IngestSettings,
+                   plate_id: str) -> list[tuple[np.ndarray, pd.DataFrame, dict]]:
+    """Process a batch of fields (one task of a worker process): plate and functions opened once."""
+    writer = PlateWriter(plate_path, plate=plate_id, channels=CHANNELS, resume=True)
+    funcs = zarr.open_group(funcs_path, mode="r", zarr_format=3)["function"][:]
+    return [_process_field(writer, funcs, f, settings) for f in batch]
+
+
+def default_processes(n_fields: int) -> int:
+    """Worker processes for per-field work: all cores (at most 8) when there is enough work."""
+    return 1 if n_fields < 24 else max(1, min(8, os.cpu_count() or 1))
 
 
 def segment_and_tile(
     plan: PlatePlan,
     fields: pd.DataFrame,
-    funcs: np.ndarray | None,
     settings: IngestSettings,
     *,
+    processes: int | None = None,
     progress: Progress | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Segment every staged field, write its labels and crops; return (cells, fields) tables.
 
-    One field is in memory at a time; crops are appended to ``crops.zarr`` in chunk-sized blocks.
-    ``funcs=None`` loads the staged illumination functions.
+    Fields are processed in batches by ``processes`` worker processes (default:
+    :func:`default_processes`); results are gathered in field order, so the output is identical
+    whatever the number of processes. Only a few fields per process are in memory at a time;
+    crops are appended to ``crops.zarr`` in chunk-sized blocks.
     """
-    funcs = load_illumination(plan) if funcs is None else funcs
     plate_id = plan.plate
-    plate = open_plate(plan.staging / "plate.ome.zarr", mode="r+")
-    writer = PlateWriter(plan.staging / "plate.ome.zarr", plate=plate_id, channels=CHANNELS, resume=True)
+    plate_path = str(plan.staging / "plate.ome.zarr")
+    funcs_path = str(plan.staging / "illumination.zarr")
     s = settings.crop_size
     crops_grp = zarr.open_group(str(plan.staging / "crops.zarr"), mode="w", zarr_format=3)
     crops_arr = crops_grp.create_array("crops", shape=(0, len(CHANNELS), s, s), chunks=(settings.crops_chunk, len(CHANNELS), s, s),
                                        dtype="uint16", dimension_names=("n", "c", "y", "x"))
     crops_grp.attrs.update({"channels": list(CHANNELS), "crop_size": s})
-    cyto_index = CHANNELS.index(settings.cyto_channel)
+    records = [(r.Metadata_Well, int(r.Metadata_Site), r.Metadata_FieldPath) for r in fields.itertuples(index=False)]
+    batches = [records[i:i + 4] for i in range(0, len(records), 4)]
+    n_proc = processes or default_processes(len(records))
+    work = partial(_process_batch, plate_path, funcs_path, settings=settings, plate_id=plate_id)
     buffer: list[np.ndarray] = []
-    buffered = 0
+    buffered = n_total = done = 0
     cell_tables, field_rows = [], []
-    n_total = 0
-    for i, rec in enumerate(fields.itertuples(index=False)):
-        if progress:
-            progress("segment", i, len(fields))
-        raw = read_field(plate, rec.Metadata_FieldPath)
-        corrected = illum.apply(raw, funcs)
-        nuclei = segment_nuclei(corrected[0])
-        cells = segment_cells(nuclei, corrected[cyto_index])
-        field_no = int(rec.Metadata_FieldPath.rsplit("/", 1)[1])
-        writer.write_labels(rec.Metadata_Well, field_no, "nuclei", nuclei)
-        writer.write_labels(rec.Metadata_Well, field_no, "cells", cells)
-        crops, table = crop_cells(corrected, nuclei, cells, crop_size=s, border=settings.border, channel_names=CHANNELS)
-        table.insert(0, "Metadata_Site", np.int32(rec.Metadata_Site))
-        table.insert(0, "Metadata_Well", rec.Metadata_Well)
-        table.insert(0, "Metadata_Plate", plate_id)
-        table.insert(4, "Metadata_CropIndex", np.arange(n_total, n_total + len(table), dtype=np.int64))
-        n_total += len(table)
-        cell_tables.append(table)
-        buffer.append(crops)
-        buffered += len(crops)
-        if buffered >= settings.crops_chunk:
-            block = np.concatenate(buffer)
-            crops_arr.append(block, axis=0)
-            buffer, buffered = [], 0
-        field_rows.append(dict(
-            Metadata_Plate=plate_id, Metadata_Well=rec.Metadata_Well, Metadata_Site=rec.Metadata_Site,
-            Metadata_FieldPath=rec.Metadata_FieldPath, Count_Nuclei=int(nuclei.max()), Count_Crops=len(table),
-            QC_FocusScore=_focus_score(raw[0]),
-            QC_SaturatedFraction=float((raw == np.iinfo(raw.dtype).max).mean())))
+    with _executor(n_proc) as pool:
+        results = pool.map(work, batches) if pool is not None else map(work, batches)
+        for batch in results:
+            for crops, table, qc in batch:
+                well, site = qc["Metadata_Well"], qc["Metadata_Site"]
+                table.insert(0, "Metadata_Site", np.int32(site))
+                table.insert(0, "Metadata_Well", well)
+                table.insert(0, "Metadata_Plate", plate_id)
+                table.insert(4, "Metadata_CropIndex", np.arange(n_total, n_total + len(table), dtype=np.int64))
+                n_total += len(table)
+                cell_tables.append(table)
+                field_rows.append(qc)
+                buffer.append(crops)
+                buffered += len(crops)
+                if buffered >= settings.crops_chunk:
+                    crops_arr.append(np.concatenate(buffer), axis=0)
+                    buffer, buffered = [], 0
+                done += 1
+                if progress:
+                    progress("segment", done - 1, len(records))
     if buffer:
         crops_arr.append(np.concatenate(buffer), axis=0)
-    cells_df = (pd.concat(cell_tables, ignore_index=True) if cell_tables else pd.DataFrame())
+    cells_df = pd.concat(cell_tables, ignore_index=True) if cell_tables else pd.DataFrame()
     if crops_arr.shape[0] != len(cells_df):
         raise RuntimeError(f"plate {plate_id}: {crops_arr.shape[0]} crops written but {len(cells_df)} cell rows")
     return cells_df, pd.DataFrame(field_rows)
+
+
+@contextmanager
+def _executor(processes: int):
+    """A spawn-based process pool (safe beside threads, e.g. Prefect's), or None for one process."""
+    if processes <= 1:
+        yield None
+        return
+    with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield pool
 
 
 def publish(plan: PlatePlan, store: Store, *, fields: pd.DataFrame, cells: pd.DataFrame,
@@ -387,6 +423,7 @@ def ingest_plate(
     *,
     force: bool = False,
     lock_timeout: float | None = None,
+    processes: int | None = None,
     progress: Progress | None = None,
 ) -> PlateResult:
     """Ingest one plate folder end to end (all four stages), incrementally.
@@ -405,10 +442,10 @@ def ingest_plate(
         fields, quarantine = write_images(plan, progress=progress)
         t["write"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        funcs = compute_illumination(plan, fields, settings)
+        compute_illumination(plan, fields, settings)
         t["illumination"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        cells, field_table = segment_and_tile(plan, fields, funcs, settings, progress=progress)
+        cells, field_table = segment_and_tile(plan, fields, settings, processes=processes, progress=progress)
         t["segment_tile"] = time.perf_counter() - t0
         result = publish(plan, store, fields=field_table, cells=cells, quarantine=quarantine, layout=plan.listing.layout)
         result.seconds = t

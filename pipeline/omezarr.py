@@ -3,7 +3,9 @@
 Layout (NGFF HCS): plate group -> row group (``A``) -> column/well group (``3``) -> field image
 group (``0``, ``1`` ...) holding one resolution level ``0`` of shape (c, y, x), uint16, one chunk per
 channel, zstd-compressed (lossless). Labels (``nuclei``, ``cells``) live in ``<field>/labels``.
-Metadata is written with ``ome_zarr.writer`` (FormatV05), so ``ome_zarr``/napari read the plate.
+Plate and well metadata are written with ``ome_zarr.writer`` (FormatV05); each image group's
+metadata is written in one piece (multiscales, omero, image-label), which is what keeps writing
+fast. ``ome_zarr`` and napari read the plate.
 """
 
 from __future__ import annotations
@@ -14,12 +16,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 from ome_zarr.format import FormatV05
-from ome_zarr.writer import (
-    write_label_metadata,
-    write_multiscales_metadata,
-    write_plate_metadata,
-    write_well_metadata,
-)
+from ome_zarr.writer import write_plate_metadata, write_well_metadata
 from zarr.codecs import BloscCodec
 
 from pipeline.plates import split_well
@@ -29,6 +26,8 @@ __all__ = ["CHANNEL_COLORS", "PlateWriter", "field_path", "read_field", "read_la
 #: Display colours (hex) of the Cell Painting channels in OMERO metadata.
 CHANNEL_COLORS = {"DNA": "0000FF", "ER": "00FF00", "RNA": "FFFF00", "AGP": "FF0000", "Mito": "FF00FF"}
 _FMT = FormatV05()
+_AXES_CYX = [{"name": "c", "type": "channel"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+_AXES_YX = [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
 _COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
 
 
@@ -72,47 +71,48 @@ class PlateWriter:
             return False
         return isinstance(grp, zarr.Group) and "multiscales" in grp.attrs.get("ome", {})
 
+    def _image_group(self, path: str, data: np.ndarray, axes: list[dict], attrs: dict, *, name: str) -> None:
+        """Create an NGFF image group at ``path`` with one level ``0`` holding ``data``.
+
+        Metadata goes into the group's ``zarr.json`` in one write (multiscales written last, so
+        a group with multiscales metadata is complete: see :meth:`has_field`).
+        """
+        parent, _, leaf = path.rpartition("/")
+        holder = self.root.require_group(parent) if parent else self.root
+        grp = holder.create_group(leaf, overwrite=True)
+        grp.create_array("0", data=data, chunks=(1, *data.shape[1:]) if data.ndim == 3 else data.shape,
+                         compressors=_COMPRESSOR, dimension_names=tuple(a["name"] for a in axes))
+        multiscales = [{"name": name, "axes": axes, "datasets": [
+            {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0] * data.ndim}]}]}]
+        grp.attrs.put({"ome": {"version": _FMT.version, **attrs, "multiscales": multiscales}})
+
     def write_field(self, well: str, field_index: int, image: np.ndarray) -> str:
         """Write a (c, y, x) image losslessly; returns its path within the plate."""
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[0] != len(self.channels):
             raise ValueError(f"field image must be ({len(self.channels)}, y, x); got {image.shape}")
         path = field_path(well, field_index)
-        grp = self.root.require_group(path)
-        arr = grp.create_array("0", shape=image.shape, chunks=(1, *image.shape[1:]), dtype=image.dtype,
-                               compressors=_COMPRESSOR, dimension_names=("c", "y", "x"), overwrite=True)
-        arr[:] = image
         hi = int(np.iinfo(image.dtype).max) if np.issubdtype(image.dtype, np.integer) else 1
         omero = {"channels": [
             {"label": c, "color": CHANNEL_COLORS.get(c, "FFFFFF"), "active": True,
              "window": {"min": 0, "max": hi, "start": 0, "end": int(min(hi, np.percentile(image[k], 99.9) + 1))}}
             for k, c in enumerate(self.channels)]}
-        write_multiscales_metadata(
-            grp, [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 1.0, 1.0]}]}],
-            fmt=_FMT, axes=[{"name": "c", "type": "channel"}, {"name": "y", "type": "space"},
-                            {"name": "x", "type": "space"}],
-            name=f"{self.plate} {well} field {field_index}", metadata={"omero": omero})
+        self._image_group(path, image, _AXES_CYX, {"omero": omero}, name=f"{self.plate} {well} field {field_index}")
         return path
 
-    def write_labels(self, well: str, field_index: int, name: str, labels: np.ndarray) -> None:
-        """Write a (y, x) integer label image under ``<field>/labels/<name>``."""
-        labels = np.asarray(labels)
-        if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"labels must be a 2-D integer image; got {labels.shape} {labels.dtype}")
+    def write_labels(self, well: str, field_index: int, labels: dict[str, np.ndarray]) -> None:
+        """Write (y, x) integer label images ``{name: labels}`` under ``<field>/labels/<name>``."""
+        for name, lab in labels.items():
+            lab = np.asarray(lab)
+            if lab.ndim != 2 or not np.issubdtype(lab.dtype, np.integer):
+                raise ValueError(f"labels {name!r} must be a 2-D integer image; got {lab.shape} {lab.dtype}")
         field = self.root[field_path(well, field_index)]
-        holder = field.require_group("labels")
-        known = list(holder.attrs.get("ome", {}).get("labels", []))
-        if name in known:  # rewriting: drop it so write_label_metadata lists it once
-            known.remove(name)
-        holder.attrs["ome"] = {"version": _FMT.version, "labels": known}
-        grp = holder.require_group(name)
-        arr = grp.create_array("0", shape=labels.shape, chunks=labels.shape, dtype=labels.dtype,
-                               compressors=_COMPRESSOR, dimension_names=("y", "x"), overwrite=True)
-        arr[:] = labels
-        write_multiscales_metadata(
-            grp, [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 1.0]}]}],
-            fmt=_FMT, axes=[{"name": "y", "type": "space"}, {"name": "x", "type": "space"}], name=name)
-        write_label_metadata(holder, name, fmt=_FMT, **{"source": {"image": "../../"}})
+        holder = field.create_group("labels", overwrite=True)
+        holder.attrs.put({"ome": {"version": _FMT.version, "labels": list(labels)}})
+        base = f"{field_path(well, field_index)}/labels"
+        for name, lab in labels.items():
+            self._image_group(f"{base}/{name}", np.asarray(lab), _AXES_YX,
+                              {"image-label": {"version": _FMT.version, "source": {"image": "../../"}}}, name=name)
 
     def finalize(self, fields: dict[str, list[int]]) -> None:
         """Write well and plate metadata for ``{well: [field indices]}`` (call once, at the end)."""
