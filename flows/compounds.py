@@ -15,11 +15,15 @@ from pipeline.store import Store
 
 __all__ = ["compounds_flow", "collect_records"]
 
-_RECORD_COLUMNS = ["Metadata_Source", "Metadata_CompoundID", "Input_SMILES"]
+_RECORD_COLUMNS = ["Metadata_Source", "Metadata_CompoundID", "Input_SMILES", "Error"]
 
 
 def collect_records(store: Store, files: list[str], *, smiles_col: str = "smiles", id_col: str | None = None) -> pd.DataFrame:
-    """Input records from compound files plus every treated well's SMILES in the store's plate maps."""
+    """Input records from compound files plus every treated well's SMILES in the store's plate maps.
+
+    Reader errors (a broken SDF record, say) travel in the ``Error`` column so standardization
+    reports them instead of a generic failure.
+    """
     parts = []
     if files:
         from pipeline.compound_io import read_compounds
@@ -32,10 +36,10 @@ def collect_records(store: Store, files: list[str], *, smiles_col: str = "smiles
         parts.append(pd.DataFrame({
             "Metadata_Source": "platemap:" + pm["Metadata_Plate"],
             "Metadata_CompoundID": pm["Metadata_CompoundID"].fillna(pm["Metadata_Plate"] + ":" + pm["Metadata_Well"]),
-            "Input_SMILES": pm["Metadata_SMILES"]}))
+            "Input_SMILES": pm["Metadata_SMILES"], "Error": None}))
     if not parts:
         return pd.DataFrame(columns=_RECORD_COLUMNS)
-    records = pd.concat([p[_RECORD_COLUMNS] for p in parts], ignore_index=True)
+    records = pd.concat([p.reindex(columns=_RECORD_COLUMNS) for p in parts], ignore_index=True)
     records["Input_SMILES"] = records["Input_SMILES"].fillna("").astype(str)
     return records.drop_duplicates(ignore_index=True)
 

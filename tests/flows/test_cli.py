@@ -1,0 +1,77 @@
+"""The CLI end to end, on generated plates and the shipped compound library."""
+
+import json
+import time
+
+import duckdb
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from pipeline.schema import table_names
+from pipeline.store import Store
+
+runner = CliRunner()
+
+
+def _ok(args):
+    result = runner.invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.mark.slow
+def test_demo_quick_end_to_end_then_rerun_does_no_work(tmp_path):
+    store = tmp_path / "store"
+    t0 = time.perf_counter()
+    out = _ok(["--quiet", "demo", "--quick", "--store", str(store)])
+    first = time.perf_counter() - t0
+    assert "held-out retrieval" in out and "chance" in out and "report:" in out
+    st = Store(store)
+    run = st.runs()[-1]
+    metrics = json.loads((st.report_dir(run) / "metrics.json").read_text())
+    for key in ("model", "baselines", "chance", "split"):
+        assert key in metrics
+    for direction in ("graph_to_image", "image_to_graph"):
+        r = metrics["model"]["hit101"][direction]
+        assert 0 <= r["hit@1"] <= r["hit@10"] <= 1 and 0 < r["mrr"] <= 1
+    assert (st.report_dir(run) / "report.html").stat().st_size > 1000
+    # every written table conforms to schemas/ and opens with duckdb
+    for name in table_names():
+        for path in st.table_files(name):
+            st.read(name)
+            n = duckdb.sql(f"select count(*) from '{path}'").fetchall()[0][0]
+            assert n == len(pd.read_parquet(path))
+    summary = _ok(["inspect", str(store), "--json"])
+    counts = {r["what"]: r["count"] for r in json.loads(summary)}
+    assert counts["plates (complete)"] == 1 and counts["cells (crops)"] > 500 and counts["training runs"] == 1
+    # rerun on the unchanged inbox: nothing is ingested, standardized or trained again
+    t0 = time.perf_counter()
+    again = _ok(["--quiet", "run", str(st.inbox), "--store", str(store), "--preset", "quick", "--crop-size", "32"])
+    second = time.perf_counter() - t0
+    assert "skipped" in again and st.runs() == [run]
+    assert second < 0.5 * first, (first, second)
+
+
+def test_compounds_counts_failures_and_is_incremental(tmp_path):
+    from pipeline.library import load_compound_library
+
+    messy = load_compound_library(messy=True)
+    f = tmp_path / "messy.csv"
+    messy.rename(columns={"Metadata_SMILES": "smiles", "Metadata_CompoundID": "id"}).to_csv(f, index=False)
+    store = tmp_path / "store"
+    out = _ok(["--quiet", "compounds", str(f), "--store", str(store), "--id-col", "id"])
+    assert "failed" in out and "compound_inputs" in out
+    inputs = Store(store).read("compound_inputs")
+    assert len(inputs) == len(messy)
+    assert (inputs["Status"] == "failed").sum() == messy["Metadata_CompoundID"].str.startswith("MESSY-BAD").sum()
+    assert "nothing to do" in _ok(["--quiet", "compounds", str(f), "--store", str(store), "--id-col", "id"])
+
+
+def test_errors_are_one_line_without_traceback(tmp_path):
+    result = runner.invoke(app, ["--quiet", "ingest", str(tmp_path / "nope"), "--store", str(tmp_path / "s")])
+    assert result.exit_code == 1
+    assert "does not exist" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["inspect", str(tmp_path), "everything"])
+    assert result.exit_code == 1 and "choose one of" in result.output
