@@ -50,11 +50,21 @@ def _fingerprint(records: pd.DataFrame, settings: str) -> str:
     return h.hexdigest()
 
 
+_CHUNK = 5000
+
+
 @task(name="standardize", cache_policy=NO_CACHE)
 def standardize_task(records: pd.DataFrame, n_jobs: int, canonicalize_tautomer: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from pipeline.compounds import merge_parents, standardize_table
+    """Standardize in chunks of 5,000 records (molecules never pile up in memory), merge parents.
 
-    inputs = standardize_table(records, canonicalize_tautomer=canonicalize_tautomer, n_jobs=n_jobs)
+    Worker processes only pay off on larger inputs: below two chunks' worth one process is used.
+    """
+    from pipeline.compounds import merge_parents, standardize_stream
+
+    chunks = (records.iloc[i:i + _CHUNK] for i in range(0, len(records), _CHUNK))
+    jobs = n_jobs if len(records) > 2 * _CHUNK else 1
+    inputs = pd.concat(list(standardize_stream(chunks, canonicalize_tautomer=canonicalize_tautomer, n_jobs=jobs)),
+                       ignore_index=True)
     if len(inputs) != len(records):
         raise RuntimeError(f"standardization returned {len(inputs)} rows for {len(records)} inputs")
     return inputs, merge_parents(inputs)

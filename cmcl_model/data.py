@@ -1,0 +1,569 @@
+"""Training data from a cmcl store: (molecular graph, K single-cell crops) pairs.
+
+One sample per *treatment* compound (plate-map ``Metadata_ControlType == 'trt'``; DMSO and
+positive controls are never paired). Crops are read lazily from ``crops/<plate>.zarr`` through a
+small LRU cache of decoded chunks; the whole crop array is never loaded. Crops are normalised per
+plate and channel with statistics of DMSO crops (``log1p``, then ``(x - mean) / std``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Sampler
+from torch_geometric.data import Batch, Data
+
+from pipeline.schema import conform, write_table
+from pipeline.store import Store
+
+__all__ = [
+    "graphs_from_arrow",
+    "scaffold_split",
+    "load_or_create_split",
+    "treatment_crops",
+    "ChunkedCropReader",
+    "PlateNorm",
+    "compute_normalization",
+    "PairDataset",
+    "PairBatch",
+    "collate_pairs",
+    "UniqueCompoundBatchSampler",
+]
+
+SplitName = Literal["train", "val", "test"]
+
+
+# --------------------------------------------------------------------------------------------
+# graphs
+# --------------------------------------------------------------------------------------------
+def _flat(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    offsets = arr.offsets.to_numpy().astype(np.int64)
+    values = arr.values.to_numpy(zero_copy_only=False)
+    # a sliced ListArray keeps absolute offsets into .values
+    return values, offsets
+
+
+def graphs_from_arrow(table: pa.Table) -> dict[str, Data]:
+    """Convert a ``graphs`` table (Arrow, declared schema) to ``{InChIKey: Data}``.
+
+    Vectorised over the flat Arrow buffers; per molecule only slicing happens.
+    Each Data has ``x`` (n, 9) long, ``edge_index`` (2, E) long, ``edge_attr`` (E, 3) long.
+
+    Raises
+    ------
+    ValueError
+        If a row's list lengths disagree with ``num_nodes`` / ``num_edges``.
+    """
+    table = conform(table, "graphs")
+    keys = table.column("Metadata_InChIKey").to_pylist()
+    n_nodes = table.column("num_nodes").to_numpy().astype(np.int64)
+    n_edges = table.column("num_edges").to_numpy().astype(np.int64)
+    nf, nf_off = _flat(table.column("node_feat"))
+    ei, ei_off = _flat(table.column("edge_index"))
+    ef, ef_off = _flat(table.column("edge_feat"))
+    bad = (
+        (np.diff(nf_off) != 9 * n_nodes) | (np.diff(ei_off) != 2 * n_edges) | (np.diff(ef_off) != 3 * n_edges)
+    )
+    if bad.any():
+        raise ValueError(f"graphs table: list lengths disagree with num_nodes/num_edges for {np.flatnonzero(bad)[:5]}")
+    x_all = torch.from_numpy(nf.astype(np.int64))
+    ei_all = torch.from_numpy(ei.astype(np.int64))
+    ef_all = torch.from_numpy(ef.astype(np.int64))
+    out: dict[str, Data] = {}
+    for r, key in enumerate(keys):
+        n, e = int(n_nodes[r]), int(n_edges[r])
+        out[key] = Data(
+            x=x_all[nf_off[r] : nf_off[r + 1]].view(n, 9),
+            edge_index=ei_all[ei_off[r] : ei_off[r + 1]].view(2, e),
+            edge_attr=ef_all[ef_off[r] : ef_off[r + 1]].view(e, 3),
+            num_nodes=n,
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# split
+# --------------------------------------------------------------------------------------------
+def scaffold_split(
+    compounds: pd.DataFrame, *, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
+) -> pd.DataFrame:
+    """Balanced scaffold split (chemprop-style), deterministic in ``seed``.
+
+    Compounds sharing a Bemis-Murcko scaffold (acyclic ones share ``''``) always land in the same
+    split. Scaffold groups larger than half the validation target go to train first (largest
+    first), the rest are shuffled with ``seed``; groups fill train, then val, then test.
+
+    Parameters
+    ----------
+    compounds : DataFrame
+        Columns ``Metadata_InChIKey`` (unique) and ``Metadata_Scaffold``.
+    fractions : (train, val, test), summing to 1.
+
+    Returns
+    -------
+    DataFrame conforming to the ``split`` table, sorted by InChIKey.
+
+    Raises
+    ------
+    ValueError
+        On missing columns, duplicate keys or fractions that do not sum to 1.
+    """
+    need = {"Metadata_InChIKey", "Metadata_Scaffold"}
+    if not need <= set(compounds.columns):
+        raise ValueError(f"scaffold_split needs columns {sorted(need)}, got {list(compounds.columns)}")
+    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+    df = compounds[["Metadata_InChIKey", "Metadata_Scaffold"]].copy()
+    df["Metadata_Scaffold"] = df["Metadata_Scaffold"].fillna("").astype(str)
+    if df["Metadata_InChIKey"].duplicated().any():
+        raise ValueError("scaffold_split: duplicate Metadata_InChIKey values")
+    n = len(df)
+    n_train, n_val = fractions[0] * n, fractions[1] * n
+    groups = df.groupby("Metadata_Scaffold", sort=True)["Metadata_InChIKey"].apply(lambda s: sorted(s))
+    names = list(groups.index)
+    sizes = {s: len(groups[s]) for s in names}
+    big = sorted((s for s in names if sizes[s] > n_val / 2), key=lambda s: (-sizes[s], s))
+    small = [s for s in names if sizes[s] <= n_val / 2]
+    rng = np.random.default_rng(seed)
+    small = [small[j] for j in rng.permutation(len(small))]
+    assign: dict[str, str] = {}
+    counts = {"train": 0, "val": 0, "test": 0}
+    for s in big + small:
+        if counts["train"] + sizes[s] <= n_train:
+            part = "train"
+        elif counts["val"] + sizes[s] <= n_val:
+            part = "val"
+        else:
+            part = "test"
+        counts[part] += sizes[s]
+        for key in groups[s]:
+            assign[key] = part
+    df["Split"] = df["Metadata_InChIKey"].map(assign)
+    return df.sort_values("Metadata_InChIKey", ignore_index=True)
+
+
+def load_or_create_split(
+    store: Store, compounds: pd.DataFrame, *, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
+) -> pd.DataFrame:
+    """Read ``tables/split.parquet`` if present, else compute :func:`scaffold_split` of
+    ``compounds`` and write it. Compounds missing from an existing split are not added (they
+    are reported by the caller as unsplit)."""
+    path = store.table_path("split")
+    if path.exists():
+        return store.read("split")
+    split = scaffold_split(compounds, fractions=fractions, seed=seed)
+    write_table(split, "split", path)
+    return split
+
+
+# --------------------------------------------------------------------------------------------
+# which crops belong to which compound
+# --------------------------------------------------------------------------------------------
+def treatment_crops(store: Store) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Join plate maps, compound inputs and cells.
+
+    Returns
+    -------
+    trt : DataFrame
+        One row per treatment crop: Metadata_InChIKey, Metadata_Plate, Metadata_Well,
+        Metadata_CropIndex (sorted by key, plate, crop index).
+    dmso : DataFrame
+        One row per negative-control crop: Metadata_Plate, Metadata_Well, Metadata_CropIndex.
+    """
+    pm = store.read("platemap")
+    cells = store.read("cells")[["Metadata_Plate", "Metadata_Well", "Metadata_CropIndex"]]
+    inputs = store.read("compound_inputs")
+    inputs = inputs[inputs["Status"] == "ok"][["Input_SMILES", "Metadata_InChIKey"]].drop_duplicates("Input_SMILES")
+    trt_wells = pm[pm["Metadata_ControlType"] == "trt"].merge(
+        inputs, left_on="Metadata_SMILES", right_on="Input_SMILES", how="inner"
+    )[["Metadata_Plate", "Metadata_Well", "Metadata_InChIKey"]]
+    trt = cells.merge(trt_wells, on=["Metadata_Plate", "Metadata_Well"], how="inner")
+    trt = trt.sort_values(["Metadata_InChIKey", "Metadata_Plate", "Metadata_CropIndex"], ignore_index=True)
+    neg_wells = pm[pm["Metadata_ControlType"] == "negcon"][["Metadata_Plate", "Metadata_Well"]]
+    dmso = cells.merge(neg_wells, on=["Metadata_Plate", "Metadata_Well"], how="inner")
+    return trt, dmso.sort_values(["Metadata_Plate", "Metadata_CropIndex"], ignore_index=True)
+
+
+# --------------------------------------------------------------------------------------------
+# lazy crop reading
+# --------------------------------------------------------------------------------------------
+class ChunkedCropReader:
+    """Read rows of ``crops/<plate>.zarr/crops`` through an LRU cache of decoded chunks.
+
+    Only whole chunks along the first axis are ever read (one ``arr[a:b]`` per chunk), and at
+    most ``cache_bytes`` of decoded chunks are kept. The zarr array is opened lazily, so the
+    reader pickles cheaply into DataLoader workers.
+
+    Attributes
+    ----------
+    rows_read : int
+        Rows decoded so far (for tests and benchmarks).
+    max_rows_per_read : int
+        Largest single read, in rows (never more than the chunk length).
+    """
+
+    def __init__(self, path: str | Path, *, cache_bytes: int = 128 * 2**20) -> None:
+        self.path = Path(path)
+        self.cache_bytes = int(cache_bytes)
+        self._arr = None
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cached_bytes = 0
+        self.rows_read = 0
+        self.max_rows_per_read = 0
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_arr"] = None
+        state["_cache"] = OrderedDict()
+        state["_cached_bytes"] = 0
+        return state
+
+    @property
+    def array(self):
+        if self._arr is None:
+            import zarr
+
+            if not self.path.exists():
+                raise FileNotFoundError(f"crop array {self.path} does not exist")
+            self._arr = zarr.open_group(str(self.path), mode="r")["crops"]
+        return self._arr
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    @property
+    def chunk_len(self) -> int:
+        return int(self.array.chunks[0])
+
+    def _chunk(self, c: int) -> np.ndarray:
+        hit = self._cache.get(c)
+        if hit is not None:
+            self._cache.move_to_end(c)
+            return hit
+        L = self.chunk_len
+        block = np.asarray(self.array[c * L : min((c + 1) * L, self.array.shape[0])])
+        self.rows_read += block.shape[0]
+        self.max_rows_per_read = max(self.max_rows_per_read, block.shape[0])
+        self._cache[c] = block
+        self._cached_bytes += block.nbytes
+        while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            self._cached_bytes -= old.nbytes
+        return block
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` (k,) int -> (k, C, S, S) uint16, in the given order.
+
+        Raises
+        ------
+        IndexError
+            If a row is outside the array, naming the range and the file.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        n = self.array.shape[0]
+        if rows.size and (rows.min() < 0 or rows.max() >= n):
+            raise IndexError(f"crop rows out of range [0, {n}) in {self.path}: {rows.min()}..{rows.max()}")
+        L = self.chunk_len
+        out = np.empty((rows.size, *self.array.shape[1:]), dtype=self.array.dtype)
+        chunk_ids = rows // L
+        for c in np.unique(chunk_ids):
+            sel = np.flatnonzero(chunk_ids == c)
+            out[sel] = self._chunk(int(c))[rows[sel] - c * L]
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# normalisation
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PlateNorm:
+    """Per-channel statistics of one plate's DMSO crops (after ``log1p`` when ``log1p``)."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    log1p: bool = True
+
+    def apply(self, crops: np.ndarray) -> np.ndarray:
+        """(k, C, S, S) uint16 -> float32 normalised."""
+        x = crops.astype(np.float32)
+        if self.log1p:
+            np.log1p(x, out=x)
+        m = np.asarray(self.mean, np.float32)[:, None, None]
+        s = np.asarray(self.std, np.float32)[:, None, None]
+        return (x - m) / s
+
+    def to_dict(self) -> dict:
+        return {"mean": list(self.mean), "std": list(self.std), "log1p": self.log1p}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "PlateNorm":
+        return cls(tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"]), bool(d["log1p"]))
+
+
+def compute_normalization(
+    reader: ChunkedCropReader, rows: np.ndarray, *, max_crops: int = 1024, log1p: bool = True, seed: int = 0
+) -> PlateNorm:
+    """Mean/std per channel over at most ``max_crops`` of ``rows`` (DMSO crops), read chunk by chunk.
+
+    To bound I/O the sample is taken from at most ``ceil(max_crops / chunk_len) + 1`` randomly
+    chosen chunks among those holding ``rows``.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.size == 0:
+        raise ValueError(f"no crops to compute normalisation from in {reader.path}")
+    rng = np.random.default_rng(seed)
+    L = reader.chunk_len
+    chunks = np.unique(rows // L)
+    keep = rng.choice(chunks, size=min(len(chunks), -(-max_crops // L) + 1), replace=False)
+    cand = rows[np.isin(rows // L, keep)]
+    sample = np.sort(rng.choice(cand, size=min(max_crops, cand.size), replace=False))
+    x = reader.read(sample).astype(np.float64)
+    if log1p:
+        x = np.log1p(x)
+    mean = x.mean(axis=(0, 2, 3))
+    std = np.maximum(x.std(axis=(0, 2, 3)), 1e-6)
+    return PlateNorm(tuple(map(float, mean)), tuple(map(float, std)), log1p)
+
+
+# --------------------------------------------------------------------------------------------
+# dataset
+# --------------------------------------------------------------------------------------------
+def _augment(x: np.ndarray, rng: np.random.Generator, jitter: float) -> np.ndarray:
+    """Random flips, 90-degree rotations and per-channel gain/offset jitter, per crop."""
+    out = np.empty_like(x)
+    for k in range(x.shape[0]):
+        c = x[k]
+        if rng.random() < 0.5:
+            c = c[:, :, ::-1]
+        c = np.rot90(c, int(rng.integers(4)), axes=(1, 2))
+        out[k] = c
+    if jitter > 0:
+        gain = 1 + jitter * rng.standard_normal((x.shape[0], x.shape[1], 1, 1)).astype(np.float32)
+        bias = jitter * rng.standard_normal((x.shape[0], x.shape[1], 1, 1)).astype(np.float32)
+        out = out * gain + bias
+    return out
+
+
+class PairDataset(Dataset):
+    """(graph, crops) pairs of treatment compounds.
+
+    Parameters
+    ----------
+    store_root : path
+        The cmcl store.
+    keys : sequence of str, optional
+        InChIKeys to include (e.g. one split); default all treatment compounds with a graph.
+    crops_per_sample : int
+        K crops drawn (with replacement only when a compound has fewer than K) per item.
+    augment : bool
+        Flips, rotations, intensity jitter (training only).
+    normalization : {plate: PlateNorm}, optional
+        Reuse statistics (e.g. from a checkpoint); otherwise computed from DMSO crops at init
+        (or from treatment crops on a plate without DMSO wells).
+    seed : int
+        Sampling is a pure function of (seed, epoch, index): ``set_epoch`` changes the draw, and
+        the same item is identical in any worker or after a resume.
+
+    Item
+    ----
+    ``(Data, Tensor (K, C, S, S) float32)``.
+    """
+
+    def __init__(
+        self,
+        store_root: str | Path,
+        *,
+        keys: Sequence[str] | None = None,
+        crops_per_sample: int = 4,
+        augment: bool = False,
+        jitter: float = 0.05,
+        normalization: Mapping[str, PlateNorm] | None = None,
+        norm_crops: int = 1024,
+        log1p: bool = True,
+        cache_bytes: int = 128 * 2**20,
+        seed: int = 0,
+    ) -> None:
+        self.store = Store(Path(store_root))
+        if crops_per_sample < 1:
+            raise ValueError(f"crops_per_sample must be >= 1, got {crops_per_sample}")
+        self.crops_per_sample, self.augment, self.jitter, self.seed = crops_per_sample, augment, jitter, seed
+        self.epoch = 0
+        graphs_path = self.store.table_path("graphs")
+        if not graphs_path.exists():
+            raise FileNotFoundError(f"graphs table {graphs_path} is missing")
+        graphs = graphs_from_arrow(pq.read_table(graphs_path))
+        trt, dmso = treatment_crops(self.store)
+        trt = trt[trt["Metadata_InChIKey"].isin(graphs.keys())]
+        if keys is not None:
+            trt = trt[trt["Metadata_InChIKey"].isin(set(keys))]
+        if trt.empty:
+            raise ValueError(f"no treatment crops with graphs in store {self.store.root} (keys={None if keys is None else len(keys)})")
+        self.plates: list[str] = sorted(trt["Metadata_Plate"].unique())
+        plate_code = {p: j for j, p in enumerate(self.plates)}
+        self.readers = {p: ChunkedCropReader(self.store.crops_zarr(p), cache_bytes=cache_bytes) for p in self.plates}
+        self.keys: list[str] = sorted(trt["Metadata_InChIKey"].unique())
+        self.graphs = [graphs[k] for k in self.keys]
+        codes = trt["Metadata_Plate"].map(plate_code).to_numpy()
+        rows = trt["Metadata_CropIndex"].to_numpy().astype(np.int64)
+        wells = (trt["Metadata_Plate"] + "/" + trt["Metadata_Well"]).to_numpy()
+        key_arr = trt["Metadata_InChIKey"].to_numpy()
+        bounds = np.flatnonzero(np.r_[True, key_arr[1:] != key_arr[:-1], True])
+        #: per compound: (n, 2) int64 array of (plate code, crop row), and well labels
+        self.crops: list[np.ndarray] = []
+        self.wells: list[np.ndarray] = []
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            self.crops.append(np.stack([codes[a:b], rows[a:b]], axis=1))
+            self.wells.append(wells[a:b])
+        if normalization is None:
+            normalization = {}
+            for p in self.plates:
+                d = dmso.loc[dmso["Metadata_Plate"] == p, "Metadata_CropIndex"].to_numpy()
+                if d.size == 0:
+                    d = trt.loc[trt["Metadata_Plate"] == p, "Metadata_CropIndex"].to_numpy()
+                normalization[p] = compute_normalization(
+                    self.readers[p], d, max_crops=norm_crops, log1p=log1p, seed=seed
+                )
+        missing = [p for p in self.plates if p not in normalization]
+        if missing:
+            raise ValueError(f"normalization lacks plates {missing}")
+        self.normalization: dict[str, PlateNorm] = {p: normalization[p] for p in self.plates}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def read_crops(self, pairs: np.ndarray) -> np.ndarray:
+        """(k, 2) (plate code, row) -> (k, C, S, S) float32 normalised, in order."""
+        out = None
+        for code in np.unique(pairs[:, 0]):
+            sel = np.flatnonzero(pairs[:, 0] == code)
+            plate = self.plates[int(code)]
+            x = self.normalization[plate].apply(self.readers[plate].read(pairs[sel, 1]))
+            if out is None:
+                out = np.empty((pairs.shape[0], *x.shape[1:]), np.float32)
+            out[sel] = x
+        return out
+
+    def __getitem__(self, index: int) -> tuple[Data, Tensor]:
+        rng = np.random.default_rng((self.seed, self.epoch, int(index)))
+        pool = self.crops[index]
+        k = self.crops_per_sample
+        pick = rng.choice(len(pool), size=k, replace=len(pool) < k)
+        x = self.read_crops(pool[pick])
+        if self.augment:
+            x = _augment(x, rng, self.jitter)
+        return self.graphs[index], torch.from_numpy(np.ascontiguousarray(x))
+
+    def well_crops(self, index: int, *, max_per_well: int = 16, seed: int = 0) -> list[Tensor]:
+        """Un-augmented crops of compound ``index`` grouped by well: list of (n_w, C, S, S)."""
+        rng = np.random.default_rng((seed, int(index)))
+        out = []
+        wells = self.wells[index]
+        for w in np.unique(wells):
+            sel = np.flatnonzero(wells == w)
+            if sel.size > max_per_well:
+                sel = np.sort(rng.choice(sel, size=max_per_well, replace=False))
+            out.append(torch.from_numpy(self.read_crops(self.crops[index][sel])))
+        return out
+
+    def fingerprint(self) -> str:
+        """SHA-256 over the compound keys and their crop assignments."""
+        h = hashlib.sha256()
+        for key, c in zip(self.keys, self.crops):
+            h.update(key.encode())
+            h.update(c.tobytes())
+        return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# batching
+# --------------------------------------------------------------------------------------------
+@dataclass
+class PairBatch:
+    """A collated batch: ``graphs`` (PyG Batch of B molecules), ``crops`` (B, K, C, S, S)."""
+
+    graphs: Batch
+    crops: Tensor
+
+    def to(self, device: torch.device | str) -> "PairBatch":
+        return PairBatch(self.graphs.to(device), self.crops.to(device, non_blocking=True))
+
+    def __len__(self) -> int:
+        return self.crops.size(0)
+
+
+def collate_pairs(items: Sequence[tuple[Data, Tensor]]) -> PairBatch:
+    """List of dataset items -> :class:`PairBatch`."""
+    graphs = Batch.from_data_list([g for g, _ in items])
+    return PairBatch(graphs, torch.stack([c for _, c in items], 0))
+
+
+class UniqueCompoundBatchSampler(Sampler[list[int]]):
+    """Batches of dataset indices in which no compound appears twice.
+
+    Parameters
+    ----------
+    groups : sequence of hashable
+        Compound of each dataset index (for :class:`PairDataset`, its keys).
+    batch_size : int
+    shuffle : bool
+        Permute with ``(seed, epoch)``; call :meth:`set_epoch` every epoch.
+    drop_last : bool
+        Drop a final batch smaller than ``batch_size``.
+    start_batch : int
+        Skip this many batches of the current epoch (exact resume).
+    """
+
+    def __init__(
+        self, groups: Sequence, batch_size: int, *, shuffle: bool = True, drop_last: bool = True, seed: int = 0
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.groups = list(groups)
+        self.batch_size, self.shuffle, self.drop_last, self.seed = batch_size, shuffle, drop_last, seed
+        self.epoch = 0
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int, *, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = int(epoch), int(start_batch)
+
+    def batches(self) -> list[list[int]]:
+        """All batches of the current epoch (deterministic in seed and epoch)."""
+        n = len(self.groups)
+        order = np.random.default_rng((self.seed, self.epoch)).permutation(n) if self.shuffle else np.arange(n)
+        batches: list[list[int]] = []
+        pending = [int(i) for i in order]
+        while pending:
+            batch, seen, rest = [], set(), []
+            for i in pending:
+                if len(batch) < self.batch_size and self.groups[i] not in seen:
+                    batch.append(i)
+                    seen.add(self.groups[i])
+                else:
+                    rest.append(i)
+            batches.append(batch)
+            pending = rest
+        if self.drop_last:
+            batches = [b for b in batches if len(b) == self.batch_size]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.batches()[self.start_batch :]
+
+    def __len__(self) -> int:
+        return max(0, len(self.batches()) - self.start_batch)

@@ -1,0 +1,57 @@
+import json
+import re
+
+import torch
+
+from cmcl_model.metrics import chance
+from cmcl_model.model import CMCLModel
+from cmcl_model.train import TrainConfig, load_model, new_run_id
+
+
+def _metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_short_run_learns(quick_run):
+    rows = _metrics(quick_run)
+    assert len(rows) == TrainConfig.quick().epochs
+    assert rows[-1]["train_loss"] < 0.8 * rows[0]["train_loss"]
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"]
+    n = rows[-1]["val_n_candidates"]
+    assert n >= 15
+    assert max(r["val_hit@10"] for r in rows[-5:]) > chance(n)["hit@10"] + 0.1
+    assert rows[-1]["val_mrr"] > 1.5 * chance(n)["mrr"]
+
+
+def test_run_dir_contents(quick_run, syn_store):
+    cfg = json.loads((quick_run / "config.json").read_text())
+    assert cfg["config"] == TrainConfig.from_dict(cfg["config"]).to_dict()
+    assert any(k.startswith("tables/graphs") for k in cfg["data"]["fingerprints"])
+    assert set(cfg["data"]["n_compounds"]) == {"train", "val", "test"}
+    assert syn_store.table_path("split").exists()
+
+
+def test_checkpoints_load_weights_only(quick_run):
+    for which in ("best", "last"):
+        ckpt = torch.load(quick_run / "checkpoints" / f"{which}.pt", weights_only=True)
+        assert {"model", "optimizer", "config", "normalization", "position"} <= set(ckpt)
+    model, config = load_model(quick_run)
+    assert isinstance(model, CMCLModel) and not model.training
+    assert config.gin_hidden == TrainConfig.quick().gin_hidden
+    assert not list(quick_run.glob("checkpoints/*.tmp"))
+
+
+def test_run_ids_sort_by_time():
+    rid = new_run_id()
+    assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}", rid)
+
+
+def test_config_roundtrip_and_validation():
+    c = TrainConfig.demo()
+    assert TrainConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    import pytest
+
+    with pytest.raises(ValueError, match="device"):
+        TrainConfig(device="tpu")
+    with pytest.raises(ValueError, match="unknown"):
+        TrainConfig.from_dict({"nope": 1})
