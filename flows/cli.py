@@ -271,16 +271,22 @@ def demo(store: Optional[Path] = StoreOpt,
 # ---------------------------------------------------------------------------------------- inspect
 @app.command()
 def inspect(store: Path = typer.Argument(..., help="Store directory."),
-            what: str = typer.Argument("summary", help="summary | plates | quarantine | compounds | runs"),
+            what: str = typer.Argument("summary", help="summary | plates | plate ID | cells | quarantine | compounds | runs"),
+            arg: Optional[str] = typer.Argument(None, help="Plate id for `plate`."),
             as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables.")) -> None:
-    """Show what a store holds: plates, wells, fields, cells, compounds, failures, runs."""
-    from flows.inspect import VIEWS
+    """Show what a store holds; `plate ID` also writes heatmaps and a field with outlines."""
+    from flows.inspect import VIEWS, VIEWS_WITH_ARG
 
-    if what not in VIEWS:
-        _fail(ValueError(f"unknown view {what!r}; choose one of {', '.join(VIEWS)}"))
+    if what not in VIEWS and what not in VIEWS_WITH_ARG:
+        _fail(ValueError(f"unknown view {what!r}; choose one of {', '.join([*VIEWS, *VIEWS_WITH_ARG])}"))
     if not store.is_dir():
         _fail(FileNotFoundError(f"store {store} does not exist"))
-    title, frame = _run(VIEWS[what], store)
+    if what in VIEWS_WITH_ARG:
+        if arg is None:
+            _fail(ValueError(f"`cmcl inspect STORE {what}` needs an argument (e.g. a plate id)"))
+        title, frame = _run(VIEWS_WITH_ARG[what], store, arg)
+    else:
+        title, frame = _run(VIEWS[what], store)
     if as_json:
         print(frame.to_json(orient="records", indent=2))
         return
@@ -290,6 +296,8 @@ def inspect(store: Path = typer.Argument(..., help="Store directory."),
     for row in frame.itertuples(index=False):
         t.add_row(*[("" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row])
     console.print(t)
+    for f in frame.attrs.get("files", []):
+        console.print(f"  {f}")
 
 
 if __name__ == "__main__":  # pragma: no cover

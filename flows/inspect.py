@@ -10,7 +10,7 @@ import pandas as pd
 
 from pipeline.store import Store
 
-__all__ = ["VIEWS", "summary", "plates", "quarantine", "compounds", "runs"]
+__all__ = ["VIEWS", "summary", "plates", "plate", "cells", "quarantine", "compounds", "runs"]
 
 
 def summary(root: Path) -> tuple[str, pd.DataFrame]:
@@ -39,6 +39,56 @@ def plates(root: Path) -> tuple[str, pd.DataFrame]:
     return "plates", led[cols]
 
 
+def plate(root: Path, plate_id: str) -> tuple[str, pd.DataFrame]:
+    """Per-well table of one plate; writes heatmaps, the illumination functions and one field
+    with its segmentation outlines as PNGs under ``reports/inspect/<plate>/``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.omezarr import open_plate, read_field, read_labels
+    from pipeline.qc_plots import field_composite, plate_heatmaps, well_summary
+    from pipeline.schema import read_table
+
+    st = Store(root)
+    if not st.table_path("platemap", plate=plate_id).is_file():
+        known = ", ".join(st.read("ledger")["Metadata_Plate"]) or "none"
+        raise KeyError(f"no plate {plate_id!r} in {root} (plates: {known})")
+    pm = read_table("platemap", st.table_path("platemap", plate=plate_id))
+    cells_t = read_table("cells", st.table_path("cells", plate=plate_id))
+    fields = read_table("fields", st.table_path("fields", plate=plate_id))
+    quar = read_table("quarantine", st.table_path("quarantine", plate=plate_id))
+    summ = well_summary(pm, cells_t, quar)
+    out = st.root / "reports" / "inspect" / plate_id
+    out.mkdir(parents=True, exist_ok=True)
+    fig = plate_heatmaps(summ, title=f"plate {plate_id}")
+    fig.savefig(out / "heatmap.png", dpi=70)
+    plt.close(fig)
+    written = [out / "heatmap.png"]
+    if len(fields):
+        rec = fields.sort_values("Count_Nuclei").iloc[len(fields) // 2]  # a typical field
+        zplate = open_plate(st.plate_zarr(plate_id))
+        path = rec["Metadata_FieldPath"]
+        rgb = field_composite(read_field(zplate, path), read_labels(zplate, path, "nuclei"),
+                              read_labels(zplate, path, "cells"))
+        name = f"field_{rec['Metadata_Well']}_s{rec['Metadata_Site']}.png"
+        plt.imsave(out / name, rgb)
+        written.append(out / name)
+    written += sorted((st.root / "illumination" / plate_id).glob("*.png"))
+    summ.attrs["files"] = [str(p) for p in written]
+    return f"plate {plate_id}: per well (pictures: {out})", summ
+
+
+def cells(root: Path) -> tuple[str, pd.DataFrame]:
+    c = Store(root).read("cells")
+    g = c.groupby("Metadata_Plate").agg(wells=("Metadata_Well", "nunique"), cells=("Metadata_CropIndex", "size"),
+                                         nucleus_area=("AreaShape_NucleusArea", "mean"),
+                                         cell_area=("AreaShape_CellArea", "mean"))
+    g["cells_per_well"] = g["cells"] / g["wells"]
+    return "cells per plate", g.reset_index()
+
+
 def quarantine(root: Path) -> tuple[str, pd.DataFrame]:
     return "quarantined images", Store(root).read("quarantine")
 
@@ -63,4 +113,7 @@ def runs(root: Path) -> tuple[str, pd.DataFrame]:
 
 
 VIEWS: dict[str, Callable[[Path], tuple[str, pd.DataFrame]]] = {
-    "summary": summary, "plates": plates, "quarantine": quarantine, "compounds": compounds, "runs": runs}
+    "summary": summary, "plates": plates, "cells": cells, "quarantine": quarantine, "compounds": compounds,
+    "runs": runs}
+#: Views that take an argument (``cmcl inspect STORE plate ID``).
+VIEWS_WITH_ARG: dict[str, Callable[[Path, str], tuple[str, pd.DataFrame]]] = {"plate": plate}
