@@ -74,7 +74,7 @@ def standardize_task(records: pd.DataFrame, n_jobs: int, canonicalize_tautomer: 
 def featurize_task(compounds: pd.DataFrame, n_jobs: int) -> pd.DataFrame:
     from pipeline.graphs import graphs_table
 
-    return graphs_table(compounds, n_jobs=n_jobs)
+    return graphs_table(compounds, n_jobs=n_jobs if len(compounds) > 2 * _CHUNK else 1)
 
 
 @flow(name="compounds", flow_run_name="compounds", log_prints=True)

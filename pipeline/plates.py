@@ -34,6 +34,7 @@ __all__ = [
     "PlateListing",
     "PlateLayoutError",
     "parse_channel_map",
+    "read_channel_map",
     "discover_plate",
     "read_platemap",
     "well_name",
@@ -105,19 +106,68 @@ def split_well(well: str) -> tuple[str, int]:
     return m.group(1).upper(), int(m.group(2))
 
 
-def parse_channel_map(spec: str | dict[str, str] | None) -> dict[str, str]:
-    """Parse ``"DNA=1,ER=2,RNA=3,AGP=4,Mito=5"`` into ``{"1": "DNA", ...}``.
+_MAP_SUFFIXES = (".toml", ".yaml", ".yml")
 
-    ``None`` gives the default (w1..w5 = DNA, ER, RNA, AGP, Mito). A dict is taken as
-    ``{vendor channel: name}`` already.
+
+def read_channel_map(path: str | os.PathLike) -> dict[str, str]:
+    """Read a channel map file into ``{name: vendor channel}`` (not yet validated).
+
+    TOML (stdlib ``tomllib``) or YAML (only if PyYAML is installed), either flat
+    (``DNA = 1``) or under a ``channels`` table (``[channels]`` / ``channels:``).
 
     Raises
     ------
     ValueError
-        On malformed entries, unknown channel names or repeated vendor numbers.
+        Naming the file when it cannot be parsed, has an unknown suffix, or is not a table of
+        names to channel numbers.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in _MAP_SUFFIXES:
+        raise ValueError(f"{path}: channel map files must be {', '.join(_MAP_SUFFIXES)}; got {suffix or 'no suffix'}")
+    if suffix == ".toml":
+        import tomllib as parser
+
+        load = parser.loads
+    else:
+        try:
+            import yaml as parser
+        except ImportError:
+            raise ValueError(f"{path}: reading YAML needs PyYAML (pip install pyyaml); use TOML instead") from None
+        load = parser.safe_load
+    try:
+        data = load(path.read_text())
+    except Exception as exc:  # noqa: BLE001 - OSError, TOMLDecodeError, yaml.YAMLError: re-raised naming the file
+        raise ValueError(f"{path}: cannot read channel map: {exc}") from exc
+    if isinstance(data, dict) and isinstance(data.get("channels"), dict):
+        data = data["channels"]
+    if not isinstance(data, dict) or not data or not all(
+            isinstance(v, (int, str)) and not isinstance(v, bool) for v in data.values()):
+        raise ValueError(f"{path}: a channel map is a table NAME = NUMBER (e.g. DNA = 1); got {data!r}")
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def parse_channel_map(spec: str | os.PathLike | dict[str, str] | None) -> dict[str, str]:
+    """Parse ``"DNA=1,ER=2,RNA=3,AGP=4,Mito=5"`` into ``{"1": "DNA", ...}``.
+
+    ``None`` gives the default (w1..w5 = DNA, ER, RNA, AGP, Mito). A dict is taken as
+    ``{vendor channel: name}`` already. A path (a ``Path``, or a string ending in ``.toml``,
+    ``.yaml`` or ``.yml``) is read with :func:`read_channel_map`.
+
+    Raises
+    ------
+    ValueError
+        On malformed entries, unknown channel names or repeated vendor numbers (naming the file
+        when the map came from one).
     """
     if spec is None:
         return dict(DEFAULT_CHANNEL_MAP)
+    if isinstance(spec, os.PathLike) or (isinstance(spec, str) and spec.strip().lower().endswith(_MAP_SUFFIXES)):
+        source = Path(spec)
+        try:
+            return parse_channel_map(",".join(f"{k}={v}" for k, v in read_channel_map(source).items()))
+        except ValueError as exc:
+            raise ValueError(str(exc) if str(source) in str(exc) else f"{source}: {exc}") from None
     if isinstance(spec, dict):
         mapping = {str(k): v for k, v in spec.items()}
     else:
@@ -204,7 +254,7 @@ def discover_plate(
     plate_dir: str | os.PathLike,
     *,
     layout: Layout | Literal["auto"] = "auto",
-    channel_map: str | dict[str, str] | None = None,
+    channel_map: str | os.PathLike | dict[str, str] | None = None,
     allow_outside: bool = False,
 ) -> PlateListing:
     """List the images of one plate folder.

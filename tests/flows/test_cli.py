@@ -75,3 +75,34 @@ def test_errors_are_one_line_without_traceback(tmp_path):
     assert "does not exist" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["inspect", str(tmp_path), "everything"])
     assert result.exit_code == 1 and "choose one of" in result.output
+
+
+def test_cli_process_leaves_no_process_behind(tmp_path):
+    """A flow run in Prefect's ephemeral mode starts a temporary API; nothing may outlive the CLI."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    f = tmp_path / "c.smi"
+    f.write_text("CCO ethanol\nc1ccccc1O phenol\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    cmcl = shutil.which("cmcl") or f"{sys.executable} -m flows.cli"
+    proc = subprocess.Popen([*cmcl.split(), "--quiet", "compounds", str(f), "--store", str(tmp_path / "s")],
+                            env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert "2 standardized" in out
+    import time
+
+    deadline = time.monotonic() + 20  # a stopping temporary API may take a moment to exit
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)  # any member of the CLI's process group still alive?
+        except ProcessLookupError:
+            return
+        time.sleep(0.5)
+    left = subprocess.run(["ps", "-o", "pid,args", "-g", str(proc.pid)], capture_output=True, text=True).stdout
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise AssertionError(f"processes of the CLI's process group outlived it:\n{left}")

@@ -87,3 +87,28 @@ def test_fingerprint_sees_changes(tmp_path):
     (tmp_path / "a.tif").write_bytes(b"12")
     assert fp != fingerprint_files(tmp_path, ["a.tif"])
     assert fp != fingerprint_files(tmp_path, ["a.tif"], extra="settings")
+
+
+def test_channel_map_from_a_file(tmp_path):
+    toml = tmp_path / "channels.toml"
+    toml.write_text("[channels]\nDNA = 5\nER = 4\nRNA = 3\nAGP = 2\nMito = 1\n")
+    assert parse_channel_map(toml)["5"] == "DNA"
+    assert parse_channel_map(str(toml)) == parse_channel_map("DNA=5,ER=4,RNA=3,AGP=2,Mito=1")
+    flat = tmp_path / "flat.toml"
+    flat.write_text('DNA = 1\nER = 2\nRNA = 3\nAGP = 4\nMito = "5"\n')
+    assert parse_channel_map(flat) == parse_channel_map(None)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("DNA = 1\nER = 2\n")
+    with pytest.raises(ValueError, match="bad.toml.*lacks"):
+        parse_channel_map(bad)
+    bad.write_text("DNA = [1")
+    with pytest.raises(ValueError, match="bad.toml: cannot read"):
+        parse_channel_map(bad)
+    with pytest.raises(ValueError, match="missing.toml"):
+        parse_channel_map(tmp_path / "missing.toml")
+    with pytest.raises(ValueError, match="must be .toml"):
+        parse_channel_map(tmp_path / "map.json")
+    yaml = pytest.importorskip("yaml")
+    yml = tmp_path / "channels.yaml"
+    yml.write_text(yaml.safe_dump({"channels": {"DNA": 1, "ER": 2, "RNA": 3, "AGP": 4, "Mito": 5}}))
+    assert parse_channel_map(yml) == parse_channel_map(None)
