@@ -20,6 +20,31 @@ err = Console(stderr=True)
 
 StoreOpt = typer.Option(None, "--store", "-s", help="Store directory (default: $CMCL_STORE, else ./cmcl-store).")
 
+# Ingestion options, shared by `ingest` and `run` (they build pipeline.ingest.IngestSettings).
+LayoutOpt = typer.Option("auto", help="auto | imagexpress | phenix | loaddata")
+ChannelsOpt = typer.Option(None, help="Channel map 'DNA=1,ER=2,RNA=3,AGP=4,Mito=5' or a TOML/YAML file.")
+CropOpt = typer.Option(64, help="Single-cell crop edge in pixels.")
+IllumOpt = typer.Option("mean", help="Illumination function: mean (CellProfiler) | median | background.")
+DarkOpt = typer.Option(0.0, help="Camera dark offset (ADU) subtracted before illumination correction.")
+SegmenterOpt = typer.Option("classical", help="classical | cellpose")
+CellposeOpt = typer.Option(None, help="Local cellpose weights for nuclei (never downloaded).")
+CellposeCellOpt = typer.Option(None, help="Local cellpose weights for cells (default: cells grown classically).")
+TileOpt = typer.Option(None, help="Also write field tiles of this size (e.g. 128).")
+OutsideOpt = typer.Option(False, "--allow-outside", help="LoadData: accept image paths outside the plate folder.")
+
+
+def _settings(layout, channels, crop_size, illumination, dark, segmenter, cellpose_model, cellpose_cell_model,
+              field_tile_size, allow_outside) -> dict[str, Any]:
+    from pipeline.ingest import IngestSettings
+
+    settings = dict(layout=layout, channel_map=str(channels) if channels else None, crop_size=crop_size,
+                    illumination_method=illumination, illumination_dark=dark, segmenter=segmenter,
+                    cellpose_model=str(cellpose_model) if cellpose_model else None,
+                    cellpose_cell_model=str(cellpose_cell_model) if cellpose_cell_model else None,
+                    field_tile_size=field_tile_size, allow_outside=allow_outside)
+    _run(IngestSettings, **settings)  # bad values fail here, as one line
+    return settings
+
 
 class _State:
     debug = False
@@ -96,16 +121,17 @@ def synth(out_dir: Path = typer.Argument(..., help="Folder to write the plate fo
 # ----------------------------------------------------------------------------------------- ingest
 @app.command()
 def ingest(plate_dirs: list[Path] = typer.Argument(..., help="Plate folders."),
-           store: Optional[Path] = StoreOpt,
-           layout: str = typer.Option("auto", help="auto | imagexpress | phenix | loaddata"),
-           channels: Optional[str] = typer.Option(None, help="Channel map, e.g. DNA=1,ER=2,RNA=3,AGP=4,Mito=5."),
-           crop_size: int = typer.Option(64, help="Single-cell crop edge in pixels."),
-           allow_outside: bool = typer.Option(False, "--allow-outside", help="LoadData: accept paths outside the plate folder."),
+           store: Optional[Path] = StoreOpt, layout: str = LayoutOpt, channels: Optional[str] = ChannelsOpt,
+           crop_size: int = CropOpt, illumination: str = IllumOpt, dark: float = DarkOpt,
+           segmenter: str = SegmenterOpt, cellpose_model: Optional[Path] = CellposeOpt,
+           cellpose_cell_model: Optional[Path] = CellposeCellOpt, field_tile_size: Optional[int] = TileOpt,
+           allow_outside: bool = OutsideOpt,
            force: bool = typer.Option(False, "--force", help="Re-ingest even unchanged plates.")) -> None:
     """Ingest plate folders: validate, OME-Zarr, illumination correction, segmentation, crops."""
     from flows.ingest import ingest_plate_flow
 
-    settings = dict(layout=layout, channel_map=channels, crop_size=crop_size, allow_outside=allow_outside)
+    settings = _settings(layout, channels, crop_size, illumination, dark, segmenter, cellpose_model,
+                         cellpose_cell_model, field_tile_size, allow_outside)
     results = [_run(ingest_plate_flow, str(p), str(_store(store)), settings, force) for p in plate_dirs]
     _print_plates(results)
     if any(r["n_quarantined"] for r in results):
@@ -202,23 +228,25 @@ def _print_metrics(m: dict[str, Any]) -> None:
 
 
 # -------------------------------------------------------------------------------------------- run
-def _ingest_settings(crop_size: int) -> dict[str, Any]:
-    return dict(crop_size=crop_size)
-
-
 @app.command()
 def run(inbox: Path = typer.Argument(..., help="Folder of plate folders."),
         store: Optional[Path] = StoreOpt,
         preset: str = typer.Option("default", help="Training preset: quick | demo | default."),
-        crop_size: int = typer.Option(64, help="Single-cell crop edge in pixels."),
+        set_: list[str] = typer.Option([], "--set", help="Override a TrainConfig field, e.g. --set epochs=10."),
         compound_file: list[Path] = typer.Option([], "--compounds", help="Extra compound files."),
-        no_train: bool = typer.Option(False, "--no-train", help="Stop after ingestion and compounds.")) -> None:
+        no_train: bool = typer.Option(False, "--no-train", help="Stop after ingestion and compounds."),
+        layout: str = LayoutOpt, channels: Optional[str] = ChannelsOpt, crop_size: int = CropOpt,
+        illumination: str = IllumOpt, dark: float = DarkOpt, segmenter: str = SegmenterOpt,
+        cellpose_model: Optional[Path] = CellposeOpt, cellpose_cell_model: Optional[Path] = CellposeCellOpt,
+        field_tile_size: Optional[int] = TileOpt, allow_outside: bool = OutsideOpt) -> None:
     """Everything: ingest new/changed plates, compounds, train, evaluate."""
     from flows.pipeline import run_flow
 
+    settings = _settings(layout, channels, crop_size, illumination, dark, segmenter, cellpose_model,
+                         cellpose_cell_model, field_tile_size, allow_outside)
     t0 = time.perf_counter()
-    out = _run(run_flow, str(inbox), str(_store(store)), _ingest_settings(crop_size), [str(f) for f in compound_file],
-               preset, None, not no_train)
+    out = _run(run_flow, str(inbox), str(_store(store)), settings, [str(f) for f in compound_file],
+               preset, _parse_overrides(set_) or None, not no_train)
     _report_run(out, time.perf_counter() - t0)
 
 
@@ -242,6 +270,9 @@ DEMO_SIZES = {
     "default": dict(n_plates=2, plate_format=384, n_compounds=690, sites=1, size=256, nucleus_radius=8.0, crop=32,
                     preset="demo", overrides={"split_fractions": [0.7, 0.1, 0.2]}),
 }
+#: The generator's camera adds a 100 ADU dark offset; knowing it, the background illumination
+#: method recovers the true flat field to about 1 % (see pipeline/illumination.py).
+DEMO_INGEST = dict(illumination_method="background", illumination_dark=100.0)
 
 
 @app.command()
@@ -263,8 +294,8 @@ def demo(store: Optional[Path] = StoreOpt,
                  n_compounds=cfg["n_compounds"], sites=cfg["sites"], size=cfg["size"],
                  nucleus_radius=cfg["nucleus_radius"], seed=seed)
         console.print(f"generated {cfg['n_plates']} plate(s) in {time.perf_counter() - t0:.0f} s into {st.inbox}")
-    out = _run(run_flow, str(st.inbox), str(st.root), _ingest_settings(cfg["crop"]), None, cfg["preset"],
-               cfg["overrides"], True)
+    out = _run(run_flow, str(st.inbox), str(st.root), {**DEMO_INGEST, "crop_size": cfg["crop"]}, None,
+               cfg["preset"], cfg["overrides"], True)
     _report_run(out, time.perf_counter() - t0)
 
 

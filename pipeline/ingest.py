@@ -17,6 +17,7 @@ complete. A plate is only ever visible as complete once everything is in place.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -40,9 +41,9 @@ from pipeline.ledger import file_lock, ledger_entry, update_ledger
 from pipeline.omezarr import PlateWriter, field_path, open_plate, read_field
 from pipeline.plates import PlateListing, discover_plate, fingerprint_files, read_platemap
 from pipeline.schema import write_table
-from pipeline.segmentation import segment_cells, segment_nuclei
+from pipeline.segmentation import SEGMENTERS, segment_field
 from pipeline.store import CHANNELS, Store
-from pipeline.tiles import crop_cells
+from pipeline.tiles import crop_cells, field_tiles
 
 __all__ = [
     "IngestSettings",
@@ -67,12 +68,33 @@ class IngestSettings:
     layout: Literal["auto", "imagexpress", "phenix", "loaddata"] = "auto"
     channel_map: str | None = None
     allow_outside: bool = False
-    illumination_method: Literal["mean", "median"] = "mean"
+    illumination_method: Literal["mean", "median", "background"] = "mean"
     illumination_filter_fraction: float = 1 / 8
+    illumination_dark: float = 0.0
+    illumination_max_fields: int = 64
     cyto_channel: Literal["RNA", "AGP"] = "AGP"
     crop_size: int = 64
     border: Literal["skip", "pad"] = "skip"
     crops_chunk: int = 256
+    segmenter: Literal["classical", "cellpose"] = "classical"
+    cellpose_model: str | None = None
+    cellpose_cell_model: str | None = None
+    cellpose_diameter: float | None = None
+    field_tile_size: int | None = None
+    focus_outlier_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.segmenter not in SEGMENTERS:
+            raise ValueError(f"segmenter {self.segmenter!r} is not one of {', '.join(map(repr, SEGMENTERS))}")
+        if self.segmenter == "cellpose":
+            if not self.cellpose_model:
+                raise ValueError("segmenter 'cellpose' needs cellpose_model, the path of a local weights file")
+            for p in (self.cellpose_model, self.cellpose_cell_model):
+                if p is not None and not Path(p).expanduser().is_file():
+                    raise FileNotFoundError(f"cellpose weights file {p!r} does not exist (model names such as "
+                                            f"'cyto3' are not accepted; pass the path of a local weights file)")
+        if self.field_tile_size is not None and self.field_tile_size < 8:
+            raise ValueError(f"field_tile_size must be None or >= 8; got {self.field_tile_size!r}")
 
     def key(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -107,13 +129,18 @@ class PlatePlan:
 
 
 def plan_plate(plate_dir: str | Path, store: Store, settings: IngestSettings) -> PlatePlan:
-    """Discover a plate folder and fingerprint it (file names, sizes, mtimes and settings)."""
+    """Discover a plate folder and fingerprint it (file names, sizes, mtimes, settings and the
+    content of any segmentation weights)."""
     listing = discover_plate(plate_dir, layout=settings.layout, channel_map=settings.channel_map,
                              allow_outside=settings.allow_outside)
     files = list(listing.images["File"])
     if listing.platemap is not None:
         files.append(listing.platemap.name)
-    fp = fingerprint_files(listing.root, files, extra=settings.key())
+    extra = settings.key()
+    for weights in (settings.cellpose_model, settings.cellpose_cell_model):
+        if weights:  # the weights' content, not just their path, decides the labels
+            extra += hashlib.sha256(Path(weights).expanduser().read_bytes()).hexdigest()
+    fp = fingerprint_files(listing.root, files, extra=extra)
     return PlatePlan(listing, fp, store.root / ".staging" / listing.plate)
 
 
@@ -177,12 +204,20 @@ def write_images(plan: PlatePlan, *, progress: Progress | None = None) -> tuple[
             progress("write", i, len(groups))
         problems = []
         by_channel = rows.groupby("Metadata_Channel")["File"].apply(list).to_dict()
+        repeated = []
         for c in CHANNELS:
-            files = by_channel.get(c, [])
+            listed = by_channel.get(c, [])
+            files = list(dict.fromkeys(listed))  # a LoadData CSV may list one file twice
             if not files:
                 problems.append((c, rows["File"].iloc[0], f"missing channel {c}"))
             elif len(files) > 1:
                 problems.append((c, files[1], f"duplicate images for channel {c}: {', '.join(files)}"))
+            elif len(listed) > 1:
+                repeated.append((c, files[0], f"duplicate site: channel {c} listed {len(listed)} times ({files[0]})"))
+            elif not (root / files[0]).is_file():
+                problems.append((c, files[0], f"missing channel {c}: {files[0]} does not exist"))
+        if repeated and not problems:
+            problems.append(repeated[0])
         planes = []
         if not problems:
             for c in CHANNELS:
@@ -221,47 +256,64 @@ def write_images(plan: PlatePlan, *, progress: Progress | None = None) -> tuple[
 
 
 def compute_illumination(plan: PlatePlan, fields: pd.DataFrame, settings: IngestSettings) -> np.ndarray:
-    """Illumination functions (C, Y, X) float32 of the staged plate, saved with QC PNGs."""
+    """Illumination functions (C, Y, X) float32 of the staged plate, saved with QC PNGs.
+
+    Memory is bounded whatever the plate size: ``'mean'`` and ``'background'`` stream field by
+    field (two or three (C, Y, X) float64 accumulators); ``'median'`` stacks one channel of at
+    most ``settings.illumination_max_fields`` fields, a deterministic evenly spread subsample
+    (:func:`pipeline.illumination.subsample`). ``settings.illumination_dark`` is subtracted first.
+
+    Raises
+    ------
+    ValueError
+        If no field was written.
+    """
     plate = open_plate(plan.staging / "plate.ome.zarr")
     if fields.empty:
         raise ValueError(f"plate {plan.plate}: no valid field to estimate illumination from")
-    if settings.illumination_method == "mean":
-        acc = illum.MeanAccumulator()
-        for p in fields["Metadata_FieldPath"]:
-            acc.add(read_field(plate, p))
-        combined = acc.mean()
-        funcs = np.stack([illum.smooth(combined[c], filter_fraction=settings.illumination_filter_fraction)
-                          for c in range(combined.shape[0])])
-    else:
+    paths = list(fields["Metadata_FieldPath"])
+    dark, ff = settings.illumination_dark, settings.illumination_filter_fraction
+    if settings.illumination_method == "median":
+        used = [paths[i] for i in illum.subsample(len(paths), settings.illumination_max_fields)]
         funcs = np.stack([
-            illum.estimate(np.stack([plate[f"{p}/0"][c] for p in fields["Metadata_FieldPath"]]),
-                           method="median", filter_fraction=settings.illumination_filter_fraction)
+            illum.estimate(np.stack([plate[f"{p}/0"][c] for p in used]), method="median", dark=dark,
+                           filter_fraction=ff)
             for c in range(len(CHANNELS))])
+    else:
+        used = paths
+        acc = (illum.MeanAccumulator() if settings.illumination_method == "mean"
+               else illum.BackgroundAccumulator(dark=dark))
+        for p in paths:
+            acc.add(read_field(plate, p))
+        combined = acc.mean() - dark if settings.illumination_method == "mean" else acc.background()
+        funcs = np.stack([illum.smooth(combined[c], filter_fraction=ff) for c in range(combined.shape[0])])
     grp = zarr.open_group(str(plan.staging / "illumination.zarr"), mode="w", zarr_format=3)
     arr = grp.create_array("function", shape=funcs.shape, chunks=(1, *funcs.shape[1:]), dtype="float32",
                            dimension_names=("c", "y", "x"))
     arr[:] = funcs
     grp.attrs.update({"channels": list(CHANNELS), "method": settings.illumination_method,
-                      "filter_fraction": settings.illumination_filter_fraction, "n_fields": int(len(fields))})
+                      "filter_fraction": ff, "dark": dark, "n_fields": int(len(fields)),
+                      "n_fields_used": len(used)})
     _illumination_png(funcs, plan.staging / "illumination_qc")
     return funcs
 
 
 def _illumination_png(funcs: np.ndarray, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """One viridis PNG per channel (function scaled to its min..max, written in the PNG's text
+    chunks). Drawn without matplotlib figures, which cost ~0.5 s each."""
+    from matplotlib import colormaps
+    from PIL import Image, PngImagePlugin
 
     out.mkdir(parents=True, exist_ok=True)
+    lut = (colormaps["viridis"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
     for c, name in enumerate(CHANNELS):
-        fig, ax = plt.subplots(figsize=(3.2, 3))
-        im = ax.imshow(funcs[c], cmap="viridis")
-        ax.set_title(f"{name} illumination function")
-        ax.axis("off")
-        fig.colorbar(im, ax=ax, fraction=0.046)
-        fig.savefig(out / f"{name}.png", dpi=80, bbox_inches="tight")
-        plt.close(fig)
+        f = funcs[c]
+        lo, hi = float(f.min()), float(f.max())
+        idx = np.zeros(f.shape, np.uint8) if hi <= lo else np.round((f - lo) / (hi - lo) * 255).astype(np.uint8)
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Title", f"{name} illumination function")
+        info.add_text("Range", f"{lo:.4f}..{hi:.4f}")
+        Image.fromarray(lut[idx]).save(out / f"{name}.png", pnginfo=info)
 
 
 def _focus_score(dna: np.ndarray) -> float:
@@ -271,25 +323,37 @@ def _focus_score(dna: np.ndarray) -> float:
 
 
 def _process_field(writer: PlateWriter, funcs: np.ndarray, field: tuple[str, int, str],
-                   settings: IngestSettings) -> tuple[np.ndarray, pd.DataFrame, dict]:
-    """Correct, segment and crop one staged field; writes its labels."""
+                   settings: IngestSettings) -> tuple[np.ndarray, pd.DataFrame, dict, np.ndarray | None]:
+    """Correct, segment and crop one staged field; writes its labels.
+
+    Returns the field's crops, cell table, QC row and, with ``settings.field_tile_size``, its
+    (rows, cols, C, S, S) uint16 grid tiles (else None).
+    """
     well, site, path = field
     plate_id = writer.plate
     raw = read_field(writer.root, path)
-    corrected = illum.apply(raw, funcs)
-    nuclei = segment_nuclei(corrected[0])
-    cells = segment_cells(nuclei, corrected[CHANNELS.index(settings.cyto_channel)])
+    corrected = illum.apply(raw, funcs, dark=settings.illumination_dark)
+    nuclei, cells = segment_field(corrected[0], corrected[CHANNELS.index(settings.cyto_channel)],
+                                  segmenter=settings.segmenter, cellpose_model=settings.cellpose_model,
+                                  cellpose_cell_model=settings.cellpose_cell_model,
+                                  cellpose_diameter=settings.cellpose_diameter)
     writer.write_labels(well, int(path.rsplit("/", 1)[1]), {"nuclei": nuclei, "cells": cells})
     crops, table = crop_cells(corrected, nuclei, cells, crop_size=settings.crop_size, border=settings.border,
                               channel_names=CHANNELS)
+    tiles = None
+    if settings.field_tile_size is not None:
+        ts = settings.field_tile_size
+        grid = (corrected.shape[1] // ts, corrected.shape[2] // ts)
+        tiles = np.clip(np.rint(field_tiles(corrected, tile_size=ts)), 0,
+                        np.iinfo(np.uint16).max).astype(np.uint16).reshape(*grid, len(CHANNELS), ts, ts)
     qc = dict(Metadata_Plate=plate_id, Metadata_Well=well, Metadata_Site=int(site), Metadata_FieldPath=path,
               Count_Nuclei=int(nuclei.max()), Count_Crops=len(table), QC_FocusScore=_focus_score(raw[0]),
               QC_SaturatedFraction=float((raw == np.iinfo(raw.dtype).max).mean()))
-    return crops, table, qc
+    return crops, table, qc, tiles
 
 
 def _process_batch(plate_path: str, funcs_path: str, batch: list[tuple[str, int, str]], settings: IngestSettings,
-                   plate_id: str) -> list[tuple[np.ndarray, pd.DataFrame, dict]]:
+                   plate_id: str) -> list[tuple[np.ndarray, pd.DataFrame, dict, np.ndarray | None]]:
     """Process a batch of fields (one task of a worker process): plate and functions opened once."""
     writer = PlateWriter(plate_path, plate=plate_id, channels=CHANNELS, resume=True)
     funcs = zarr.open_group(funcs_path, mode="r", zarr_format=3)["function"][:]
@@ -315,6 +379,13 @@ def segment_and_tile(
     :func:`default_processes`); results are gathered in field order, so the output is identical
     whatever the number of processes. Only a few fields per process are in memory at a time;
     crops are appended to ``crops.zarr`` in chunk-sized blocks.
+
+    With ``settings.field_tile_size`` every field is also cut into a grid of non-overlapping
+    tiles, appended to the array ``tiles`` (T, C, S, S) uint16 of the same group, and described by
+    the ``tiles`` table written to ``plan.staging / 'tiles.parquet'``.
+
+    After all fields, ``QC_OutOfFocus`` flags fields whose focus score is below
+    ``settings.focus_outlier_fraction`` x the plate's median score.
     """
     plate_id = plan.plate
     plate_path = str(plan.staging / "plate.ome.zarr")
@@ -324,6 +395,15 @@ def segment_and_tile(
     crops_arr = crops_grp.create_array("crops", shape=(0, len(CHANNELS), s, s), chunks=(settings.crops_chunk, len(CHANNELS), s, s),
                                        dtype="uint16", dimension_names=("n", "c", "y", "x"))
     crops_grp.attrs.update({"channels": list(CHANNELS), "crop_size": s})
+    ts = settings.field_tile_size
+    tiles_arr = None
+    if ts is not None:
+        tiles_arr = crops_grp.create_array("tiles", shape=(0, len(CHANNELS), ts, ts),
+                                           chunks=(max(1, settings.crops_chunk // 4), len(CHANNELS), ts, ts),
+                                           dtype="uint16", dimension_names=("n", "c", "y", "x"))
+        crops_grp.attrs["tile_size"] = ts
+    tile_rows: list[pd.DataFrame] = []
+    n_tiles = 0
     records = [(r.Metadata_Well, int(r.Metadata_Site), r.Metadata_FieldPath) for r in fields.itertuples(index=False)]
     batches = [records[i:i + 4] for i in range(0, len(records), 4)]
     n_proc = processes or default_processes(len(records))
@@ -334,7 +414,7 @@ def segment_and_tile(
     with _executor(n_proc) as pool:
         results = pool.map(work, batches) if pool is not None else map(work, batches)
         for batch in results:
-            for crops, table, qc in batch:
+            for crops, table, qc, tiles in batch:
                 well, site = qc["Metadata_Well"], qc["Metadata_Site"]
                 table.insert(0, "Metadata_Site", np.int32(site))
                 table.insert(0, "Metadata_Well", well)
@@ -343,6 +423,10 @@ def segment_and_tile(
                 n_total += len(table)
                 cell_tables.append(table)
                 field_rows.append(qc)
+                if tiles_arr is not None:
+                    tile_rows.append(_tile_table(plate_id, well, site, tiles.shape[:2], start=n_tiles, tile_size=ts))
+                    tiles_arr.append(tiles.reshape(-1, *tiles.shape[2:]), axis=0)
+                    n_tiles += tiles.shape[0] * tiles.shape[1]
                 buffer.append(crops)
                 buffered += len(crops)
                 if buffered >= settings.crops_chunk:
@@ -356,7 +440,36 @@ def segment_and_tile(
     cells_df = pd.concat(cell_tables, ignore_index=True) if cell_tables else pd.DataFrame()
     if crops_arr.shape[0] != len(cells_df):
         raise RuntimeError(f"plate {plate_id}: {crops_arr.shape[0]} crops written but {len(cells_df)} cell rows")
-    return cells_df, pd.DataFrame(field_rows)
+    fields_df = pd.DataFrame(field_rows)
+    if len(fields_df):
+        median_focus = float(fields_df["QC_FocusScore"].median())
+        fields_df["QC_OutOfFocus"] = fields_df["QC_FocusScore"] < settings.focus_outlier_fraction * median_focus
+    else:
+        fields_df["QC_OutOfFocus"] = pd.Series(dtype=bool)
+    if tiles_arr is not None:
+        tiles_df = pd.concat(tile_rows, ignore_index=True) if tile_rows else _tile_table(plate_id, "", 0, (0, 0), start=0, tile_size=ts)
+        if tiles_arr.shape[0] != len(tiles_df):
+            raise RuntimeError(f"plate {plate_id}: {tiles_arr.shape[0]} tiles written but {len(tiles_df)} tile rows")
+        write_table(tiles_df, "tiles", plan.staging / "tiles.parquet")
+    return cells_df, fields_df
+
+
+def _tile_table(plate: str, well: str, site: int, grid: tuple[int, int], *, start: int,
+                tile_size: int) -> pd.DataFrame:
+    """Rows of the ``tiles`` table for one field's (rows, cols) grid of tiles, row-major."""
+    n_cols = max(grid[1], 1)
+    n = grid[0] * grid[1]
+    idx = np.arange(n)
+    return pd.DataFrame({
+        "Metadata_Plate": pd.Series([plate] * n, dtype=object),
+        "Metadata_Well": pd.Series([well] * n, dtype=object),
+        "Metadata_Site": np.full(n, site, np.int32),
+        "Metadata_TileIndex": np.arange(start, start + n, dtype=np.int64),
+        "Tile_Row": (idx // n_cols).astype(np.int32),
+        "Tile_Col": (idx % n_cols).astype(np.int32),
+        "Tile_Y0": ((idx // n_cols) * tile_size).astype(np.int32),
+        "Tile_X0": ((idx % n_cols) * tile_size).astype(np.int32),
+    })
 
 
 @contextmanager
@@ -400,6 +513,12 @@ def publish(plan: PlatePlan, store: Store, *, fields: pd.DataFrame, cells: pd.Da
     write_table(fields, "fields", store.table_path("fields", plate=plate))
     write_table(cells, "cells", store.table_path("cells", plate=plate))
     write_table(quarantine, "quarantine", store.table_path("quarantine", plate=plate))
+    tiles_path = store.table_path("tiles", plate=plate)
+    if (plan.staging / "tiles.parquet").is_file():  # validated when staged
+        tiles_path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(plan.staging / "tiles.parquet", tiles_path)
+    else:  # this ingest made no tiles: a table left by an earlier one would describe nothing
+        tiles_path.unlink(missing_ok=True)
     shutil.rmtree(plan.staging)
     result = PlateResult(plate=plate, source=str(plan.listing.root), status="complete", layout=layout,
                          n_fields=len(fields), n_quarantined=len(quarantine), n_cells=len(cells))

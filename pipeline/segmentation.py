@@ -4,13 +4,17 @@ Nuclei: Gaussian smoothing, an automatic global threshold (Otsu or minimum cross
 background-flattened image, hole filling, declumping by a distance-transform watershed whose
 minimum peak distance adapts to the typical nucleus size, and size filters.
 
-Cells: one cell per nucleus, grown from the nuclei by a seeded watershed on the gradient of a
-cytoplasm channel (RNA or AGP) inside that channel's foreground, like IdentifySecondaryObjects'
+Each nucleus mask is then trimmed at a fraction of its own peak height (linear intensity) so that
+blurred, out-of-focus nuclei keep their true size before declumping.
+
+Cells: one cell per nucleus, grown from the nuclei by a seeded watershed on the gradient plus
+intensity of a cytoplasm channel (RNA or AGP) inside that channel's foreground, like IdentifySecondaryObjects'
 propagation.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -20,9 +24,11 @@ from skimage.filters import gaussian, sobel, threshold_li, threshold_otsu
 from skimage.measure import regionprops_table
 from skimage.segmentation import clear_border, relabel_sequential, watershed
 
-__all__ = ["segment_nuclei", "segment_cells"]
+__all__ = ["SEGMENTERS", "segment_nuclei", "segment_cells", "segment_field"]
 
 Threshold = Literal["otsu", "li"]
+Segmenter = Literal["classical", "cellpose"]
+SEGMENTERS: tuple[str, ...] = ("classical", "cellpose")
 
 
 def _check_image(image: np.ndarray, name: str) -> np.ndarray:
@@ -52,6 +58,7 @@ def segment_nuclei(
     min_area: int | None = None,
     max_area: int | None = None,
     exclude_border: bool = False,
+    refine: float = 0.4,
 ) -> np.ndarray:
     """Label nuclei in a DNA (Hoechst) image.
 
@@ -75,6 +82,11 @@ def segment_nuclei(
         nucleus area (debris), no maximum.
     exclude_border : bool
         Remove nuclei touching the image border.
+    refine : float
+        Each nucleus is trimmed to the pixels above ``refine`` x its own peak height over the
+        local background (linear intensities). The global log-scale threshold is sensitive enough
+        for dim nuclei but, on blurred (out-of-focus) edges, cuts far outside the true boundary;
+        the per-object fraction puts the edge near half maximum. ``0`` disables.
 
     Returns
     -------
@@ -90,10 +102,13 @@ def segment_nuclei(
     if bg_sigma > 0:
         # A low percentile filter is costly; subtract a heavily smoothed image of the darker half.
         below = np.minimum(work, np.median(work))
-        work = work - gaussian(below, sigma=bg_sigma, preserve_range=True)
+        work = work - _smooth_large(below, bg_sigma)
     mask = work > _threshold(work, threshold)
     mask = ndi.binary_fill_holes(ndi.binary_opening(mask, iterations=1))
     comp, n = ndi.label(mask)
+    if n and refine > 0:
+        mask = _refine_edges(img, comp, mask, fraction=refine, sigma=sigma) > 0
+        comp, n = ndi.label(mask)
     if n == 0:
         return np.zeros(img.shape, np.uint32)
     areas = np.bincount(comp.ravel())[1:]
@@ -123,6 +138,55 @@ def segment_nuclei(
     if exclude_border:
         labels = clear_border(labels)
     return relabel_sequential(labels)[0].astype(np.uint32)
+
+
+def _smooth_large(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur at a large ``sigma``, computed on a block-averaged copy (same result to <1 %)."""
+    k = int(sigma // 4)
+    if k < 2:
+        return gaussian(image, sigma=sigma, preserve_range=True)
+    h, w = image.shape
+    ph, pw = -h % k, -w % k
+    padded = np.pad(image, ((0, ph), (0, pw)), mode="edge")
+    small = padded.reshape(padded.shape[0] // k, k, padded.shape[1] // k, k).mean(axis=(1, 3))
+    small = gaussian(small, sigma=sigma / k, preserve_range=True)
+    big = ndi.zoom(small, k, order=1, grid_mode=True, mode="nearest")
+    return big[:h, :w].astype(image.dtype, copy=False)
+
+
+def _refine_edges(img: np.ndarray, labels: np.ndarray, mask: np.ndarray, *, fraction: float,
+                  sigma: float) -> np.ndarray:
+    """Trim every object to its pixels above ``fraction`` of its peak over the local background."""
+    n = int(labels.max())
+    if n == 0:
+        return labels
+    lin = gaussian(img, sigma=max(sigma, 1.0), preserve_range=True)
+    # local background: a low percentile of coarse blocks of the (unmasked) image, upsampled
+    block = max(16, min(img.shape) // 16)
+    h, w = (img.shape[0] // block) * block, (img.shape[1] // block) * block
+    if h and w:
+        bg_src = np.where(mask, np.nan, lin)[:h, :w].reshape(h // block, block, w // block, block)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-nuclei blocks
+            coarse = np.nanpercentile(bg_src.transpose(0, 2, 1, 3).reshape(h // block, w // block, -1), 20, axis=-1)
+        fill = np.nanmedian(coarse) if np.isfinite(coarse).any() else float(np.percentile(lin, 5))
+        coarse = np.where(np.isfinite(coarse), coarse, fill)
+        coarse = ndi.grey_erosion(coarse, size=3)
+        background = ndi.zoom(coarse, (img.shape[0] / coarse.shape[0], img.shape[1] / coarse.shape[1]), order=1)
+        background = background[: img.shape[0], : img.shape[1]]
+        if background.shape != img.shape:
+            background = np.pad(background, [(0, img.shape[0] - background.shape[0]), (0, img.shape[1] - background.shape[1])], mode="edge")
+    else:
+        background = np.full(img.shape, float(np.percentile(lin, 5)), np.float32)
+    height = lin - background
+    peak = np.zeros(n + 1, np.float32)
+    peak[1:] = ndi.maximum(height, labels, np.arange(1, n + 1))
+    keep = (labels > 0) & (height >= fraction * peak[labels])
+    out = np.where(keep, labels, 0)
+    # fill holes per object (textured nuclei) without crossing into neighbours
+    filled = ndi.binary_fill_holes(out > 0) & (labels > 0) & ~(out > 0)
+    out[filled] = labels[filled]
+    return out
 
 
 def segment_cells(
@@ -174,9 +238,64 @@ def segment_cells(
         max_distance = 4 * np.sqrt(np.median(areas[areas > 0]) / np.pi)
     dist_to_nucleus = ndi.distance_transform_edt(nuclei == 0)
     mask &= dist_to_nucleus <= max_distance
-    elevation = sobel(work)
+    # edges and bright membranes both separate cells: the gradient alone puts the line beside a
+    # membrane ridge, and blurred (out-of-focus) ridges have weak gradients
+    edges = sobel(work)
+    elevation = edges / (float(np.percentile(edges, 99)) + 1e-9) + (work - lo) / (float(np.percentile(work, 99)) - lo + 1e-9)
     cells = watershed(elevation, markers=nuclei.astype(np.int32), mask=mask)
     return cells.astype(np.uint32)
+
+
+def segment_field(
+    dna: np.ndarray,
+    cyto: np.ndarray,
+    *,
+    segmenter: Segmenter = "classical",
+    cellpose_model: str | None = None,
+    cellpose_cell_model: str | None = None,
+    cellpose_diameter: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nuclei and cells of one field with the chosen segmenter.
+
+    Parameters
+    ----------
+    dna, cyto : (Y, X) ndarray
+        DNA and cytoplasm (RNA or AGP) channels, illumination-corrected.
+    segmenter : {'classical', 'cellpose'}
+        'classical': :func:`segment_nuclei` + :func:`segment_cells` (no weights). 'cellpose':
+        nuclei from the local weights file ``cellpose_model``
+        (:func:`pipeline.cellpose_seg.segment_nuclei_cellpose`); cells from
+        ``cellpose_cell_model`` when given, else grown classically from those nuclei.
+    cellpose_model, cellpose_cell_model : str, optional
+        Paths of local cellpose weights files (never model names; nothing is downloaded).
+    cellpose_diameter : float, optional
+        Nucleus diameter in pixels for cellpose; None: the model's own.
+
+    Returns
+    -------
+    nuclei, cells : (Y, X) uint32 ndarray
+        Cell ``k`` contains nucleus ``k``.
+
+    Raises
+    ------
+    ValueError
+        If ``segmenter`` is not one of :data:`SEGMENTERS`, or 'cellpose' without ``cellpose_model``.
+    FileNotFoundError
+        If a cellpose weights file does not exist.
+    """
+    if segmenter == "classical":
+        nuclei = segment_nuclei(dna)
+        return nuclei, segment_cells(nuclei, cyto)
+    if segmenter == "cellpose":
+        from pipeline.cellpose_seg import segment_cells_cellpose, segment_nuclei_cellpose
+
+        if cellpose_model is None:
+            raise ValueError("segmenter 'cellpose' needs cellpose_model: the path of a local weights file")
+        nuclei = segment_nuclei_cellpose(dna, model_path=cellpose_model, diameter=cellpose_diameter)
+        if cellpose_cell_model is None:
+            return nuclei, segment_cells(nuclei, cyto)
+        return nuclei, segment_cells_cellpose(nuclei, cyto, dna, model_path=cellpose_cell_model)
+    raise ValueError(f"segmenter {segmenter!r} is not one of {', '.join(map(repr, SEGMENTERS))}")
 
 
 def object_table(labels: np.ndarray) -> dict[str, np.ndarray]:

@@ -123,3 +123,24 @@ def test_interrupted_ingest_resumes_to_the_same_store(small_plate, tmp_path, mon
     b = zarr.open_group(str(broken.crops_zarr("T1")), mode="r")["crops"][:]
     np.testing.assert_array_equal(a, b)
     assert not (broken.root / ".staging" / "T1").exists()
+
+
+def test_field_tiles_and_focus_flag(small_plate, tmp_path):
+    import pandas as pd
+    import zarr
+
+    from pipeline.ingest import compute_illumination, plan_plate, segment_and_tile, write_images
+    from pipeline.schema import read_table
+
+    settings = IngestSettings(crop_size=32, field_tile_size=128)
+    plan = plan_plate(small_plate, Store(tmp_path / "store"), settings)
+    fields, _ = write_images(plan)
+    compute_illumination(plan, fields, settings)
+    cells, field_table = segment_and_tile(plan, fields, settings, processes=1)
+    tiles = zarr.open_group(str(plan.staging / "crops.zarr"), mode="r")["tiles"]
+    table = read_table("tiles", plan.staging / "tiles.parquet")
+    assert tiles.shape == (4 * len(fields), 5, 128, 128) and len(table) == tiles.shape[0]
+    assert (table["Metadata_TileIndex"] == range(len(table))).all()
+    truth = pd.read_csv(small_plate / "ground_truth" / "fields.csv")
+    flagged = field_table.merge(truth, on=["Metadata_Well", "Metadata_Site"])
+    assert (flagged["QC_OutOfFocus"] == flagged["out_of_focus"].astype(bool)).all()

@@ -66,3 +66,45 @@ def test_scoring_hand_cases():
     b[0:2, 6:8] = 1  # spurious
     assert match_objects(a, b) == (1, 1, 1)
     assert f1_at_iou(a, a) == 1.0 and f1_at_iou(np.zeros_like(a), np.zeros_like(a)) == 1.0
+
+
+def _foreign_microscope_image(seed=3, shape=(400, 500)):
+    """A non-generator image: elliptical nuclei of radius 5-14 px, 4x brightness range, touching
+    pairs, a vignetted + tilted background, blur and Poisson noise (like a raw widefield DNA image)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(float)
+    truth = np.zeros(shape, np.uint32)
+    signal = np.zeros(shape)
+    k = 0
+    for cy in range(30, shape[0] - 30, 45):
+        for cx in range(30, shape[1] - 30, 45):
+            for dx in ((0,) if rng.random() < 0.8 else (0, 1)):  # some touching pairs
+                a, b = rng.uniform(5, 14), rng.uniform(5, 14)
+                th = rng.uniform(0, np.pi)
+                ox = cx + dx * (a + b) * 0.95 + rng.uniform(-6, 6)
+                oy = cy + rng.uniform(-6, 6)
+                u = (xx - ox) * np.cos(th) + (yy - oy) * np.sin(th)
+                v = (yy - oy) * np.cos(th) - (xx - ox) * np.sin(th)
+                inside = ((u / a) ** 2 + (v / b) ** 2 < 1) & (truth == 0)
+                k += 1
+                truth[inside] = k
+                signal[inside] = rng.uniform(500, 2000)
+    background = 150 + 0.4 * xx + 250 * np.exp(-((yy - 200) ** 2 + (xx - 250) ** 2) / 2e5)
+    image = rng.poisson(background + ndi.gaussian_filter(signal, 1.2)).astype(np.uint16)
+    return image, truth
+
+
+def test_raw_image_of_another_microscope():
+    image, truth = _foreign_microscope_image()
+    labels = segment_nuclei(image)
+    assert f1_at_iou(truth, labels) >= 0.9, (truth.max(), labels.max(), match_objects(truth, labels))
+
+
+def test_out_of_focus_nuclei_keep_their_size():
+    rng = np.random.default_rng(5)
+    ph = phenotype_from_smiles("CCO")
+    tn = np.zeros(3, int)
+    for _ in range(2):
+        image, true_nuclei, _ = render_field(ph, size=256, rng=rng, out_of_focus=True)
+        tn = tn + match_objects(true_nuclei, segment_nuclei(image[0]))
+    assert 2 * tn[0] / (2 * tn[0] + tn[1] + tn[2]) >= 0.9, tn
