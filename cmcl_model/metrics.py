@@ -12,6 +12,12 @@ Two protocols, both directions (``graph_to_image``: a molecule queries the image
     Each query ranks its positive against the whole pool. Metrics recall@1/5/10, mrr,
     mean_rank.
 
+Crop level (:func:`crop_level`)
+    Every crop is its own image. ``image_to_graph``: each crop queries the compounds (its
+    compound is the positive). ``graph_to_image``: one query per crop ``a``: the graph of
+    ``a``'s compound ranks crop ``a`` against crops of *other* compounds (its own other crops are
+    neither positives nor negatives). ``hit101`` samples 100 negatives per query.
+
 Similarity is the cosine of the embeddings (ranking by L2 distance on normalised embeddings is
 identical). **Ties are counted pessimistically**: rank = 1 + number of negatives whose
 similarity is >= the positive's, so a constant embedding gets the worst rank, never the best.
@@ -24,7 +30,17 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["DIRECTIONS", "ranks_fullpool", "ranks_sampled", "hit101", "fullpool", "chance", "summarize_ranks"]
+__all__ = [
+    "DIRECTIONS",
+    "ranks_fullpool",
+    "ranks_sampled",
+    "hit101",
+    "fullpool",
+    "chance",
+    "mean_chance",
+    "summarize_ranks",
+    "crop_level",
+]
 
 DIRECTIONS: tuple[str, str] = ("graph_to_image", "image_to_graph")
 Protocol = Literal["hit101", "fullpool"]
@@ -139,3 +155,118 @@ def chance(n_candidates: int, *, protocol: Protocol = "hit101") -> dict[str, flo
     out["mrr"] = float(np.sum(1.0 / np.arange(1, n + 1)) / n)
     out["mean_rank"] = (n + 1) / 2
     return out
+
+
+def mean_chance(n_candidates: np.ndarray, *, protocol: Protocol = "hit101") -> dict[str, float]:
+    """Expected metrics of a random ranking averaged over queries with ``n_candidates[q]``
+    candidates each (:func:`chance` of each count, weighted by how often it occurs)."""
+    counts, freq = np.unique(np.asarray(n_candidates, dtype=np.int64), return_counts=True)
+    if counts.size == 0:
+        raise ValueError("mean_chance needs at least one query")
+    per = [chance(int(c), protocol=protocol) for c in counts]
+    w = freq / freq.sum()
+    return {m: float(sum(wi * p[m] for wi, p in zip(w, per))) for m in per[0]}
+
+
+def _normalize(x: np.ndarray, name: str) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (N, D) array, got shape {x.shape}")
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def crop_level(
+    graph: np.ndarray,
+    crops: np.ndarray,
+    groups: np.ndarray,
+    *,
+    n_negatives: int = 100,
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, dict[str, float]]], dict[str, int]]:
+    """Crop-level retrieval, both protocols and directions (see module docstring).
+
+    Parameters
+    ----------
+    graph : (M, D) array
+        One embedding per compound.
+    crops : (N, D) array
+        One embedding per crop.
+    groups : (N,) int array
+        Compound (row of ``graph``) of each crop; every compound needs at least one crop.
+
+    Returns
+    -------
+    (R, chance R, sizes)
+        ``R[protocol][direction][metric]``; the chance values are averaged over queries
+        (:func:`mean_chance`); sizes ``{"crops": N, "compounds": M}``.
+
+    Raises
+    ------
+    ValueError
+        On mismatched shapes, groups outside ``range(M)``, a compound without crops or M < 2.
+    """
+    g = _normalize(graph, "graph")
+    c = _normalize(crops, "crops")
+    grp = np.asarray(groups, dtype=np.int64)
+    m, n = g.shape[0], c.shape[0]
+    if c.shape[1] != g.shape[1] or grp.shape != (n,):
+        raise ValueError(f"expected graph (M, D), crops (N, D), groups (N,); got {g.shape}, {c.shape}, {grp.shape}")
+    if m < 2:
+        raise ValueError(f"crop-level retrieval needs at least 2 compounds, got {m}")
+    if n and (grp.min() < 0 or grp.max() >= m):
+        raise ValueError(f"groups must lie in [0, {m}), got {grp.min()}..{grp.max()}")
+    sizes = np.bincount(grp, minlength=m)
+    if (sizes == 0).any():
+        raise ValueError(f"compounds without crops: rows {np.flatnonzero(sizes == 0)[:5].tolist()}")
+    order = np.argsort(grp, kind="stable")
+    grp, c = grp[order], c[order]
+    start = np.r_[0, np.cumsum(sizes)][:-1]  # first crop of each compound after sorting
+    sim = c @ g.T  # (N, M): crop a vs compound j
+    pos = sim[np.arange(n), grp]
+
+    # image -> graph: each crop ranks its compound among the others
+    i2g_full = (sim >= pos[:, None]).sum(axis=1)
+    # graph -> image: compound grp[a] ranks crop a against crops of other compounds
+    g2i_full = np.empty(n, dtype=np.int64)
+    for j in range(m):
+        own = slice(start[j], start[j] + sizes[j])
+        col = sim[:, j]
+        neg = np.sort(np.r_[col[: start[j]], col[start[j] + sizes[j] :]])
+        g2i_full[own] = 1 + (neg.size - np.searchsorted(neg, col[own], side="left"))
+    full = {
+        "graph_to_image": summarize_ranks(g2i_full, (1, 5, 10), "recall"),
+        "image_to_graph": summarize_ranks(i2g_full, (1, 5, 10), "recall"),
+    }
+    n_g2i_full = 1 + n - sizes[grp]
+
+    k_i2g = min(n_negatives, m - 1)
+    k_g2i = np.minimum(n_negatives, n - sizes[grp])  # per query: other compounds' crops
+    per_seed: dict[str, list[dict[str, float]]] = {d: [] for d in DIRECTIONS}
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        r_i2g = np.empty(n, dtype=np.int64)
+        r_g2i = np.empty(n, dtype=np.int64)
+        for a in range(n):
+            j = grp[a]
+            idx = rng.choice(m - 1, size=k_i2g, replace=False)
+            idx = idx + (idx >= j)
+            r_i2g[a] = 1 + int((sim[a, idx] >= pos[a]).sum())
+            other = n - sizes[j]
+            idx = rng.choice(other, size=int(k_g2i[a]), replace=False)
+            idx = idx + (idx >= start[j]) * sizes[j]
+            r_g2i[a] = 1 + int((sim[idx, j] >= pos[a]).sum())
+        per_seed["graph_to_image"].append(summarize_ranks(r_g2i, (1, 3, 5, 10), "hit"))
+        per_seed["image_to_graph"].append(summarize_ranks(r_i2g, (1, 3, 5, 10), "hit"))
+    h101 = {d: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} for d, rs in per_seed.items()}
+    result = {"hit101": h101, "fullpool": full}
+    ch = {
+        "hit101": {
+            "graph_to_image": mean_chance(1 + k_g2i, protocol="hit101"),
+            "image_to_graph": mean_chance(np.full(n, 1 + k_i2g), protocol="hit101"),
+        },
+        "fullpool": {
+            "graph_to_image": mean_chance(n_g2i_full, protocol="fullpool"),
+            "image_to_graph": mean_chance(np.full(n, m), protocol="fullpool"),
+        },
+    }
+    return result, ch, {"crops": int(n), "compounds": int(m)}

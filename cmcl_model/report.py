@@ -1,0 +1,436 @@
+"""The evaluation report of a run: ``reports/<run>/report.html``, one self-contained file.
+
+Every figure is a PNG embedded as base64, so the file can be mailed or archived alone.
+Sections: training curves (``runs/<run>/metrics.jsonl``), retrieval tables (model, baselines
+and chance, compound and crop level), rank histograms, example queries with crop grids, a 2-D
+PCA map of the test compounds' image embeddings (coloured by ground-truth phenotype class when
+the plate folders hold ``ground_truth/phenotypes.csv``, else by cells per well), per-plate QC
+heatmaps of cells per well, and the downstream probe. Also holds the small JSON-Schema
+validator used for ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from collections.abc import Sequence
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cmcl_model.metrics import DIRECTIONS, ranks_fullpool
+from pipeline.store import CHANNELS, Store
+
+__all__ = [
+    "metrics_schema",
+    "validate_json",
+    "crop_rgb",
+    "crop_grid_png",
+    "phenotype_classes",
+    "write_report",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# metrics.json declaration
+# --------------------------------------------------------------------------------------------
+def metrics_schema() -> dict[str, Any]:
+    """``schemas/reports/metrics.json``."""
+    return json.loads(files("schemas").joinpath("reports/metrics.json").read_text())
+
+
+_TYPES = {
+    "object": dict,
+    "array": list,
+    "string": str,
+    "boolean": bool,
+}
+
+
+def validate_json(value: Any, schema: dict[str, Any], *, root: dict[str, Any] | None = None, path: str = "$") -> None:
+    """Validate ``value`` against a JSON-Schema subset: ``type`` (object, array, string,
+    number, integer, boolean), ``properties``, ``required``, ``additionalProperties`` (bool or
+    schema), ``items``, ``enum``, ``minimum``, ``maximum`` and local ``$ref`` (``#/$defs/...``).
+
+    Raises
+    ------
+    ValueError
+        Naming the path (``$.model.hit101...``) and the offending value.
+    """
+    root = schema if root is None else root
+    if "$ref" in schema:
+        node: Any = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            node = node[part]
+        validate_json(value, node, root=root, path=path)
+    t = schema.get("type")
+    if t in ("number", "integer"):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (t == "number" or float(value).is_integer())
+        if not ok or (isinstance(value, float) and not math.isfinite(value)):
+            raise ValueError(f"{path}: expected a finite {t}, got {value!r}")
+        if "minimum" in schema and value < schema["minimum"] - 1e-12:
+            raise ValueError(f"{path}: {value!r} is below the minimum {schema['minimum']}")
+        if "maximum" in schema and value > schema["maximum"] + 1e-12:
+            raise ValueError(f"{path}: {value!r} is above the maximum {schema['maximum']}")
+    elif t is not None and not isinstance(value, _TYPES[t]):
+        raise ValueError(f"{path}: expected {t}, got {type(value).__name__} {str(value)[:80]!r}")
+    if "enum" in schema and value not in schema["enum"]:
+        raise ValueError(f"{path}: {value!r} is not one of {schema['enum']}")
+    if isinstance(value, dict):
+        missing = [k for k in schema.get("required", []) if k not in value]
+        if missing:
+            raise ValueError(f"{path}: missing keys {missing}")
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties", True)
+        for k, v in value.items():
+            if k in props:
+                validate_json(v, props[k], root=root, path=f"{path}.{k}")
+            elif extra is False:
+                raise ValueError(f"{path}: undeclared key {k!r}")
+            elif isinstance(extra, dict):
+                validate_json(v, extra, root=root, path=f"{path}.{k}")
+    if isinstance(value, list) and "items" in schema:
+        for j, v in enumerate(value):
+            validate_json(v, schema["items"], root=root, path=f"{path}[{j}]")
+
+
+# --------------------------------------------------------------------------------------------
+# images
+# --------------------------------------------------------------------------------------------
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def crop_rgb(crops: np.ndarray, *, channels: Sequence[str] = ("AGP", "ER", "DNA")) -> np.ndarray:
+    """RGB composite of raw crops: (k, C, S, S) uint16 -> (k, S, S, 3) float in [0, 1].
+
+    ``channels`` name the red, green and blue sources (of :data:`pipeline.store.CHANNELS`);
+    each is ``log1p``-scaled and stretched between its 1st and 99.5th percentile over all
+    ``k`` crops, so crops in one call are comparable.
+
+    Raises
+    ------
+    ValueError
+        If ``crops`` is not 4-D with one plane per channel, or a channel name is unknown.
+    """
+    x = np.asarray(crops)
+    if x.ndim != 4 or x.shape[1] != len(CHANNELS):
+        raise ValueError(f"expected crops of shape (k, {len(CHANNELS)}, S, S), got {x.shape}")
+    bad = [c for c in channels if c not in CHANNELS]
+    if bad:
+        raise ValueError(f"unknown channels {bad}; known: {list(CHANNELS)}")
+    out = np.zeros((x.shape[0], x.shape[2], x.shape[3], 3))
+    for j, name in enumerate(channels):
+        v = np.log1p(x[:, CHANNELS.index(name)].astype(np.float64))
+        lo, hi = np.percentile(v, [1, 99.5]) if v.size else (0.0, 1.0)
+        out[..., j] = np.clip((v - lo) / max(hi - lo, 1e-9), 0, 1)
+    return out
+
+
+def crop_grid_png(rows: Sequence[np.ndarray], labels: Sequence[str], *, tile: int = 64, label_width: int = 180) -> bytes:
+    """PNG of a grid: one row per entry of ``rows`` ((k, C, S, S) uint16 raw crops, shown as
+    :func:`crop_rgb` composites stretched jointly over all rows, each scaled to ``tile`` px),
+    labelled on the left with ``labels``.
+
+    Raises
+    ------
+    ValueError
+        If ``rows`` and ``labels`` differ in length or ``rows`` is empty.
+    """
+    from PIL import Image, ImageDraw
+
+    if len(rows) != len(labels) or not rows:
+        raise ValueError(f"need one label per row of crops and at least one row, got {len(rows)} rows, {len(labels)} labels")
+    rgb = crop_rgb(np.concatenate(rows))
+    ncol = max(r.shape[0] for r in rows)
+    gap = 2
+    canvas = Image.new("RGB", (label_width + ncol * (tile + gap), len(rows) * (tile + gap) + gap), "white")
+    draw = ImageDraw.Draw(canvas)
+    at = 0
+    for r, crops in enumerate(rows):
+        y = gap + r * (tile + gap)
+        draw.text((4, y + tile // 2 - 6), str(labels[r])[:44], fill="black")
+        for c in range(crops.shape[0]):
+            im = Image.fromarray((rgb[at + c] * 255).astype(np.uint8)).resize((tile, tile), Image.NEAREST)
+            canvas.paste(im, (label_width + c * (tile + gap), y))
+        at += crops.shape[0]
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+# --------------------------------------------------------------------------------------------
+# ground truth
+# --------------------------------------------------------------------------------------------
+_SCALES = ("nuclear_area", "dna_intensity", "er_intensity", "rna_intensity", "agp_intensity", "mito_intensity", "cell_size")
+_SHIFTS = ("toxicity", "texture", "mito_fragmentation")
+
+
+def phenotype_classes(store: Store) -> pd.DataFrame | None:
+    """Ground-truth phenotype class per well, from ``<Source>/ground_truth/phenotypes.csv`` of
+    each plate in the ledger (written by :mod:`pipeline.synthetic`).
+
+    Returns
+    -------
+    DataFrame or None
+        Columns ``Metadata_Plate``, ``Metadata_Well``, ``Phenotype_Class``: 'inactive' when the
+        well's ``active`` flag is false, else the morphology field with the largest effect
+        (``|log|`` of a multiplier, or a shift); None when no plate has the file.
+    """
+    if not store.table_path("ledger").exists():
+        return None
+    ledger = store.read("ledger")
+    parts = []
+    for plate, source in zip(ledger["Metadata_Plate"], ledger["Source"]):
+        path = Path(source) / "ground_truth" / "phenotypes.csv"
+        if not path.is_file():
+            continue
+        df = pd.read_csv(path)
+        eff = pd.DataFrame({f: np.abs(np.log(df[f].clip(lower=1e-9))) for f in _SCALES if f in df} | {f: df[f].abs() for f in _SHIFTS if f in df})
+        cls = np.where(df["active"].astype(bool), eff.idxmax(axis=1), "inactive") if not eff.empty else np.where(df["active"].astype(bool), "active", "inactive")
+        parts.append(pd.DataFrame({"Metadata_Plate": plate, "Metadata_Well": df["Metadata_Well"], "Phenotype_Class": cls}))
+    return pd.concat(parts, ignore_index=True) if parts else None
+
+
+# --------------------------------------------------------------------------------------------
+# sections
+# --------------------------------------------------------------------------------------------
+def _curve_png(run_dir: Path) -> bytes | None:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not rows:
+        return None
+    plt = _plt()
+    df = pd.DataFrame(rows)
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax[0].plot(df["epoch"], df["train_loss"], label="train")
+    if "val_loss" in df:
+        ax[0].plot(df["epoch"], df["val_loss"], label="val")
+    ax[0].set_xlabel("epoch"), ax[0].set_ylabel("loss"), ax[0].legend()
+    for col in ("val_hit@10", "val_mrr"):
+        if col in df:
+            ax[1].plot(df["epoch"], df[col], label=col.replace("_", " "))
+    ax[1].set_xlabel("epoch"), ax[1].set_ylim(0, 1), ax[1].legend()
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _table(rows: list[tuple[str, dict]], proto: str, d: str, title: str) -> str:
+    metrics = list(rows[0][1][proto][d])
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
+    body = ""
+    for name, r in rows:
+        cells = "".join(
+            f"<td>{r[proto][d][m]:.2f}</td>" if m == "mean_rank" else f"<td>{100 * r[proto][d][m]:.1f}%</td>" for m in metrics
+        )
+        cls = " class='chance'" if "chance" in name else ""
+        body += f"<tr{cls}><td>{html.escape(name)}</td>{cells}</tr>"
+    return f"<h3>{html.escape(title)}</h3><table><tr><th></th>{head}</tr>{body}</table>"
+
+
+def _norm(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _rank_hist_png(graph: np.ndarray, image: np.ndarray) -> bytes:
+    plt = _plt()
+    sim = _norm(graph) @ _norm(image).T
+    n = sim.shape[0]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3), sharey=True)
+    for a, (d, s) in zip(ax, (("graph_to_image", sim), ("image_to_graph", sim.T))):
+        r = ranks_fullpool(s)
+        a.hist(r, bins=np.arange(0.5, n + 1.5, max(1, n // 30)), color="#4477aa")
+        a.axhline(len(r) / n * max(1, n // 30), color="grey", ls="--", label="chance (uniform)")
+        a.set_title(f"{d}: rank of the positive among {n}", fontsize=9)
+        a.set_xlabel("rank (1 = best)")
+        a.legend(fontsize=7)
+    ax[0].set_ylabel("queries")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _mol_png(smiles: Sequence[str], legends: Sequence[str]) -> bytes:
+    from rdkit import Chem
+    from rdkit.Chem import Draw
+
+    img = Draw.MolsToGridImage([Chem.MolFromSmiles(s) for s in smiles], molsPerRow=len(smiles), subImgSize=(200, 160), legends=list(legends))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _raw_compound_crops(dataset, idx: int, k: int) -> np.ndarray:
+    pairs = dataset.crops[idx][:k]
+    out = []
+    for code, row in pairs:
+        out.append(dataset.readers[dataset.plates[int(code)]].read(np.array([row])))
+    return np.concatenate(out)
+
+
+def _examples(dataset, embeddings, smiles: pd.Series, ids: dict[str, str], *, n_queries: int = 3, top: int = 5) -> str:
+    g, i = _norm(embeddings.graph), _norm(embeddings.image)
+    sim = g @ i.T
+    ranks = ranks_fullpool(sim)
+    n = len(dataset)
+    # the best-, the median- and the worst-ranked test compounds, so the examples are not cherry-picked
+    order = np.argsort(ranks, kind="stable")
+    picks = sorted({int(order[0]), int(order[n // 2]), int(order[-1])})[:n_queries]
+    parts = []
+    for q in picks:
+        key = dataset.keys[q]
+        best = np.argsort(-sim[q], kind="stable")[:top]
+        crops = [_raw_compound_crops(dataset, int(b), 6) for b in best]
+        labels = [f"#{r + 1} {ids.get(dataset.keys[b], dataset.keys[b][:8])}{' (true)' if b == q else ''} {sim[q, b]:.2f}" for r, b in enumerate(best)]
+        mol = _mol_png([smiles[key]], [f"{ids.get(key, key[:8])}: true match at rank {ranks[q]}"])
+        parts.append(
+            f"<div class='example'><h3>query {html.escape(ids.get(key, key))}</h3>{_img(mol, 'query molecule')}"
+            f"{_img(crop_grid_png(crops, labels), 'retrieved crops')}</div>"
+        )
+    return "".join(parts)
+
+
+def _embedding_map_png(store: Store, dataset, image: np.ndarray) -> tuple[bytes, str]:
+    from sklearn.decomposition import PCA
+
+    plt = _plt()
+    xy = PCA(n_components=2, random_state=0).fit_transform(_norm(image)) if image.shape[0] > 2 else np.zeros((image.shape[0], 2))
+    gt = phenotype_classes(store)
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    if gt is not None:
+        wells = [(w.split("/")[0], w.split("/")[1]) for w in (ws[0] for ws in dataset.wells)]
+        look = gt.set_index(["Metadata_Plate", "Metadata_Well"])["Phenotype_Class"]
+        cls = np.array([look.get(w, "unknown") for w in wells])
+        for name in sorted(set(cls)):
+            m = cls == name
+            ax.scatter(xy[m, 0], xy[m, 1], s=14, label=f"{name} ({m.sum()})", alpha=0.8)
+        ax.legend(fontsize=7, loc="best")
+        what = "ground-truth phenotype class (first well of each compound)"
+    else:
+        counts = np.array([len(c) / max(1, len(set(w))) for c, w in zip(dataset.crops, dataset.wells)])
+        sc = ax.scatter(xy[:, 0], xy[:, 1], c=counts, s=14, cmap="viridis")
+        fig.colorbar(sc, ax=ax, label="cells per well")
+        what = "cells per well (no ground truth in the plate folders)"
+    ax.set_xlabel("PC 1"), ax.set_ylabel("PC 2")
+    ax.set_title(f"test compounds' image embeddings (PCA), n={image.shape[0]}", fontsize=9)
+    fig.tight_layout()
+    return _png(fig), what
+
+
+def _plate_qc_png(store: Store) -> bytes | None:
+    cells = store.read("cells")[["Metadata_Plate", "Metadata_Well"]]
+    if cells.empty:
+        return None
+    plt = _plt()
+    plates = sorted(cells["Metadata_Plate"].unique())
+    counts = cells.groupby(["Metadata_Plate", "Metadata_Well"]).size()
+    rows = [ord(w[0]) - 65 for w in counts.index.get_level_values(1)]
+    cols = [int(w[1:]) - 1 for w in counts.index.get_level_values(1)]
+    nr, nc = (16, 24) if max(rows) >= 8 or max(cols) >= 12 else (8, 12)
+    ncols = min(3, len(plates))
+    nrows = -(-len(plates) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.0 * nrows), squeeze=False)
+    vmax = float(counts.max())
+    for ax, plate in zip(axes.ravel(), plates):
+        grid = np.full((nr, nc), np.nan)
+        for w, v in counts.loc[plate].items():
+            grid[ord(w[0]) - 65, int(w[1:]) - 1] = v
+        im = ax.imshow(grid, cmap="magma", vmin=0, vmax=vmax)
+        ax.set_title(f"{plate}: cells per well (blank = none)", fontsize=8)
+        ax.set_xticks(range(0, nc, 4), [str(c + 1) for c in range(0, nc, 4)], fontsize=6)
+        ax.set_yticks(range(nr), [chr(65 + r) for r in range(nr)], fontsize=6)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    for ax in axes.ravel()[len(plates):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _probe_html(p: dict[str, Any]) -> str:
+    best = min(p["results"], key=lambda k: p["results"][k]["mean"])
+    rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{v['mean']:.3f} &plusmn; {v['std']:.3f}</td><td>{', '.join(f'{x:.2f}' for x in v['per_fold'])}</td></tr>"
+        for k, v in sorted(p["results"].items(), key=lambda kv: kv[1]["mean"])
+    )
+    return (
+        f"<h2>Downstream probe: {html.escape(p['dataset'])}</h2><p>{html.escape(p.get('split', ''))}; "
+        f"{p['n_molecules']} molecules, {p['folds']} folds; {p['metric'].upper()} (lower is better), mean &plusmn; std over folds; "
+        f"best: {html.escape(best)}</p><table><tr><th>features</th><th>{p['metric'].upper()}</th><th>per fold</th></tr>{rows}</table>"
+    )
+
+
+def write_report(store: Store, run_dir: Path, result: dict[str, Any], *, dataset=None, embeddings=None) -> Path:
+    """Write ``reports/<run>/report.html`` and return its path.
+
+    ``dataset`` (the test :class:`~cmcl_model.data.PairDataset`) and ``embeddings``
+    (:class:`~cmcl_model.evaluate.TestEmbeddings`) enable the rank histograms, example
+    queries and embedding map; without them only tables, curves, QC and probe are written.
+    """
+    run_dir = Path(run_dir)
+    esc = html.escape
+    parts = [
+        f"<h1>cmcl run {esc(run_dir.name)}</h1>",
+        f"<p>Scaffold-held-out test compounds: {esc(json.dumps(result['split']))}. Candidates: compound level "
+        f"{esc(json.dumps(result['n_candidates']))}, crop level {esc(json.dumps(result.get('crop_level_n', {})))}. "
+        f"Seeds {esc(str(result.get('seeds')))}; ties counted pessimistically; checkpoint {esc(str(result.get('checkpoint')))}.</p>",
+    ]
+    curve = _curve_png(run_dir)
+    parts.append("<h2>Training</h2>" + (_img(curve, "training curves") if curve else "<p>no metrics.jsonl</p>"))
+
+    parts.append("<h2>Retrieval</h2><p>hit101: MIGA protocol (the positive among 100 random negatives); fullpool: CLOOME "
+                 "protocol (whole test pool). Percentages; mean rank 1 = best. Chance rows are exact expectations of a random ranking.</p>")
+    rows = [("model", result["model"])] + list(result["baselines"].items()) + [("chance", result["chance"])]
+    crop_rows = [("model, crop level", result["crop_level"]), ("chance, crop level", result["crop_level_chance"])] if "crop_level" in result else []
+    for proto in ("hit101", "fullpool"):
+        for d in DIRECTIONS:
+            parts.append(_table(rows, proto, d, f"{proto} · {d} · compound level (n={result['n_candidates'][proto]})"))
+            if crop_rows:
+                parts.append(_table(crop_rows, proto, d, f"{proto} · {d} · crop level"))
+
+    if dataset is not None and embeddings is not None:
+        parts.append("<h2>Rank histograms (model, full pool)</h2>" + _img(_rank_hist_png(embeddings.graph, embeddings.image), "rank histograms"))
+        comp = store.read("compounds").set_index("Metadata_InChIKey")
+        ids = {k: str(v[0]) if len(v) else k[:8] for k, v in comp["Metadata_CompoundIDs"].items()}
+        parts.append("<h2>Example queries (graph &rarr; image)</h2><p>The best-, median- and worst-ranked test compounds; "
+                     "each row shows crops of a retrieved compound (AGP red, ER green, DNA blue).</p>"
+                     + _examples(dataset, embeddings, comp["Metadata_SMILES"], ids))
+        png, what = _embedding_map_png(store, dataset, embeddings.image)
+        parts.append(f"<h2>Embedding map</h2><p>Coloured by {esc(what)}.</p>" + _img(png, "embedding map"))
+    qc = _plate_qc_png(store)
+    if qc:
+        parts.append("<h2>Plate QC</h2>" + _img(qc, "plate QC"))
+    if "probe" in result:
+        parts.append(_probe_html(result["probe"]))
+    style = ("body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin-bottom:1em}"
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}tr.chance{color:#777;font-style:italic}"
+             "img{max-width:100%;display:block;margin:0.5em 0}")
+    text = (f"<!doctype html><html><head><meta charset='utf-8'><title>cmcl {esc(run_dir.name)}</title><style>{style}</style></head>"
+            f"<body>{''.join(parts)}</body></html>")
+    from cmcl_model.train import _atomic_write_text
+
+    out = store.report_dir(run_dir.name) / "report.html"
+    _atomic_write_text(text, out)
+    return out
