@@ -208,23 +208,24 @@ def _pct(x: Any) -> str:
 
 def _print_metrics(m: dict[str, Any]) -> None:
     ncand = m.get("n_candidates", {})
-    t = Table(title=f"held-out retrieval (MIGA protocol: 1 positive among {ncand.get('hit101', 101)} candidates)")
-    t.add_column("model")
-    for d in ("graph_to_image", "image_to_graph"):
-        for k in ("hit@1", "hit@10", "mrr"):
-            t.add_column(f"{d.replace('_to_', '→').replace('graph', 'G').replace('image', 'I')} {k}")
-    rows = [("cmcl", m["model"]), *[(f"baseline: {k}", v) for k, v in m.get("baselines", {}).items()],
-            ("random (chance)", m["chance"])]
-    for name, r in rows:
-        cells = []
-        for d in ("graph_to_image", "image_to_graph"):
-            rr = r.get("hit101", {}).get(d, {})
-            cells += [_pct(rr.get("hit@1")), _pct(rr.get("hit@10")), f"{rr.get('mrr', float('nan')):.3f}"]
-        t.add_row(name, *cells)
-    console.print(t)
+    n101 = ncand.get("hit101", 101) if isinstance(ncand, dict) else 101
+    rows = [("cmcl", m["model"]), *[(k.replace("_", " "), v) for k, v in m.get("baselines", {}).items()],
+            ("chance", m["chance"])]
+    for d, arrow in (("graph_to_image", "molecule → images"), ("image_to_graph", "images → molecule")):
+        t = Table(title=f"held-out retrieval, {arrow}: 1 positive among {n101} candidates (MIGA) | whole pool")
+        t.add_column("model", no_wrap=True)
+        for k in ("Hit@1", "Hit@5", "Hit@10", "MRR", "mean rank", "pool R@10"):
+            t.add_column(k, justify="right", no_wrap=True)
+        for name, r in rows:
+            hr = r.get("hit101", {}).get(d, {})
+            fp = r.get("fullpool", {}).get(d, {})
+            t.add_row(name, _pct(hr.get("hit@1")), _pct(hr.get("hit@5")), _pct(hr.get("hit@10")),
+                      f"{hr.get('mrr', float('nan')):.3f}", f"{hr.get('mean_rank', float('nan')):.1f}",
+                      _pct(fp.get("recall@10")), style="dim" if name == "chance" else None)
+        console.print(t)
     split = m.get("split", {})
     if split:
-        console.print("split: " + ", ".join(f"{k} {v}" for k, v in split.items()))
+        console.print("compounds by scaffold split: " + ", ".join(f"{k} {v}" for k, v in split.items()))
 
 
 # -------------------------------------------------------------------------------------------- run
@@ -297,6 +298,38 @@ def demo(store: Optional[Path] = StoreOpt,
     out = _run(run_flow, str(st.inbox), str(st.root), {**DEMO_INGEST, "crop_size": cfg["crop"]}, None,
                cfg["preset"], cfg["overrides"], True)
     _report_run(out, time.perf_counter() - t0)
+
+
+# ------------------------------------------------------------------------------------------ query
+@app.command()
+def query(store: Optional[Path] = StoreOpt,
+          smiles: Optional[str] = typer.Option(None, help="A molecule (any SMILES; standardized first)."),
+          well: Optional[str] = typer.Option(None, help="A well as PLATE:WELL, e.g. DEMO-1:B07."),
+          top: int = typer.Option(10, help="How many results."),
+          run: Optional[str] = typer.Option(None, help="Run id (default: the latest)."),
+          out: Optional[Path] = typer.Option(None, help="Folder for the HTML/PNG results.")) -> None:
+    """Zero-shot retrieval: wells nearest a molecule (--smiles), or molecules nearest a well (--well)."""
+    from pipeline.store import Store
+
+    if (smiles is None) == (well is None):
+        _fail(ValueError("give exactly one of --smiles or --well"))
+    st = Store(_store(store))
+    run = run or (st.runs()[-1] if st.runs() else None)
+    if run is None:
+        _fail(FileNotFoundError(f"no training run in {st.root / 'runs'}; run `cmcl train` first"))
+    from cmcl_model.query import query_smiles, query_well
+
+    if smiles is not None:
+        df = _run(query_smiles, st.root, st.run_dir(run), smiles, top=top, out_dir=out)
+        console.print(f"wells nearest [bold]{df.attrs.get('query_smiles', smiles)}[/] (run {run}):")
+    else:
+        if ":" not in well:
+            _fail(ValueError(f"--well {well!r} is not PLATE:WELL (e.g. DEMO-1:B07)"))
+        plate, w = well.split(":", 1)
+        df = _run(query_well, st.root, st.run_dir(run), plate, w, top=top, out_dir=out)
+        console.print(f"compounds nearest well [bold]{plate}:{w}[/] (run {run}):")
+    console.print(df.to_string(index=False))
+    console.print(f"pictures: {df.attrs.get('out_dir')}")
 
 
 # ---------------------------------------------------------------------------------------- inspect
