@@ -300,6 +300,21 @@ def demo(store: Optional[Path] = StoreOpt,
     _report_run(out, time.perf_counter() - t0)
 
 
+# ----------------------------------------------------------------------------------------- verify
+@app.command()
+def verify(store: Path = typer.Argument(..., help="Store directory."),
+           repair: bool = typer.Option(False, "--repair", help="Remove half-written leftovers so the next run redoes them.")) -> None:
+    """Check a whole store against schemas/ and itself; exit 1 listing the problems."""
+    from pipeline.verify import format_problems, verify_store
+
+    problems = _run(verify_store, store, repair=repair)
+    if problems:
+        err.print(f"[bold red]{len(problems)} problem(s)[/] in {store}" + (" left after repair" if repair else ""))
+        err.print(format_problems(problems))
+        raise typer.Exit(1)
+    console.print(f"store {store}: OK" + (" (repaired)" if repair else ""))
+
+
 # ------------------------------------------------------------------------------------------ query
 @app.command()
 def query(store: Optional[Path] = StoreOpt,

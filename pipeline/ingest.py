@@ -535,6 +535,32 @@ def is_current(plan: PlatePlan, store: Store) -> bool:
                 and store.plate_zarr(plan.plate).exists() and store.crops_zarr(plan.plate).exists())
 
 
+def _check_writable(store: Store) -> None:
+    """Create the store root if needed and prove it writable with a probe file.
+
+    Raises
+    ------
+    NotADirectoryError
+        If the store path (or a parent) is a file.
+    PermissionError
+        If the store cannot be written; the message names it.
+    """
+    root = store.root
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"store {str(root)!r} is not a directory")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-probe-{os.getpid()}.tmp"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except NotADirectoryError:
+        raise NotADirectoryError(f"store {str(root)!r}: a parent of it is a file, not a directory") from None
+    except PermissionError as exc:
+        raise PermissionError(f"store {str(root)!r} is not writable ({exc.strerror})") from None
+    except OSError as exc:  # e.g. a read-only file system
+        raise PermissionError(f"store {str(root)!r} is not writable ({exc.strerror or exc})") from None
+
+
 def ingest_plate(
     plate_dir: str | Path,
     store: Store,
@@ -550,8 +576,21 @@ def ingest_plate(
     Unchanged plates (same fingerprint, complete in the ledger) are skipped unless ``force``.
     A per-plate lock makes a concurrent ingest of the same plate wait (or fail after
     ``lock_timeout`` seconds) and then find the plate already done.
+
+    Raises
+    ------
+    PermissionError
+        If the store is not writable (checked before any work; the message names the store).
+    NotADirectoryError
+        If the store path is a file.
+    ValueError
+        If the plate folder's ``platemap.csv`` is empty or malformed (checked before any work;
+        the message names the file).
     """
+    _check_writable(store)
     plan = plan_plate(plate_dir, store, settings)
+    if plan.listing.platemap is not None:  # a bad plate map fails now, not after the plate's work
+        read_platemap(plan.listing.platemap, plate=plan.plate)
     with file_lock(store.root / "locks" / f"{plan.plate}.lock", timeout=lock_timeout):
         if not force and is_current(plan, store):
             return PlateResult(plate=plan.plate, source=str(plan.listing.root), status="skipped",

@@ -329,7 +329,10 @@ def read_platemap(path: str | os.PathLike, *, plate: str) -> pd.DataFrame:
         listed twice, or the file holds no rows.
     """
     path = Path(path)
-    table = pd.read_csv(path, dtype={"Metadata_Well": str, "Metadata_CompoundID": str, "Metadata_SMILES": str})
+    try:
+        table = pd.read_csv(path, dtype={"Metadata_Well": str, "Metadata_CompoundID": str, "Metadata_SMILES": str})
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: plate map is empty (no header, no rows)") from None
     if "Metadata_Well" not in table.columns:
         raise ValueError(f"{path}: plate map has no Metadata_Well column (columns: {list(table.columns)})")
     if table.empty:
