@@ -3,6 +3,12 @@
 Usage::
 
     python benchmarks/train.py [--store PATH] [--preset demo|quick] [--steps 10] [--workers 0]
+    python benchmarks/train.py --memory [--compounds 150] [--cells 16] [--scales 1,4] [--steps 6]
+
+``--memory`` measures the peak resident memory (``ru_maxrss`` of a child process) of a short
+training run (quick preset, 32 px crops) on synthetic stores whose crop arrays grow by the
+given factors (more cells per well): it stays bounded because crops are read chunk by chunk
+through an LRU cache of ``cache_mb`` per plate.
 
 Without ``--store`` a synthetic store shaped like the CPU demo (32 px crops, two plates,
 500 compounds, 60 crops per well) is generated in a temporary directory.
@@ -11,6 +17,10 @@ Without ``--store`` a synthetic store shaped like the CPU demo (32 px crops, two
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +34,39 @@ from cmcl_model.synthetic import make_synthetic_store
 from cmcl_model.train import TrainConfig, build_loss, build_model, compute_losses
 
 
+_CHILD = """
+import json, resource, sys
+from cmcl_model.train import TrainConfig, train
+root, steps, cache_mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+cfg = TrainConfig.quick(epochs=1, max_steps=steps, crops_per_sample=4, cache_mb=cache_mb)
+run = train(root, cfg, progress=False)
+print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def _dir_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+def memory(args: argparse.Namespace) -> None:
+    """Peak RSS of a short training run as the crop store grows."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    print(f"{'cells/well':>10} {'crops':>8} {'crop store MB':>14} {'cache_mb/plate':>14} {'peak RSS MB':>12}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for scale in (int(x) for x in args.scales.split(",")):
+            cells = args.cells * scale
+            store = make_synthetic_store(Path(tmp) / f"s{scale}", n_compounds=args.compounds, cells_per_well=cells,
+                                         crop_size=32, min_rings=0)
+            n_crops = len(store.read("cells"))
+            proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(store.root), str(args.steps), str(args.cache_mb)],
+                                    stdout=subprocess.PIPE, env=env, cwd=repo)
+            out, _ = proc.communicate()
+            # the child's own rusage (RUSAGE_CHILDREN would give the maximum over all children so far)
+            peak = json.loads(out.decode().strip().splitlines()[-1])["peak_rss_mb"]
+            print(f"{cells:>10} {n_crops:>8} {_dir_mb(store.root / 'crops'):>14.1f} {args.cache_mb:>14} {peak:>12.1f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", type=Path)
@@ -31,7 +74,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--compounds", type=int, default=500)
+    ap.add_argument("--memory", action="store_true", help="peak RSS vs crop-store size instead of throughput")
+    ap.add_argument("--cells", type=int, default=16, help="--memory: cells per well at scale 1")
+    ap.add_argument("--scales", default="1,4", help="--memory: comma-separated growth factors of cells per well")
+    ap.add_argument("--cache-mb", type=int, default=32, help="--memory: chunk cache per plate")
     args = ap.parse_args()
+    if args.memory:
+        if args.compounds == 500:
+            args.compounds = 150
+        if args.steps == 10:
+            args.steps = 6
+        return memory(args)
     config = getattr(TrainConfig, args.preset)(num_workers=args.workers)
     torch.manual_seed(0)
     tmp = None

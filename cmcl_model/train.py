@@ -97,6 +97,8 @@ class TrainConfig:
     max_minutes: float | None = None
     max_steps: int | None = None
     patience: int | None = None
+    #: also write ``last.pt`` every this many optimizer steps inside an epoch (crash safety)
+    checkpoint_every_steps: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "crops_per_sample", "gin_layers", "gin_hidden", "proj_dim", "cnn_blocks"):
@@ -104,6 +106,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size < 2:
             raise ValueError(f"TrainConfig.batch_size must be >= 2 for a contrastive loss, got {self.batch_size}")
+        if self.checkpoint_every_steps is not None and self.checkpoint_every_steps < 1:
+            raise ValueError(f"TrainConfig.checkpoint_every_steps must be >= 1 or None, got {self.checkpoint_every_steps}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"TrainConfig.device={self.device!r} is not one of 'auto', 'cpu', 'cuda'")
         object.__setattr__(self, "cnn_widths", tuple(int(w) for w in self.cnn_widths))
@@ -121,10 +125,17 @@ class TrainConfig:
 
     @classmethod
     def demo(cls, **overrides: Any) -> "TrainConfig":
-        """CPU demo: 32 px crops, ~600 compounds, ~4-5 minutes on 2 cores."""
+        """CPU demo: 32 px crops, ~600 compounds, ~4-5 minutes on 2 cores.
+
+        Measured on the generated 2-plate demo store (482 train / 68 val compounds, loaded
+        2-core machine, 6-minute cap): the former preset (batch 64, CNN 16-128, lr 1e-3) made
+        14 steps and stayed at chance (val Hit@10 0.14, chance 0.147); this one (batch 32,
+        CNN 16-64, lr 2e-3: ~2x the steps, each ~2x cheaper) reached val Hit@10 0.23 after
+        one epoch.
+        """
         base = dict(
-            epochs=25, batch_size=64, crops_per_sample=4, lr=1e-3, weight_decay=1e-4, warmup_epochs=1.0,
-            gin_layers=3, gin_hidden=128, gin_dropout=0.1, cnn_widths=(16, 32, 64, 128), cnn_blocks=1,
+            epochs=25, batch_size=32, crops_per_sample=4, lr=2e-3, weight_decay=1e-4, warmup_epochs=1.0,
+            gin_layers=3, gin_hidden=128, gin_dropout=0.1, cnn_widths=(16, 32, 64), cnn_blocks=1,
             cnn_stem_stride=2, proj_dim=128, eval_batch_size=128, max_minutes=6.0,
         )
         return cls(**{**base, **overrides})
@@ -345,7 +356,27 @@ def _checkpoint(model, loss_fn, optimizer, config, dataset, position, best, bad_
     }
 
 
-_RESUME_FREE = {"max_steps", "max_minutes", "num_workers", "device", "eval_batch_size", "cache_mb"}
+def _truncate_metrics(path: Path, epochs_done: int) -> None:
+    """Drop metric rows of epochs after ``epochs_done`` (a kill between writing an epoch's row
+    and its ``last.pt`` would otherwise repeat that epoch's row after a resume)."""
+    if not path.exists():
+        return
+    lines = [l for l in path.read_text().splitlines() if l.strip()]
+    keep = []
+    for l in lines:
+        try:
+            row = json.loads(l)
+        except json.JSONDecodeError:  # a half-written last line
+            break
+        if int(row.get("epoch", 0)) <= epochs_done:
+            keep.append(l)
+    if len(keep) != len(lines):
+        _atomic_write_text("".join(k + "\n" for k in keep), path)
+
+
+_RESUME_FREE = {
+    "max_steps", "max_minutes", "num_workers", "device", "eval_batch_size", "cache_mb", "checkpoint_every_steps",
+}
 
 
 def train(
@@ -459,6 +490,7 @@ def train(
         torch.set_rng_state(state["rng_torch"])
         if state.get("rng_cuda") and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
+        _truncate_metrics(run_dir / "metrics.jsonl", position["epoch"])
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         meta = {
@@ -528,6 +560,9 @@ def train(
                     stopped = "max_minutes"
                 if stopped:
                     break
+                every = config.checkpoint_every_steps
+                if every and position["step"] % every == 0 and position["batch"] < steps_per_epoch:
+                    save("last.pt")  # mid-epoch crash point: a SIGKILL loses at most `every` steps
             if stopped and position["batch"] < steps_per_epoch:
                 save("last.pt")  # mid-epoch: resume continues with the next batch
                 break
