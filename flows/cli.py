@@ -175,11 +175,25 @@ def train(store: Optional[Path] = StoreOpt,
           device: str = typer.Option("auto", help="auto | cpu | cuda"),
           run_id: Optional[str] = typer.Option(None, help="Run id (default: new, time-sortable)."),
           resume: bool = typer.Option(False, "--resume", help="Continue --run-id from its last checkpoint."),
-          force: bool = typer.Option(False, "--force", help="Train even if a run on the same data exists.")) -> None:
+          force: bool = typer.Option(False, "--force", help="Train even if a run on the same data exists."),
+          ablation: bool = typer.Option(False, "--ablation", help="Train GIC, GIC+MGM, GIC+GGIM and all; print the table.")) -> None:
     """Train the graph <-> image contrastive model on the store."""
-    from flows.model import train_flow
+    from flows.model import ablation_flow, train_flow
 
     overrides = {**_parse_overrides(set_), "device": device}
+    if ablation:
+        rows = _run(ablation_flow, str(_store(store)), preset, overrides)
+        t = Table(title="ablation (test split, MIGA protocol)")
+        cols = ["variant", "final_val_loss", "val_mrr", "test_g2i_hit@10", "test_i2g_hit@10", "test_mrr",
+                "test_chance_hit@10", "train_seconds"]
+        for c in cols:
+            t.add_column(c, justify="right")
+        for r in rows:
+            t.add_row(*[f"{r.get(c):.3f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols])
+        console.print(t)
+        if rows:
+            console.print(f"table: {rows[0]['_csv']}")
+        return
     run = _run(train_flow, str(_store(store)), preset, overrides, run_id, resume, force)
     console.print(f"run [bold]{run}[/]: {_store(store) / 'runs' / run}")
 
@@ -236,6 +250,8 @@ def run(inbox: Path = typer.Argument(..., help="Folder of plate folders."),
         set_: list[str] = typer.Option([], "--set", help="Override a TrainConfig field, e.g. --set epochs=10."),
         compound_file: list[Path] = typer.Option([], "--compounds", help="Extra compound files."),
         no_train: bool = typer.Option(False, "--no-train", help="Stop after ingestion and compounds."),
+        workers: int = typer.Option(1, help="Ingest plates in parallel on a local Dask cluster of N workers."),
+        dask_address: Optional[str] = typer.Option(None, help="Ingest on a running Dask scheduler (tcp://host:port)."),
         layout: str = LayoutOpt, channels: Optional[str] = ChannelsOpt, crop_size: int = CropOpt,
         illumination: str = IllumOpt, dark: float = DarkOpt, segmenter: str = SegmenterOpt,
         cellpose_model: Optional[Path] = CellposeOpt, cellpose_cell_model: Optional[Path] = CellposeCellOpt,
@@ -247,7 +263,7 @@ def run(inbox: Path = typer.Argument(..., help="Folder of plate folders."),
                          cellpose_cell_model, field_tile_size, allow_outside)
     t0 = time.perf_counter()
     out = _run(run_flow, str(inbox), str(_store(store)), settings, [str(f) for f in compound_file],
-               preset, _parse_overrides(set_) or None, not no_train)
+               preset, _parse_overrides(set_) or None, not no_train, workers, dask_address)
     _report_run(out, time.perf_counter() - t0)
 
 
@@ -298,6 +314,47 @@ def demo(store: Optional[Path] = StoreOpt,
     out = _run(run_flow, str(st.inbox), str(st.root), {**DEMO_INGEST, "crop_size": cfg["crop"]}, None,
                cfg["preset"], cfg["overrides"], True)
     _report_run(out, time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------------- serve / server
+@app.command()
+def serve(inbox: Path = typer.Argument(..., help="Folder where plate folders arrive."),
+          store: Optional[Path] = StoreOpt,
+          interval: Optional[float] = typer.Option(None, help="Check the inbox every N seconds."),
+          cron: Optional[str] = typer.Option(None, help="...or on a cron schedule, e.g. '0 * * * *'."),
+          retrain_after: Optional[int] = typer.Option(None, help="Train + evaluate once N new plates have landed."),
+          preset: str = typer.Option("default", help="Training preset for retraining."),
+          settle_seconds: float = typer.Option(30.0, help="Leave folders changed in the last N seconds for a later tick."),
+          workers: int = typer.Option(1, help="Ingest plates in parallel on N local Dask workers."),
+          layout: str = LayoutOpt, channels: Optional[str] = ChannelsOpt, crop_size: int = CropOpt,
+          illumination: str = IllumOpt, dark: float = DarkOpt, segmenter: str = SegmenterOpt,
+          cellpose_model: Optional[Path] = CellposeOpt, cellpose_cell_model: Optional[Path] = CellposeCellOpt,
+          field_tile_size: Optional[int] = TileOpt, allow_outside: bool = OutsideOpt) -> None:
+    """Serve a scheduled, incremental ingest deployment against a Prefect server (PREFECT_API_URL)."""
+    from flows.serve import serve_ingest
+
+    settings = _settings(layout, channels, crop_size, illumination, dark, segmenter, cellpose_model,
+                         cellpose_cell_model, field_tile_size, allow_outside)
+    _run(serve_ingest, inbox, _store(store), interval=interval, cron=cron, retrain_after=retrain_after,
+         preset=preset, settings=settings, settle_seconds=settle_seconds, workers=workers)
+
+
+@app.command()
+def server(host: str = typer.Option("127.0.0.1", help="Address to bind (loopback unless told otherwise)."),
+           port: Optional[int] = typer.Option(4200, help="Port (0 or none: a free one)."),
+           home: Optional[Path] = typer.Option(None, help="PREFECT_HOME for the server's database.")) -> None:
+    """Start a Prefect server for `cmcl serve` and print the PREFECT_API_URL to export."""
+    from flows.serve import start_server, wait_healthy
+
+    srv = _run(start_server, host, port or None, home=home)
+    try:
+        _run(wait_healthy, srv.api_url, timeout=120, process=srv.process)
+        console.print(f"Prefect server ready. In another shell:\n  export PREFECT_API_URL={srv.api_url}")
+        srv.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.stop()
 
 
 # ----------------------------------------------------------------------------------------- verify

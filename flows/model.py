@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.progress import progress_enabled
 from pipeline.store import Store
 
-__all__ = ["train_flow", "evaluate_flow", "resolve_config", "PRESETS"]
+__all__ = ["train_flow", "evaluate_flow", "ablation_flow", "resolve_config", "PRESETS"]
 
 PRESETS = ("quick", "demo", "default")
 
@@ -106,3 +106,19 @@ def evaluate_flow(store: str, run: str, seeds: list[int] | None = None, force: b
         get_run_logger().info("run %s already evaluated: %s", run, metrics_path)
         return json.loads(metrics_path.read_text())
     return evaluate_task(store, run, list(seeds or [0, 1, 2, 3, 4]))
+
+
+@flow(name="ablation", flow_run_name="ablation", log_prints=True)
+def ablation_flow(store: str, preset: str = "default", overrides: dict[str, Any] | None = None,
+                  variants: list[str] | None = None) -> list[dict[str, Any]]:
+    """Train and evaluate one run per objective variant (GIC, +MGM, +GGIM, all) on the same split."""
+    from cmcl_model.ablation import run_ablation
+
+    config = resolve_config(preset, overrides)
+    kwargs = {"variants": tuple(variants)} if variants else {}
+    table = run_ablation(store, config, progress=progress_enabled(), **kwargs)
+    get_run_logger().info("ablation table: %s", table.attrs.get("csv"))
+    rows = table.to_dict(orient="records")
+    for r in rows:
+        r["_csv"] = table.attrs.get("csv")
+    return rows

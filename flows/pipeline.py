@@ -8,8 +8,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.compounds import compounds_flow
-from flows.ingest import find_plate_folders, ingest_plate_flow
+from flows.ingest import find_plate_folders
 from flows.model import evaluate_flow, train_flow
+from flows.parallel import ingest_plates
 
 __all__ = ["run_flow"]
 
@@ -17,17 +18,21 @@ __all__ = ["run_flow"]
 @flow(name="cmcl-run", flow_run_name="run", log_prints=True)
 def run_flow(inbox: str, store: str, ingest_settings: dict[str, Any] | None = None,
              compound_files: list[str] | None = None, preset: str = "default",
-             train_overrides: dict[str, Any] | None = None, train: bool = True) -> dict[str, Any]:
+             train_overrides: dict[str, Any] | None = None, train: bool = True, workers: int = 1,
+             dask_address: str | None = None) -> dict[str, Any]:
     """Everything from raw plate folders to a trained, evaluated model.
 
     Unchanged plates, compounds and training data are recognised by their fingerprints and
-    not processed again, so rerunning on an unchanged inbox does almost no work.
+    not processed again, so rerunning on an unchanged inbox does almost no work. With
+    ``workers > 1`` (a local Dask cluster) or ``dask_address`` (a running one) plates are
+    ingested in parallel, one plate per Dask worker (see :func:`flows.parallel.ingest_plates`);
+    the store ends up identical to a sequential run.
     """
     logger = get_run_logger()
     plates = find_plate_folders(inbox)
     if not plates:
         raise ValueError(f"inbox {inbox} holds no plate folder (sub-folders with TIFFs or a LoadData CSV)")
-    results = [ingest_plate_flow(str(p), store, ingest_settings) for p in plates]
+    results = ingest_plates(plates, store, ingest_settings, workers=workers, dask_address=dask_address)
     logger.info("plates: %d ingested, %d unchanged", sum(r["status"] == "complete" for r in results),
                 sum(r["status"] == "skipped" for r in results))
     compounds = compounds_flow(store, compound_files)

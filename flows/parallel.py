@@ -1,0 +1,167 @@
+"""Ingesting many plates at once: one coarse Prefect task per plate on a Dask cluster.
+
+Sequential ingestion (``workers=1``) runs :func:`flows.ingest.ingest_plate_flow` per plate, whose
+segmentation stage fans fields out over a local process pool. With ``workers > 1`` (a local Dask
+cluster of ``workers`` single-threaded worker processes) or ``dask_address`` (an existing cluster),
+plates are spread over Dask workers instead, one task per plate calling
+:func:`pipeline.ingest.ingest_plate` with ``processes=1``: Dask worker processes are daemonic and
+cannot start a pool of their own. Plates write only their own files and tables; the shared ledger
+is rewritten under a store-wide ``flock`` (:func:`pipeline.ledger.update_ledger`), and each plate
+holds its own lock while it is ingested, so the outputs are identical to a sequential run.
+
+The module is not called ``dask`` so that it never shadows the ``dask`` package.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterator
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import wait
+
+from flows.ingest import _plate_artifact, ingest_plate_flow
+from pipeline import ingest as stages
+from pipeline.store import Store
+
+__all__ = ["ingest_plates", "dask_task_runner", "ingest_plates_dask_flow"]
+
+
+def dask_task_runner(*, workers: int = 2, dask_address: str | None = None):
+    """A ``prefect_dask.DaskTaskRunner`` on a new local cluster or an existing one.
+
+    Parameters
+    ----------
+    workers : int, default 2
+        Worker processes of the local cluster (one thread each); ignored with ``dask_address``.
+    dask_address : str, optional
+        Scheduler address of a running Dask cluster, e.g. ``tcp://127.0.0.1:8786``.
+
+    Returns
+    -------
+    prefect_dask.DaskTaskRunner
+        The local cluster listens on 127.0.0.1 only and has no dashboard.
+
+    Raises
+    ------
+    ValueError
+        If ``workers`` is below 1.
+    """
+    from prefect_dask import DaskTaskRunner
+
+    if dask_address:
+        return DaskTaskRunner(address=dask_address)
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers!r}")
+    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
+                                          "host": "127.0.0.1", "dashboard_address": None})
+
+
+@task(name="ingest-plate", cache_policy=NO_CACHE, task_run_name="ingest-{plate_dir}")
+def ingest_plate_task(plate_dir: str, store: str, settings: dict[str, Any] | None, force: bool) -> dict[str, Any]:
+    """Ingest one plate in a single process (runs on a Dask worker)."""
+    result = stages.ingest_plate(plate_dir, Store(Path(store)), stages.IngestSettings(**(settings or {})),
+                                 force=force, processes=1)
+    return asdict(result)
+
+
+@flow(name="ingest-plates-dask", flow_run_name="ingest-plates", log_prints=True)
+def ingest_plates_dask_flow(plate_dirs: list[str], store: str, settings: dict[str, Any] | None = None,
+                            force: bool = False) -> list[dict[str, Any]]:
+    """Ingest ``plate_dirs`` concurrently, one task per plate, on the flow's task runner.
+
+    Every plate is attempted even if another fails; failures are then raised together.
+    Give the flow its runner with ``ingest_plates_dask_flow.with_options(task_runner=...)``
+    (see :func:`dask_task_runner`); results come back in the order of ``plate_dirs``.
+    """
+    logger = get_run_logger()
+    futures = [ingest_plate_task.submit(d, store, settings, force) for d in plate_dirs]
+    wait(futures)
+    results, failed = [], []
+    for d, fut in zip(plate_dirs, futures):
+        state = fut.state
+        if state.is_completed():
+            results.append(fut.result())
+        else:
+            failed.append(f"{Path(d).name}: {state.message or state.name}")
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(plate_dirs)} plates failed: " + "; ".join(failed))
+    for r in results:
+        if r["status"] == "complete":
+            _plate_artifact(stages.PlateResult(**r))
+    logger.info("plates: %d ingested, %d unchanged", sum(r["status"] == "complete" for r in results),
+                sum(r["status"] == "skipped" for r in results))
+    return results
+
+
+def ingest_plates(plate_dirs: list[str | Path], store: str | Path, settings: dict[str, Any] | None = None, *,
+                  force: bool = False, workers: int = 1, dask_address: str | None = None) -> list[dict[str, Any]]:
+    """Ingest plate folders one after another or, with ``workers > 1`` or ``dask_address``, on Dask.
+
+    Call it from inside a flow (the plates become sub-flow or task runs of that flow).
+
+    Parameters
+    ----------
+    plate_dirs : list of str or Path
+        Plate folders, e.g. from :func:`flows.ingest.find_plate_folders`.
+    store : str or Path
+        The cmcl store.
+    settings : dict, optional
+        Fields of :class:`pipeline.ingest.IngestSettings`.
+    force : bool, default False
+        Ingest plates even if unchanged since their last ingest.
+    workers : int, default 1
+        1: sequential, each plate using a local process pool; more: a local Dask cluster of that
+        many single-threaded worker processes, one plate per worker at a time.
+    dask_address : str, optional
+        Scheduler address of a running Dask cluster (overrides ``workers``). Its workers must
+        import cmcl, see the plate folders and the store under the same paths, and reach the
+        Prefect API: set ``PREFECT_API_URL`` to a server they can reach (an ephemeral API
+        listens on this machine's loopback only).
+
+    Returns
+    -------
+    list of dict
+        One :class:`pipeline.ingest.PlateResult` (as a dict) per plate folder, in input order.
+
+    Raises
+    ------
+    ValueError
+        If ``workers`` is below 1.
+    RuntimeError
+        If plates failed on Dask (all others are still ingested).
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers!r}")
+    dirs = [str(d) for d in plate_dirs]
+    if workers == 1 and not dask_address:
+        return [ingest_plate_flow(d, str(store), settings, force) for d in dirs]
+    if not dirs:
+        return []
+    runner = dask_task_runner(workers=min(workers, len(dirs)), dask_address=dask_address)
+    with _shared_api_url():
+        return ingest_plates_dask_flow.with_options(task_runner=runner)(dirs, str(store), settings, force)
+
+
+@contextmanager
+def _shared_api_url() -> Iterator[None]:
+    """Make Dask workers report to this process's Prefect API, even an ephemeral one.
+
+    Task runs carry the caller's settings to the workers. Without ``PREFECT_API_URL`` every worker
+    would start an ephemeral API of its own (tens of seconds each); this names the ephemeral
+    server the caller already uses, for the duration of the block.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the process-wide instance get_client() started
+    server.start()
+    with temporary_settings({PREFECT_API_URL: server.api_url}):
+        yield
