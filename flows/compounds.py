@@ -84,7 +84,10 @@ def compounds_flow(store: str, files: list[str] | None = None, smiles_col: str =
     logger = get_run_logger()
     st = Store(Path(store))
     records = collect_records(st, list(files or []), smiles_col=smiles_col, id_col=id_col)
-    key = _fingerprint(records, f"tautomer={canonicalize_tautomer}")
+    from pipeline.provenance import code_fingerprint
+
+    key = _fingerprint(records, f"tautomer={canonicalize_tautomer}"
+                       + code_fingerprint("pipeline.compounds", "pipeline.graphs"))
     key_file = st.path("compounds_fingerprint")
     if not force and key_file.is_file() and key_file.read_text() == key and st.table_path("graphs").is_file():
         inputs = st.read("compound_inputs")

@@ -33,8 +33,13 @@ def resolve_config(preset: str = "default", overrides: dict[str, Any] | None = N
 
 
 def _training_key(st: Store, config_dict: dict[str, Any]) -> str:
-    """Fingerprint of everything a run learns from: the ledger's plate fingerprints, compounds, config."""
+    """Fingerprint of everything a run learns from: the ledger's plate fingerprints, compounds,
+    config and the model code."""
+    from pipeline.provenance import code_fingerprint
+
     h = hashlib.sha256(json.dumps(config_dict, sort_keys=True).encode())
+    h.update(code_fingerprint("cmcl_model.train", "cmcl_model.model", "cmcl_model.encoders", "cmcl_model.losses",
+                              "cmcl_model.data").encode())
     led = st.read("ledger")
     for plate, fp, status in sorted(zip(led["Metadata_Plate"], led["Fingerprint"], led["Status"])):
         h.update(f"{plate}:{fp}:{status}\n".encode())

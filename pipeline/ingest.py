@@ -39,6 +39,7 @@ from scipy import ndimage as ndi
 from pipeline import illumination as illum
 from pipeline.ledger import file_lock, ledger_entry, update_ledger
 from pipeline.omezarr import PlateWriter, field_path, open_plate, read_field
+from pipeline.provenance import code_fingerprint
 from pipeline.plates import PlateListing, discover_plate, fingerprint_files, read_platemap
 from pipeline.schema import write_table
 from pipeline.segmentation import SEGMENTERS, segment_field
@@ -128,15 +129,21 @@ class PlatePlan:
         return self.listing.plate
 
 
+#: Modules whose code decides what ingestion writes; part of every plate's fingerprint.
+_STAGE_MODULES = ("pipeline.ingest", "pipeline.plates", "pipeline.omezarr", "pipeline.illumination",
+                  "pipeline.segmentation", "pipeline.tiles")
+
+
 def plan_plate(plate_dir: str | Path, store: Store, settings: IngestSettings) -> PlatePlan:
-    """Discover a plate folder and fingerprint it (file names, sizes, mtimes, settings and the
-    content of any segmentation weights)."""
+    """Discover a plate folder and fingerprint it: file names, sizes and mtimes, the settings,
+    the source of the stage modules (:data:`_STAGE_MODULES`) and the content of any segmentation
+    weights. A plate is redone when any of them changes."""
     listing = discover_plate(plate_dir, layout=settings.layout, channel_map=settings.channel_map,
                              allow_outside=settings.allow_outside)
     files = list(listing.images["File"])
     if listing.platemap is not None:
         files.append(listing.platemap.name)
-    extra = settings.key()
+    extra = settings.key() + code_fingerprint(*_STAGE_MODULES)
     for weights in (settings.cellpose_model, settings.cellpose_cell_model):
         if weights:  # the weights' content, not just their path, decides the labels
             extra += hashlib.sha256(Path(weights).expanduser().read_bytes()).hexdigest()

@@ -144,3 +144,15 @@ def test_field_tiles_and_focus_flag(small_plate, tmp_path):
     truth = pd.read_csv(small_plate / "ground_truth" / "fields.csv")
     flagged = field_table.merge(truth, on=["Metadata_Well", "Metadata_Site"])
     assert (flagged["QC_OutOfFocus"] == flagged["out_of_focus"].astype(bool)).all()
+
+
+def test_fingerprint_covers_stage_code(small_plate, tmp_path, monkeypatch):
+    """Cache keys are inputs + code: a change to a stage module's source redoes the plate."""
+    from pipeline.provenance import code_fingerprint
+
+    store = Store(tmp_path / "s")
+    before = ing.plan_plate(small_plate, store, IngestSettings()).fingerprint
+    assert before == ing.plan_plate(small_plate, store, IngestSettings()).fingerprint
+    monkeypatch.setattr(ing, "_STAGE_MODULES", (*ing._STAGE_MODULES, "pipeline.scoring"))
+    assert ing.plan_plate(small_plate, store, IngestSettings()).fingerprint != before
+    assert code_fingerprint("pipeline.tiles") != code_fingerprint("pipeline.scoring")
