@@ -1,5 +1,6 @@
 # cmcl: install into ./.venv, then run the demo or the tests.
 # torch is installed first, pinned to the local CPU build, so that nothing pulls a CUDA build.
+# The cellpose extra (cellpose 3.1, CPU, local weights only) is installed too, so its tests run.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -13,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,cellpose]"
 	touch $(STAMP)
 
 demo: install

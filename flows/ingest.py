@@ -13,7 +13,7 @@ from prefect.runtime import flow_run
 
 from flows.progress import stage_callback
 from pipeline import ingest as stages
-from pipeline.ledger import file_lock
+from pipeline.ledger import file_lock, ledger_entry
 from pipeline.store import Store
 
 __all__ = ["ingest_plate_flow", "find_plate_folders"]
@@ -59,8 +59,11 @@ def ingest_plate_flow(plate_dir: str, store: str, settings: dict[str, Any] | Non
     with file_lock(st.root / "locks" / f"{plan.plate}.lock"):
         if not force and stages.is_current(plan, st):
             logger.info("plate %s unchanged since its last ingest: nothing to do", plan.plate)
+            done = ledger_entry(st, plan.plate) or {}
             return asdict(stages.PlateResult(plate=plan.plate, source=plate_dir, status="skipped",
-                                             layout=plan.listing.layout))
+                                             layout=plan.listing.layout, n_fields=int(done.get("N_Fields", 0)),
+                                             n_quarantined=int(done.get("N_Quarantined", 0)),
+                                             n_cells=int(done.get("N_Cells", 0))))
         t0 = time.perf_counter()
         fields, quarantine = write_images_task(plan)
         t1 = time.perf_counter()
