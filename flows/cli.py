@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -74,7 +75,30 @@ def _fail(exc: BaseException) -> None:
     raise typer.Exit(1)
 
 
+class _OneLineLogs(logging.Filter):
+    """Without --debug, log records carry no traceback: the first line of the message only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _State.debug and (record.exc_info or "\n" in str(record.msg)):
+            record.msg = record.getMessage().splitlines()[0]
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _tame_logs() -> None:
+    one_line = _OneLineLogs()
+    loggers = [logging.getLogger(), *(logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
+                                      if n.startswith("prefect"))]
+    for lg in loggers:
+        for h in lg.handlers:
+            if not any(isinstance(f, _OneLineLogs) for f in h.filters):
+                h.addFilter(one_line)
+
+
 def _run(fn, *args, **kwargs) -> Any:
+    _tame_logs()
     try:
         return fn(*args, **kwargs)
     except (typer.Exit, KeyboardInterrupt):

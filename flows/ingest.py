@@ -19,16 +19,29 @@ from pipeline.store import Store
 __all__ = ["ingest_plate_flow", "find_plate_folders"]
 
 
+def retry_transient_io(task, task_run, state) -> bool:
+    """Retry only I/O errors that may pass (a busy network share), never bad input.
+
+    A missing or unreadable-by-permission path, or a ``ValueError`` about the data, fails at once.
+    """
+    exc = getattr(state, "data", None)
+    permanent = (FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError)
+    return isinstance(exc, OSError) and not isinstance(exc, permanent)
+
+
+_IO_RETRIES = dict(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=retry_transient_io)
+
+
 def _run_name() -> str:
     return f"ingest-{Path(flow_run.parameters['plate_dir']).name}"
 
 
-@task(name="discover", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
+@task(name="discover", cache_policy=NO_CACHE, **_IO_RETRIES)
 def discover_task(plate_dir: str, store: Store, settings: stages.IngestSettings) -> stages.PlatePlan:
     return stages.plan_plate(plate_dir, store, settings)
 
 
-@task(name="write-images", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
+@task(name="write-images", cache_policy=NO_CACHE, **_IO_RETRIES)
 def write_images_task(plan: stages.PlatePlan):
     return stages.write_images(plan, progress=stage_callback(f"{plan.plate}: write"))
 
@@ -43,7 +56,7 @@ def segment_task(plan: stages.PlatePlan, fields, settings: stages.IngestSettings
     return stages.segment_and_tile(plan, fields, settings, progress=stage_callback(f"{plan.plate}: segment"))
 
 
-@task(name="publish", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
+@task(name="publish", cache_policy=NO_CACHE, **_IO_RETRIES)
 def publish_task(plan: stages.PlatePlan, store: Store, fields, cells, quarantine) -> stages.PlateResult:
     return stages.publish(plan, store, fields=fields, cells=cells, quarantine=quarantine, layout=plan.listing.layout)
 
