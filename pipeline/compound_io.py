@@ -21,7 +21,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -124,8 +124,13 @@ def _read_table(
         chunksize=chunksize,
         compression="gzip" if gz else None,
     )
+    yield from _tabular_frames(source, reader, scol, icol)
+
+
+def _tabular_frames(source: str, chunks: Iterable[pd.DataFrame], scol: str, icol: str | None) -> Iterator[pd.DataFrame]:
+    """Record frames from column chunks of a table (CSV/TSV or Parquet), ids numbered from 1 when absent."""
     start = 1
-    for chunk in reader:
+    for chunk in chunks:
         n = len(chunk)
         ids = _row_ids(source, start, n)
         if icol is not None:
@@ -213,15 +218,8 @@ def _read_parquet(path: Path, smiles_col: str, id_col: str | None, chunksize: in
     seen = pf.schema_arrow.names
     scol = _resolve(smiles_col, seen, path, "SMILES")
     icol = _resolve(id_col, seen, path, "ID") if id_col is not None else None
-    start = 1
-    for batch in pf.iter_batches(batch_size=chunksize, columns=[scol] if icol is None else [scol, icol]):
-        chunk = batch.to_pandas()
-        n = len(chunk)
-        ids = _row_ids(source, start, n)
-        if icol is not None:
-            ids = _with_ids(_tidy(chunk[icol]), ids)
-        yield _frame(source, ids, _tidy(chunk[scol]), [None] * n)
-        start += n
+    batches = pf.iter_batches(batch_size=chunksize, columns=[scol] if icol is None else [scol, icol])
+    yield from _tabular_frames(source, (b.to_pandas() for b in batches), scol, icol)
 
 
 def read_compounds(
