@@ -24,7 +24,8 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 from torch_geometric.data import Batch, Data
 
-from pipeline.schema import conform, write_table
+from pipeline.graphs import graphs_to_data
+from pipeline.schema import write_table
 from pipeline.store import Store
 
 __all__ = [
@@ -47,49 +48,23 @@ SplitName = Literal["train", "val", "test"]
 # --------------------------------------------------------------------------------------------
 # graphs
 # --------------------------------------------------------------------------------------------
-def _flat(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    offsets = arr.offsets.to_numpy().astype(np.int64)
-    values = arr.values.to_numpy(zero_copy_only=False)
-    # a sliced ListArray keeps absolute offsets into .values
-    return values, offsets
-
-
 def graphs_from_arrow(table: pa.Table) -> dict[str, Data]:
     """Convert a ``graphs`` table (Arrow, declared schema) to ``{InChIKey: Data}``.
 
-    Vectorised over the flat Arrow buffers; per molecule only slicing happens.
-    Each Data has ``x`` (n, 9) long, ``edge_index`` (2, E) long, ``edge_attr`` (E, 3) long.
+    A keyed view of :func:`pipeline.graphs.graphs_to_data` (vectorised over the flat Arrow
+    buffers). Each Data has ``x`` (n, 9) long, ``edge_index`` (2, E) long, ``edge_attr`` (E, 3)
+    long.
 
     Raises
     ------
     ValueError
         If a row's list lengths disagree with ``num_nodes`` / ``num_edges``.
     """
-    table = conform(table, "graphs")
-    keys = table.column("Metadata_InChIKey").to_pylist()
-    n_nodes = table.column("num_nodes").to_numpy().astype(np.int64)
-    n_edges = table.column("num_edges").to_numpy().astype(np.int64)
-    nf, nf_off = _flat(table.column("node_feat"))
-    ei, ei_off = _flat(table.column("edge_index"))
-    ef, ef_off = _flat(table.column("edge_feat"))
-    bad = (
-        (np.diff(nf_off) != 9 * n_nodes) | (np.diff(ei_off) != 2 * n_edges) | (np.diff(ef_off) != 3 * n_edges)
-    )
-    if bad.any():
-        raise ValueError(f"graphs table: list lengths disagree with num_nodes/num_edges for {np.flatnonzero(bad)[:5]}")
-    x_all = torch.from_numpy(nf.astype(np.int64))
-    ei_all = torch.from_numpy(ei.astype(np.int64))
-    ef_all = torch.from_numpy(ef.astype(np.int64))
     out: dict[str, Data] = {}
-    for r, key in enumerate(keys):
-        n, e = int(n_nodes[r]), int(n_edges[r])
-        out[key] = Data(
-            x=x_all[nf_off[r] : nf_off[r + 1]].view(n, 9),
-            edge_index=ei_all[ei_off[r] : ei_off[r + 1]].view(2, e),
-            edge_attr=ef_all[ef_off[r] : ef_off[r + 1]].view(e, 3),
-            num_nodes=n,
-        )
+    for data in graphs_to_data(table):
+        key = data.inchikey
+        del data.inchikey  # batches carry tensors only
+        out[key] = data
     return out
 
 

@@ -16,6 +16,8 @@ from torch import Tensor, nn
 from torch_geometric.nn import global_add_pool, global_mean_pool
 from torch_geometric.nn.aggr import AttentionalAggregation
 
+from pipeline import graphs as _graphs
+
 __all__ = [
     "ATOM_FEATURE_DIMS",
     "BOND_FEATURE_DIMS",
@@ -27,11 +29,10 @@ __all__ = [
     "ImageEncoder",
 ]
 
-#: Vocabulary sizes of the 9 OGB atom features (atomic number, chirality, degree, formal charge,
-#: number of H, radical electrons, hybridization, aromatic, in ring).
-ATOM_FEATURE_DIMS: tuple[int, ...] = (119, 5, 12, 12, 10, 6, 6, 2, 2)
-#: Vocabulary sizes of the 3 OGB bond features (type, stereo, conjugated).
-BOND_FEATURE_DIMS: tuple[int, ...] = (5, 6, 2)
+#: Vocabulary sizes of the 9 OGB atom and 3 bond features, as defined by the featurizer
+#: (:mod:`pipeline.graphs`) that writes the graphs table.
+ATOM_FEATURE_DIMS: tuple[int, ...] = tuple(_graphs.ATOM_FEATURE_DIMS)
+BOND_FEATURE_DIMS: tuple[int, ...] = tuple(_graphs.BOND_FEATURE_DIMS)
 
 JK = Literal["last", "sum", "concat"]
 Pooling = Literal["mean", "sum", "attention"]

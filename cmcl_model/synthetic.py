@@ -14,64 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.graphs import graphs_table
 from pipeline.schema import write_table
 from pipeline.store import CHANNELS, Store
 
-__all__ = ["smiles_to_graph", "structure_signal", "make_synthetic_store"]
-
-_CHIRAL = ["CHI_UNSPECIFIED", "CHI_TETRAHEDRAL_CW", "CHI_TETRAHEDRAL_CCW", "CHI_OTHER"]
-_HYB = ["SP", "SP2", "SP3", "SP3D", "SP3D2"]
-_BOND = ["SINGLE", "DOUBLE", "TRIPLE", "AROMATIC"]
-_STEREO = ["STEREONONE", "STEREOZ", "STEREOE", "STEREOCIS", "STEREOTRANS", "STEREOANY"]
-
-
-def _idx(options: list, value, *, offset: int = 0) -> int:
-    """Index of ``value`` in ``options`` or the trailing 'misc' slot (OGB ``safe_index``)."""
-    try:
-        return options.index(value) + offset
-    except ValueError:
-        return len(options) + offset
-
-
-def smiles_to_graph(smiles: str) -> dict[str, np.ndarray]:
-    """OGB ``smiles2graph`` features with RDKit: node_feat (n, 9), edge_index (2, E), edge_feat (E, 3).
-
-    Raises
-    ------
-    ValueError
-        If RDKit cannot parse ``smiles``.
-    """
-    from rdkit import Chem
-
-    mol = Chem.MolFromSmiles(smiles)
-    if mol is None:
-        raise ValueError(f"RDKit cannot parse SMILES {smiles!r}")
-    nodes = []
-    for a in mol.GetAtoms():
-        nodes.append([
-            min(a.GetAtomicNum() - 1, 118),
-            _idx(_CHIRAL, str(a.GetChiralTag())),
-            min(a.GetTotalDegree(), 11),
-            _idx(list(range(-5, 6)), a.GetFormalCharge()),
-            min(a.GetTotalNumHs(), 9),
-            min(a.GetNumRadicalElectrons(), 5),
-            _idx(_HYB, str(a.GetHybridization())),
-            int(a.GetIsAromatic()),
-            int(a.IsInRing()),
-        ])
-    src, dst, feats = [], [], []
-    for b in mol.GetBonds():
-        i, j = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
-        f = [_idx(_BOND, str(b.GetBondType())), _idx(_STEREO, str(b.GetStereo())), int(b.GetIsConjugated())]
-        src += [i, j]
-        dst += [j, i]
-        feats += [f, f]
-    return {
-        "node_feat": np.asarray(nodes, dtype=np.int64).reshape(-1, 9),
-        "edge_index": np.asarray([src, dst], dtype=np.int64).reshape(2, -1),
-        "edge_feat": np.asarray(feats, dtype=np.int64).reshape(-1, 3),
-    }
-
+__all__ = ["structure_signal", "make_synthetic_store"]
 
 def structure_signal(smiles: str) -> np.ndarray:
     """(5,) fractions of heavy atoms that are O, N, halogen, aromatic, in a ring."""
@@ -172,20 +119,7 @@ def make_synthetic_store(
         "compound_inputs",
         store.table_path("compound_inputs"),
     )
-    graphs = [smiles_to_graph(s) for s in comp["Metadata_SMILES"]]
-    write_table(
-        pd.DataFrame({
-            "Metadata_InChIKey": comp["Metadata_InChIKey"],
-            "Metadata_SMILES": comp["Metadata_SMILES"],
-            "num_nodes": [g["node_feat"].shape[0] for g in graphs],
-            "num_edges": [g["edge_feat"].shape[0] for g in graphs],
-            "node_feat": [g["node_feat"].ravel().tolist() for g in graphs],
-            "edge_index": [g["edge_index"].ravel().tolist() for g in graphs],
-            "edge_feat": [g["edge_feat"].ravel().tolist() for g in graphs],
-        }),
-        "graphs",
-        store.table_path("graphs"),
-    )
+    write_table(graphs_table(comp), "graphs", store.table_path("graphs"))
     sig = np.stack([structure_signal(s) for s in comp["Metadata_SMILES"]])
     sig = (sig - sig.mean(0)) / (sig.std(0) + 1e-9)  # z-scores per channel
     S = crop_size

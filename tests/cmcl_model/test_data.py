@@ -11,7 +11,7 @@ from cmcl_model.data import (
     graphs_from_arrow,
     treatment_crops,
 )
-from cmcl_model.synthetic import smiles_to_graph
+from pipeline.graphs import smiles_to_graph
 
 
 def test_graphs_from_arrow_matches_rdkit(syn_store):

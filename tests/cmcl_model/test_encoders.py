@@ -4,7 +4,7 @@ import torch
 from torch_geometric.data import Batch, Data
 
 from cmcl_model.encoders import ATOM_FEATURE_DIMS, AtomEncoder, BondEncoder, GINEncoder, ImageEncoder
-from cmcl_model.synthetic import smiles_to_graph
+from pipeline.graphs import smiles_to_graph
 
 
 def _batch(smiles=("CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1")):
