@@ -44,6 +44,9 @@ from rdkit import Chem, rdBase
 from rdkit.Chem import Crippen, rdFingerprintGenerator, rdMolDescriptors
 from scipy.spatial import cKDTree
 
+from pipeline.plates import LAYOUTS, Layout
+from pipeline.store import CHANNELS
+
 __all__ = [
     "CHANNELS",
     "DARK_OFFSET",
@@ -66,7 +69,6 @@ __all__ = [
 ]
 
 #: Cell Painting channels in file order (``w1``..``w5`` / ``ch1``..``ch5``).
-CHANNELS: tuple[str, ...] = ("DNA", "ER", "RNA", "AGP", "Mito")
 #: Camera dark offset in ADU, added to every pixel.
 DARK_OFFSET: float = 100.0
 #: Faults written by ``write_plate(..., faults=True)``, one of each.
@@ -79,8 +81,6 @@ FAULT_KINDS: tuple[str, ...] = (
     "duplicate_site",
 )
 
-Layout = Literal["imagexpress", "phenix", "loaddata"]
-_LAYOUTS: tuple[str, ...] = ("imagexpress", "phenix", "loaddata")
 _PLATE_SHAPES: dict[int, tuple[int, int]] = {96: (8, 12), 384: (16, 24)}
 _DEFAULT_DMSO: dict[int, int] = {96: 12, 384: 32}
 _DEFAULT_POSCON: dict[int, int] = {96: 2, 384: 4}
@@ -925,8 +925,8 @@ def write_plate(
         On an unknown layout (the message lists the valid ones), a bad plate id, a plate map
         without the required columns, or too few wells for ``faults``.
     """
-    if layout not in _LAYOUTS:
-        raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if not plate_id or "_" in plate_id or "/" in plate_id:
         raise ValueError(f"plate_id must be non-empty without '_' or '/', got {plate_id!r}")
     required = ["Metadata_Well", "Metadata_CompoundID", "Metadata_SMILES", "Metadata_Concentration", "Metadata_ControlType"]
