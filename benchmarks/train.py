@@ -5,10 +5,12 @@ Usage::
     python benchmarks/train.py [--store PATH] [--preset demo|quick] [--steps 10] [--workers 0]
     python benchmarks/train.py --memory [--compounds 150] [--cells 16] [--scales 1,4] [--steps 6]
 
-``--memory`` measures the peak resident memory (``ru_maxrss`` of a child process) of a short
-training run (quick preset, 32 px crops) on synthetic stores whose crop arrays grow by the
-given factors (more cells per well): it stays bounded because crops are read chunk by chunk
-through an LRU cache of ``cache_mb`` per plate.
+``--memory`` measures, on synthetic stores whose crop arrays grow by the given factors (more
+cells per well), the peak resident memory (``VmHWM``) of a short training run (quick preset,
+32 px crops) and the data loader's samples/s alone, each in a fresh process. Memory stays
+bounded because crops are read chunk by chunk (16 rows) through an LRU cache of ``cache_mb``
+per plate; a random crop costs one 16-row chunk, whatever the store's size. The peer is the
+same store with 256-row unsharded chunks read through zarr-python (the layout before sharding).
 
 Without ``--store`` a synthetic store shaped like the CPU demo (32 px crops, two plates,
 500 compounds, 60 crops per well) is generated in a temporary directory.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,12 +38,41 @@ from cmcl_model.train import TrainConfig, build_loss, build_model, compute_losse
 
 
 _CHILD = """
-import json, resource, sys
+import json, resource, sys, time
 from cmcl_model.train import TrainConfig, train
 root, steps, cache_mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 cfg = TrainConfig.quick(epochs=1, max_steps=steps, crops_per_sample=4, cache_mb=cache_mb)
+t = time.perf_counter()
 run = train(root, cfg, progress=False)
-print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+seconds = time.perf_counter() - t
+# VmHWM is this process's own peak. ru_maxrss is not: Linux carries the parent's high-water
+# mark across fork + exec, so it would report the benchmark process that built the stores.
+peak = None
+try:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            peak = int(line.split()[1]) / 1024
+except OSError:
+    pass
+if peak is None:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"peak_rss_mb": peak, "seconds": seconds}))
+"""
+
+_LOADER = """
+import json, sys, time
+from torch.utils.data import DataLoader
+from cmcl_model.data import PairDataset, UniqueCompoundBatchSampler, collate_pairs
+root, cache_mb = sys.argv[1], int(sys.argv[2])
+ds = PairDataset(root, crops_per_sample=4, augment=True, norm_crops=256, cache_bytes=cache_mb * 2**20)
+sampler = UniqueCompoundBatchSampler(ds.keys, 32, seed=0)
+loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate_pairs)
+t, n = time.perf_counter(), 0
+for epoch in range(3):
+    ds.set_epoch(epoch); sampler.set_epoch(epoch)
+    n += sum(len(b) for b in loader)
+rows = sum(r.rows_read for r in ds.readers.values())
+print(json.dumps({"samples_per_s": n / (time.perf_counter() - t), "rows_per_sample": rows / n}))
 """
 
 
@@ -48,23 +80,48 @@ def _dir_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
+def _child(code: str, *argv: str, env: dict, cwd: Path) -> dict:
+    out = subprocess.run([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, env=env, cwd=cwd, check=True)
+    return json.loads(out.stdout.decode().strip().splitlines()[-1])
+
+
+def _unsharded_copy(store_root: Path, dest: Path, chunk: int = 256) -> Path:
+    """The peer layout: the same store with crop arrays re-chunked to ``chunk`` rows, unsharded
+    (what ingestion wrote before sharding; read through zarr-python)."""
+    import zarr
+
+    shutil.copytree(store_root, dest)
+    for group_dir in (dest / "crops").glob("*.zarr"):
+        src = zarr.open_group(str(group_dir), mode="r")["crops"][:]
+        group = zarr.open_group(str(group_dir), mode="a")
+        del group["crops"]
+        group.create_array("crops", shape=src.shape, chunks=(chunk, *src.shape[1:]), dtype=src.dtype,
+                           dimension_names=("n", "c", "y", "x"))[:] = src
+    return dest
+
+
 def memory(args: argparse.Namespace) -> None:
-    """Peak RSS of a short training run as the crop store grows."""
+    """Peak RSS of a short training run, and loader throughput, as the crop store grows."""
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
-    print(f"{'cells/well':>10} {'crops':>8} {'crop store MB':>14} {'cache_mb/plate':>14} {'peak RSS MB':>12}")
+    print(f"{'cells/well':>10} {'crops':>8} {'store MB':>9} {'cache MB/plate':>14} {'peak RSS MB':>12} "
+          f"{'loader samples/s':>17} {'rows/sample':>12} {'peer samples/s':>15} {'ratio':>6}")
     with tempfile.TemporaryDirectory() as tmp:
         for scale in (int(x) for x in args.scales.split(",")):
             cells = args.cells * scale
             store = make_synthetic_store(Path(tmp) / f"s{scale}", n_compounds=args.compounds, cells_per_well=cells,
                                          crop_size=32, min_rings=0)
             n_crops = len(store.read("cells"))
-            proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(store.root), str(args.steps), str(args.cache_mb)],
-                                    stdout=subprocess.PIPE, env=env, cwd=repo)
-            out, _ = proc.communicate()
-            # the child's own rusage (RUSAGE_CHILDREN would give the maximum over all children so far)
-            peak = json.loads(out.decode().strip().splitlines()[-1])["peak_rss_mb"]
-            print(f"{cells:>10} {n_crops:>8} {_dir_mb(store.root / 'crops'):>14.1f} {args.cache_mb:>14} {peak:>12.1f}", flush=True)
+            # each measurement in a fresh process, so neither inherits the other's memory
+            peak = _child(_CHILD, str(store.root), str(args.steps), str(args.cache_mb), env=env, cwd=repo)["peak_rss_mb"]
+            load = _child(_LOADER, str(store.root), str(args.cache_mb), env=env, cwd=repo)
+            peer_root = _unsharded_copy(store.root, Path(tmp) / f"p{scale}")
+            peer = _child(_LOADER, str(peer_root), str(args.cache_mb), env=env, cwd=repo)
+            print(f"{cells:>10} {n_crops:>8} {_dir_mb(store.root / 'crops'):>9.1f} {args.cache_mb:>14} {peak:>12.1f} "
+                  f"{load['samples_per_s']:>17.1f} {load['rows_per_sample']:>12.1f} {peer['samples_per_s']:>15.1f} "
+                  f"{load['samples_per_s'] / peer['samples_per_s']:>6.1f}", flush=True)
+            shutil.rmtree(store.root)
+            shutil.rmtree(peer_root)
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ from torch_geometric.data import Batch, Data
 from pipeline.graphs import graphs_to_data
 from pipeline.schema import write_table
 from pipeline.store import Store
+from pipeline.tiles import CropArrayReader
 
 __all__ = [
     "graphs_from_arrow",
@@ -177,9 +178,11 @@ def treatment_crops(store: Store) -> tuple[pd.DataFrame, pd.DataFrame]:
 class ChunkedCropReader:
     """Read rows of ``crops/<plate>.zarr/crops`` through an LRU cache of decoded chunks.
 
-    Only whole chunks along the first axis are ever read (one ``arr[a:b]`` per chunk), and at
-    most ``cache_bytes`` of decoded chunks are kept. The zarr array is opened lazily, so the
-    reader pickles cheaply into DataLoader workers.
+    Only whole chunks along the first axis are ever read (:class:`pipeline.tiles.CropArrayReader`),
+    and at most ``cache_bytes`` of decoded chunks are kept. With the sharded layout ingestion
+    writes (16-row chunks inside 1024-row shards) a crop costs reading and decoding 16 rows by
+    byte range from its shard file; older unsharded stores read through zarr. The array is
+    opened lazily, so the reader pickles cheaply into DataLoader workers.
 
     Attributes
     ----------
@@ -192,7 +195,7 @@ class ChunkedCropReader:
     def __init__(self, path: str | Path, *, cache_bytes: int = 128 * 2**20) -> None:
         self.path = Path(path)
         self.cache_bytes = int(cache_bytes)
-        self._arr = None
+        self._rows: CropArrayReader | None = None
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cached_bytes = 0
         self.rows_read = 0
@@ -200,36 +203,34 @@ class ChunkedCropReader:
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_arr"] = None
+        state["_rows"] = None
         state["_cache"] = OrderedDict()
         state["_cached_bytes"] = 0
         return state
 
     @property
-    def array(self):
-        if self._arr is None:
-            import zarr
-
+    def rows(self) -> CropArrayReader:
+        """The underlying chunk reader (opened on first use)."""
+        if self._rows is None:
             if not self.path.exists():
                 raise FileNotFoundError(f"crop array {self.path} does not exist")
-            self._arr = zarr.open_group(str(self.path), mode="r")["crops"]
-        return self._arr
+            self._rows = CropArrayReader(self.path / "crops")
+        return self._rows
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(self.array.shape)
+        return self.rows.shape
 
     @property
     def chunk_len(self) -> int:
-        return int(self.array.chunks[0])
+        return self.rows.chunk_len
 
     def _chunk(self, c: int) -> np.ndarray:
         hit = self._cache.get(c)
         if hit is not None:
             self._cache.move_to_end(c)
             return hit
-        L = self.chunk_len
-        block = np.asarray(self.array[c * L : min((c + 1) * L, self.array.shape[0])])
+        block = self.rows.read_chunk(c)
         self.rows_read += block.shape[0]
         self.max_rows_per_read = max(self.max_rows_per_read, block.shape[0])
         self._cache[c] = block
@@ -238,6 +239,11 @@ class ChunkedCropReader:
             _, old = self._cache.popitem(last=False)
             self._cached_bytes -= old.nbytes
         return block
+
+    def clear_cache(self) -> None:
+        """Drop every cached chunk."""
+        self._cache.clear()
+        self._cached_bytes = 0
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         """Rows ``rows`` (k,) int -> (k, C, S, S) uint16, in the given order.
@@ -248,11 +254,12 @@ class ChunkedCropReader:
             If a row is outside the array, naming the range and the file.
         """
         rows = np.asarray(rows, dtype=np.int64)
-        n = self.array.shape[0]
+        shape = self.rows.shape
+        n = shape[0]
         if rows.size and (rows.min() < 0 or rows.max() >= n):
             raise IndexError(f"crop rows out of range [0, {n}) in {self.path}: {rows.min()}..{rows.max()}")
         L = self.chunk_len
-        out = np.empty((rows.size, *self.array.shape[1:]), dtype=self.array.dtype)
+        out = np.empty((rows.size, *shape[1:]), dtype=self.rows.dtype.newbyteorder("="))
         chunk_ids = rows // L
         for c in np.unique(chunk_ids):
             sel = np.flatnonzero(chunk_ids == c)
@@ -411,6 +418,7 @@ class PairDataset(Dataset):
                 normalization[p] = compute_normalization(
                     self.readers[p], d, max_crops=norm_crops, log1p=log1p, seed=seed
                 )
+                self.readers[p].clear_cache()  # DMSO chunks are not what training reads
         missing = [p for p in self.plates if p not in normalization]
         if missing:
             raise ValueError(f"normalization lacks plates {missing}")

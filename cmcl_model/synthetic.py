@@ -17,6 +17,7 @@ import pandas as pd
 from pipeline.graphs import graphs_table
 from pipeline.schema import write_table
 from pipeline.store import CHANNELS, Store
+from pipeline.tiles import CropArrayWriter
 
 __all__ = ["structure_signal", "make_synthetic_store"]
 
@@ -168,9 +169,9 @@ def make_synthetic_store(
                 })
         write_table(_fill_declared(pd.DataFrame(pm_rows), "platemap"), "platemap", store.table_path("platemap", plate=plate))
         write_table(_fill_declared(pd.DataFrame(cell_rows), "cells"), "cells", store.table_path("cells", plate=plate))
-        arr = np.stack(crops)
         group = zarr.open_group(str(store.crops_zarr(plate)), mode="w", zarr_format=3)
         group.attrs.update({"channels": list(CHANNELS), "crop_size": S})
-        z = group.create_array("crops", shape=arr.shape, dtype="uint16", chunks=(256, 5, S, S))
-        z[:] = arr
+        writer = CropArrayWriter(group, "crops", n_channels=len(CHANNELS), size=S)
+        writer.append(np.stack(crops))
+        writer.close()
     return store

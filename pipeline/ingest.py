@@ -44,7 +44,7 @@ from pipeline.plates import PlateListing, discover_plate, fingerprint_files, rea
 from pipeline.schema import write_table
 from pipeline.segmentation import SEGMENTERS, segment_field
 from pipeline.store import CHANNELS, Store
-from pipeline.tiles import crop_cells, field_tiles
+from pipeline.tiles import CROPS_CHUNK, CROPS_SHARD, CropArrayWriter, crop_cells, field_tiles
 
 __all__ = [
     "IngestSettings",
@@ -76,7 +76,8 @@ class IngestSettings:
     cyto_channel: Literal["RNA", "AGP"] = "AGP"
     crop_size: int = 64
     border: Literal["skip", "pad"] = "skip"
-    crops_chunk: int = 256
+    crops_chunk: int = CROPS_CHUNK
+    crops_shard: int = CROPS_SHARD
     segmenter: Literal["classical", "cellpose"] = "classical"
     cellpose_model: str | None = None
     cellpose_cell_model: str | None = None
@@ -94,6 +95,8 @@ class IngestSettings:
                 if p is not None and not Path(p).expanduser().is_file():
                     raise FileNotFoundError(f"cellpose weights file {p!r} does not exist (model names such as "
                                             f"'cyto3' are not accepted; pass the path of a local weights file)")
+        if self.crops_chunk < 1 or self.crops_shard % self.crops_chunk or self.crops_shard < self.crops_chunk:
+            raise ValueError(f"crops_shard ({self.crops_shard}) must be a positive multiple of crops_chunk ({self.crops_chunk})")
         if self.field_tile_size is not None and self.field_tile_size < 8:
             raise ValueError(f"field_tile_size must be None or >= 8; got {self.field_tile_size!r}")
 
@@ -399,15 +402,15 @@ def segment_and_tile(
     funcs_path = str(plan.staging / "illumination.zarr")
     s = settings.crop_size
     crops_grp = zarr.open_group(str(plan.staging / "crops.zarr"), mode="w", zarr_format=3)
-    crops_arr = crops_grp.create_array("crops", shape=(0, len(CHANNELS), s, s), chunks=(settings.crops_chunk, len(CHANNELS), s, s),
-                                       dtype="uint16", dimension_names=("n", "c", "y", "x"))
+    crops_arr = CropArrayWriter(crops_grp, "crops", n_channels=len(CHANNELS), size=s,
+                                chunk=settings.crops_chunk, shard=settings.crops_shard)
     crops_grp.attrs.update({"channels": list(CHANNELS), "crop_size": s})
     ts = settings.field_tile_size
     tiles_arr = None
     if ts is not None:
-        tiles_arr = crops_grp.create_array("tiles", shape=(0, len(CHANNELS), ts, ts),
-                                           chunks=(max(1, settings.crops_chunk // 4), len(CHANNELS), ts, ts),
-                                           dtype="uint16", dimension_names=("n", "c", "y", "x"))
+        # a 128-px tile holds four 64-px crops' pixels: a quarter of the rows per chunk and shard
+        tiles_arr = CropArrayWriter(crops_grp, "tiles", n_channels=len(CHANNELS), size=ts,
+                                    chunk=max(1, settings.crops_chunk // 4), shard=max(1, settings.crops_shard // 4))
         crops_grp.attrs["tile_size"] = ts
     tile_rows: list[pd.DataFrame] = []
     n_tiles = 0
@@ -415,8 +418,7 @@ def segment_and_tile(
     batches = [records[i:i + 4] for i in range(0, len(records), 4)]
     n_proc = processes or default_processes(len(records))
     work = partial(_process_batch, plate_path, funcs_path, settings=settings, plate_id=plate_id)
-    buffer: list[np.ndarray] = []
-    buffered = n_total = done = 0
+    n_total = done = 0
     cell_tables, field_rows = [], []
     with _executor(n_proc) as pool:
         results = pool.map(work, batches) if pool is not None else map(work, batches)
@@ -432,21 +434,17 @@ def segment_and_tile(
                 field_rows.append(qc)
                 if tiles_arr is not None:
                     tile_rows.append(_tile_table(plate_id, well, site, tiles.shape[:2], start=n_tiles, tile_size=ts))
-                    tiles_arr.append(tiles.reshape(-1, *tiles.shape[2:]), axis=0)
+                    tiles_arr.append(tiles.reshape(-1, *tiles.shape[2:]))
                     n_tiles += tiles.shape[0] * tiles.shape[1]
-                buffer.append(crops)
-                buffered += len(crops)
-                if buffered >= settings.crops_chunk:
-                    crops_arr.append(np.concatenate(buffer), axis=0)
-                    buffer, buffered = [], 0
+                crops_arr.append(crops)
                 done += 1
                 if progress:
                     progress("segment", done - 1, len(records))
-    if buffer:
-        crops_arr.append(np.concatenate(buffer), axis=0)
+    n_written = crops_arr.close()
+    n_tiles_written = tiles_arr.close() if tiles_arr is not None else 0
     cells_df = pd.concat(cell_tables, ignore_index=True) if cell_tables else pd.DataFrame()
-    if crops_arr.shape[0] != len(cells_df):
-        raise RuntimeError(f"plate {plate_id}: {crops_arr.shape[0]} crops written but {len(cells_df)} cell rows")
+    if n_written != len(cells_df):
+        raise RuntimeError(f"plate {plate_id}: {n_written} crops written but {len(cells_df)} cell rows")
     fields_df = pd.DataFrame(field_rows)
     if len(fields_df):
         median_focus = float(fields_df["QC_FocusScore"].median())
@@ -455,8 +453,8 @@ def segment_and_tile(
         fields_df["QC_OutOfFocus"] = pd.Series(dtype=bool)
     if tiles_arr is not None:
         tiles_df = pd.concat(tile_rows, ignore_index=True) if tile_rows else _tile_table(plate_id, "", 0, (0, 0), start=0, tile_size=ts)
-        if tiles_arr.shape[0] != len(tiles_df):
-            raise RuntimeError(f"plate {plate_id}: {tiles_arr.shape[0]} tiles written but {len(tiles_df)} tile rows")
+        if n_tiles_written != len(tiles_df):
+            raise RuntimeError(f"plate {plate_id}: {n_tiles_written} tiles written but {len(tiles_df)} tile rows")
         write_table(tiles_df, "tiles", plan.staging / "tiles.parquet")
     return cells_df, fields_df
 

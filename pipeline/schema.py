@@ -27,6 +27,7 @@ __all__ = [
     "table_names",
     "arrow_schema",
     "validate_table",
+    "validate_array",
     "conform",
     "write_table",
     "read_table",
@@ -95,6 +96,46 @@ def arrow_schema(name: str) -> pa.Schema:
     for c in table_schema(name)["columns"]:
         fields.append(pa.field(c["name"], _ARROW_TYPES[c["type"]], nullable=c["nullable"]))
     return pa.schema(fields)
+
+
+def _declared_rows(spec: str | None) -> int | None:
+    """The leading integer of a declared chunk shape such as ``"(16, c, y, x)"``, else None."""
+    if not spec:
+        return None
+    head = spec.strip("() ").split(",")[0].strip()
+    return int(head) if head.isdigit() else None
+
+
+def validate_array(array: Any, group: str, path: str) -> None:
+    """Check an open zarr array against ``schemas/arrays/<group>.json`` entry ``path``.
+
+    Checks the dtype, the dimension names, and the chunk and shard lengths along the first
+    axis where the declaration fixes them (``"(16, c, y, x)"``).
+
+    Raises
+    ------
+    SchemaError
+        Naming the array and every mismatch.
+    KeyError
+        If ``path`` is not declared in ``group``.
+    """
+    decl = {a["path"]: a for a in array_schema(group)["arrays"]}
+    if path not in decl:
+        raise KeyError(f"array {path!r} is not declared in schemas/arrays/{group}.json; declared: {sorted(decl)}")
+    d = decl[path]
+    problems = []
+    if str(array.dtype) != d["dtype"]:
+        problems.append(f"dtype {array.dtype} (declared {d['dtype']})")
+    dims = list(getattr(array.metadata, "dimension_names", None) or [])
+    if dims != d["dims"]:
+        problems.append(f"dimension names {dims} (declared {d['dims']})")
+    shards = getattr(array, "shards", None)
+    for what, have, spec in (("chunk", array.chunks, d.get("chunks")), ("shard", shards, d.get("shards"))):
+        want = _declared_rows(spec)
+        if want is not None and (have is None or int(have[0]) != want):
+            problems.append(f"{what} rows {None if have is None else have[0]} (declared {want})")
+    if problems:
+        raise SchemaError(f"array {group}/{path} ({getattr(array, 'store_path', '')}): " + "; ".join(problems))
 
 
 def validate_table(table: pd.DataFrame | pa.Table, name: str) -> None:

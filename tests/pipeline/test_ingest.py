@@ -11,7 +11,7 @@ from pipeline import ingest as ing
 from pipeline.ingest import IngestSettings, ingest_plate
 from pipeline.omezarr import open_plate, read_field, read_labels
 from pipeline.plates import discover_plate
-from pipeline.schema import table_names
+from pipeline.schema import table_names, validate_array
 from pipeline.store import CHANNELS, Store
 
 
@@ -34,6 +34,7 @@ def test_cells_crops_and_labels_agree(ingested):
     cells = store.read("cells")
     crops = zarr.open_group(str(store.crops_zarr("T1")), mode="r")["crops"]
     assert crops.shape == (len(cells), 5, 32, 32) == (result.n_cells, 5, 32, 32)
+    validate_array(crops, "crops", "crops")  # 16-row chunks in 1024-row shards, uint16, (n, c, y, x)
     assert list(cells["Metadata_CropIndex"]) == list(range(len(cells)))
     plate = open_plate(store.plate_zarr("T1"))
     fields = store.read("fields").set_index(["Metadata_Well", "Metadata_Site"])
@@ -140,6 +141,7 @@ def test_field_tiles_and_focus_flag(small_plate, tmp_path):
     tiles = zarr.open_group(str(plan.staging / "crops.zarr"), mode="r")["tiles"]
     table = read_table("tiles", plan.staging / "tiles.parquet")
     assert tiles.shape == (4 * len(fields), 5, 128, 128) and len(table) == tiles.shape[0]
+    validate_array(tiles, "crops", "tiles")
     assert (table["Metadata_TileIndex"] == range(len(table))).all()
     truth = pd.read_csv(small_plate / "ground_truth" / "fields.csv")
     flagged = field_table.merge(truth, on=["Metadata_Well", "Metadata_Site"])
