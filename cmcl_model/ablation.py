@@ -1,9 +1,10 @@
 """Objective ablation from one call: GIC alone, + MGM, + GGIM, all three.
 
-Every variant trains from the same base configuration (same seed, same split, same data) and
-differs only in ``mgm_weight`` / ``ggim_weight``; each run is then evaluated on the test split
-with :func:`cmcl_model.evaluate.evaluate` (which writes ``reports/<run>/``). The table is
-written to ``reports/ablation-<timestamp>.csv`` and ``.md`` in the store.
+Every variant trains from the same base configuration (same split, same data, the same list
+of seeds) and differs only in ``mgm_weight`` / ``ggim_weight``; each run is then evaluated on
+the test split with :func:`cmcl_model.evaluate.evaluate` (which writes ``reports/<run>/``).
+One row per (variant, seed) goes to ``reports/ablation-<timestamp>.csv``; the ``.md`` beside
+it also has the mean and standard deviation over seeds per variant (:func:`summarize`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pandas as pd
 from cmcl_model.train import TrainConfig, _atomic_write_text, new_run_id, train
 from pipeline.store import Store
 
-__all__ = ["VARIANTS", "variant_config", "run_ablation"]
+__all__ = ["VARIANTS", "variant_config", "run_ablation", "summarize"]
 
 #: variant name -> (MGM on, GGIM on)
 VARIANTS: dict[str, tuple[bool, bool]] = {
@@ -32,7 +33,7 @@ VARIANTS: dict[str, tuple[bool, bool]] = {
 }
 
 COLUMNS = [
-    "variant", "run_id", "mgm_weight", "ggim_weight", "epochs", "final_val_loss",
+    "variant", "seed", "run_id", "mgm_weight", "ggim_weight", "epochs", "final_val_loss",
     "val_g2i_hit@10", "val_i2g_hit@10", "val_mrr",
     "test_g2i_hit@10", "test_i2g_hit@10", "test_g2i_mrr", "test_i2g_mrr", "test_mrr",
     "test_chance_hit@10", "test_n_candidates", "train_seconds",
@@ -90,11 +91,62 @@ def _markdown(df: pd.DataFrame) -> str:
     return "\n".join(out) + "\n"
 
 
+#: columns averaged by :func:`summarize`
+SUMMARY_METRICS = ["final_val_loss", "val_mrr", "test_g2i_hit@10", "test_i2g_hit@10", "test_mrr", "train_seconds"]
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over seeds of each variant (order of first appearance).
+
+    Columns: ``variant``, ``n_seeds``, ``test_chance_hit@10`` and, for each of
+    :data:`SUMMARY_METRICS` present, ``<metric>`` (mean) and ``<metric>_sd`` (sample sd; NaN
+    with one seed).
+    """
+    rows = []
+    for v in dict.fromkeys(df["variant"]):
+        part = df[df["variant"] == v]
+        row: dict[str, Any] = {"variant": v, "n_seeds": len(part)}
+        for m in SUMMARY_METRICS:
+            if m in part and part[m].notna().any():
+                vals = part[m].astype(float)
+                row[m], row[f"{m}_sd"] = vals.mean(), (vals.std(ddof=1) if len(vals) > 1 else float("nan"))
+        if "test_chance_hit@10" in part:
+            row["test_chance_hit@10"] = part["test_chance_hit@10"].mean()
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _run_variant(store: Store, variant: str, cfg: TrainConfig, *, progress: bool, evaluate_test: bool) -> dict[str, Any]:
+    run_id = new_run_id(f"ablation-{variant}-{cfg.seed}")
+    t = time.monotonic()
+    run_dir = train(store.root, cfg, run_id=run_id, progress=progress)
+    seconds = time.monotonic() - t
+    row: dict[str, Any] = {
+        "variant": variant, "seed": cfg.seed, "run_id": run_id, "mgm_weight": cfg.mgm_weight,
+        "ggim_weight": cfg.ggim_weight, **_val_row(run_dir), "train_seconds": seconds,
+    }
+    if evaluate_test:
+        from cmcl_model.evaluate import evaluate
+
+        res = evaluate(store.root, run_dir)
+        h = res["model"]["hit101"]
+        g2i, i2g = h["graph_to_image"], h["image_to_graph"]
+        row.update({
+            "test_g2i_hit@10": g2i["hit@10"], "test_i2g_hit@10": i2g["hit@10"],
+            "test_g2i_mrr": g2i["mrr"], "test_i2g_mrr": i2g["mrr"],
+            "test_mrr": 0.5 * (g2i["mrr"] + i2g["mrr"]),
+            "test_chance_hit@10": res["chance"]["hit101"]["graph_to_image"]["hit@10"],
+            "test_n_candidates": res["n_candidates"]["hit101"],
+        })
+    return row
+
+
 def run_ablation(
     store_root: str | os.PathLike,
     base_config: TrainConfig,
     *,
     variants: Sequence[str] = ("gic", "gic+mgm", "gic+ggim", "all"),
+    seeds: Sequence[int] | None = None,
     mgm_weight: float = 0.5,
     ggim_weight: float = 0.5,
     progress: bool = False,
@@ -110,6 +162,9 @@ def run_ablation(
     base_config : TrainConfig
         Everything but the objective weights (see :func:`variant_config`).
     variants : names from :data:`VARIANTS`
+    seeds : ints, optional
+        Train every variant once per seed (``TrainConfig.seed``: initialisation, sampling,
+        augmentation; the split is fixed). Default: the base config's seed only.
     mgm_weight, ggim_weight : float
         Weights used when an objective is on and the base config has it at 0.
     progress : bool
@@ -121,9 +176,9 @@ def run_ablation(
 
     Returns
     -------
-    DataFrame with columns :data:`COLUMNS`, one row per variant (values are fractions).
-    Also written to ``reports/ablation-<timestamp>.csv`` and ``.md``; the CSV path is in
-    ``df.attrs["csv"]``.
+    DataFrame with columns :data:`COLUMNS`, one row per (variant, seed), values are fractions.
+    Also written to ``reports/ablation-<timestamp>.csv``, and with the per-variant summary to
+    ``.md``; the CSV path is in ``df.attrs["csv"]``.
 
     Raises
     ------
@@ -135,35 +190,19 @@ def run_ablation(
         variant_config(base_config, v)  # validate names up front
     if len(set(variants)) != len(variants):
         raise ValueError(f"repeated ablation variants in {variants}")
+    seeds = [base_config.seed] if seeds is None else [int(x) for x in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"ablation seeds must be distinct and at least one, got {seeds}")
     store = Store(Path(store_root))
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     rows = []
     for v in variants:
-        cfg = variant_config(base_config, v, mgm_weight=mgm_weight, ggim_weight=ggim_weight)
-        run_id = new_run_id(f"ablation-{v}")
-        t = time.monotonic()
-        run_dir = train(store.root, cfg, run_id=run_id, progress=progress)
-        seconds = time.monotonic() - t
-        row: dict[str, Any] = {
-            "variant": v, "run_id": run_id, "mgm_weight": cfg.mgm_weight, "ggim_weight": cfg.ggim_weight,
-            **_val_row(run_dir), "train_seconds": seconds,
-        }
-        if evaluate_test:
-            from cmcl_model.evaluate import evaluate
-
-            res = evaluate(store.root, run_dir)
-            h = res["model"]["hit101"]
-            g2i, i2g = h["graph_to_image"], h["image_to_graph"]
-            row.update({
-                "test_g2i_hit@10": g2i["hit@10"], "test_i2g_hit@10": i2g["hit@10"],
-                "test_g2i_mrr": g2i["mrr"], "test_i2g_mrr": i2g["mrr"],
-                "test_mrr": 0.5 * (g2i["mrr"] + i2g["mrr"]),
-                "test_chance_hit@10": res["chance"]["hit101"]["graph_to_image"]["hit@10"],
-                "test_n_candidates": res["n_candidates"]["hit101"],
-            })
-        rows.append(row)
-        if on_variant is not None:
-            on_variant(v, row)
+        for seed in seeds:
+            cfg = dataclasses.replace(variant_config(base_config, v, mgm_weight=mgm_weight, ggim_weight=ggim_weight), seed=seed)
+            row = _run_variant(store, v, cfg, progress=progress, evaluate_test=evaluate_test)
+            rows.append(row)
+            if on_variant is not None:
+                on_variant(v, row)
     df = pd.DataFrame(rows).reindex(columns=COLUMNS)
     out = store.root / "reports"
     csv = out / f"ablation-{stamp}.csv"
@@ -172,8 +211,11 @@ def run_ablation(
         f"# Objective ablation {stamp}\n\nStore `{store.root}`; base config: "
         f"`{json.dumps({k: v for k, v in base_config.to_dict().items() if k not in ('mgm_weight', 'ggim_weight')})}`\n\n"
         "Validation columns: last epoch; test columns: best checkpoint, hit101 protocol (1 true + up to 100 "
-        "candidates, mean over seeds).\n\n"
+        "candidates, mean over candidate draws).\n\n"
     )
-    _atomic_write_text(header + _markdown(df), out / f"ablation-{stamp}.md")
+    body = "## Per run\n\n" + _markdown(df)
+    if len(seeds) > 1:
+        body = f"## Mean and sd over seeds {seeds}\n\n" + _markdown(summarize(df)) + "\n" + body
+    _atomic_write_text(header + body, out / f"ablation-{stamp}.md")
     df.attrs["csv"] = str(csv)
     return df

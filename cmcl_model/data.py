@@ -147,28 +147,51 @@ def load_or_create_split(
 # --------------------------------------------------------------------------------------------
 # which crops belong to which compound
 # --------------------------------------------------------------------------------------------
-def treatment_crops(store: Store) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Join plate maps, compound inputs and cells.
+ImageSource = Literal["crops", "tiles"]
+
+
+def treatment_crops(store: Store, source: ImageSource = "crops") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Join plate maps, compound inputs and the image rows of ``source``.
+
+    Parameters
+    ----------
+    source : {'crops', 'tiles'}
+        Single-cell crops (rows of the ``cells`` table / ``crops`` array) or field tiles (rows
+        of the ``tiles`` table / ``tiles`` array, written when ingesting with a field tile size).
 
     Returns
     -------
     trt : DataFrame
-        One row per treatment crop: Metadata_InChIKey, Metadata_Plate, Metadata_Well,
-        Metadata_CropIndex (sorted by key, plate, crop index).
+        One row per treatment image: Metadata_InChIKey, Metadata_Plate, Metadata_Well,
+        Metadata_CropIndex (the row of the ``source`` array; sorted by key, plate, row).
     dmso : DataFrame
-        One row per negative-control crop: Metadata_Plate, Metadata_Well, Metadata_CropIndex.
+        One row per negative-control image: Metadata_Plate, Metadata_Well, Metadata_CropIndex.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``source='tiles'`` and the store has no tiles table.
     """
+    if source not in ("crops", "tiles"):
+        raise ValueError(f"image source {source!r} is not 'crops' or 'tiles'")
     pm = store.read("platemap")
-    cells = store.read("cells")[["Metadata_Plate", "Metadata_Well", "Metadata_CropIndex"]]
+    if source == "tiles":
+        if not store.table_files("tiles"):
+            raise FileNotFoundError(f"store {store.root} has no tiles table; ingest with a field tile size "
+                                    "(`cmcl ingest --field-tile-size 128`) to train on field tiles")
+        images = store.read("tiles")[["Metadata_Plate", "Metadata_Well", "Metadata_TileIndex"]].rename(
+            columns={"Metadata_TileIndex": "Metadata_CropIndex"})
+    else:
+        images = store.read("cells")[["Metadata_Plate", "Metadata_Well", "Metadata_CropIndex"]]
     inputs = store.read("compound_inputs")
     inputs = inputs[inputs["Status"] == "ok"][["Input_SMILES", "Metadata_InChIKey"]].drop_duplicates("Input_SMILES")
     trt_wells = pm[pm["Metadata_ControlType"] == "trt"].merge(
         inputs, left_on="Metadata_SMILES", right_on="Input_SMILES", how="inner"
     )[["Metadata_Plate", "Metadata_Well", "Metadata_InChIKey"]]
-    trt = cells.merge(trt_wells, on=["Metadata_Plate", "Metadata_Well"], how="inner")
+    trt = images.merge(trt_wells, on=["Metadata_Plate", "Metadata_Well"], how="inner")
     trt = trt.sort_values(["Metadata_InChIKey", "Metadata_Plate", "Metadata_CropIndex"], ignore_index=True)
     neg_wells = pm[pm["Metadata_ControlType"] == "negcon"][["Metadata_Plate", "Metadata_Well"]]
-    dmso = cells.merge(neg_wells, on=["Metadata_Plate", "Metadata_Well"], how="inner")
+    dmso = images.merge(neg_wells, on=["Metadata_Plate", "Metadata_Well"], how="inner")
     return trt, dmso.sort_values(["Metadata_Plate", "Metadata_CropIndex"], ignore_index=True)
 
 
@@ -176,7 +199,7 @@ def treatment_crops(store: Store) -> tuple[pd.DataFrame, pd.DataFrame]:
 # lazy crop reading
 # --------------------------------------------------------------------------------------------
 class ChunkedCropReader:
-    """Read rows of ``crops/<plate>.zarr/crops`` through an LRU cache of decoded chunks.
+    """Read rows of ``crops/<plate>.zarr/<array>`` through an LRU cache of decoded chunks.
 
     Only whole chunks along the first axis are ever read (:class:`pipeline.tiles.CropArrayReader`),
     and at most ``cache_bytes`` of decoded chunks are kept. With the sharded layout ingestion
@@ -192,8 +215,9 @@ class ChunkedCropReader:
         Largest single read, in rows (never more than the chunk length).
     """
 
-    def __init__(self, path: str | Path, *, cache_bytes: int = 128 * 2**20) -> None:
+    def __init__(self, path: str | Path, *, cache_bytes: int = 128 * 2**20, array: str = "crops") -> None:
         self.path = Path(path)
+        self.array_name = array
         self.cache_bytes = int(cache_bytes)
         self._rows: CropArrayReader | None = None
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -212,9 +236,9 @@ class ChunkedCropReader:
     def rows(self) -> CropArrayReader:
         """The underlying chunk reader (opened on first use)."""
         if self._rows is None:
-            if not self.path.exists():
-                raise FileNotFoundError(f"crop array {self.path} does not exist")
-            self._rows = CropArrayReader(self.path / "crops")
+            if not (self.path / self.array_name).exists():
+                raise FileNotFoundError(f"array {self.path / self.array_name} does not exist")
+            self._rows = CropArrayReader(self.path / self.array_name)
         return self._rows
 
     @property
@@ -346,6 +370,8 @@ class PairDataset(Dataset):
     ----------
     store_root : path
         The cmcl store.
+    source : {'crops', 'tiles'}
+        Train on single-cell crops (default) or on field tiles (see :func:`treatment_crops`).
     keys : sequence of str, optional
         InChIKeys to include (e.g. one split); default all treatment compounds with a graph.
     crops_per_sample : int
@@ -368,6 +394,7 @@ class PairDataset(Dataset):
         self,
         store_root: str | Path,
         *,
+        source: ImageSource = "crops",
         keys: Sequence[str] | None = None,
         crops_per_sample: int = 4,
         augment: bool = False,
@@ -387,15 +414,16 @@ class PairDataset(Dataset):
         if not graphs_path.exists():
             raise FileNotFoundError(f"graphs table {graphs_path} is missing")
         graphs = graphs_from_arrow(pq.read_table(graphs_path))
-        trt, dmso = treatment_crops(self.store)
+        self.source = source
+        trt, dmso = treatment_crops(self.store, source)
         trt = trt[trt["Metadata_InChIKey"].isin(graphs.keys())]
         if keys is not None:
             trt = trt[trt["Metadata_InChIKey"].isin(set(keys))]
         if trt.empty:
-            raise ValueError(f"no treatment crops with graphs in store {self.store.root} (keys={None if keys is None else len(keys)})")
+            raise ValueError(f"no treatment {source} with graphs in store {self.store.root} (keys={None if keys is None else len(keys)})")
         self.plates: list[str] = sorted(trt["Metadata_Plate"].unique())
         plate_code = {p: j for j, p in enumerate(self.plates)}
-        self.readers = {p: ChunkedCropReader(self.store.crops_zarr(p), cache_bytes=cache_bytes) for p in self.plates}
+        self.readers = {p: ChunkedCropReader(self.store.crops_zarr(p), cache_bytes=cache_bytes, array=source) for p in self.plates}
         self.keys: list[str] = sorted(trt["Metadata_InChIKey"].unique())
         self.graphs = [graphs[k] for k in self.keys]
         codes = trt["Metadata_Plate"].map(plate_code).to_numpy()

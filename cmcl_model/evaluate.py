@@ -260,7 +260,8 @@ def evaluate(
     norm = {p: PlateNorm.from_dict(d) for p, d in ckpt["normalization"].items()}
     test_keys = split.loc[split["Split"] == "test", "Metadata_InChIKey"].tolist()
     train_keys = split.loc[split["Split"] == "train", "Metadata_InChIKey"].tolist()
-    ds = PairDataset(store.root, keys=test_keys, normalization=norm, log1p=config.log1p, seed=config.seed)
+    ds = PairDataset(store.root, keys=test_keys, normalization=norm, log1p=config.log1p, seed=config.seed,
+                     source=config.image_source)
     if len(ds) < 2:
         raise ValueError(f"only {len(ds)} test compound(s) with images in {store.root}; need at least 2")
 

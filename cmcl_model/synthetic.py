@@ -50,6 +50,24 @@ def _fill_declared(df: pd.DataFrame, name: str) -> pd.DataFrame:
     return df
 
 
+def _write_tiles(store: Store, group, plate: str, cells: pd.DataFrame, crops: np.ndarray) -> None:
+    """Field tiles of a synthetic plate: per well, consecutive 2 x 2 mosaics of its crops."""
+    S = crops.shape[-1]
+    tiles, rows = [], []
+    for well, sel in cells.groupby("Metadata_Well", sort=False).indices.items():
+        for t in range(len(sel) // 4):
+            q = crops[sel[4 * t : 4 * t + 4]]
+            tiles.append(np.concatenate([np.concatenate(q[:2], axis=-1), np.concatenate(q[2:], axis=-1)], axis=-2))
+            rows.append({"Metadata_Plate": plate, "Metadata_Well": well, "Metadata_Site": 1,
+                         "Metadata_TileIndex": len(rows), "Tile_Row": t, "Tile_Col": 0,
+                         "Tile_Y0": 2 * S * t, "Tile_X0": 0})
+    writer = CropArrayWriter(group, "tiles", n_channels=crops.shape[1], size=2 * S, chunk=4, shard=256)
+    writer.append(np.stack(tiles))
+    writer.close()
+    group.attrs["tile_size"] = 2 * S
+    write_table(_fill_declared(pd.DataFrame(rows), "tiles"), "tiles", store.table_path("tiles", plate=plate))
+
+
 def _wells(n: int) -> list[str]:
     return [f"{chr(ord('A') + r)}{c:02d}" for r in range(16) for c in range(1, 25)][:n]
 
@@ -64,6 +82,7 @@ def make_synthetic_store(
     crop_size: int = 16,
     signal: float = 1.0,
     min_rings: int = 1,
+    tiles: bool = False,
     seed: int = 0,
 ) -> Store:
     """Write a synthetic store under ``root`` and return it.
@@ -71,7 +90,9 @@ def make_synthetic_store(
     Each plate holds every compound in one well (shuffled per plate) plus ``n_dmso`` DMSO
     wells, ``cells_per_well`` crops per well written well by well. Plate ``p`` has a gain of
     ``1 + 0.3 p`` so per-plate normalisation matters. ``min_rings=0`` admits acyclic molecules
-    (up to ~600 compounds).
+    (up to ~600 compounds). ``tiles=True`` also writes field tiles (``tiles`` array and table):
+    per well, 2 x 2 mosaics of its crops, so tiles are ``2 * crop_size`` px and carry the same
+    phenotype.
     """
     import zarr
     from rdkit import Chem, RDLogger
@@ -174,4 +195,6 @@ def make_synthetic_store(
         writer = CropArrayWriter(group, "crops", n_channels=len(CHANNELS), size=S)
         writer.append(np.stack(crops))
         writer.close()
+        if tiles:
+            _write_tiles(store, group, plate, pd.DataFrame(cell_rows), np.stack(crops))
     return store

@@ -84,6 +84,8 @@ class TrainConfig:
     mask_rate: float = 0.15
     ggim_weight: float = 0.0
     # data
+    #: 'crops' (single cells, the default) or 'tiles' (field tiles; ingest with a field tile size)
+    image_source: Literal["crops", "tiles"] = "crops"
     augment: bool = True
     jitter: float = 0.05
     log1p: bool = True
@@ -108,6 +110,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.batch_size must be >= 2 for a contrastive loss, got {self.batch_size}")
         if self.checkpoint_every_steps is not None and self.checkpoint_every_steps < 1:
             raise ValueError(f"TrainConfig.checkpoint_every_steps must be >= 1 or None, got {self.checkpoint_every_steps}")
+        if self.image_source not in ("crops", "tiles"):
+            raise ValueError(f"TrainConfig.image_source={self.image_source!r} is not one of 'crops', 'tiles'")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"TrainConfig.device={self.device!r} is not one of 'auto', 'cpu', 'cuda'")
         object.__setattr__(self, "cnn_widths", tuple(int(w) for w in self.cnn_widths))
@@ -427,6 +431,7 @@ def train(
             raise FileNotFoundError(f"cannot resume: {last} does not exist")
         state = torch.load(last, weights_only=True, map_location="cpu")
         stored = state["config"]
+        stored = TrainConfig.from_dict(stored).to_dict()  # fields added since take their defaults
         diff = sorted(k for k, v in config.to_dict().items() if k not in _RESUME_FREE and stored.get(k) != v)
         if diff:
             raise ValueError(f"cannot resume {run_id}: config differs from the stored one in {diff}")
@@ -443,6 +448,7 @@ def train(
     common = dict(
         crops_per_sample=config.crops_per_sample, jitter=config.jitter, log1p=config.log1p,
         norm_crops=config.norm_crops, cache_bytes=config.cache_mb * 2**20, seed=config.seed,
+        source=config.image_source,
     )
     full = PairDataset(store.root, normalization=norm, **common)
     splits = _split_keys(store, full.keys, config)

@@ -200,26 +200,52 @@ def train(store: Optional[Path] = StoreOpt,
           run_id: Optional[str] = typer.Option(None, help="Run id (default: new, time-sortable)."),
           resume: bool = typer.Option(False, "--resume", help="Continue --run-id from its last checkpoint."),
           force: bool = typer.Option(False, "--force", help="Train even if a run on the same data exists."),
-          ablation: bool = typer.Option(False, "--ablation", help="Train GIC, GIC+MGM, GIC+GGIM and all; print the table.")) -> None:
+          ablation: bool = typer.Option(False, "--ablation", help="Train GIC, GIC+MGM, GIC+GGIM and all; print the table."),
+          ablation_seeds: Optional[str] = typer.Option(None, help="--ablation: comma-separated seeds, e.g. 0,1,2 (mean and sd per variant).")) -> None:
     """Train the graph <-> image contrastive model on the store."""
     from flows.model import ablation_flow, train_flow
 
     overrides = {**_parse_overrides(set_), "device": device}
     if ablation:
-        rows = _run(ablation_flow, str(_store(store)), preset, overrides)
-        t = Table(title="ablation (test split, MIGA protocol)")
-        cols = ["variant", "final_val_loss", "val_mrr", "test_g2i_hit@10", "test_i2g_hit@10", "test_mrr",
-                "test_chance_hit@10", "train_seconds"]
-        for c in cols:
-            t.add_column(c, justify="right")
-        for r in rows:
-            t.add_row(*[f"{r.get(c):.3f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols])
-        console.print(t)
-        if rows:
-            console.print(f"table: {rows[0]['_csv']}")
+        try:
+            seeds = [int(x) for x in ablation_seeds.split(",")] if ablation_seeds else None
+        except ValueError:
+            _fail(ValueError(f"--ablation-seeds must be comma-separated integers, got {ablation_seeds!r}"))
+        rows = _run(ablation_flow, str(_store(store)), preset, overrides, None, seeds)
+        _print_ablation(rows)
         return
     run = _run(train_flow, str(_store(store)), preset, overrides, run_id, resume, force)
     console.print(f"run [bold]{run}[/]: {_store(store) / 'runs' / run}")
+
+
+def _print_ablation(rows: list[dict[str, Any]]) -> None:
+    import pandas as pd
+
+    from cmcl_model.ablation import summarize
+
+    if not rows:
+        return
+    df = pd.DataFrame(rows)
+    many = df["seed"].nunique() > 1
+    table = summarize(df) if many else df
+    title = f"ablation (test split, MIGA protocol{f', mean ± sd over {df.seed.nunique()} seeds' if many else ''})"
+    t = Table(title=title)
+    cols = ["variant", "final_val_loss", "val_mrr", "test_g2i_hit@10", "test_i2g_hit@10", "test_mrr",
+            "test_chance_hit@10", "train_seconds"]
+    for c in cols:
+        t.add_column(c, justify="left" if c == "variant" else "right")
+    for _, r in table.iterrows():
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            if isinstance(v, float):
+                sd = r.get(f"{c}_sd") if many else None
+                cells.append(f"{v:.3f}" + (f" ± {sd:.3f}" if isinstance(sd, float) and sd == sd else ""))
+            else:
+                cells.append(str(v if v is not None else ""))
+        t.add_row(*cells)
+    console.print(t)
+    console.print(f"table: {rows[0]['_csv']}")
 
 
 # --------------------------------------------------------------------------------------- evaluate

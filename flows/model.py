@@ -115,12 +115,14 @@ def evaluate_flow(store: str, run: str, seeds: list[int] | None = None, force: b
 
 @flow(name="ablation", flow_run_name="ablation", log_prints=True)
 def ablation_flow(store: str, preset: str = "default", overrides: dict[str, Any] | None = None,
-                  variants: list[str] | None = None) -> list[dict[str, Any]]:
-    """Train and evaluate one run per objective variant (GIC, +MGM, +GGIM, all) on the same split."""
+                  variants: list[str] | None = None, seeds: list[int] | None = None) -> list[dict[str, Any]]:
+    """Train and evaluate one run per objective variant (GIC, +MGM, +GGIM, all) and seed on the same split."""
     from cmcl_model.ablation import run_ablation
 
     config = resolve_config(preset, overrides)
-    kwargs = {"variants": tuple(variants)} if variants else {}
+    kwargs: dict[str, Any] = {"variants": tuple(variants)} if variants else {}
+    if seeds:
+        kwargs["seeds"] = tuple(seeds)
     table = run_ablation(store, config, progress=progress_enabled(), **kwargs)
     get_run_logger().info("ablation table: %s", table.attrs.get("csv"))
     rows = table.to_dict(orient="records")

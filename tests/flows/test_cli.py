@@ -107,3 +107,23 @@ def test_cli_process_leaves_no_process_behind(tmp_path):
     left = subprocess.run(["ps", "-o", "pid,args", "-g", str(proc.pid)], capture_output=True, text=True).stdout
     os.killpg(proc.pid, signal.SIGKILL)
     raise AssertionError(f"processes of the CLI's process group outlived it:\n{left}")
+
+
+@pytest.mark.slow
+def test_train_ablation_over_seeds_prints_mean_and_sd(tmp_path):
+    from cmcl_model.synthetic import make_synthetic_store
+
+    store = make_synthetic_store(tmp_path / "s", n_compounds=48, seed=2)
+    result = runner.invoke(app, ["--quiet", "train", "--ablation", "--ablation-seeds", "0,1", "--store", str(store.root),
+                                 "--preset", "quick", "--set", "epochs=1", "--set", "max_steps=1", "--set", "norm_crops=64"],
+                           env={"COLUMNS": "250"}, catch_exceptions=False)
+    out = result.output
+    assert result.exit_code == 0, out
+    assert "mean ± sd over 2 seeds" in out
+    lines = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 5}
+    assert set(lines) == {"gic", "gic+mgm", "gic+ggim", "all"}, out
+    assert all(" ± " in line for line in lines.values())
+    csv = pd.read_csv(out.split("table:")[1].split()[0])
+    assert len(csv) == 8 and set(csv["seed"]) == {0, 1} and csv["test_g2i_hit@10"].between(0, 1).all()
+    bad = runner.invoke(app, ["--quiet", "train", "--ablation", "--ablation-seeds", "0,x", "--store", str(store.root)])
+    assert bad.exit_code != 0 and "comma-separated integers" in bad.output
