@@ -179,10 +179,10 @@ def treatment_crops(store: Store, source: ImageSource = "crops") -> tuple[pd.Dat
         if not store.table_files("tiles"):
             raise FileNotFoundError(f"store {store.root} has no tiles table; ingest with a field tile size "
                                     "(`cmcl ingest --field-tile-size 128`) to train on field tiles")
-        images = store.read("tiles")[["Metadata_Plate", "Metadata_Well", "Metadata_TileIndex"]].rename(
+        images = store.read("tiles", ["Metadata_Plate", "Metadata_Well", "Metadata_TileIndex"]).rename(
             columns={"Metadata_TileIndex": "Metadata_CropIndex"})
     else:
-        images = store.read("cells")[["Metadata_Plate", "Metadata_Well", "Metadata_CropIndex"]]
+        images = store.read("cells", ["Metadata_Plate", "Metadata_Well", "Metadata_CropIndex"])
     inputs = store.read("compound_inputs")
     inputs = inputs[inputs["Status"] == "ok"][["Input_SMILES", "Metadata_InChIKey"]].drop_duplicates("Input_SMILES")
     trt_wells = pm[pm["Metadata_ControlType"] == "trt"].merge(

@@ -149,7 +149,7 @@ def compound_profiles(store: Store) -> pd.DataFrame:
     from cmcl_model.data import treatment_crops
 
     trt, _ = treatment_crops(store)
-    cells = store.read("cells")[["Metadata_Plate", "Metadata_CropIndex", *_PROFILE]]
+    cells = store.read("cells", ["Metadata_Plate", "Metadata_CropIndex", *_PROFILE])
     return trt.merge(cells, on=["Metadata_Plate", "Metadata_CropIndex"]).groupby("Metadata_InChIKey")[_PROFILE].mean()
 
 

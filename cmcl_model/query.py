@@ -35,7 +35,7 @@ def well_table(store: Store) -> pd.DataFrame:
     """One row per well with cells: columns ``Metadata_Plate``, ``Metadata_Well``,
     ``Metadata_CompoundID``, ``Metadata_InChIKey`` ('' for controls or unknown compounds),
     ``Metadata_ControlType``, ``N_Cells``; sorted by plate and well."""
-    cells = store.read("cells")[["Metadata_Plate", "Metadata_Well"]]
+    cells = store.read("cells", ["Metadata_Plate", "Metadata_Well"])
     n = cells.groupby(["Metadata_Plate", "Metadata_Well"]).size().rename("N_Cells").reset_index()
     pm = store.read("platemap")[["Metadata_Plate", "Metadata_Well", "Metadata_CompoundID", "Metadata_SMILES", "Metadata_ControlType"]]
     inputs = store.read("compound_inputs")
@@ -66,7 +66,7 @@ def _fingerprint(store: Store, run_dir: Path, which: str, crops_per_well: int) -
 
 
 def _well_rows(store: Store) -> dict[tuple[str, str], np.ndarray]:
-    cells = store.read("cells")[["Metadata_Plate", "Metadata_Well", "Metadata_CropIndex"]]
+    cells = store.read("cells", ["Metadata_Plate", "Metadata_Well", "Metadata_CropIndex"])
     return {k: g["Metadata_CropIndex"].to_numpy(np.int64) for k, g in cells.groupby(["Metadata_Plate", "Metadata_Well"])}
 
 

@@ -341,7 +341,7 @@ def _embedding_map_png(store: Store, dataset, image: np.ndarray) -> tuple[bytes,
 
 
 def _plate_qc_png(store: Store) -> bytes | None:
-    cells = store.read("cells")[["Metadata_Plate", "Metadata_Well"]]
+    cells = store.read("cells", ["Metadata_Plate", "Metadata_Well"])
     if cells.empty:
         return None
     plt = _plt()

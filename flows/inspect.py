@@ -15,7 +15,7 @@ __all__ = ["VIEWS", "summary", "plates", "plate", "cells", "quarantine", "compou
 
 def summary(root: Path) -> tuple[str, pd.DataFrame]:
     st = Store(root)
-    led, pm, fields, cells = st.read("ledger"), st.read("platemap"), st.read("fields"), st.read("cells")
+    led, pm, fields, cells = st.read("ledger"), st.read("platemap"), st.read("fields"), st.read("cells", ["Metadata_Plate"])
     quar = st.read("quarantine")
     inputs = st.read("compound_inputs") if st.table_path("compound_inputs").is_file() else None
     comps = st.read("compounds") if st.table_path("compounds").is_file() else None
@@ -81,7 +81,8 @@ def plate(root: Path, plate_id: str) -> tuple[str, pd.DataFrame]:
 
 
 def cells(root: Path) -> tuple[str, pd.DataFrame]:
-    c = Store(root).read("cells")
+    c = Store(root).read("cells", ["Metadata_Plate", "Metadata_Well", "Metadata_CropIndex", "AreaShape_NucleusArea",
+                                   "AreaShape_CellArea"])
     g = c.groupby("Metadata_Plate").agg(wells=("Metadata_Well", "nunique"), cells=("Metadata_CropIndex", "size"),
                                          nucleus_area=("AreaShape_NucleusArea", "mean"),
                                          cell_area=("AreaShape_CellArea", "mean"))

@@ -13,6 +13,7 @@ import tempfile
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -152,8 +153,9 @@ def validate_table(table: pd.DataFrame | pa.Table, name: str) -> None:
     conform(table, name)
 
 
-def conform(table: pd.DataFrame | pa.Table, name: str) -> pa.Table:
-    """Return ``table`` as a ``pyarrow.Table`` with exactly the declared schema of ``name``.
+def conform(table: pd.DataFrame | pa.Table, name: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """Return ``table`` as a ``pyarrow.Table`` with exactly the declared schema of ``name``
+    (or of its ``columns`` only, in that order: a projection read back from disk).
 
     Raises
     ------
@@ -161,6 +163,11 @@ def conform(table: pd.DataFrame | pa.Table, name: str) -> pa.Table:
         On missing or extra columns, impossible casts or nulls in non-nullable columns.
     """
     schema = arrow_schema(name)
+    if columns is not None:
+        unknown = [c for c in columns if c not in schema.names]
+        if unknown:
+            raise SchemaError(f"table {name!r}: columns {unknown} are not declared")
+        schema = pa.schema([schema.field(c) for c in columns])
     if isinstance(table, pd.DataFrame):
         table = pa.Table.from_pandas(table, preserve_index=False)
     have, want = set(table.column_names), set(schema.names)
@@ -211,7 +218,15 @@ def write_table(table: pd.DataFrame | pa.Table, name: str, path: str | os.PathLi
     return path
 
 
-def read_table(name: str, path: str | os.PathLike) -> pd.DataFrame:
-    """Read one Parquet file of table ``name``, validated against its declaration."""
-    tbl = pq.read_table(path)
-    return conform(tbl, name).to_pandas()
+def read_table(name: str, path: str | os.PathLike, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read one Parquet file of table ``name``, validated against its declaration.
+
+    ``columns`` reads only those (declared) columns: a per-cell table of millions of rows is
+    then loaded at the width the caller needs, not at full width.
+    """
+    if columns is not None:
+        unknown = [c for c in columns if c not in arrow_schema(name).names]
+        if unknown:
+            raise SchemaError(f"table {name!r}: columns {unknown} are not declared")
+    tbl = pq.read_table(path, columns=list(columns) if columns is not None else None)
+    return conform(tbl, name, columns).to_pandas()

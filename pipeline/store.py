@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,13 +56,17 @@ class Store:
         pattern = str(self.root / table_schema(name)["path"].format(plate="*"))
         return [Path(p) for p in sorted(glob.glob(pattern))]
 
-    def read(self, name: str) -> pd.DataFrame:
-        """All rows of table ``name`` across its files, validated; empty frame if none exist."""
-        parts = [read_table(name, p) for p in self.table_files(name)]
+    def read(self, name: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """All rows of table ``name`` across its files, validated; empty frame if none exist.
+
+        ``columns``: read only these declared columns (in this order).
+        """
+        parts = [read_table(name, p, columns) for p in self.table_files(name)]
         if not parts:
             from pipeline.schema import arrow_schema
 
-            return arrow_schema(name).empty_table().to_pandas()
+            empty = arrow_schema(name).empty_table()
+            return (empty.select(list(columns)) if columns is not None else empty).to_pandas()
         return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
 
     def plate_zarr(self, plate: str) -> Path:

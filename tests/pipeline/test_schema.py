@@ -49,3 +49,20 @@ def test_write_table_is_atomic_and_replaces(tmp_path):
         write_table(pd.DataFrame([{"x": 1}]), "quarantine", p)
     assert pq.read_table(p).num_rows == 1  # a failed write leaves the old table intact
     json.dumps(store_layout())
+
+
+def test_read_a_projection_of_a_table(tmp_path):
+    import pandas as pd
+    import pytest
+
+    from pipeline.schema import SchemaError, read_table, table_schema, write_table
+
+    cols = [c["name"] for c in table_schema("tiles")["columns"]]
+    df = pd.DataFrame({c: [1, 2] for c in cols})
+    df["Metadata_Plate"], df["Metadata_Well"] = "P1", ["A01", "B02"]
+    path = write_table(df, "tiles", tmp_path / "t.parquet")
+    sub = read_table("tiles", path, ["Metadata_Well", "Metadata_TileIndex"])
+    assert list(sub.columns) == ["Metadata_Well", "Metadata_TileIndex"]
+    assert sub["Metadata_TileIndex"].dtype == "int64" and list(sub["Metadata_Well"]) == ["A01", "B02"]
+    with pytest.raises(SchemaError, match="not declared"):
+        read_table("tiles", path, ["Metadata_Well", "Nope"])
