@@ -343,7 +343,7 @@ def _validate(model, loss_fn, loader, device, config) -> dict[str, float]:
     return out
 
 
-def _checkpoint(model, loss_fn, optimizer, config, dataset, position, best, bad_epochs, epoch_acc) -> dict[str, Any]:
+def _checkpoint(model, loss_fn, optimizer, config, dataset, position, best, bad_epochs, epoch_acc, epoch_parts) -> dict[str, Any]:
     return {
         "format": 1,
         "model": model.state_dict(),
@@ -355,6 +355,7 @@ def _checkpoint(model, loss_fn, optimizer, config, dataset, position, best, bad_
         "best": best,
         "bad_epochs": bad_epochs,
         "epoch_acc": list(epoch_acc),
+        "epoch_parts": dict(epoch_parts),
         "rng_torch": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -486,6 +487,7 @@ def train(
     position = {"epoch": 0, "batch": 0, "step": 0}
     best, bad_epochs = None, 0
     epoch_acc = [0.0, 0]  # sum of batch losses, batches, this epoch
+    epoch_parts: dict[str, float] = {}  # sum of each loss term (infonce, margin, mgm, ggim) this epoch
     if state is not None:
         model.load_state_dict(state["model"])
         loss_fn.load_state_dict(state["loss"])
@@ -493,6 +495,7 @@ def train(
         position = dict(state["position"])
         best, bad_epochs = state["best"], state["bad_epochs"]
         epoch_acc = list(state["epoch_acc"])
+        epoch_parts = dict(state.get("epoch_parts", {}))
         torch.set_rng_state(state["rng_torch"])
         if state.get("rng_cuda") and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
@@ -522,7 +525,8 @@ def train(
 
     def save(name: str) -> None:
         _atomic_save(
-            _checkpoint(model, loss_fn, optimizer, config, full, position, best, bad_epochs, epoch_acc), ckpt_dir / name
+            _checkpoint(model, loss_fn, optimizer, config, full, position, best, bad_epochs, epoch_acc, epoch_parts),
+            ckpt_dir / name
         )
 
     bar = None
@@ -555,6 +559,8 @@ def train(
                 optimizer.step()
                 epoch_acc[0] += float(loss.detach())
                 epoch_acc[1] += 1
+                for name, value in parts.items():
+                    epoch_parts[name] = epoch_parts.get(name, 0.0) + value
                 n_samples += len(batch)
                 position["batch"] += 1
                 position["step"] += 1
@@ -577,6 +583,7 @@ def train(
                 "step": position["step"],
                 "lr": optimizer.param_groups[0]["lr"],
                 "train_loss": epoch_acc[0] / max(1, epoch_acc[1]),
+                **{f"train_{name}": total / max(1, epoch_acc[1]) for name, total in sorted(epoch_parts.items())},
                 "seconds": time.monotonic() - t_epoch,
                 "train_samples_per_s": n_samples / max(1e-9, time.monotonic() - t_epoch),
             }
@@ -589,7 +596,7 @@ def train(
             else:
                 bad_epochs += 1
             position = {"epoch": epoch + 1, "batch": 0, "step": position["step"]}
-            epoch_acc = [0.0, 0]
+            epoch_acc, epoch_parts = [0.0, 0], {}
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
             if improved:

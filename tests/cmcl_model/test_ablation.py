@@ -33,6 +33,10 @@ def test_run_ablation_writes_table(syn_store, quick_run):
     assert (df["train_seconds"] > 0).all() and df["final_val_loss"].notna().all()
     for rid in df["run_id"]:
         assert (syn_store.run_dir(rid) / "checkpoints" / "best.pt").exists()
+    import json
+
+    last = json.loads((syn_store.run_dir(df.loc[2, "run_id"]) / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["train_mgm"] > 0 and last["train_ggim"] > 0  # every objective's term is logged
     back = pd.read_csv(df.attrs["csv"])
     assert list(back["variant"]) == ["gic", "gic", "all", "all"]
     from pathlib import Path

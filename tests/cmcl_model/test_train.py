@@ -16,6 +16,10 @@ def test_short_run_learns(quick_run):
     rows = _metrics(quick_run)
     assert len(rows) == TrainConfig.quick().epochs
     assert rows[-1]["train_loss"] < 0.8 * rows[0]["train_loss"]
+    # the loss terms are logged, and GIC = 0.9 InfoNCE + 0.1 margin adds up to the total
+    assert "train_mgm" not in rows[0] and "train_ggim" not in rows[0]
+    for r in rows:
+        assert abs(0.9 * r["train_infonce"] + 0.1 * r["train_margin"] - r["train_loss"]) < 1e-4
     assert rows[-1]["val_loss"] < rows[0]["val_loss"]
     n = rows[-1]["val_n_candidates"]
     assert n >= 15
