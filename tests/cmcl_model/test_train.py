@@ -85,3 +85,38 @@ def test_training_on_field_tiles(tmp_path, syn_store):
     assert len(rows) == 3 and rows[-1]["train_loss"] < rows[0]["train_loss"]
     res = evaluate(store.root, run)
     assert res["split"]["test_evaluated"] >= 10
+
+
+def test_masked_graph_pass_leaves_batchnorm_running_stats_alone(syn_store):
+    """MGM re-encodes masked graphs; the batch-norm running statistics must still describe
+    unmasked graphs (they are what evaluation uses). With and without MGM, one training step's
+    running statistics must be identical, while MGM's gradient still reaches the encoder."""
+    from torch.utils.data import DataLoader
+
+    from cmcl_model.data import PairDataset, UniqueCompoundBatchSampler, collate_pairs
+    from cmcl_model.train import build_loss, build_model, compute_losses
+
+    ds = PairDataset(syn_store.root, crops_per_sample=2, norm_crops=64)
+    batch = next(iter(DataLoader(ds, batch_sampler=UniqueCompoundBatchSampler(ds.keys, 16, seed=0),
+                                 collate_fn=collate_pairs)))
+    import copy
+
+    torch.manual_seed(0)
+    built = build_model(TrainConfig.quick(mgm_weight=0.5))  # one set of weights for both runs
+    stats = {}
+    for mgm in (0.0, 0.5):
+        cfg = TrainConfig.quick(mgm_weight=mgm)
+        model, loss_fn = copy.deepcopy(built), build_loss(cfg)
+        model.train()
+        loss, parts, _, _ = compute_losses(model, loss_fn, batch, cfg)
+        loss.backward()
+        assert ("mgm" in parts) == (mgm > 0)
+        stats[mgm] = {k: v.clone() for k, v in model.graph_encoder.state_dict().items()
+                      if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+        if mgm:
+            assert model.graph_encoder.atom_encoder.mask_index is not None
+            assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.mgm_head.parameters())
+            assert all(m.momentum == 0.1 for m in model.graph_encoder.modules() if isinstance(m, torch.nn.BatchNorm1d))
+    assert stats[0.0].keys() == stats[0.5].keys() and stats[0.0]
+    for k in stats[0.0]:
+        assert torch.equal(stats[0.0][k], stats[0.5][k]), k
