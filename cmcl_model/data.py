@@ -12,6 +12,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -302,14 +303,42 @@ class PlateNorm:
     std: tuple[float, ...]
     log1p: bool = True
 
-    def apply(self, crops: np.ndarray) -> np.ndarray:
-        """(k, C, S, S) uint16 -> float32 normalised."""
-        x = crops.astype(np.float32)
+    def _compute(self, x: np.ndarray, trailing: int) -> np.ndarray:
+        """The normalisation itself, in place on float32 ``x`` whose channel axis is followed
+        by ``trailing`` axes ((k, C, S, S): 2; (C, values): 1)."""
         if self.log1p:
             np.log1p(x, out=x)
-        m = np.asarray(self.mean, np.float32)[:, None, None]
-        s = np.asarray(self.std, np.float32)[:, None, None]
+        shape = (-1,) + (1,) * trailing
+        m = np.asarray(self.mean, np.float32).reshape(shape)
+        s = np.asarray(self.std, np.float32).reshape(shape)
         return (x - m) / s
+
+    @cached_property
+    def lut(self) -> np.ndarray:
+        """(C, 65536) float32: the normalised value of every uint16 intensity per channel,
+        computed with the same float32 operations, so looking up equals computing bit for bit."""
+        values = np.broadcast_to(np.arange(65536, dtype=np.float32), (len(self.mean), 65536)).copy()
+        return np.ascontiguousarray(self._compute(values, 1), dtype=np.float32)
+
+    def apply(self, crops: np.ndarray) -> np.ndarray:
+        """(k, C, S, S) uint16 -> float32 normalised (a table lookup for uint16: ~5x faster
+        than ``log1p`` per pixel, which made normalisation the data loader's largest cost)."""
+        if crops.dtype == np.uint16 and crops.ndim == 4 and crops.shape[1] == len(self.mean):
+            out = np.empty(crops.shape, np.float32)
+            for k in range(crops.shape[0]):
+                self.apply_into(crops[k], out[k])
+            return out
+        return self._compute(crops.astype(np.float32), 2)
+
+    def apply_into(self, crop: np.ndarray, out: np.ndarray) -> None:
+        """Normalise one uint16 crop (C, S, S), any strides (e.g. a flipped view), into the
+        float32 array ``out`` (C, S, S)."""
+        if crop.dtype != np.uint16:
+            out[...] = self._compute(crop.astype(np.float32), 2)
+            return
+        lut = self.lut
+        for c in range(crop.shape[0]):
+            np.take(lut[c], crop[c], out=out[c])
 
     def to_dict(self) -> dict:
         return {"mean": list(self.mean), "std": list(self.std), "log1p": self.log1p}
@@ -347,20 +376,13 @@ def compute_normalization(
 # --------------------------------------------------------------------------------------------
 # dataset
 # --------------------------------------------------------------------------------------------
-def _augment(x: np.ndarray, rng: np.random.Generator, jitter: float) -> np.ndarray:
-    """Random flips, 90-degree rotations and per-channel gain/offset jitter, per crop."""
-    out = np.empty_like(x)
-    for k in range(x.shape[0]):
-        c = x[k]
-        if rng.random() < 0.5:
-            c = c[:, :, ::-1]
-        c = np.rot90(c, int(rng.integers(4)), axes=(1, 2))
-        out[k] = c
-    if jitter > 0:
-        gain = 1 + jitter * rng.standard_normal((x.shape[0], x.shape[1], 1, 1)).astype(np.float32)
-        bias = jitter * rng.standard_normal((x.shape[0], x.shape[1], 1, 1)).astype(np.float32)
-        out = out * gain + bias
-    return out
+def _jitter(x: np.ndarray, rng: np.random.Generator, jitter: float) -> np.ndarray:
+    """Per crop and channel gain ``1 + jitter * N(0, 1)`` and offset ``jitter * N(0, 1)``."""
+    if jitter <= 0:
+        return x
+    gain = 1 + jitter * rng.standard_normal((x.shape[0], x.shape[1], 1, 1)).astype(np.float32)
+    bias = jitter * rng.standard_normal((x.shape[0], x.shape[1], 1, 1)).astype(np.float32)
+    return x * gain + bias
 
 
 class PairDataset(Dataset):
@@ -458,16 +480,30 @@ class PairDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def read_crops(self, pairs: np.ndarray) -> np.ndarray:
-        """(k, 2) (plate code, row) -> (k, C, S, S) float32 normalised, in order."""
-        out = None
-        for code in np.unique(pairs[:, 0]):
-            sel = np.flatnonzero(pairs[:, 0] == code)
-            plate = self.plates[int(code)]
-            x = self.normalization[plate].apply(self.readers[plate].read(pairs[sel, 1]))
-            if out is None:
-                out = np.empty((pairs.shape[0], *x.shape[1:]), np.float32)
-            out[sel] = x
+    def read_crops(self, pairs: np.ndarray, *, rng: np.random.Generator | None = None) -> np.ndarray:
+        """(k, 2) (plate code, row) -> (k, C, S, S) float32 normalised, in order.
+
+        With ``rng`` each crop is also flipped and rotated: per crop, ``rng.random() < 0.5``
+        flips columns, then ``rng.integers(4)`` quarter turns. The transforms are views of the
+        uint16 crop that the normalisation table lookup reads, so augmentation costs no copy
+        (normalisation is per pixel, so the order of the two does not change the result).
+        """
+        codes = pairs[:, 0]
+        raw = None
+        for code in np.unique(codes):
+            sel = np.flatnonzero(codes == code)
+            x = self.readers[self.plates[int(code)]].read(pairs[sel, 1])
+            if raw is None:
+                raw = np.empty((pairs.shape[0], *x.shape[1:]), x.dtype)
+            raw[sel] = x
+        out = np.empty(raw.shape, np.float32)
+        for j in range(raw.shape[0]):
+            crop = raw[j]
+            if rng is not None:
+                if rng.random() < 0.5:
+                    crop = crop[:, :, ::-1]
+                crop = np.rot90(crop, int(rng.integers(4)), axes=(1, 2))
+            self.normalization[self.plates[int(codes[j])]].apply_into(crop, out[j])
         return out
 
     def __getitem__(self, index: int) -> tuple[Data, Tensor]:
@@ -475,9 +511,10 @@ class PairDataset(Dataset):
         pool = self.crops[index]
         k = self.crops_per_sample
         pick = rng.choice(len(pool), size=k, replace=len(pool) < k)
-        x = self.read_crops(pool[pick])
         if self.augment:
-            x = _augment(x, rng, self.jitter)
+            x = _jitter(self.read_crops(pool[pick], rng=rng), rng, self.jitter)
+        else:
+            x = self.read_crops(pool[pick])
         return self.graphs[index], torch.from_numpy(np.ascontiguousarray(x))
 
     def well_crops(self, index: int, *, max_per_well: int = 16, seed: int = 0) -> list[Tensor]:
