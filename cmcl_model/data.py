@@ -237,9 +237,7 @@ class ChunkedCropReader:
     def rows(self) -> CropArrayReader:
         """The underlying chunk reader (opened on first use)."""
         if self._rows is None:
-            if not (self.path / self.array_name).exists():
-                raise FileNotFoundError(f"array {self.path / self.array_name} does not exist")
-            self._rows = CropArrayReader(self.path / self.array_name)
+            self._rows = CropArrayReader(self.path / self.array_name)  # FileNotFoundError naming it
         return self._rows
 
     @property
@@ -284,7 +282,7 @@ class ChunkedCropReader:
         if rows.size and (rows.min() < 0 or rows.max() >= n):
             raise IndexError(f"crop rows out of range [0, {n}) in {self.path}: {rows.min()}..{rows.max()}")
         L = self.chunk_len
-        out = np.empty((rows.size, *shape[1:]), dtype=self.rows.dtype.newbyteorder("="))
+        out = np.empty((rows.size, *shape[1:]), dtype=self.rows.dtype)
         chunk_ids = rows // L
         for c in np.unique(chunk_ids):
             sel = np.flatnonzero(chunk_ids == c)

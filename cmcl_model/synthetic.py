@@ -17,7 +17,7 @@ import pandas as pd
 from pipeline.graphs import graphs_table
 from pipeline.schema import write_table
 from pipeline.store import CHANNELS, Store
-from pipeline.tiles import CropArrayWriter
+from pipeline.tiles import CROPS_CHUNK, CROPS_SHARD, CropArrayWriter
 
 __all__ = ["structure_signal", "make_synthetic_store"]
 
@@ -61,7 +61,9 @@ def _write_tiles(store: Store, group, plate: str, cells: pd.DataFrame, crops: np
             rows.append({"Metadata_Plate": plate, "Metadata_Well": well, "Metadata_Site": 1,
                          "Metadata_TileIndex": len(rows), "Tile_Row": t, "Tile_Col": 0,
                          "Tile_Y0": 2 * S * t, "Tile_X0": 0})
-    writer = CropArrayWriter(group, "tiles", n_channels=crops.shape[1], size=2 * S, chunk=4, shard=256)
+    # as ingestion sizes tile arrays: a quarter of the crop rows per chunk and per shard
+    writer = CropArrayWriter(group, "tiles", n_channels=crops.shape[1], size=2 * S,
+                             chunk=CROPS_CHUNK // 4, shard=CROPS_SHARD // 4)
     writer.append(np.stack(tiles))
     writer.close()
     group.attrs["tile_size"] = 2 * S

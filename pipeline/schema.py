@@ -91,12 +91,23 @@ def table_names() -> tuple[str, ...]:
     return tuple(sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".json")))
 
 
-def arrow_schema(name: str) -> pa.Schema:
-    """The ``pyarrow.Schema`` of table ``name``, in declared column order."""
-    fields = []
-    for c in table_schema(name)["columns"]:
-        fields.append(pa.field(c["name"], _ARROW_TYPES[c["type"]], nullable=c["nullable"]))
-    return pa.schema(fields)
+def arrow_schema(name: str, columns: Sequence[str] | None = None) -> pa.Schema:
+    """The ``pyarrow.Schema`` of table ``name``, in declared column order, or of its
+    ``columns`` only, in that order.
+
+    Raises
+    ------
+    SchemaError
+        If one of ``columns`` is not declared.
+    """
+    fields = [pa.field(c["name"], _ARROW_TYPES[c["type"]], nullable=c["nullable"]) for c in table_schema(name)["columns"]]
+    schema = pa.schema(fields)
+    if columns is None:
+        return schema
+    unknown = [c for c in columns if c not in schema.names]
+    if unknown:
+        raise SchemaError(f"table {name!r}: columns {unknown} are not declared")
+    return pa.schema([schema.field(c) for c in columns])
 
 
 def _declared_rows(spec: str | None) -> int | None:
@@ -162,12 +173,7 @@ def conform(table: pd.DataFrame | pa.Table, name: str, columns: Sequence[str] | 
     SchemaError
         On missing or extra columns, impossible casts or nulls in non-nullable columns.
     """
-    schema = arrow_schema(name)
-    if columns is not None:
-        unknown = [c for c in columns if c not in schema.names]
-        if unknown:
-            raise SchemaError(f"table {name!r}: columns {unknown} are not declared")
-        schema = pa.schema([schema.field(c) for c in columns])
+    schema = arrow_schema(name, columns)
     if isinstance(table, pd.DataFrame):
         table = pa.Table.from_pandas(table, preserve_index=False)
     have, want = set(table.column_names), set(schema.names)
@@ -224,9 +230,6 @@ def read_table(name: str, path: str | os.PathLike, columns: Sequence[str] | None
     ``columns`` reads only those (declared) columns: a per-cell table of millions of rows is
     then loaded at the width the caller needs, not at full width.
     """
-    if columns is not None:
-        unknown = [c for c in columns if c not in arrow_schema(name).names]
-        if unknown:
-            raise SchemaError(f"table {name!r}: columns {unknown} are not declared")
-    tbl = pq.read_table(path, columns=list(columns) if columns is not None else None)
+    schema = arrow_schema(name, columns)  # an undeclared column fails here, naming the table
+    tbl = pq.read_table(path, columns=schema.names if columns is not None else None)
     return conform(tbl, name, columns).to_pandas()

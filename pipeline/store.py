@@ -65,8 +65,7 @@ class Store:
         if not parts:
             from pipeline.schema import arrow_schema
 
-            empty = arrow_schema(name).empty_table()
-            return (empty.select(list(columns)) if columns is not None else empty).to_pandas()
+            return arrow_schema(name, columns).empty_table().to_pandas()
         return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
 
     def plate_zarr(self, plate: str) -> Path:

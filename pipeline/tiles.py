@@ -259,16 +259,15 @@ class CropArrayReader:
             raise FileNotFoundError(f"crop array {self.path} does not exist (no zarr.json)")
         meta = json.loads(meta_path.read_text())
         self.shape: tuple[int, ...] = tuple(int(v) for v in meta["shape"])
-        self.dtype = np.dtype(meta["data_type"]).newbyteorder("<")
+        self._stored_dtype = np.dtype(meta["data_type"]).newbyteorder("<")  # zarr v3 'bytes' codec
+        #: dtype of what :meth:`read_chunk` returns (native byte order)
+        self.dtype = self._stored_dtype.newbyteorder("=")
         self.fill_value = meta.get("fill_value", 0) or 0
-        self._layout = _direct_layout(meta, self.shape)
-        if self._layout is not None:
-            self.chunk_len = self._layout["chunk"]
-        else:
-            self.chunk_len = int(self._zarr().chunks[0])
         self._indices: dict[int, np.ndarray] = {}
         self._arr = None
         self._zstd = None
+        self._layout = _direct_layout(meta, self.shape)
+        self.chunk_len = self._layout["chunk"] if self._layout is not None else int(self._zarr().chunks[0])
 
     def __getstate__(self) -> dict:  # cheap to send to DataLoader workers
         state = self.__dict__.copy()
@@ -281,7 +280,7 @@ class CropArrayReader:
         return self._layout is not None
 
     def _zarr(self):
-        if getattr(self, "_arr", None) is None:
+        if self._arr is None:
             import zarr
 
             self._arr = zarr.open_array(str(self.path), mode="r")
@@ -311,6 +310,9 @@ class CropArrayReader:
             self._indices[shard] = index
         return index
 
+    def _fill(self, n: int) -> np.ndarray:
+        return np.full((n, *self.shape[1:]), self.fill_value, dtype=self.dtype)
+
     def read_chunk(self, c: int) -> np.ndarray:
         """Rows ``[c * chunk_len, min((c + 1) * chunk_len, n))`` as an ndarray (native byte order)."""
         L, n = self.chunk_len, self.shape[0]
@@ -325,11 +327,11 @@ class CropArrayReader:
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
-            return np.full((b - a, *self.shape[1:]), self.fill_value, dtype=self.dtype.newbyteorder("="))
+            return self._fill(b - a)  # a shard never written reads as the fill value, as in zarr
         try:
             offset, nbytes = self._index(shard, fd)[local]
             if offset == _MISSING and nbytes == _MISSING:
-                return np.full((b - a, *self.shape[1:]), self.fill_value, dtype=self.dtype.newbyteorder("="))
+                return self._fill(b - a)
             raw = os.pread(fd, int(nbytes), int(offset))
         finally:
             os.close(fd)
@@ -341,5 +343,5 @@ class CropArrayReader:
 
                 self._zstd = Zstd()
             raw = self._zstd.decode(raw)
-        block = np.frombuffer(raw, dtype=self.dtype).reshape(L, *self.shape[1:])[: b - a]
-        return block.astype(self.dtype.newbyteorder("="), copy=False)
+        block = np.frombuffer(raw, dtype=self._stored_dtype).reshape(L, *self.shape[1:])[: b - a]
+        return block.astype(self.dtype, copy=False)
