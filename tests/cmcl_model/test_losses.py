@@ -14,8 +14,13 @@ def test_perfect_alignment_is_the_minimum():
     loss = GICLoss()
     perfect, _ = loss(e, e)
     assert margin_loss(e, e).item() == pytest.approx(0.0)  # pairs coincide, non-pairs sqrt(2) > 0.4 apart
-    # the InfoNCE floor for orthogonal unit vectors at T=0.1: log(1 + 7 e^-10)
-    assert info_nce(e, e).item() == pytest.approx(math.log(1 + 7 * math.exp(-10)), rel=1e-4)
+    # the InfoNCE floor for orthogonal unit vectors at T=0.1: log(1 + 7 e^-10) ~ 3.2e-4.
+    # It is a difference of logits of size 1/T = 10, so float32 carries it only to ~1e-6
+    # absolute (one ulp at 10 is 9.5e-7); float64 carries it to ~1e-15.
+    floor = math.log(1 + 7 * math.exp(-10))
+    assert info_nce(e, e).item() == pytest.approx(floor, abs=5e-6)
+    e64 = e.double()
+    assert info_nce(e64, e64).item() == pytest.approx(floor, rel=1e-9)
     torch.manual_seed(0)
     for _ in range(5):
         assert loss(e, e + 0.3 * torch.randn(8, 8))[0] > perfect
