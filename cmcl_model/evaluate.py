@@ -236,6 +236,7 @@ def evaluate(
     probe_folds: int = 5,
     probe_max_molecules: int | None = None,
     report: bool = True,
+    ground_truth: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Evaluate run ``run_dir`` on the test split of the store and write its report.
 
@@ -243,7 +244,8 @@ def evaluate(
     declaration. Also writes ``reports/<run>/report.html`` (:func:`cmcl_model.report.write_report`)
     unless ``report=False``. ``device``: 'auto', 'cpu' or 'cuda'; ``crops_per_well``: crops
     averaged per well (fixed seed, no augmentation); ``probe_dataset``: labelled set of the
-    downstream probe (:func:`cmcl_model.probe.probe`), None to skip it.
+    downstream probe (:func:`cmcl_model.probe.probe`), None to skip it; ``ground_truth``: the
+    plates' per-well phenotypes, if known (:func:`cmcl_model.report.write_report`).
 
     Raises
     ------
@@ -309,5 +311,5 @@ def evaluate(
     if report:
         from cmcl_model.report import write_report
 
-        write_report(store, run_dir, result, dataset=ds, embeddings=emb)
+        write_report(store, run_dir, result, dataset=ds, embeddings=emb, ground_truth=ground_truth)
     return result

@@ -4,7 +4,7 @@ Every figure is a PNG embedded as base64, so the file can be mailed or archived 
 Sections: training curves (``runs/<run>/metrics.jsonl``), retrieval tables (model, baselines
 and chance, compound and crop level), rank histograms, example queries with crop grids, a 2-D
 PCA map of the test compounds' image embeddings (coloured by ground-truth phenotype class when
-the plate folders hold ``ground_truth/phenotypes.csv``, else by cells per well), per-plate QC
+the caller passes the plates' ground truth, else by cells per well), per-plate QC
 heatmaps of cells per well, and the downstream probe. Also holds the small JSON-Schema
 validator used for ``metrics.json``.
 """
@@ -188,30 +188,35 @@ _SCALES = ("nuclear_area", "dna_intensity", "er_intensity", "rna_intensity", "ag
 _SHIFTS = ("toxicity", "texture", "mito_fragmentation")
 
 
-def phenotype_classes(store: Store) -> pd.DataFrame | None:
-    """Ground-truth phenotype class per well, from ``<Source>/ground_truth/phenotypes.csv`` of
-    each plate in the ledger (written by :mod:`pipeline.synthetic`).
+def phenotype_classes(phenotypes: pd.DataFrame) -> pd.DataFrame:
+    """Ground-truth phenotype class per well from a per-well phenotype table.
+
+    Parameters
+    ----------
+    phenotypes : DataFrame
+        ``Metadata_Plate``, ``Metadata_Well``, ``active`` and any of the morphology fields of
+        :class:`pipeline.synthetic.Phenotype` (the generator's ``ground_truth/phenotypes.csv``).
 
     Returns
     -------
-    DataFrame or None
+    DataFrame
         Columns ``Metadata_Plate``, ``Metadata_Well``, ``Phenotype_Class``: 'inactive' when the
         well's ``active`` flag is false, else the morphology field with the largest effect
-        (``|log|`` of a multiplier, or a shift); None when no plate has the file.
+        (``|log|`` of a multiplier, or a shift).
+
+    Raises
+    ------
+    ValueError
+        If a required column is missing.
     """
-    if not store.table_path("ledger").exists():
-        return None
-    ledger = store.read("ledger")
-    parts = []
-    for plate, source in zip(ledger["Metadata_Plate"], ledger["Source"]):
-        path = Path(source) / "ground_truth" / "phenotypes.csv"
-        if not path.is_file():
-            continue
-        df = pd.read_csv(path)
-        eff = pd.DataFrame({f: np.abs(np.log(df[f].clip(lower=1e-9))) for f in _SCALES if f in df} | {f: df[f].abs() for f in _SHIFTS if f in df})
-        cls = np.where(df["active"].astype(bool), eff.idxmax(axis=1), "inactive") if not eff.empty else np.where(df["active"].astype(bool), "active", "inactive")
-        parts.append(pd.DataFrame({"Metadata_Plate": plate, "Metadata_Well": df["Metadata_Well"], "Phenotype_Class": cls}))
-    return pd.concat(parts, ignore_index=True) if parts else None
+    missing = [c for c in ("Metadata_Plate", "Metadata_Well", "active") if c not in phenotypes.columns]
+    if missing:
+        raise ValueError(f"ground-truth phenotype table lacks columns {missing}; has {list(phenotypes.columns)}")
+    df = phenotypes.reset_index(drop=True)
+    eff = pd.DataFrame({f: np.abs(np.log(df[f].clip(lower=1e-9))) for f in _SCALES if f in df} | {f: df[f].abs() for f in _SHIFTS if f in df})
+    active = df["active"].astype(bool)
+    cls = np.where(active, eff.idxmax(axis=1), "inactive") if not eff.empty else np.where(active, "active", "inactive")
+    return pd.DataFrame({"Metadata_Plate": df["Metadata_Plate"].astype(str), "Metadata_Well": df["Metadata_Well"], "Phenotype_Class": cls})
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,12 +318,12 @@ def _examples(dataset, embeddings, smiles: pd.Series, ids: dict[str, str], *, n_
     return "".join(parts)
 
 
-def _embedding_map_png(store: Store, dataset, image: np.ndarray) -> tuple[bytes, str]:
+def _embedding_map_png(dataset, image: np.ndarray, ground_truth: pd.DataFrame | None) -> tuple[bytes, str]:
     from sklearn.decomposition import PCA
 
     plt = _plt()
     xy = PCA(n_components=2, random_state=0).fit_transform(_norm(image)) if image.shape[0] > 2 else np.zeros((image.shape[0], 2))
-    gt = phenotype_classes(store)
+    gt = phenotype_classes(ground_truth) if ground_truth is not None else None
     fig, ax = plt.subplots(figsize=(6.5, 4.8))
     if gt is not None:
         wells = [(w.split("/")[0], w.split("/")[1]) for w in (ws[0] for ws in dataset.wells)]
@@ -333,7 +338,7 @@ def _embedding_map_png(store: Store, dataset, image: np.ndarray) -> tuple[bytes,
         counts = np.array([len(c) / max(1, len(set(w))) for c, w in zip(dataset.crops, dataset.wells)])
         sc = ax.scatter(xy[:, 0], xy[:, 1], c=counts, s=14, cmap="viridis")
         fig.colorbar(sc, ax=ax, label="cells per well")
-        what = "cells per well (no ground truth in the plate folders)"
+        what = "cells per well (no ground truth given)"
     ax.set_xlabel("PC 1"), ax.set_ylabel("PC 2")
     ax.set_title(f"test compounds' image embeddings (PCA), n={image.shape[0]}", fontsize=9)
     fig.tight_layout()
@@ -382,12 +387,16 @@ def _probe_html(p: dict[str, Any]) -> str:
     )
 
 
-def write_report(store: Store, run_dir: Path, result: dict[str, Any], *, dataset=None, embeddings=None) -> Path:
+def write_report(store: Store, run_dir: Path, result: dict[str, Any], *, dataset=None, embeddings=None,
+                 ground_truth: pd.DataFrame | None = None) -> Path:
     """Write ``reports/<run>/report.html`` and return its path.
 
     ``dataset`` (the test :class:`~cmcl_model.data.PairDataset`) and ``embeddings``
     (:class:`~cmcl_model.evaluate.TestEmbeddings`) enable the rank histograms, example
     queries and embedding map; without them only tables, curves, QC and probe are written.
+    ``ground_truth`` (a per-well phenotype table, see :func:`phenotype_classes`; the synthetic
+    generator's is read by :func:`pipeline.synthetic.read_ground_truth`) colours the embedding
+    map by phenotype class; without it, by cells per well.
     """
     run_dir = Path(run_dir)
     esc = html.escape
@@ -417,7 +426,7 @@ def write_report(store: Store, run_dir: Path, result: dict[str, Any], *, dataset
         parts.append("<h2>Example queries (graph &rarr; image)</h2><p>The best-, median- and worst-ranked test compounds; "
                      "each row shows crops of a retrieved compound (AGP red, ER green, DNA blue).</p>"
                      + _examples(dataset, embeddings, comp["Metadata_SMILES"], ids))
-        png, what = _embedding_map_png(store, dataset, embeddings.image)
+        png, what = _embedding_map_png(dataset, embeddings.image, ground_truth)
         parts.append(f"<h2>Embedding map</h2><p>Coloured by {esc(what)}.</p>" + _img(png, "embedding map"))
     qc = _plate_qc_png(store)
     if qc:

@@ -252,7 +252,8 @@ def _print_ablation(rows: list[dict[str, Any]]) -> None:
 @app.command()
 def evaluate(store: Optional[Path] = StoreOpt,
              run: Optional[str] = typer.Option(None, help="Run id (default: the latest)."),
-             force: bool = typer.Option(False, "--force", help="Re-evaluate even if metrics exist.")) -> None:
+             force: bool = typer.Option(False, "--force", help="Re-evaluate even if metrics exist."),
+             ground_truth: list[Path] = typer.Option([], "--ground-truth", help="A generated plate folder whose ground truth colours the report (repeatable).")) -> None:
     """Evaluate a run: retrieval both ways (MIGA 1+100 and whole pool), baselines, report."""
     from flows.model import evaluate_flow
     from pipeline.store import Store
@@ -261,7 +262,8 @@ def evaluate(store: Optional[Path] = StoreOpt,
     run = run or (st.runs()[-1] if st.runs() else None)
     if run is None:
         _fail(FileNotFoundError(f"no training run in {st.root / 'runs'}; run `cmcl train` first"))
-    metrics = _run(evaluate_flow, str(st.root), run, None, force)
+    metrics = _run(evaluate_flow, str(st.root), run, force=force,
+                   ground_truth=[str(p) for p in ground_truth] or None)
     _print_metrics(metrics)
     console.print(f"report: {st.report_dir(run) / 'report.html'}\nmetrics: {st.report_dir(run) / 'metrics.json'}")
 
@@ -361,8 +363,9 @@ def demo(store: Optional[Path] = StoreOpt,
                  n_compounds=cfg["n_compounds"], sites=cfg["sites"], size=cfg["size"],
                  nucleus_radius=cfg["nucleus_radius"], seed=seed)
         console.print(f"generated {cfg['n_plates']} plate(s) in {time.perf_counter() - t0:.0f} s into {st.inbox}")
+    plates = sorted(str(p) for p in st.inbox.glob("DEMO-*"))[: cfg["n_plates"]]
     out = _run(run_flow, str(st.inbox), str(st.root), {**DEMO_INGEST, "crop_size": cfg["crop"]}, None,
-               cfg["preset"], cfg["overrides"], True)
+               cfg["preset"], cfg["overrides"], True, ground_truth=plates)
     _report_run(out, time.perf_counter() - t0)
 
 

@@ -95,22 +95,28 @@ def _run_artifact(st: Store, run: str) -> None:
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate_task(store: str, run: str, seeds: list[int]) -> dict[str, Any]:
+def evaluate_task(store: str, run: str, seeds: list[int], ground_truth: list[str] | None = None) -> dict[str, Any]:
     from cmcl_model.evaluate import evaluate
+    from pipeline.synthetic import read_ground_truth
 
-    return evaluate(store, Path(store) / "runs" / run, seeds=tuple(seeds))
+    truth = read_ground_truth([Path(p) for p in ground_truth]) if ground_truth else None
+    return evaluate(store, Path(store) / "runs" / run, seeds=tuple(seeds), ground_truth=truth)
 
 
 @flow(name="evaluate", flow_run_name="evaluate-{run}", log_prints=True)
-def evaluate_flow(store: str, run: str, seeds: list[int] | None = None, force: bool = False) -> dict[str, Any]:
-    """Evaluate a run on held-out compounds with baselines; writes ``reports/<run>/``."""
+def evaluate_flow(store: str, run: str, *, seeds: list[int] | None = None, force: bool = False,
+                  ground_truth: list[str] | None = None) -> dict[str, Any]:
+    """Evaluate a run on held-out compounds with baselines; writes ``reports/<run>/``.
+
+    ``ground_truth``: folders of generated plates whose ``ground_truth/`` the report uses to
+    colour its embedding map (:func:`pipeline.synthetic.read_ground_truth`)."""
     st = Store(Path(store))
     metrics_path = st.report_dir(run) / "metrics.json"
     ckpt = st.run_dir(run) / "checkpoints" / "best.pt"
     if not force and metrics_path.is_file() and metrics_path.stat().st_mtime >= ckpt.stat().st_mtime:
         get_run_logger().info("run %s already evaluated: %s", run, metrics_path)
         return json.loads(metrics_path.read_text())
-    return evaluate_task(store, run, list(seeds or [0, 1, 2, 3, 4]))
+    return evaluate_task(store, run, list(seeds or [0, 1, 2, 3, 4]), ground_truth)
 
 
 @flow(name="ablation", flow_run_name="ablation", log_prints=True)

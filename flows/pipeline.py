@@ -19,14 +19,15 @@ __all__ = ["run_flow"]
 def run_flow(inbox: str, store: str, ingest_settings: dict[str, Any] | None = None,
              compound_files: list[str] | None = None, preset: str = "default",
              train_overrides: dict[str, Any] | None = None, train: bool = True, workers: int = 1,
-             dask_address: str | None = None) -> dict[str, Any]:
+             dask_address: str | None = None, ground_truth: list[str] | None = None) -> dict[str, Any]:
     """Everything from raw plate folders to a trained, evaluated model.
 
     Unchanged plates, compounds and training data are recognised by their fingerprints and
     not processed again, so rerunning on an unchanged inbox does almost no work. With
     ``workers > 1`` (a local Dask cluster) or ``dask_address`` (a running one) plates are
     ingested in parallel, one plate per Dask worker (see :func:`flows.parallel.ingest_plates`);
-    the store ends up identical to a sequential run.
+    the store ends up identical to a sequential run. ``ground_truth``: folders of generated
+    plates whose ground truth the report shows (see :func:`flows.model.evaluate_flow`).
     """
     logger = get_run_logger()
     plates = find_plate_folders(inbox)
@@ -40,6 +41,6 @@ def run_flow(inbox: str, store: str, ingest_settings: dict[str, Any] | None = No
     if train:
         run = train_flow(store, preset, train_overrides)
         out["run"] = run
-        out["metrics"] = evaluate_flow(store, run)
+        out["metrics"] = evaluate_flow(store, run, ground_truth=ground_truth)
         out["report"] = str(Path(store) / "reports" / run / "report.html")
     return out

@@ -3,8 +3,6 @@ import pandas as pd
 import pytest
 
 from cmcl_model.report import crop_rgb, phenotype_classes, validate_json
-from cmcl_model.synthetic import _fill_declared, make_synthetic_store
-from pipeline.schema import write_table
 
 
 def test_validate_json_subset():
@@ -28,17 +26,18 @@ def test_crop_rgb_range_and_errors():
         crop_rgb(x, channels=("DNA", "X", "ER"))
 
 
-def test_phenotype_classes_from_ledger_sources(tmp_path):
-    store = make_synthetic_store(tmp_path / "s", n_compounds=6, n_plates=1, n_dmso=1, cells_per_well=2, crop_size=8)
-    assert phenotype_classes(store) is None  # no ledger
-    src = tmp_path / "plate_folder"
+def test_phenotype_classes_from_explicit_ground_truth(tmp_path):
+    from pipeline.synthetic import read_ground_truth
+
+    src = tmp_path / "SYN01"
     (src / "ground_truth").mkdir(parents=True)
+    assert read_ground_truth([src]) is None  # a folder without ground truth
     pd.DataFrame({
         "Metadata_Well": ["A01", "A02", "A03"], "active": [False, True, True],
         "nuclear_area": [1.0, 2.0, 1.0], "dna_intensity": [1.0, 1.1, 1.0], "toxicity": [0.0, 0.0, 0.5],
     }).to_csv(src / "ground_truth" / "phenotypes.csv", index=False)
-    ledger = _fill_declared(pd.DataFrame({"Metadata_Plate": ["SYN01"], "Source": [str(src)]}), "ledger")
-    write_table(ledger, "ledger", store.table_path("ledger"))
-    cls = phenotype_classes(store)
+    cls = phenotype_classes(read_ground_truth([src]))
     assert cls["Phenotype_Class"].tolist() == ["inactive", "nuclear_area", "toxicity"]
     assert (cls["Metadata_Plate"] == "SYN01").all()
+    with pytest.raises(ValueError, match="active"):
+        phenotype_classes(pd.DataFrame({"Metadata_Plate": ["P"], "Metadata_Well": ["A01"]}))

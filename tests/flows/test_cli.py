@@ -37,6 +37,7 @@ def test_demo_quick_end_to_end_then_rerun_does_no_work(tmp_path):
         r = metrics["model"]["hit101"][direction]
         assert 0 <= r["hit@1"] <= r["hit@10"] <= 1 and 0 < r["mrr"] <= 1
     assert (st.report_dir(run) / "report.html").stat().st_size > 1000
+    assert "Coloured by ground-truth phenotype class" in (st.report_dir(run) / "report.html").read_text()
     # every written table conforms to schemas/ and opens with duckdb
     for name in table_names():
         for path in st.table_files(name):

@@ -1,0 +1,386 @@
+"""Plate folders of the synthetic screen in ImageXpress, Phenix/Harmony or LoadData layout, with
+``platemap.csv``, ground truth and, optionally, deliberate file faults. :func:`generate` and
+:func:`generate_demo` are the entry points of the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import uuid
+import zipfile
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import tifffile
+
+from pipeline.plates import LAYOUTS, Layout
+from pipeline.store import CHANNELS
+from pipeline.synthetic.design import design_plates, well_names
+from pipeline.synthetic.phenotype import DMSO, POSITIVE_CONTROL, Phenotype, effective_phenotype, phenotype_from_smiles
+from pipeline.synthetic.render import illumination_fields, render_field
+
+__all__ = ["FAULT_KINDS", "write_plate", "generate", "generate_demo", "read_ground_truth"]
+
+#: Faults written by ``write_plate(..., faults=True)``, one of each.
+FAULT_KINDS: tuple[str, ...] = (
+    "truncated",
+    "zero_bytes",
+    "missing_channel",
+    "wrong_dtype",
+    "wrong_shape",
+    "duplicate_site",
+)
+
+
+def _crc(text: str) -> int:
+    return zlib.crc32(text.encode("utf-8"))
+
+
+def _field_rng(seed: int, plate_id: str, well: str, site: int) -> np.random.Generator:
+    return np.random.default_rng([seed, _crc(plate_id), _crc(well), site])
+
+
+def _guid(*parts: object) -> str:
+    digest = zlib.crc32(repr(parts).encode()).to_bytes(4, "big")
+    raw = np.random.default_rng(list(digest)).bytes(16)
+    return str(uuid.UUID(bytes=raw)).upper()
+
+
+def _write_tiff(path: Path, array: np.ndarray) -> None:
+    tifffile.imwrite(path, array, photometric="minisblack", metadata=None, software=False)
+
+
+def _npz_bytes(**arrays: np.ndarray) -> bytes:
+    """A compressed .npz with fixed zip timestamps (np.savez stamps the current time)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, arr in arrays.items():
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, member.getvalue())
+    return buf.getvalue()
+
+
+def _image_relpath(layout: str, plate_id: str, well: str, site: int, ch: int, guid: str) -> str:
+    if layout == "imagexpress":
+        return f"{plate_id}_{well}_s{site}_w{ch + 1}{guid}.tif"
+    if layout == "phenix":
+        return f"Images/r{ord(well[0]) - 64:02d}c{int(well[1:]):02d}f{site:02d}p01-ch{ch + 1}sk1fk1fl1.tiff"
+    return f"images/{well}/{well}_s{site}_{CHANNELS[ch]}.tiff"
+
+
+def _well_phenotype(row: pd.Series, rng: np.random.Generator) -> tuple[Phenotype, bool]:
+    control = row["Metadata_ControlType"]
+    if control == "negcon":
+        base = DMSO
+    elif control == "poscon":
+        base = effective_phenotype(POSITIVE_CONTROL, float(row["Metadata_Concentration"]))
+    else:
+        base = effective_phenotype(
+            phenotype_from_smiles(str(row["Metadata_SMILES"])), float(row["Metadata_Concentration"])
+        )
+    active = control == "poscon" or (control == "trt" and base.magnitude() > 0.15)
+    # biological well-to-well noise on the intensities
+    jitter = {
+        k: getattr(base, k) * float(rng.lognormal(0.0, 0.04))
+        for k in ("dna_intensity", "er_intensity", "rna_intensity", "agp_intensity", "mito_intensity")
+    }
+    return dataclasses.replace(base, **jitter), active
+
+
+def write_plate(
+    out_dir: Path,
+    platemap: pd.DataFrame,
+    *,
+    plate_id: str,
+    layout: Layout = "imagexpress",
+    sites: int = 1,
+    size: int = 256,
+    nucleus_radius: float = 8.0,
+    seed: int = 0,
+    faults: bool = False,
+    ground_truth: bool = True,
+    defocus_rate: float = 0.03,
+) -> Path:
+    """Render and write one plate folder ``out_dir / plate_id``.
+
+    Files (channels 1..5 = :data:`CHANNELS`; uint16, uncompressed, no varying tags):
+
+    * ``imagexpress``: ``<plate>_<well>_s<site>_w<ch><GUID>.tif`` plus a 4x-downsampled
+      ``<plate>_<well>_s<site>_w<ch>_thumb<GUID>.tif`` beside each (readers must skip thumbs);
+      the GUID (36 uppercase characters) is derived from (seed, plate, channel).
+    * ``phenix``: ``Images/r<row>c<col>f<site>p01-ch<ch>sk1fk1fl1.tiff`` (two digits each).
+    * ``loaddata``: ``images/<well>/<well>_s<site>_<Channel>.tiff`` and ``load_data.csv`` with
+      ``Metadata_Plate``, ``Metadata_Well``, ``Metadata_Site``, ``FileName_Orig<Ch>`` and
+      ``PathName_Orig<Ch>`` (relative to the CSV).
+
+    Always ``platemap.csv`` (as from :func:`design_plates`). With ``ground_truth``:
+    ``ground_truth/labels/<well>_s<site>.npz`` (arrays ``nuclei``, ``cells``, uint32),
+    ``ground_truth/illumination.npy`` ((5, size, size) float32), ``ground_truth/phenotypes.csv``
+    (per well: effective phenotype, ``active``), ``ground_truth/fields.csv`` (per field:
+    ``n_nuclei``, ``out_of_focus``). With ``faults``: one each of :data:`FAULT_KINDS`, listed in
+    ``ground_truth/faults.csv`` (columns ``fault``, ``file``, ``well``, ``site``, ``channel``).
+
+    Fields are rendered and written one at a time, so memory stays at a few field sizes.
+
+    Parameters
+    ----------
+    out_dir : pathlib.Path
+        Parent folder; created if absent.
+    platemap : pandas.DataFrame
+        One plate map from :func:`design_plates`.
+    plate_id : str
+        Plate name, used in folder and file names (letters, digits, ``-``; no ``_``).
+    layout : {'imagexpress', 'phenix', 'loaddata'}
+        File naming scheme.
+    sites : int
+        Fields per well.
+    size, nucleus_radius : int, float
+        See :func:`render_field`.
+    seed : int
+        Seed of everything (also selects the simulated microscope's illumination).
+    faults : bool
+        Inject one fault of each kind (needs at least 6 wells).
+    ground_truth : bool
+        Write the ``ground_truth/`` folder.
+    defocus_rate : float
+        Probability that a field is out of focus.
+
+    Returns
+    -------
+    pathlib.Path
+        The plate folder.
+
+    Raises
+    ------
+    ValueError
+        On an unknown layout (the message lists the valid ones), a bad plate id, a plate map
+        without the required columns, or too few wells for ``faults``.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if not plate_id or "_" in plate_id or "/" in plate_id:
+        raise ValueError(f"plate_id must be non-empty without '_' or '/', got {plate_id!r}")
+    required = ["Metadata_Well", "Metadata_CompoundID", "Metadata_SMILES", "Metadata_Concentration", "Metadata_ControlType"]
+    missing = [c for c in required if c not in platemap.columns]
+    if missing:
+        raise ValueError(f"platemap lacks columns {missing}; has {list(platemap.columns)}")
+    if sites < 1:
+        raise ValueError(f"sites must be >= 1, got {sites!r}")
+    wells = list(platemap["Metadata_Well"])
+    if faults and len(wells) < len(FAULT_KINDS):
+        raise ValueError(f"faults=True needs >= {len(FAULT_KINDS)} wells, platemap has {len(wells)}")
+
+    plate_dir = Path(out_dir) / plate_id
+    plate_dir.mkdir(parents=True, exist_ok=True)
+    platemap.loc[:, required].to_csv(plate_dir / "platemap.csv", index=False)
+    illum = illumination_fields(size, seed)
+    guids = [_guid(seed, plate_id, ch) for ch in range(len(CHANNELS))]
+    gt = plate_dir / "ground_truth"
+    if ground_truth:
+        (gt / "labels").mkdir(parents=True, exist_ok=True)
+        with open(gt / "illumination.npy", "wb") as fh:
+            np.save(fh, illum)
+
+    # faults: which (well, site, channel) gets which fault
+    fault_at: dict[tuple[str, int, int], str] = {}
+    if faults:
+        frng = np.random.default_rng([seed, _crc(plate_id), 0xFA17])
+        picked = frng.choice(len(wells), size=len(FAULT_KINDS), replace=False)
+        for kind, w in zip(FAULT_KINDS, picked):
+            fault_at[(wells[int(w)], int(frng.integers(1, sites + 1)), int(frng.integers(0, len(CHANNELS))))] = kind
+    fault_rows: list[dict[str, object]] = []
+
+    plate_rng = np.random.default_rng([seed, _crc(plate_id), 0xB0B])
+    plate_brightness = float(plate_rng.lognormal(0.0, 0.05))
+    rows, cols = max(ord(w[0]) - 64 for w in wells), max(int(w[1:]) for w in wells)
+    rows, cols = (16, 24) if rows > 8 or cols > 12 else (8, 12)
+    pheno_rows, field_rows, load_rows = [], [], []
+    for _, row in platemap.iterrows():
+        well = row["Metadata_Well"]
+        wrng = _field_rng(seed, plate_id, well, 0)
+        pheno, active = _well_phenotype(row, wrng)
+        edge = well[0] in ("A", chr(64 + rows)) or int(well[1:]) in (1, cols)
+        density = float(wrng.lognormal(0.0, 0.08)) * (0.85 if edge else 1.0)
+        brightness = plate_brightness * float(wrng.lognormal(0.0, 0.03))
+        pheno_rows.append(
+            {"Metadata_Well": well, "Metadata_CompoundID": row["Metadata_CompoundID"],
+             "Metadata_ControlType": row["Metadata_ControlType"],
+             "Metadata_Concentration": row["Metadata_Concentration"],
+             **{k: getattr(pheno, k) for k in (f.name for f in dataclasses.fields(Phenotype))},
+             "magnitude": pheno.magnitude(), "active": active}
+        )
+        for site in range(1, sites + 1):
+            frng = _field_rng(seed, plate_id, well, site)
+            blurred = bool(frng.random() < defocus_rate)
+            image, nuclei, cells = render_field(
+                pheno, size=size, nucleus_radius=nucleus_radius, rng=frng, illumination=illum,
+                out_of_focus=blurred, cell_density=density, brightness=brightness,
+            )
+            field_rows.append({"Metadata_Well": well, "Metadata_Site": site,
+                               "n_nuclei": int(nuclei.max()), "out_of_focus": blurred})
+            if ground_truth:
+                (gt / "labels" / f"{well}_s{site}.npz").write_bytes(_npz_bytes(nuclei=nuclei, cells=cells))
+            load_row: dict[str, object] = {"Metadata_Plate": plate_id, "Metadata_Well": well, "Metadata_Site": site}
+            for ch in range(len(CHANNELS)):
+                rel = _image_relpath(layout, plate_id, well, site, ch, guids[ch])
+                path = plate_dir / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                kind = fault_at.get((well, site, ch))
+                load_row[f"FileName_Orig{CHANNELS[ch]}"] = Path(rel).name
+                load_row[f"PathName_Orig{CHANNELS[ch]}"] = str(Path(rel).parent)
+                if kind is not None:
+                    fault_rows.append({"fault": kind, "file": rel, "well": well, "site": site, "channel": CHANNELS[ch]})
+                if kind == "missing_channel":
+                    continue
+                if kind == "zero_bytes":
+                    path.write_bytes(b"")
+                    continue
+                data = image[ch]
+                if kind == "wrong_dtype":
+                    data = (data >> 8).astype(np.uint8)
+                elif kind == "wrong_shape":
+                    data = data[: size // 2]
+                _write_tiff(path, data)
+                if kind == "truncated":
+                    raw = path.read_bytes()
+                    path.write_bytes(raw[: len(raw) // 2])
+                if kind == "duplicate_site":
+                    dup_rel = _duplicate_relpath(layout, rel, plate_id, well, site, ch, seed)
+                    _write_tiff(plate_dir / dup_rel, data)
+                    fault_rows[-1]["file"] = dup_rel
+                    if layout == "loaddata":
+                        load_rows.append(("dup", ch, dup_rel))
+                if layout == "imagexpress":
+                    thumb = plate_dir / f"{plate_id}_{well}_s{site}_w{ch + 1}_thumb{guids[ch]}.tif"
+                    _write_tiff(thumb, image[ch, ::4, ::4])
+            load_rows.append(load_row)
+
+    if layout == "loaddata":
+        _write_load_data(plate_dir / "load_data.csv", load_rows)
+    if ground_truth:
+        pd.DataFrame(pheno_rows).to_csv(gt / "phenotypes.csv", index=False)
+        pd.DataFrame(field_rows).to_csv(gt / "fields.csv", index=False)
+        if faults:
+            pd.DataFrame(fault_rows, columns=["fault", "file", "well", "site", "channel"]).to_csv(
+                gt / "faults.csv", index=False
+            )
+    return plate_dir
+
+
+def _duplicate_relpath(layout: str, rel: str, plate_id: str, well: str, site: int, ch: int, seed: int) -> str:
+    """A second file name that maps to the same (well, site, channel) as ``rel``."""
+    if layout == "imagexpress":
+        return _image_relpath(layout, plate_id, well, site, ch, _guid(seed, plate_id, ch, "duplicate"))
+    if layout == "phenix":
+        return rel.replace("sk1fk1fl1", "sk2fk1fl1")
+    return rel.replace(".tiff", "_copy.tiff")
+
+
+def _write_load_data(path: Path, load_rows: list) -> None:
+    """Write ``load_data.csv``; a ``('dup', ch, rel)`` marker repeats the next field's row with one
+    channel's file replaced (a duplicate site)."""
+    out: list[dict[str, object]] = []
+    pending: list[tuple[int, str]] = []
+    for item in load_rows:
+        if isinstance(item, tuple):
+            pending.append(item[1:])
+            continue
+        out.append(item)
+        for ch, rel in pending:
+            dup = dict(item)
+            dup[f"FileName_Orig{CHANNELS[ch]}"] = Path(rel).name
+            dup[f"PathName_Orig{CHANNELS[ch]}"] = str(Path(rel).parent)
+            out.append(dup)
+        pending = []
+    cols = ["Metadata_Plate", "Metadata_Well", "Metadata_Site"]
+    cols += [f"FileName_Orig{c}" for c in CHANNELS] + [f"PathName_Orig{c}" for c in CHANNELS]
+    pd.DataFrame(out, columns=cols).to_csv(path, index=False)
+
+
+def generate(
+    out_dir: Path,
+    *,
+    layout: Layout = "imagexpress",
+    plate_id: str = "P1",
+    plate_format: Literal[96, 384] = 96,
+    n_wells: int = 96,
+    sites: int = 1,
+    size: int = 256,
+    seed: int = 0,
+    faults: bool = False,
+    library: pd.DataFrame | None = None,
+) -> Path:
+    """Design one plate from ``library`` (default: the shipped one), keep its first ``n_wells``
+    wells in row-major order and write it with :func:`write_plate`; returns the plate folder.
+
+    Raises
+    ------
+    ValueError
+        If ``n_wells`` is not in ``1..plate_format`` or :func:`write_plate` refuses.
+    """
+    from pipeline.library import load_compound_library
+
+    if not 1 <= n_wells <= plate_format:
+        raise ValueError(f"n_wells must be in 1..{plate_format}, got {n_wells!r}")
+    lib = load_compound_library() if library is None else library
+    platemap = design_plates(lib, plate_format=plate_format, seed=seed)[0]
+    order = {w: i for i, w in enumerate(well_names(plate_format))}
+    keep = platemap["Metadata_Well"].map(order) < n_wells
+    platemap = platemap[keep].reset_index(drop=True)
+    return write_plate(Path(out_dir), platemap, plate_id=plate_id, layout=layout, sites=sites,
+                       size=size, seed=seed, faults=faults)
+
+
+def generate_demo(
+    out_dir: Path,
+    *,
+    n_plates: int = 2,
+    plate_format: Literal[96, 384] = 384,
+    n_compounds: int | None = None,
+    sites: int = 1,
+    size: int = 256,
+    nucleus_radius: float = 8.0,
+    seed: int = 0,
+) -> list[Path]:
+    """Design ``n_plates`` plates of the shipped library and write them (ImageXpress layout,
+    plates ``DEMO-1``, ``DEMO-2``, ...); returns the plate folders."""
+    from pipeline.library import load_compound_library
+
+    maps = design_plates(load_compound_library(), n_plates=n_plates, plate_format=plate_format,
+                         n_compounds=n_compounds, seed=seed)
+    return [
+        write_plate(Path(out_dir), m, plate_id=f"DEMO-{i + 1}", sites=sites, size=size,
+                    nucleus_radius=nucleus_radius, seed=seed)
+        for i, m in enumerate(maps)
+    ]
+
+
+def read_ground_truth(plate_dirs: Sequence[Path]) -> pd.DataFrame | None:
+    """The per-well ground truth of generated plates, one table over all of them.
+
+    Parameters
+    ----------
+    plate_dirs : sequence of pathlib.Path
+        Plate folders written by :func:`write_plate` (the plate id is the folder name).
+
+    Returns
+    -------
+    DataFrame or None
+        ``ground_truth/phenotypes.csv`` of every folder that has one, with a leading
+        ``Metadata_Plate`` column; None when none has it.
+    """
+    parts = []
+    for d in plate_dirs:
+        path = Path(d) / "ground_truth" / "phenotypes.csv"
+        if path.is_file():
+            df = pd.read_csv(path)
+            df.insert(0, "Metadata_Plate", Path(d).name)
+            parts.append(df)
+    return pd.concat(parts, ignore_index=True) if parts else None
