@@ -27,7 +27,7 @@ from torch_geometric.data import Batch, Data
 
 from pipeline.graphs import graphs_to_data
 from pipeline.schema import write_table
-from pipeline.store import Store
+from pipeline.store import CHANNELS, Store
 from pipeline.tiles import CropArrayReader
 
 __all__ = [
@@ -35,6 +35,8 @@ __all__ = [
     "scaffold_split",
     "load_or_create_split",
     "treatment_crops",
+    "REQUIRED_CHANNELS",
+    "require_channels",
     "ChunkedCropReader",
     "PlateNorm",
     "compute_normalization",
@@ -150,6 +152,30 @@ def load_or_create_split(
 # --------------------------------------------------------------------------------------------
 ImageSource = Literal["crops", "tiles"]
 
+#: The channels the image encoder is trained on, in this order: all five Cell Painting stains.
+REQUIRED_CHANNELS: tuple[str, ...] = CHANNELS
+
+
+def require_channels(store: Store, channels: tuple[str, ...] = REQUIRED_CHANNELS) -> None:
+    """Refuse a store whose crops lack any of ``channels`` (plates ingested with a channel subset).
+
+    Raises
+    ------
+    ValueError
+        Naming each plate, the channels it has and the ones training needs.
+    """
+    import zarr
+
+    bad = []
+    for path in sorted((store.root / "crops").glob("*.zarr")):
+        have = tuple(zarr.open_group(str(path), mode="r", zarr_format=3).attrs.get("channels", ()))
+        if have != tuple(channels):
+            bad.append(f"{path.name[:-5]} has {list(have)}")
+    if bad:
+        raise ValueError(f"training needs crops with channels {list(channels)} (the image encoder takes "
+                         f"{len(channels)}-channel crops); " + "; ".join(bad) +
+                         ". Ingest those plates with all five stains, or train on a store without them")
+
 
 def treatment_crops(store: Store, source: ImageSource = "crops") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Join plate maps, compound inputs and the image rows of ``source``.
@@ -172,9 +198,12 @@ def treatment_crops(store: Store, source: ImageSource = "crops") -> tuple[pd.Dat
     ------
     FileNotFoundError
         If ``source='tiles'`` and the store has no tiles table.
+    ValueError
+        If a plate's crops lack one of the channels training needs (:data:`REQUIRED_CHANNELS`).
     """
     if source not in ("crops", "tiles"):
         raise ValueError(f"image source {source!r} is not 'crops' or 'tiles'")
+    require_channels(store)
     pm = store.read("platemap")
     if source == "tiles":
         if not store.table_files("tiles"):

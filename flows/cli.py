@@ -32,17 +32,20 @@ CellposeOpt = typer.Option(None, help="Local cellpose weights for nuclei (never 
 CellposeCellOpt = typer.Option(None, help="Local cellpose weights for cells (default: cells grown classically).")
 TileOpt = typer.Option(None, help="Also write field tiles of this size (e.g. 128).")
 OutsideOpt = typer.Option(False, "--allow-outside", help="LoadData: accept image paths outside the plate folder.")
+PlatemapOpt = typer.Option(None, "--platemap", help="A JUMP/LINCS plate map (well_position, broad_sample) or a TOML "
+                           "config naming it, its compound metadata and barcode_platemap.csv (pipeline/platemaps.py).")
 
 
 def _settings(layout, channels, crop_size, illumination, dark, segmenter, cellpose_model, cellpose_cell_model,
-              field_tile_size, allow_outside) -> dict[str, Any]:
+              field_tile_size, allow_outside, platemap=None) -> dict[str, Any]:
     from pipeline.ingest import IngestSettings
 
     settings = dict(layout=layout, channel_map=str(channels) if channels else None, crop_size=crop_size,
                     illumination_method=illumination, illumination_dark=dark, segmenter=segmenter,
                     cellpose_model=str(cellpose_model) if cellpose_model else None,
                     cellpose_cell_model=str(cellpose_cell_model) if cellpose_cell_model else None,
-                    field_tile_size=field_tile_size, allow_outside=allow_outside)
+                    field_tile_size=field_tile_size, allow_outside=allow_outside,
+                    platemap=str(platemap) if platemap else None)
     _run(IngestSettings, **settings)  # bad values fail here, as one line
     return settings
 
@@ -149,13 +152,13 @@ def ingest(plate_dirs: list[Path] = typer.Argument(..., help="Plate folders."),
            crop_size: int = CropOpt, illumination: str = IllumOpt, dark: float = DarkOpt,
            segmenter: str = SegmenterOpt, cellpose_model: Optional[Path] = CellposeOpt,
            cellpose_cell_model: Optional[Path] = CellposeCellOpt, field_tile_size: Optional[int] = TileOpt,
-           allow_outside: bool = OutsideOpt,
+           allow_outside: bool = OutsideOpt, platemap: Optional[Path] = PlatemapOpt,
            force: bool = typer.Option(False, "--force", help="Re-ingest even unchanged plates.")) -> None:
     """Ingest plate folders: validate, OME-Zarr, illumination correction, segmentation, crops."""
     from flows.ingest import ingest_plate_flow
 
     settings = _settings(layout, channels, crop_size, illumination, dark, segmenter, cellpose_model,
-                         cellpose_cell_model, field_tile_size, allow_outside)
+                         cellpose_cell_model, field_tile_size, allow_outside, platemap)
     results = [_run(ingest_plate_flow, str(p), str(_store(store)), settings, force) for p in plate_dirs]
     _print_plates(results)
     if any(r["n_quarantined"] for r in results):
@@ -170,6 +173,10 @@ def _print_plates(results: list[dict]) -> None:
         t.add_row(r["plate"], r["status"], r["layout"], str(r["n_fields"]), str(r["n_cells"]), str(r["n_quarantined"]),
                   f"{sum(r['seconds'].values()):.1f}" if r["seconds"] else "-")
     console.print(t)
+    for r in results:
+        if r.get("channel_map"):
+            ignored = f" ({r['n_ignored']} file(s) ignored)" if r.get("n_ignored") else ""
+            console.print(f"{r['plate']} channels: {r['channel_map']}{ignored}")
 
 
 # -------------------------------------------------------------------------------------- compounds
@@ -307,12 +314,13 @@ def run(inbox: Path = typer.Argument(..., help="Folder of plate folders."),
         layout: str = LayoutOpt, channels: Optional[str] = ChannelsOpt, crop_size: int = CropOpt,
         illumination: str = IllumOpt, dark: float = DarkOpt, segmenter: str = SegmenterOpt,
         cellpose_model: Optional[Path] = CellposeOpt, cellpose_cell_model: Optional[Path] = CellposeCellOpt,
-        field_tile_size: Optional[int] = TileOpt, allow_outside: bool = OutsideOpt) -> None:
+        field_tile_size: Optional[int] = TileOpt, allow_outside: bool = OutsideOpt,
+        platemap: Optional[Path] = PlatemapOpt) -> None:
     """Everything: ingest new/changed plates, compounds, train, evaluate."""
     from flows.pipeline import run_flow
 
     settings = _settings(layout, channels, crop_size, illumination, dark, segmenter, cellpose_model,
-                         cellpose_cell_model, field_tile_size, allow_outside)
+                         cellpose_cell_model, field_tile_size, allow_outside, platemap)
     t0 = time.perf_counter()
     out = _run(run_flow, str(inbox), str(_store(store)), settings, [str(f) for f in compound_file],
                preset, _parse_overrides(set_) or None, not no_train, workers, dask_address)

@@ -84,6 +84,7 @@ class IngestSettings:
     cellpose_diameter: float | None = None
     field_tile_size: int | None = None
     focus_outlier_fraction: float = 0.5
+    platemap: str | None = None
 
     def __post_init__(self) -> None:
         if self.segmenter not in SEGMENTERS:
@@ -117,6 +118,8 @@ class PlateResult:
     n_cells: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    channel_map: str = ""
+    n_ignored: int = 0
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,7 @@ class PlatePlan:
     listing: PlateListing
     fingerprint: str
     staging: Path
+    platemap: pd.DataFrame | None = None  # from settings.platemap (a Broad-style map), else None
 
     @property
     def plate(self) -> str:
@@ -133,7 +137,7 @@ class PlatePlan:
 
 
 #: Modules whose code decides what ingestion writes; part of every plate's fingerprint.
-_STAGE_MODULES = ("pipeline.ingest", "pipeline.plates", "pipeline.omezarr", "pipeline.illumination",
+_STAGE_MODULES = ("pipeline.ingest", "pipeline.plates", "pipeline.acquisition", "pipeline.omezarr", "pipeline.illumination",
                   "pipeline.segmentation", "pipeline.tiles")
 
 
@@ -146,12 +150,22 @@ def plan_plate(plate_dir: str | Path, store: Store, settings: IngestSettings) ->
     files = list(listing.images["File"])
     if listing.platemap is not None:
         files.append(listing.platemap.name)
+    acq = listing.acquisition
+    if acq is not None and acq.source.is_relative_to(listing.root):  # it decides the channel map
+        files.append(str(acq.source.relative_to(listing.root)))
     extra = settings.key() + code_fingerprint(*_STAGE_MODULES)
     for weights in (settings.cellpose_model, settings.cellpose_cell_model):
         if weights:  # the weights' content, not just their path, decides the labels
             extra += hashlib.sha256(Path(weights).expanduser().read_bytes()).hexdigest()
+    platemap = None
+    if settings.platemap is not None:  # read now: a bad map fails before the plate's work
+        from pipeline.platemaps import load_platemap, read_platemap_config
+
+        config = read_platemap_config(settings.platemap)
+        platemap = load_platemap(config, plate=listing.plate)
+        extra += config.fingerprint()
     fp = fingerprint_files(listing.root, files, extra=extra)
-    return PlatePlan(listing, fp, store.root / ".staging" / listing.plate)
+    return PlatePlan(listing, fp, store.root / ".staging" / listing.plate, platemap)
 
 
 def _quarantine_row(plate: str, well: str | None, site: int | None, channel: str | None, file: str, reason: str) -> dict:
@@ -189,8 +203,18 @@ def write_images(plan: PlatePlan, *, progress: Progress | None = None) -> tuple[
         shutil.rmtree(stage)
     stage.mkdir(parents=True, exist_ok=True)
     marker.write_text(plan.fingerprint)
-    writer = PlateWriter(stage / "plate.ome.zarr", plate=plate, channels=CHANNELS,
-                         resume=resume and (stage / "plate.ome.zarr").exists())
+    channels = listing.channels
+    acq = listing.acquisition
+    stains = {}
+    if acq is not None:
+        for vid, role in listing.channel_map.items():
+            info = acq.channel(vid)
+            if info is not None:
+                stains[role] = {k: v for k, v in (("stain", info.name), ("excitation_wavelength", info.excitation_nm),
+                                                  ("emission_wavelength", info.emission_nm)) if v is not None}
+    writer = PlateWriter(stage / "plate.ome.zarr", plate=plate, channels=channels,
+                         resume=resume and (stage / "plate.ome.zarr").exists(),
+                         pixel_size_um=acq.pixel_size_um if acq is not None else None, stains=stains)
 
     quarantine: list[dict] = [
         _quarantine_row(plate, None, None, None, f, "file name matches no pattern of the plate's layout")
@@ -215,7 +239,7 @@ def write_images(plan: PlatePlan, *, progress: Progress | None = None) -> tuple[
         problems = []
         by_channel = rows.groupby("Metadata_Channel")["File"].apply(list).to_dict()
         repeated = []
-        for c in CHANNELS:
+        for c in channels:
             listed = by_channel.get(c, [])
             files = list(dict.fromkeys(listed))  # a LoadData CSV may list one file twice
             if not files:
@@ -230,7 +254,7 @@ def write_images(plan: PlatePlan, *, progress: Progress | None = None) -> tuple[
             problems.append(repeated[0])
         planes = []
         if not problems:
-            for c in CHANNELS:
+            for c in channels:
                 f = by_channel[c][0]
                 h = headers[f]
                 if h[0] == "error":
@@ -259,10 +283,24 @@ def write_images(plan: PlatePlan, *, progress: Progress | None = None) -> tuple[
     for fp in fields["Metadata_FieldPath"]:
         r, c, k = fp.split("/")
         by_well.setdefault(f"{r}{int(c):02d}", []).append(int(k))
-    writer.finalize(by_well)
+    writer.finalize(by_well, acquisition=acquisition_record(listing))
     quarantine_df = pd.DataFrame(quarantine, columns=["Metadata_Plate", "Metadata_Well", "Metadata_Site",
                                                       "Metadata_Channel", "File", "Reason"])
     return fields, quarantine_df
+
+
+def acquisition_record(listing: PlateListing) -> dict:
+    """What the plate's ``cmcl`` attribute records: channels, the map used and why, ignored files."""
+    from pipeline.acquisition import describe_channel_map
+
+    acq = listing.acquisition
+    return {"channels": list(listing.channels), "channel_map": dict(listing.channel_map),
+            "channel_map_text": describe_channel_map(listing.channel_map, acq),
+            "metadata_source": str(acq.source.relative_to(listing.root)) if acq is not None
+            and acq.source.is_relative_to(listing.root) else (str(acq.source) if acq is not None else None),
+            "pixel_size_um": list(acq.pixel_size_um) if acq is not None and acq.pixel_size_um else None,
+            "objective": acq.objective if acq is not None else None,
+            "ignored": list(listing.ignored)}
 
 
 def compute_illumination(plan: PlatePlan, fields: pd.DataFrame, settings: IngestSettings) -> np.ndarray:
@@ -288,7 +326,7 @@ def compute_illumination(plan: PlatePlan, fields: pd.DataFrame, settings: Ingest
         funcs = np.stack([
             illum.estimate(np.stack([plate[f"{p}/0"][c] for p in used]), method="median", dark=dark,
                            filter_fraction=ff)
-            for c in range(len(CHANNELS))])
+            for c in range(len(plan.listing.channels))])
     else:
         used = paths
         acc = (illum.MeanAccumulator() if settings.illumination_method == "mean"
@@ -301,14 +339,14 @@ def compute_illumination(plan: PlatePlan, fields: pd.DataFrame, settings: Ingest
     arr = grp.create_array("function", shape=funcs.shape, chunks=(1, *funcs.shape[1:]), dtype="float32",
                            dimension_names=("c", "y", "x"))
     arr[:] = funcs
-    grp.attrs.update({"channels": list(CHANNELS), "method": settings.illumination_method,
+    grp.attrs.update({"channels": list(plan.listing.channels), "method": settings.illumination_method,
                       "filter_fraction": ff, "dark": dark, "n_fields": int(len(fields)),
                       "n_fields_used": len(used)})
-    _illumination_png(funcs, plan.staging / "illumination_qc")
+    _illumination_png(funcs, plan.staging / "illumination_qc", channels=plan.listing.channels)
     return funcs
 
 
-def _illumination_png(funcs: np.ndarray, out: Path) -> None:
+def _illumination_png(funcs: np.ndarray, out: Path, *, channels: tuple[str, ...]) -> None:
     """One viridis PNG per channel (function scaled to its min..max, written in the PNG's text
     chunks). Drawn without matplotlib figures, which cost ~0.5 s each."""
     from matplotlib import colormaps
@@ -316,7 +354,7 @@ def _illumination_png(funcs: np.ndarray, out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     lut = (colormaps["viridis"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
-    for c, name in enumerate(CHANNELS):
+    for c, name in enumerate(channels):
         f = funcs[c]
         lo, hi = float(f.min()), float(f.max())
         idx = np.zeros(f.shape, np.uint8) if hi <= lo else np.round((f - lo) / (hi - lo) * 255).astype(np.uint8)
@@ -332,30 +370,54 @@ def _focus_score(dna: np.ndarray) -> float:
     return float(ndi.laplace(x).var())
 
 
+#: Cytoplasm stains for growing cells, best first (AGP outlines cells; RNA and ER fill them).
+_CYTO_PREFERENCE = ("AGP", "RNA", "ER", "Mito")
+
+
+def cyto_channel(channels: tuple[str, ...], preferred: str = "AGP") -> str | None:
+    """The channel cells are grown on: ``preferred`` if the plate has it, else the best one it
+    has (:data:`_CYTO_PREFERENCE`), else None (a DNA-only plate: cells are the nuclei)."""
+    for c in (preferred, *_CYTO_PREFERENCE):
+        if c in channels:
+            return c
+    return None
+
+
 def _process_field(writer: PlateWriter, funcs: np.ndarray, field: tuple[str, int, str],
                    settings: IngestSettings) -> tuple[np.ndarray, pd.DataFrame, dict, np.ndarray | None]:
     """Correct, segment and crop one staged field; writes its labels.
 
     Returns the field's crops, cell table, QC row and, with ``settings.field_tile_size``, its
-    (rows, cols, C, S, S) uint16 grid tiles (else None).
+    (rows, cols, C, S, S) uint16 grid tiles (else None). Channels the plate lacks get NaN
+    ``Intensity_Mean_<channel>`` columns.
     """
     well, site, path = field
     plate_id = writer.plate
+    channels = writer.channels
     raw = read_field(writer.root, path)
     corrected = illum.apply(raw, funcs, dark=settings.illumination_dark)
-    nuclei, cells = segment_field(corrected[0], corrected[CHANNELS.index(settings.cyto_channel)],
-                                  segmenter=settings.segmenter, cellpose_model=settings.cellpose_model,
-                                  cellpose_cell_model=settings.cellpose_cell_model,
-                                  cellpose_diameter=settings.cellpose_diameter)
+    cyto = cyto_channel(channels, settings.cyto_channel)
+    if cyto is None:  # DNA only: one "cell" per nucleus, the nucleus itself
+        nuclei, _ = segment_field(corrected[0], corrected[0], segmenter=settings.segmenter,
+                                  cellpose_model=settings.cellpose_model, cellpose_diameter=settings.cellpose_diameter)
+        cells = nuclei.copy()
+    else:
+        nuclei, cells = segment_field(corrected[0], corrected[channels.index(cyto)],
+                                      segmenter=settings.segmenter, cellpose_model=settings.cellpose_model,
+                                      cellpose_cell_model=settings.cellpose_cell_model,
+                                      cellpose_diameter=settings.cellpose_diameter)
     writer.write_labels(well, int(path.rsplit("/", 1)[1]), {"nuclei": nuclei, "cells": cells})
     crops, table = crop_cells(corrected, nuclei, cells, crop_size=settings.crop_size, border=settings.border,
-                              channel_names=CHANNELS)
+                              channel_names=channels)
+    for c in CHANNELS:
+        if c not in channels:
+            table[f"Intensity_Mean_{c}"] = np.float32(np.nan)
     tiles = None
     if settings.field_tile_size is not None:
         ts = settings.field_tile_size
         grid = (corrected.shape[1] // ts, corrected.shape[2] // ts)
         tiles = np.clip(np.rint(field_tiles(corrected, tile_size=ts)), 0,
-                        np.iinfo(np.uint16).max).astype(np.uint16).reshape(*grid, len(CHANNELS), ts, ts)
+                        np.iinfo(np.uint16).max).astype(np.uint16).reshape(*grid, len(channels), ts, ts)
     qc = dict(Metadata_Plate=plate_id, Metadata_Well=well, Metadata_Site=int(site), Metadata_FieldPath=path,
               Count_Nuclei=int(nuclei.max()), Count_Crops=len(table), QC_FocusScore=_focus_score(raw[0]),
               QC_SaturatedFraction=float((raw == np.iinfo(raw.dtype).max).mean()))
@@ -365,8 +427,11 @@ def _process_field(writer: PlateWriter, funcs: np.ndarray, field: tuple[str, int
 def _process_batch(plate_path: str, funcs_path: str, batch: list[tuple[str, int, str]], settings: IngestSettings,
                    plate_id: str) -> list[tuple[np.ndarray, pd.DataFrame, dict, np.ndarray | None]]:
     """Process a batch of fields (one task of a worker process): plate and functions opened once."""
-    writer = PlateWriter(plate_path, plate=plate_id, channels=CHANNELS, resume=True)
-    funcs = zarr.open_group(funcs_path, mode="r", zarr_format=3)["function"][:]
+    grp = zarr.open_group(funcs_path, mode="r", zarr_format=3)
+    px = open_plate(plate_path).attrs.get("cmcl", {}).get("pixel_size_um")  # labels get the image's scale
+    writer = PlateWriter(plate_path, plate=plate_id, channels=tuple(grp.attrs["channels"]), resume=True,
+                         pixel_size_um=px)
+    funcs = grp["function"][:]
     return [_process_field(writer, funcs, f, settings) for f in batch]
 
 
@@ -402,14 +467,15 @@ def segment_and_tile(
     funcs_path = str(plan.staging / "illumination.zarr")
     s = settings.crop_size
     crops_grp = zarr.open_group(str(plan.staging / "crops.zarr"), mode="w", zarr_format=3)
-    crops_arr = CropArrayWriter(crops_grp, "crops", n_channels=len(CHANNELS), size=s,
+    channels = plan.listing.channels
+    crops_arr = CropArrayWriter(crops_grp, "crops", n_channels=len(channels), size=s,
                                 chunk=settings.crops_chunk, shard=settings.crops_shard)
-    crops_grp.attrs.update({"channels": list(CHANNELS), "crop_size": s})
+    crops_grp.attrs.update({"channels": list(channels), "crop_size": s})
     ts = settings.field_tile_size
     tiles_arr = None
     if ts is not None:
         # a 128-px tile holds four 64-px crops' pixels: a quarter of the rows per chunk and shard
-        tiles_arr = CropArrayWriter(crops_grp, "tiles", n_channels=len(CHANNELS), size=ts,
+        tiles_arr = CropArrayWriter(crops_grp, "tiles", n_channels=len(channels), size=ts,
                                     chunk=max(1, settings.crops_chunk // 4), shard=max(1, settings.crops_shard // 4))
         crops_grp.attrs["tile_size"] = ts
     tile_rows: list[pd.DataFrame] = []
@@ -491,7 +557,8 @@ def publish(plan: PlatePlan, store: Store, *, fields: pd.DataFrame, cells: pd.Da
             quarantine: pd.DataFrame, layout: str) -> PlateResult:
     """Move the staged plate into the store, write its tables and mark it complete."""
     plate = plan.plate
-    platemap = (read_platemap(plan.listing.platemap, plate=plate) if plan.listing.platemap is not None
+    platemap = (plan.platemap.copy() if plan.platemap is not None
+                else read_platemap(plan.listing.platemap, plate=plate) if plan.listing.platemap is not None
                 else pd.DataFrame(columns=["Metadata_Plate", "Metadata_Well", "Metadata_CompoundID", "Metadata_SMILES",
                                            "Metadata_Concentration", "Metadata_ControlType"]))
     imaged = set(fields["Metadata_Well"])
@@ -525,8 +592,12 @@ def publish(plan: PlatePlan, store: Store, *, fields: pd.DataFrame, cells: pd.Da
     else:  # this ingest made no tiles: a table left by an earlier one would describe nothing
         tiles_path.unlink(missing_ok=True)
     shutil.rmtree(plan.staging)
+    from pipeline.acquisition import describe_channel_map
+
     result = PlateResult(plate=plate, source=str(plan.listing.root), status="complete", layout=layout,
-                         n_fields=len(fields), n_quarantined=len(quarantine), n_cells=len(cells))
+                         n_fields=len(fields), n_quarantined=len(quarantine), n_cells=len(cells),
+                         channel_map=describe_channel_map(plan.listing.channel_map, plan.listing.acquisition),
+                         n_ignored=len(plan.listing.ignored))
     update_ledger(store, dict(Metadata_Plate=plate, Source=result.source, Fingerprint=plan.fingerprint,
                               Status="complete", Layout=layout, N_Fields=result.n_fields,
                               N_Quarantined=result.n_quarantined, N_Cells=result.n_cells, Error=None))

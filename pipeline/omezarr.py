@@ -55,13 +55,32 @@ class PlateWriter:
         Channel names in the order of the images' first axis.
     resume : bool
         Open an existing group and keep its complete fields (see :meth:`has_field`).
+    pixel_size_um : (float, float), optional
+        Physical (y, x) pixel size in micrometres: written as the ``scale`` of every image and
+        label, with ``"unit": "micrometer"`` on the spatial axes. None: scale 1, no unit.
+    stains : dict, optional
+        Channel name -> ``{"stain": str, "excitation_wavelength": nm, "emission_wavelength": nm}``
+        (any key optional), added to that channel's ``omero`` entry.
     """
 
-    def __init__(self, path: str | os.PathLike, *, plate: str, channels: tuple[str, ...], resume: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike, *, plate: str, channels: tuple[str, ...], resume: bool = False,
+                 pixel_size_um: tuple[float, float] | None = None, stains: dict[str, dict] | None = None) -> None:
         self.path = Path(path)
         self.plate = plate
         self.channels = tuple(channels)
+        self.pixel_size_um = None if pixel_size_um is None else (float(pixel_size_um[0]), float(pixel_size_um[1]))
+        self.stains = dict(stains or {})
         self.root = zarr.open_group(str(self.path), mode="a" if resume else "w-", zarr_format=3)
+
+    def _axes(self, axes: list[dict]) -> list[dict]:
+        if self.pixel_size_um is None:
+            return axes
+        return [dict(a, unit="micrometer") if a["type"] == "space" else a for a in axes]
+
+    def _scale(self, ndim: int) -> list[float]:
+        if self.pixel_size_um is None:
+            return [1.0] * ndim
+        return [1.0] * (ndim - 2) + list(self.pixel_size_um)
 
     def has_field(self, well: str, field_index: int) -> bool:
         """True when the field's image and its multiscales metadata (written last) exist."""
@@ -82,8 +101,8 @@ class PlateWriter:
         grp = holder.create_group(leaf, overwrite=True)
         grp.create_array("0", data=data, chunks=(1, *data.shape[1:]) if data.ndim == 3 else data.shape,
                          compressors=_COMPRESSOR, dimension_names=tuple(a["name"] for a in axes))
-        multiscales = [{"name": name, "axes": axes, "datasets": [
-            {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0] * data.ndim}]}]}]
+        multiscales = [{"name": name, "axes": self._axes(axes), "datasets": [
+            {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": self._scale(data.ndim)}]}]}]
         grp.attrs.put({"ome": {"version": _FMT.version, **attrs, "multiscales": multiscales}})
 
     def write_field(self, well: str, field_index: int, image: np.ndarray) -> str:
@@ -95,7 +114,8 @@ class PlateWriter:
         hi = int(np.iinfo(image.dtype).max) if np.issubdtype(image.dtype, np.integer) else 1
         omero = {"channels": [
             {"label": c, "color": CHANNEL_COLORS.get(c, "FFFFFF"), "active": True,
-             "window": {"min": 0, "max": hi, "start": 0, "end": int(min(hi, np.percentile(image[k], 99.9) + 1))}}
+             "window": {"min": 0, "max": hi, "start": 0, "end": int(min(hi, np.percentile(image[k], 99.9) + 1))},
+             **self.stains.get(c, {})}
             for k, c in enumerate(self.channels)]}
         self._image_group(path, image, _AXES_CYX, {"omero": omero}, name=f"{self.plate} {well} field {field_index}")
         return path
@@ -114,8 +134,12 @@ class PlateWriter:
             self._image_group(f"{base}/{name}", np.asarray(lab), _AXES_YX,
                               {"image-label": {"version": _FMT.version, "source": {"image": "../../"}}}, name=name)
 
-    def finalize(self, fields: dict[str, list[int]]) -> None:
-        """Write well and plate metadata for ``{well: [field indices]}`` (call once, at the end)."""
+    def finalize(self, fields: dict[str, list[int]], *, acquisition: dict | None = None) -> None:
+        """Write well and plate metadata for ``{well: [field indices]}`` (call once, at the end).
+
+        ``acquisition``: a JSON-able record of where the plate came from (channel map, ignored
+        files, vendor metadata), stored as the plate group's ``cmcl`` attribute.
+        """
         wells = sorted(w for w, f in fields.items() if f)
         rows = sorted({split_well(w)[0] for w in wells}, key=lambda r: (len(r), r))
         cols = sorted({split_well(w)[1] for w in wells})
@@ -128,6 +152,8 @@ class PlateWriter:
             wells=[f"{split_well(w)[0]}/{split_well(w)[1]}" for w in wells], fmt=_FMT,
             acquisitions=[{"id": 0, "name": self.plate}],
             field_count=max((len(f) for f in fields.values()), default=0), name=self.plate)
+        if acquisition is not None:
+            self.root.attrs["cmcl"] = acquisition
 
 
 def read_field(plate: zarr.Group, path: str) -> np.ndarray:

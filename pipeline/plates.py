@@ -26,6 +26,7 @@ from typing import Literal
 
 import pandas as pd
 
+from pipeline.acquisition import Acquisition, auto_channel_map, find_acquisition, loaddata_acquisition
 from pipeline.store import CHANNELS
 
 __all__ = [
@@ -79,9 +80,18 @@ class PlateListing:
         One row per image file: ``Metadata_Well``, ``Metadata_Site`` (int), ``Metadata_Channel``
         (channel name), ``File`` (path relative to ``root``).
     unmatched : list of str
-        Files that looked like images but matched no pattern of the layout (reported, not read).
+        Image files whose name matches no pattern of the layout (reported and quarantined).
     platemap : Path or None
         ``platemap.csv`` in the plate folder, if present.
+    channels : tuple of str
+        The Cell Painting channels the plate has, in :data:`CHANNELS` order (DNA always first).
+    channel_map : dict
+        Vendor channel id -> channel name actually used (given, or read from vendor metadata).
+    acquisition : Acquisition or None
+        Vendor metadata (Harmony index, HTD, LoadData metadata columns), if any.
+    ignored : list of str
+        Image files of channels the map does not name (brightfield, other focal planes):
+        recorded, never read, never quarantined.
     """
 
     plate: str
@@ -90,6 +100,10 @@ class PlateListing:
     images: pd.DataFrame
     unmatched: list[str] = field(default_factory=list)
     platemap: Path | None = None
+    channels: tuple[str, ...] = CHANNELS
+    channel_map: dict[str, str] = field(default_factory=dict)
+    acquisition: Acquisition | None = None
+    ignored: list[str] = field(default_factory=list)
 
 
 def well_name(row: int | str, col: int) -> str:
@@ -150,6 +164,8 @@ def read_channel_map(path: str | os.PathLike) -> dict[str, str]:
 def parse_channel_map(spec: str | os.PathLike | dict[str, str] | None) -> dict[str, str]:
     """Parse ``"DNA=1,ER=2,RNA=3,AGP=4,Mito=5"`` into ``{"1": "DNA", ...}``.
 
+    A map may name any subset of the five channels that contains DNA (``"DNA=1"``,
+    ``"DNA=1,RNA=2,AGP=3"``); vendor channels it does not name are ignored at ingestion.
     ``None`` gives the default (w1..w5 = DNA, ER, RNA, AGP, Mito). A dict is taken as
     ``{vendor channel: name}`` already. A path (a ``Path``, or a string ending in ``.toml``,
     ``.yaml`` or ``.yml``) is read with :func:`read_channel_map`.
@@ -182,9 +198,11 @@ def parse_channel_map(spec: str | os.PathLike | dict[str, str] | None) -> dict[s
     unknown = sorted(set(mapping.values()) - set(CHANNELS))
     if unknown:
         raise ValueError(f"channel map names {unknown} are not Cell Painting channels {list(CHANNELS)}")
-    missing = sorted(set(CHANNELS) - set(mapping.values()))
-    if missing:
-        raise ValueError(f"channel map lacks channels {missing}; got {spec!r}")
+    if "DNA" not in mapping.values():
+        raise ValueError(f"channel map must name the DNA channel (nuclei are found on it); got {spec!r}")
+    repeated = sorted({n for n in mapping.values() if list(mapping.values()).count(n) > 1})
+    if repeated:
+        raise ValueError(f"channel map names {repeated} more than once; got {spec!r}")
     return mapping
 
 
@@ -192,14 +210,17 @@ def _tiffs(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and _TIFF.search(p.name))
 
 
-def _listing_imagexpress(root: Path, channel_map: dict[str, str]) -> tuple[str | None, list[dict], list[str]]:
-    rows, unmatched, plates = [], [], set()
+def _listing_imagexpress(root: Path, channel_map: dict[str, str]) -> tuple[str | None, list[dict], list[str], list[str]]:
+    rows, unmatched, ignored, plates = [], [], [], set()
     for p in _tiffs(root):
         if "_thumb" in p.name.lower():
             continue
         m = _IMAGEXPRESS.match(p.name)
-        if not m or m["channel"] not in channel_map:
+        if not m:
             unmatched.append(str(p.relative_to(root)))
+            continue
+        if m["channel"] not in channel_map:
+            ignored.append(f"{p.relative_to(root)}: channel w{m['channel']} is not in the channel map")
             continue
         plates.add(m["plate"])
         well = split_well(m["well"])
@@ -207,27 +228,31 @@ def _listing_imagexpress(root: Path, channel_map: dict[str, str]) -> tuple[str |
                          Metadata_Channel=channel_map[m["channel"]], File=str(p.relative_to(root))))
     if len(plates) > 1:
         raise PlateLayoutError(f"{root}: ImageXpress files name several plates {sorted(plates)}; one folder per plate")
-    return (plates.pop() if plates else None), rows, unmatched
+    return (plates.pop() if plates else None), rows, unmatched, ignored
 
 
-def _listing_phenix(root: Path, channel_map: dict[str, str]) -> tuple[str | None, list[dict], list[str]]:
-    rows, unmatched = [], []
+def _listing_phenix(root: Path, channel_map: dict[str, str]) -> tuple[str | None, list[dict], list[str], list[str]]:
+    rows, unmatched, ignored = [], [], []
     for p in _tiffs(root):
         m = _PHENIX.match(p.name)
-        if not m or m["channel"] not in channel_map:
+        if not m:
             unmatched.append(str(p.relative_to(root)))
             continue
-        if int(m["plane"]) != 1:  # one focal plane is ingested; others are reported
-            unmatched.append(str(p.relative_to(root)))
+        if m["channel"] not in channel_map:
+            ignored.append(f"{p.relative_to(root)}: channel ch{m['channel']} is not in the channel map")
+            continue
+        if int(m["plane"]) != 1:  # one focal plane is ingested; others are recorded
+            ignored.append(f"{p.relative_to(root)}: focal plane {int(m['plane'])} (plane 1 is ingested)")
             continue
         rows.append(dict(Metadata_Well=well_name(int(m["row"]), int(m["col"])), Metadata_Site=int(m["site"]),
                          Metadata_Channel=channel_map[m["channel"]], File=str(p.relative_to(root))))
-    return None, rows, unmatched
+    return None, rows, unmatched, ignored
 
 
-def _listing_loaddata(root: Path, csv: Path, allow_outside: bool) -> tuple[str | None, list[dict], list[str]]:
-    table = pd.read_csv(csv)
-    needed = [f"{k}_Orig{c}" for c in CHANNELS for k in ("FileName", "PathName")] + [
+def _listing_loaddata(root: Path, csv: Path, allow_outside: bool,
+                      table: pd.DataFrame) -> tuple[str | None, list[dict], list[str], list[str]]:
+    present = [c for c in CHANNELS if f"FileName_Orig{c}" in table.columns]
+    needed = [f"{k}_Orig{c}" for c in (present if "DNA" in present else CHANNELS) for k in ("FileName", "PathName")] + [
         "Metadata_Plate", "Metadata_Well", "Metadata_Site"]
     missing = [c for c in needed if c not in table.columns]
     if missing:
@@ -238,16 +263,19 @@ def _listing_loaddata(root: Path, csv: Path, allow_outside: bool) -> tuple[str |
     rows, refused = [], []
     base = csv.parent.resolve()
     root_resolved = root.resolve()
+    extra = [c[len("FileName_Orig"):] for c in table.columns if c.startswith("FileName_Orig")
+             and c[len("FileName_Orig"):] not in CHANNELS]
+    ignored = [f"{csv.name}: column FileName_Orig{x} is not a Cell Painting channel" for x in extra]
     for i, rec in table.iterrows():
         well = well_name(*split_well(str(rec["Metadata_Well"])))
-        for c in CHANNELS:
+        for c in present:
             path = (base / str(rec[f"PathName_Orig{c}"]) / str(rec[f"FileName_Orig{c}"])).resolve()
             if not allow_outside and not path.is_relative_to(root_resolved):
                 refused.append(f"{csv.name} row {i + 2}: {path} is outside the plate folder (use --allow-outside)")
                 continue
             rel = os.path.relpath(path, root_resolved)
             rows.append(dict(Metadata_Well=well, Metadata_Site=int(rec["Metadata_Site"]), Metadata_Channel=c, File=rel))
-    return plates.pop() if plates else None, rows, refused
+    return plates.pop() if plates else None, rows, refused, ignored
 
 
 def discover_plate(
@@ -264,11 +292,15 @@ def discover_plate(
     plate_dir : path
         The plate folder (images, optionally ``platemap.csv`` and a LoadData CSV).
     layout : {'auto', 'imagexpress', 'phenix', 'loaddata'}
-        ``'auto'`` picks a LoadData CSV if one is present, else the file-name layout that matches
-        most TIFFs.
+        ``'auto'`` reads the Phenix file names when a Harmony index (``Index.idx.xml`` /
+        ``Index.xml``) is present, else a LoadData CSV if one is present, else the file-name
+        layout that matches most TIFFs.
     channel_map : str or dict, optional
-        Vendor channel number -> name (see :func:`parse_channel_map`). Ignored for LoadData,
-        whose columns name the channels.
+        Vendor channel number -> name (see :func:`parse_channel_map`). When None, the map is read
+        from the vendor metadata (Harmony index channel names, ImageXpress ``.HTD`` wave names,
+        see :func:`pipeline.acquisition.auto_channel_map`), else the default w1..w5 = DNA, ER,
+        RNA, AGP, Mito. Ignored for LoadData, whose columns name the channels. Channels the map
+        does not name are listed in ``ignored``.
     allow_outside : bool
         LoadData only: accept image paths outside the plate folder.
 
@@ -279,28 +311,41 @@ def discover_plate(
     Raises
     ------
     PlateLayoutError
-        When nothing matches; the message lists what was seen.
+        When nothing matches (the message lists what was seen), or the plate has no DNA channel.
+    AcquisitionError
+        When vendor metadata cannot be read or its channel names cannot be mapped (two DNA
+        stains, no DNA stain); the message names the file.
     """
     root = Path(plate_dir)
     if not root.is_dir():
         raise PlateLayoutError(f"plate folder {root} does not exist or is not a folder")
     if layout not in ("auto", *LAYOUTS):
         raise ValueError(f"layout {layout!r} is not one of 'auto', {', '.join(map(repr, LAYOUTS))}")
-    cmap = parse_channel_map(channel_map)
+    given = None if channel_map is None else parse_channel_map(channel_map)
     csvs = sorted(p for p in root.glob("*.csv") if "FileName_Orig" in p.open().readline())
-    candidates: list[tuple[str, str | None, list[dict], list[str]]] = []
-    if layout in ("auto", "loaddata") and csvs:
+    # the instrument's own index is authoritative: with one, 'auto' reads the Phenix file names
+    # (a LoadData CSV beside it may have been written on another machine, with paths of its own)
+    harmony = find_acquisition(root, "phenix") if layout in ("auto", "phenix") else None
+    candidates: list[tuple[str, str | None, list[dict], list[str], list[str], dict, Acquisition | None]] = []
+    if layout == "loaddata" or (layout == "auto" and csvs and harmony is None):
+        if not csvs:
+            raise PlateLayoutError(f"{root}: no LoadData CSV (a .csv with FileName_Orig<Ch> columns) found")
         if len(csvs) > 1:
             raise PlateLayoutError(f"{root}: several LoadData CSVs {[c.name for c in csvs]}; keep one per plate")
-        candidates.append(("loaddata", *_listing_loaddata(root, csvs[0], allow_outside)))
-    elif layout == "loaddata":
-        raise PlateLayoutError(f"{root}: no LoadData CSV (a .csv with FileName_Orig<Ch> columns) found")
-    if layout in ("auto", "imagexpress") and not (layout == "auto" and candidates):
-        candidates.append(("imagexpress", *_listing_imagexpress(root, cmap)))
-    if layout in ("auto", "phenix") and not (layout == "auto" and candidates and candidates[0][0] == "loaddata"):
-        candidates.append(("phenix", *_listing_phenix(root, cmap)))
+        table = pd.read_csv(csvs[0])
+        acq = loaddata_acquisition(table, source=csvs[0])
+        listed = _listing_loaddata(root, csvs[0], allow_outside, table)
+        candidates.append(("loaddata", *listed, {c: c for c in CHANNELS if f"FileName_Orig{c}" in table.columns}, acq))
+    else:
+        for name, lister in (("imagexpress", _listing_imagexpress), ("phenix", _listing_phenix)):
+            if layout not in ("auto", name) or (name == "imagexpress" and harmony is not None):
+                continue
+            acq = harmony if name == "phenix" else find_acquisition(root, name)
+            cmap = given if given is not None else (auto_channel_map(acq) if acq is not None and acq.channels
+                                                    else dict(DEFAULT_CHANNEL_MAP))
+            candidates.append((name, *lister(root, cmap), cmap, acq))
     best = max(candidates, key=lambda c: len(c[2]))
-    name, plate, rows, unmatched = best
+    name, plate, rows, unmatched, ignored, cmap, acq = best
     if not rows:
         seen = [str(p.relative_to(root)) for p in sorted(root.rglob("*")) if p.is_file()][:10]
         raise PlateLayoutError(
@@ -310,9 +355,21 @@ def discover_plate(
         )
     images = pd.DataFrame(rows).sort_values(["Metadata_Well", "Metadata_Site", "Metadata_Channel", "File"],
                                             ignore_index=True)
+    # a TIFF beside the plate's images whose name fits no pattern may be a misnamed field (it is
+    # quarantined); TIFFs in other folders (analysis output, previews) are recorded and skipped
+    image_dirs = {str(Path(f).parent) for f in images["File"]}
+    ignored = ignored + [f"{u}: not in a folder of the plate's images (file name matches no pattern)"
+                         for u in unmatched if name != "loaddata" and str(Path(u).parent) not in image_dirs]
+    unmatched = [u for u in unmatched if name == "loaddata" or str(Path(u).parent) in image_dirs]
+    channels = tuple(c for c in CHANNELS if c in set(cmap.values()))
+    if "DNA" not in channels:
+        raise PlateLayoutError(f"{root}: the plate has no DNA channel (LoadData columns FileName_OrigDNA / "
+                               f"PathName_OrigDNA, or DNA in the channel map)")
     platemap = root / "platemap.csv"
+    plate = plate or (acq.plate if acq is not None else None)
     return PlateListing(plate=str(plate or root.name), layout=name, root=root, images=images,
-                        unmatched=unmatched, platemap=platemap if platemap.is_file() else None)
+                        unmatched=unmatched, platemap=platemap if platemap.is_file() else None,
+                        channels=channels, channel_map=cmap, acquisition=acq, ignored=ignored)
 
 
 def read_platemap(path: str | os.PathLike, *, plate: str) -> pd.DataFrame:

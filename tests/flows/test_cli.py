@@ -128,3 +128,28 @@ def test_train_ablation_over_seeds_prints_mean_and_sd(tmp_path):
     assert len(csv) == 8 and set(csv["seed"]) == {0, 1} and csv["test_g2i_hit@10"].between(0, 1).all()
     bad = runner.invoke(app, ["--quiet", "train", "--ablation", "--ablation-seeds", "0,x", "--store", str(store.root)])
     assert bad.exit_code != 0 and "comma-separated integers" in bad.output
+
+
+def test_ingest_a_real_phenix_export_with_its_jump_plate_map(tmp_path):
+    """`cmcl ingest` on the real Phenix export with no --channels: the Harmony index picks the
+    stains, the brightfield channel is ignored (not quarantined), and a JUMP plate map attaches."""
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[1] / "data"
+    jump = data / "jump_compound_platemaps"
+    (tmp_path / "barcode_platemap.csv").write_text(
+        "Assay_Plate_Barcode,Plate_Map_Name\nBR00121482,JUMP-Target-2_compound_platemap\n")
+    cfg = tmp_path / "platemap.toml"
+    cfg.write_text(f'platemap = "{jump}"\ncompound_metadata = "{jump / "JUMP-Target-2_compound_metadata.tsv"}"\n'
+                   'barcode_platemap = "barcode_platemap.csv"\n')
+    store = tmp_path / "store"
+    out = _ok(["--quiet", "ingest", str(data / "phenix_BR00121482"), "--store", str(store), "--platemap", str(cfg)])
+    assert ("BR00121482 channels: DNA=ch5 (HOECHST 33342), ER=ch4 (Alexa 488), RNA=ch3 (488 long), "
+            "AGP=ch2 (Alexa 568), Mito=ch1 (Alexa 647); ignored: ch6 (Brightfield)") in " ".join(out.split())
+    assert "quarantined:" not in out
+    st = Store(store)
+    assert st.read("quarantine").empty
+    pm = st.read("platemap").set_index("Metadata_Well")
+    assert len(pm) == 384 and (pm["Metadata_ControlType"] == "negcon").sum() == 64
+    assert pm.loc["A01", "Metadata_HasImages"] and pm.loc["A01", "Metadata_SMILES"] == "CCCCCCCCO"
+    assert pm["Metadata_HasImages"].sum() == 1

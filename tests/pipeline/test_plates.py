@@ -56,8 +56,9 @@ def test_channel_map():
     assert parse_channel_map("DNA=5,ER=4,RNA=3,AGP=2,Mito=1")["5"] == "DNA"
     with pytest.raises(ValueError, match="not Cell Painting"):
         parse_channel_map("DNA=1,ER=2,RNA=3,AGP=4,Actin=5")
-    with pytest.raises(ValueError, match="lacks"):
-        parse_channel_map("DNA=1")
+    assert parse_channel_map("DNA=1") == {"1": "DNA"}  # a subset is fine as long as DNA is in it
+    with pytest.raises(ValueError, match="must name the DNA channel"):
+        parse_channel_map("ER=2")
     with pytest.raises(ValueError, match="NAME=NUMBER"):
         parse_channel_map("DNA1")
 
@@ -98,8 +99,8 @@ def test_channel_map_from_a_file(tmp_path):
     flat.write_text('DNA = 1\nER = 2\nRNA = 3\nAGP = 4\nMito = "5"\n')
     assert parse_channel_map(flat) == parse_channel_map(None)
     bad = tmp_path / "bad.toml"
-    bad.write_text("DNA = 1\nER = 2\n")
-    with pytest.raises(ValueError, match="bad.toml.*lacks"):
+    bad.write_text("ER = 2\nRNA = 3\n")
+    with pytest.raises(ValueError, match="bad.toml.*must name the DNA channel"):
         parse_channel_map(bad)
     bad.write_text("DNA = [1")
     with pytest.raises(ValueError, match="bad.toml: cannot read"):
