@@ -45,6 +45,51 @@ __all__ = ["TrainConfig", "build_model", "build_loss", "train", "load_model", "l
 Device = Literal["auto", "cpu", "cuda"]
 
 
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """``value`` checked against the type ``hint`` of a :class:`TrainConfig` field."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, a, where)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError(errors[0] + (" (or null)" if type(None) in args else ""))
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"{where} must be one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ValueError(f"{where} must be a JSON list, e.g. [64, 128], got {value!r}")
+        inner = args[0]
+        if len(args) != 2 or args[1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ValueError(f"{where} must be a list of {len(args)} numbers, got {value!r}")
+        return [_coerce(v, inner, where) for v in value]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if hint is str and not isinstance(value, str):
+        raise ValueError(f"{where} must be text, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every hyper-parameter of a training run. Defaults are paper-like (MIGA) sizes.
@@ -144,6 +189,37 @@ class TrainConfig:
             cnn_stem_stride=2, proj_dim=128, eval_batch_size=128, max_minutes=6.0,
         )
         return cls(**{**base, **overrides})
+
+    @classmethod
+    def parse_overrides(cls, items: list[str]) -> dict[str, Any]:
+        """``['epochs=10', 'lr=1e-3']`` (``--set`` values) -> typed field overrides.
+
+        Values are read as JSON where they parse (``10``, ``1e-3``, ``true``, ``null``,
+        ``[0.8, 0.1, 0.1]``), else as text, then checked against the field's type.
+
+        Raises
+        ------
+        ValueError
+            Naming the ``--set`` item: not ``KEY=VALUE``, an unknown key (the message lists the
+            valid keys), or a value of the wrong type or outside a field's choices.
+        """
+        import typing
+
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        out: dict[str, Any] = {}
+        for item in items:
+            if "=" not in item:
+                raise ValueError(f"--set {item!r} is not KEY=VALUE (e.g. --set epochs=10)")
+            key, text = (s.strip() for s in item.split("=", 1))
+            if key not in hints:
+                raise ValueError(f"--set {item!r}: unknown key {key!r}; valid keys: {', '.join(names)}")
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                value = text
+            out[key] = _coerce(value, hints[key], f"--set {item!r}: {key}")
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

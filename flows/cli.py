@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -10,11 +9,54 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+import importlib
+
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+#: click's exceptions, wherever typer takes click from (it may vendor its own copy)
+_click = importlib.import_module(typer.BadParameter.__module__)
+
+
+class _OneLineUsageErrors(TyperGroup):
+    """A mistyped verb, flag or value is one line on stderr (exit 2), naming it and where help is."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        from flows.signals import install
+
+        restore = install()  # Ctrl-C / SIGTERM stop any verb within seconds, leaving no process behind
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False,
+                              **extra)
+        except _click.NoArgsIsHelpError as exc:
+            if not standalone_mode:
+                raise
+            exc.show()
+            sys.exit(exc.exit_code)
+        except _click.ClickException as exc:
+            if not standalone_mode:
+                raise
+            where = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "cmcl"
+            msg = " ".join(exc.format_message().split())
+            typer.echo(f"error: {msg} (see `{where} --help`)", err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            typer.echo("error: aborted", err=True)
+            sys.exit(1)
+        finally:
+            restore()
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(cls=_OneLineUsageErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="cmcl: Cell Painting plates + compound lists -> a molecule <-> cell-image contrastive model.")
 console = Console()
 err = Console(stderr=True)
@@ -72,16 +114,29 @@ def _store(store: Optional[Path]) -> Path:
 
 
 def _fail(exc: BaseException) -> None:
+    """Report ``exc`` as one line (never wrapped, markup-free) and exit 1; with --debug, raise it."""
     if _State.debug:
         raise exc
-    err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}")
+    msg = " ".join(str(exc).split())
+    err.print(Text.assemble(("error: ", "bold red"), f"{type(exc).__name__}: {msg}"), soft_wrap=True)
     raise typer.Exit(1)
+
+
+def _interrupted() -> None:
+    from flows.signals import INTERRUPTED_HINT, kill_descendants
+
+    kill_descendants()
+    err.print(Text.assemble(("error: ", "bold red"), INTERRUPTED_HINT), soft_wrap=True)
+    raise typer.Exit(130)
 
 
 class _OneLineLogs(logging.Filter):
     """Without --debug, log records carry no traceback: the first line of the message only."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if (not _State.debug and record.levelno >= logging.ERROR
+                and record.name.startswith(("prefect.flow_runs", "prefect.task_runs"))):
+            return False  # a failed or crashed run: the CLI prints its cause once, as one line
         if not _State.debug and (record.exc_info or "\n" in str(record.msg)):
             record.msg = record.getMessage().splitlines()[0]
             record.args = ()
@@ -104,23 +159,49 @@ def _run(fn, *args, **kwargs) -> Any:
     _tame_logs()
     try:
         return fn(*args, **kwargs)
-    except (typer.Exit, KeyboardInterrupt):
+    except typer.Exit:
         raise
+    except KeyboardInterrupt:
+        _interrupted()
     except Exception as exc:  # noqa: BLE001 - the CLI boundary: one-line cause unless --debug
         _fail(exc)
+    except BaseException as exc:
+        if type(exc).__name__ == "TerminationSignal":  # Prefect's SIGTERM inside a flow run
+            _interrupted()
+        raise
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise typer.BadParameter(f"--set {item!r} is not KEY=VALUE")
-        k, v = item.split("=", 1)
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
+    """``--set KEY=VALUE`` items as typed TrainConfig overrides; a bad key or value fails here, as one line."""
+    from cmcl_model.train import TrainConfig
+
+    return _run(TrainConfig.parse_overrides, items) if items else {}
+
+
+def _need_dirs(paths: list[Path], what: str) -> None:
+    """Fail (one line, before Prefect starts) unless every path is an existing folder."""
+    for p in paths:
+        if not Path(p).is_dir():
+            _fail(FileNotFoundError(f"{what} {p} does not exist or is not a folder"))
+
+
+def _check_compound_files(files: list[Path], smiles_col: str, id_col: Optional[str]) -> None:
+    from pipeline.compound_io import check_compound_file
+
+    for f in files:
+        _run(check_compound_file, f, smiles_col=smiles_col, id_col=id_col)
+
+
+def _need_compounds(root: Path) -> None:
+    """``cmcl train``/``--ablation``: fail with what to run when the store has no plates or compounds yet."""
+    from pipeline.store import Store
+
+    st = Store(root)
+    if not st.table_path("ledger").is_file():
+        _fail(FileNotFoundError(f"store {root} holds no ingested plate; run `cmcl ingest PLATE_DIR --store {root}` first"))
+    if not st.table_path("graphs").is_file():
+        _fail(FileNotFoundError(f"store {root} has no compounds yet ({st.table_path('graphs')} is missing); "
+                                f"run `cmcl compounds --store {root}` first"))
 
 
 # ------------------------------------------------------------------------------------------ synth
@@ -155,10 +236,11 @@ def ingest(plate_dirs: list[Path] = typer.Argument(..., help="Plate folders."),
            allow_outside: bool = OutsideOpt, platemap: Optional[Path] = PlatemapOpt,
            force: bool = typer.Option(False, "--force", help="Re-ingest even unchanged plates.")) -> None:
     """Ingest plate folders: validate, OME-Zarr, illumination correction, segmentation, crops."""
-    from flows.ingest import ingest_plate_flow
-
+    _need_dirs(plate_dirs, "plate folder")
     settings = _settings(layout, channels, crop_size, illumination, dark, segmenter, cellpose_model,
                          cellpose_cell_model, field_tile_size, allow_outside, platemap)
+    from flows.ingest import ingest_plate_flow
+
     results = [_run(ingest_plate_flow, str(p), str(_store(store)), settings, force) for p in plate_dirs]
     _print_plates(results)
     if any(r["n_quarantined"] for r in results):
@@ -188,6 +270,7 @@ def compounds(files: list[Path] = typer.Argument(None, help="CSV/TSV/.smi/SDF/Pa
               tautomers: bool = typer.Option(False, "--tautomers", help="Canonicalize tautomers."),
               jobs: int = typer.Option(2, help="Worker processes.")) -> None:
     """Standardize compounds (parents, salts, charges), merge duplicates, build OGB graphs."""
+    _check_compound_files(files or [], smiles_col, id_col)
     from flows.compounds import compounds_flow
 
     s = _run(compounds_flow, str(_store(store)), [str(f) for f in files or []], smiles_col, id_col, jobs, tautomers)
@@ -210,9 +293,10 @@ def train(store: Optional[Path] = StoreOpt,
           ablation: bool = typer.Option(False, "--ablation", help="Train GIC, GIC+MGM, GIC+GGIM and all; print the table."),
           ablation_seeds: Optional[str] = typer.Option(None, help="--ablation: comma-separated seeds, e.g. 0,1,2 (mean and sd per variant).")) -> None:
     """Train the graph <-> image contrastive model on the store."""
+    overrides = {**_parse_overrides(set_), "device": device}
+    _need_compounds(_store(store))
     from flows.model import ablation_flow, train_flow
 
-    overrides = {**_parse_overrides(set_), "device": device}
     if ablation:
         try:
             seeds = [int(x) for x in ablation_seeds.split(",")] if ablation_seeds else None
@@ -317,13 +401,16 @@ def run(inbox: Path = typer.Argument(..., help="Folder of plate folders."),
         field_tile_size: Optional[int] = TileOpt, allow_outside: bool = OutsideOpt,
         platemap: Optional[Path] = PlatemapOpt) -> None:
     """Everything: ingest new/changed plates, compounds, train, evaluate."""
-    from flows.pipeline import run_flow
-
+    _need_dirs([inbox], "inbox")
     settings = _settings(layout, channels, crop_size, illumination, dark, segmenter, cellpose_model,
                          cellpose_cell_model, field_tile_size, allow_outside, platemap)
+    overrides = _parse_overrides(set_) or None
+    _check_compound_files(compound_file, "smiles", None)
+    from flows.pipeline import run_flow
+
     t0 = time.perf_counter()
     out = _run(run_flow, str(inbox), str(_store(store)), settings, [str(f) for f in compound_file],
-               preset, _parse_overrides(set_) or None, not no_train, workers, dask_address)
+               preset, overrides, not no_train, workers, dask_address)
     _report_run(out, time.perf_counter() - t0)
 
 
@@ -392,10 +479,11 @@ def serve(inbox: Path = typer.Argument(..., help="Folder where plate folders arr
           cellpose_model: Optional[Path] = CellposeOpt, cellpose_cell_model: Optional[Path] = CellposeCellOpt,
           field_tile_size: Optional[int] = TileOpt, allow_outside: bool = OutsideOpt) -> None:
     """Serve a scheduled, incremental ingest deployment against a Prefect server (PREFECT_API_URL)."""
-    from flows.serve import serve_ingest
-
+    _need_dirs([inbox], "inbox")
     settings = _settings(layout, channels, crop_size, illumination, dark, segmenter, cellpose_model,
                          cellpose_cell_model, field_tile_size, allow_outside)
+    from flows.serve import serve_ingest
+
     _run(serve_ingest, inbox, _store(store), interval=interval, cron=cron, retrain_after=retrain_after,
          preset=preset, settings=settings, settle_seconds=settle_seconds, workers=workers)
 

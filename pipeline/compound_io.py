@@ -30,7 +30,7 @@ from rdkit import Chem
 
 from pipeline.compounds import quiet_rdkit
 
-__all__ = ["READER_COLUMNS", "SUFFIXES", "read_compounds"]
+__all__ = ["READER_COLUMNS", "SUFFIXES", "read_compounds", "check_compound_file"]
 
 #: Columns of every chunk the readers yield.
 READER_COLUMNS: tuple[str, ...] = ("Metadata_Source", "Metadata_CompoundID", "Input_SMILES", "Error")
@@ -105,12 +105,52 @@ def _with_ids(values: list[str], fallback: list[str]) -> list[str]:
     return [v if v else f for v, f in zip(values, fallback)]
 
 
+def _table_header(path: Path, gz: bool, sep: str) -> list[str]:
+    """Column names of a CSV/TSV; an empty file is a ``ValueError`` saying what it needs."""
+    try:
+        header = pd.read_csv(path, sep=sep, nrows=0, compression="gzip" if gz else None)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: the file is empty; a compound table needs a header row naming its "
+                         f"SMILES column (e.g. 'smiles') and one row per compound") from None
+    return [str(c) for c in header.columns]
+
+
+def check_compound_file(path: str | os.PathLike, *, smiles_col: str = "smiles", id_col: str | None = None) -> None:
+    """Check, without reading its records, that :func:`read_compounds` can read ``path``.
+
+    Cheap enough to run before any work: the file exists, its suffix names a known format, it
+    is not empty, and a table's SMILES (and ID) columns exist.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        Naming the file: unknown format, empty file, or a named column absent (the message
+        lists the columns seen).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no compound file at {str(path)!r}")
+    fmt, gz = _format(path)
+    if fmt in ("csv", "tsv"):
+        seen = _table_header(path, gz, "," if fmt == "csv" else "\t")
+    elif fmt == "parquet":
+        seen = pq.ParquetFile(path).schema_arrow.names
+    else:
+        if path.stat().st_size == 0:
+            raise ValueError(f"{path}: the file is empty; it holds no compound record")
+        return
+    _resolve(smiles_col, seen, path, "SMILES")
+    if id_col is not None:
+        _resolve(id_col, seen, path, "ID")
+
+
 def _read_table(
     path: Path, gz: bool, sep: str, smiles_col: str, id_col: str | None, chunksize: int
 ) -> Iterator[pd.DataFrame]:
     source = path.name
-    header = pd.read_csv(path, sep=sep, nrows=0, compression="gzip" if gz else None)
-    seen = [str(c) for c in header.columns]
+    seen = _table_header(path, gz, sep)
     scol = _resolve(smiles_col, seen, path, "SMILES")
     icol = _resolve(id_col, seen, path, "ID") if id_col is not None else None
     usecols = [scol] if icol is None else [scol, icol]
