@@ -76,10 +76,11 @@ TileOpt = typer.Option(None, help="Also write field tiles of this size (e.g. 128
 OutsideOpt = typer.Option(False, "--allow-outside", help="LoadData: accept image paths outside the plate folder.")
 PlatemapOpt = typer.Option(None, "--platemap", help="A JUMP/LINCS plate map (well_position, broad_sample) or a TOML "
                            "config naming it, its compound metadata and barcode_platemap.csv (pipeline/platemaps.py).")
+FeaturesOpt = typer.Option("default", help="CellProfiler features per cell (cp_measure): default | full | none.")
 
 
 def _settings(layout, channels, crop_size, illumination, dark, segmenter, cellpose_model, cellpose_cell_model,
-              field_tile_size, allow_outside, platemap=None) -> dict[str, Any]:
+              field_tile_size, allow_outside, platemap=None, features="default") -> dict[str, Any]:
     from pipeline.ingest import IngestSettings
 
     settings = dict(layout=layout, channel_map=str(channels) if channels else None, crop_size=crop_size,
@@ -87,7 +88,7 @@ def _settings(layout, channels, crop_size, illumination, dark, segmenter, cellpo
                     cellpose_model=str(cellpose_model) if cellpose_model else None,
                     cellpose_cell_model=str(cellpose_cell_model) if cellpose_cell_model else None,
                     field_tile_size=field_tile_size, allow_outside=allow_outside,
-                    platemap=str(platemap) if platemap else None)
+                    platemap=str(platemap) if platemap else None, features=features)
     _run(IngestSettings, **settings)  # bad values fail here, as one line
     return settings
 
@@ -234,11 +235,12 @@ def ingest(plate_dirs: list[Path] = typer.Argument(..., help="Plate folders."),
            segmenter: str = SegmenterOpt, cellpose_model: Optional[Path] = CellposeOpt,
            cellpose_cell_model: Optional[Path] = CellposeCellOpt, field_tile_size: Optional[int] = TileOpt,
            allow_outside: bool = OutsideOpt, platemap: Optional[Path] = PlatemapOpt,
+           features: str = FeaturesOpt,
            force: bool = typer.Option(False, "--force", help="Re-ingest even unchanged plates.")) -> None:
-    """Ingest plate folders: validate, OME-Zarr, illumination correction, segmentation, crops."""
+    """Ingest plate folders: validate, OME-Zarr, illumination correction, segmentation, crops, features."""
     _need_dirs(plate_dirs, "plate folder")
     settings = _settings(layout, channels, crop_size, illumination, dark, segmenter, cellpose_model,
-                         cellpose_cell_model, field_tile_size, allow_outside, platemap)
+                         cellpose_cell_model, field_tile_size, allow_outside, platemap, features)
     from flows.ingest import ingest_plate_flow
 
     results = [_run(ingest_plate_flow, str(p), str(_store(store)), settings, force) for p in plate_dirs]
@@ -399,11 +401,11 @@ def run(inbox: Path = typer.Argument(..., help="Folder of plate folders."),
         illumination: str = IllumOpt, dark: float = DarkOpt, segmenter: str = SegmenterOpt,
         cellpose_model: Optional[Path] = CellposeOpt, cellpose_cell_model: Optional[Path] = CellposeCellOpt,
         field_tile_size: Optional[int] = TileOpt, allow_outside: bool = OutsideOpt,
-        platemap: Optional[Path] = PlatemapOpt) -> None:
-    """Everything: ingest new/changed plates, compounds, train, evaluate."""
+        platemap: Optional[Path] = PlatemapOpt, features: str = FeaturesOpt) -> None:
+    """Everything: ingest new/changed plates, compounds, profiles, train, evaluate."""
     _need_dirs([inbox], "inbox")
     settings = _settings(layout, channels, crop_size, illumination, dark, segmenter, cellpose_model,
-                         cellpose_cell_model, field_tile_size, allow_outside, platemap)
+                         cellpose_cell_model, field_tile_size, allow_outside, platemap, features)
     overrides = _parse_overrides(set_) or None
     _check_compound_files(compound_file, "smiles", None)
     from flows.pipeline import run_flow
@@ -436,7 +438,7 @@ DEMO_SIZES = {
 }
 #: The generator's camera adds a 100 ADU dark offset; knowing it, the background illumination
 #: method recovers the true flat field to about 1 % (see pipeline/illumination.py).
-DEMO_INGEST = dict(illumination_method="background", illumination_dark=100.0)
+DEMO_INGEST = dict(illumination_method="background", illumination_dark=100.0, features="default")
 
 
 @app.command()

@@ -37,6 +37,7 @@ import zarr
 from scipy import ndimage as ndi
 
 from pipeline import illumination as illum
+from pipeline.features import FEATURE_SETS, measure_objects
 from pipeline.ledger import file_lock, ledger_entry, update_ledger
 from pipeline.omezarr import PlateWriter, field_path, open_plate, read_field
 from pipeline.provenance import code_fingerprint
@@ -85,6 +86,9 @@ class IngestSettings:
     field_tile_size: int | None = None
     focus_outlier_fraction: float = 0.5
     platemap: str | None = None
+    #: CellProfiler features per cell (pipeline.features); the CLI's default is 'default', the
+    #: library's 'none' (ingestion exactly as without the features stage)
+    features: Literal["default", "full", "none"] = "none"
 
     def __post_init__(self) -> None:
         if self.segmenter not in SEGMENTERS:
@@ -98,6 +102,8 @@ class IngestSettings:
                                             f"'cyto3' are not accepted; pass the path of a local weights file)")
         if self.crops_chunk < 1 or self.crops_shard % self.crops_chunk or self.crops_shard < self.crops_chunk:
             raise ValueError(f"crops_shard ({self.crops_shard}) must be a positive multiple of crops_chunk ({self.crops_chunk})")
+        if self.features not in (*FEATURE_SETS, "none"):
+            raise ValueError(f"features {self.features!r} is not one of {', '.join(map(repr, (*FEATURE_SETS, 'none')))}")
         if self.field_tile_size is not None and self.field_tile_size < 8:
             raise ValueError(f"field_tile_size must be None or >= 8; got {self.field_tile_size!r}")
 
@@ -138,7 +144,7 @@ class PlatePlan:
 
 #: Modules whose code decides what ingestion writes; part of every plate's fingerprint.
 _STAGE_MODULES = ("pipeline.ingest", "pipeline.plates", "pipeline.acquisition", "pipeline.omezarr", "pipeline.illumination",
-                  "pipeline.segmentation", "pipeline.tiles")
+                  "pipeline.segmentation", "pipeline.tiles", "pipeline.features")
 
 
 def plan_plate(plate_dir: str | Path, store: Store, settings: IngestSettings) -> PlatePlan:
@@ -384,12 +390,13 @@ def cyto_channel(channels: tuple[str, ...], preferred: str = "AGP") -> str | Non
 
 
 def _process_field(writer: PlateWriter, funcs: np.ndarray, field: tuple[str, int, str],
-                   settings: IngestSettings) -> tuple[np.ndarray, pd.DataFrame, dict, np.ndarray | None]:
-    """Correct, segment and crop one staged field; writes its labels.
+                   settings: IngestSettings) -> tuple[np.ndarray, pd.DataFrame, dict, np.ndarray | None, pd.DataFrame | None]:
+    """Correct, segment, crop and measure one staged field; writes its labels.
 
-    Returns the field's crops, cell table, QC row and, with ``settings.field_tile_size``, its
-    (rows, cols, C, S, S) uint16 grid tiles (else None). Channels the plate lacks get NaN
-    ``Intensity_Mean_<channel>`` columns.
+    Returns the field's crops, cell table, QC row, with ``settings.field_tile_size`` its
+    (rows, cols, C, S, S) uint16 grid tiles (else None), and unless ``settings.features`` is
+    ``'none'`` the CellProfiler features of the cropped cells, row for row, in the plate's
+    channels (else None). Channels the plate lacks get NaN ``Intensity_Mean_<channel>`` columns.
     """
     well, site, path = field
     plate_id = writer.plate
@@ -409,6 +416,10 @@ def _process_field(writer: PlateWriter, funcs: np.ndarray, field: tuple[str, int
     writer.write_labels(well, int(path.rsplit("/", 1)[1]), {"nuclei": nuclei, "cells": cells})
     crops, table = crop_cells(corrected, nuclei, cells, crop_size=settings.crop_size, border=settings.border,
                               channel_names=channels)
+    feats = None
+    if settings.features != "none":  # same corrected pixels and labels as the crops, same process
+        feats = measure_objects(corrected, nuclei, cells, channel_names=channels, feature_set=settings.features,
+                                ids=table["Metadata_CellID"].to_numpy())
     for c in CHANNELS:
         if c not in channels:
             table[f"Intensity_Mean_{c}"] = np.float32(np.nan)
@@ -421,11 +432,11 @@ def _process_field(writer: PlateWriter, funcs: np.ndarray, field: tuple[str, int
     qc = dict(Metadata_Plate=plate_id, Metadata_Well=well, Metadata_Site=int(site), Metadata_FieldPath=path,
               Count_Nuclei=int(nuclei.max()), Count_Crops=len(table), QC_FocusScore=_focus_score(raw[0]),
               QC_SaturatedFraction=float((raw == np.iinfo(raw.dtype).max).mean()))
-    return crops, table, qc, tiles
+    return crops, table, qc, tiles, feats
 
 
 def _process_batch(plate_path: str, funcs_path: str, batch: list[tuple[str, int, str]], settings: IngestSettings,
-                   plate_id: str) -> list[tuple[np.ndarray, pd.DataFrame, dict, np.ndarray | None]]:
+                   plate_id: str) -> list[tuple[np.ndarray, pd.DataFrame, dict, np.ndarray | None, pd.DataFrame | None]]:
     """Process a batch of fields (one task of a worker process): plate and functions opened once."""
     grp = zarr.open_group(funcs_path, mode="r", zarr_format=3)
     px = open_plate(plate_path).attrs.get("cmcl", {}).get("pixel_size_um")  # labels get the image's scale
@@ -459,6 +470,10 @@ def segment_and_tile(
     tiles, appended to the array ``tiles`` (T, C, S, S) uint16 of the same group, and described by
     the ``tiles`` table written to ``plan.staging / 'tiles.parquet'``.
 
+    Unless ``settings.features`` is ``'none'``, every cropped cell's CellProfiler features
+    (:func:`pipeline.features.measure_objects`, in the worker that cut its crop) go to the
+    ``features`` table at ``plan.staging / 'features.parquet'``, keyed like the cells table.
+
     After all fields, ``QC_OutOfFocus`` flags fields whose focus score is below
     ``settings.focus_outlier_fraction`` x the plate's median score.
     """
@@ -485,16 +500,22 @@ def segment_and_tile(
     n_proc = processes or default_processes(len(records))
     work = partial(_process_batch, plate_path, funcs_path, settings=settings, plate_id=plate_id)
     n_total = done = 0
-    cell_tables, field_rows = [], []
+    cell_tables, field_rows, feature_tables = [], [], []
     with _executor(n_proc) as pool:
         results = pool.map(work, batches) if pool is not None else map(work, batches)
         for batch in results:
-            for crops, table, qc, tiles in batch:
+            for crops, table, qc, tiles, feats in batch:
                 well, site = qc["Metadata_Well"], qc["Metadata_Site"]
                 table.insert(0, "Metadata_Site", np.int32(site))
                 table.insert(0, "Metadata_Well", well)
                 table.insert(0, "Metadata_Plate", plate_id)
                 table.insert(4, "Metadata_CropIndex", np.arange(n_total, n_total + len(table), dtype=np.int64))
+                if feats is not None:
+                    feats = feats.drop(columns="Metadata_CellID")
+                    feats.insert(0, "Metadata_CropIndex", table["Metadata_CropIndex"].to_numpy())
+                    for k, c in enumerate(("Metadata_Plate", "Metadata_Well", "Metadata_Site", "Metadata_CellID")):
+                        feats.insert(k, c, table[c].to_numpy())
+                    feature_tables.append(feats)
                 n_total += len(table)
                 cell_tables.append(table)
                 field_rows.append(qc)
@@ -522,6 +543,14 @@ def segment_and_tile(
         if n_tiles_written != len(tiles_df):
             raise RuntimeError(f"plate {plate_id}: {n_tiles_written} tiles written but {len(tiles_df)} tile rows")
         write_table(tiles_df, "tiles", plan.staging / "tiles.parquet")
+    if settings.features != "none":
+        feats_df = pd.concat(feature_tables, ignore_index=True) if feature_tables else pd.DataFrame(
+            {c: pd.Series(dtype=t) for c, t in (("Metadata_Plate", object), ("Metadata_Well", object),
+                                                ("Metadata_Site", np.int32), ("Metadata_CellID", np.int32),
+                                                ("Metadata_CropIndex", np.int64))})
+        if len(feats_df) != len(cells_df):
+            raise RuntimeError(f"plate {plate_id}: {len(feats_df)} feature rows but {len(cells_df)} cell rows")
+        write_table(feats_df, "features", plan.staging / "features.parquet")
     return cells_df, fields_df
 
 
@@ -585,12 +614,13 @@ def publish(plan: PlatePlan, store: Store, *, fields: pd.DataFrame, cells: pd.Da
     write_table(fields, "fields", store.table_path("fields", plate=plate))
     write_table(cells, "cells", store.table_path("cells", plate=plate))
     write_table(quarantine, "quarantine", store.table_path("quarantine", plate=plate))
-    tiles_path = store.table_path("tiles", plate=plate)
-    if (plan.staging / "tiles.parquet").is_file():  # validated when staged
-        tiles_path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(plan.staging / "tiles.parquet", tiles_path)
-    else:  # this ingest made no tiles: a table left by an earlier one would describe nothing
-        tiles_path.unlink(missing_ok=True)
+    for name in ("tiles", "features"):
+        path = store.table_path(name, plate=plate)
+        if (plan.staging / f"{name}.parquet").is_file():  # validated when staged
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(plan.staging / f"{name}.parquet", path)
+        else:  # this ingest made none: a table left by an earlier one would describe other cells
+            path.unlink(missing_ok=True)
     shutil.rmtree(plan.staging)
     from pipeline.acquisition import describe_channel_map
 

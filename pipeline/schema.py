@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from functools import cache
 from importlib.resources import files
@@ -91,9 +92,19 @@ def table_names() -> tuple[str, ...]:
     return tuple(sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".json")))
 
 
+def _pattern_field(name: str, column: str) -> pa.Field | None:
+    """The field of ``column`` when it matches one of the table's declared column patterns
+    (``"column_patterns"``: tables whose feature columns depend on the feature set), else None."""
+    for spec in table_schema(name).get("column_patterns", []):
+        if re.match(spec["pattern"], column):
+            return pa.field(column, _ARROW_TYPES[spec["type"]], nullable=spec["nullable"])
+    return None
+
+
 def arrow_schema(name: str, columns: Sequence[str] | None = None) -> pa.Schema:
     """The ``pyarrow.Schema`` of table ``name``, in declared column order, or of its
-    ``columns`` only, in that order.
+    ``columns`` only, in that order. Columns matching one of the table's ``column_patterns``
+    are accepted among ``columns`` and typed as the pattern declares.
 
     Raises
     ------
@@ -104,10 +115,16 @@ def arrow_schema(name: str, columns: Sequence[str] | None = None) -> pa.Schema:
     schema = pa.schema(fields)
     if columns is None:
         return schema
-    unknown = [c for c in columns if c not in schema.names]
+    out, unknown = [], []
+    for c in columns:
+        f = schema.field(c) if c in schema.names else _pattern_field(name, c)
+        if f is None:
+            unknown.append(c)
+        else:
+            out.append(f)
     if unknown:
         raise SchemaError(f"table {name!r}: columns {unknown} are not declared")
-    return pa.schema([schema.field(c) for c in columns])
+    return pa.schema(out)
 
 
 def _declared_rows(spec: str | None) -> int | None:
@@ -173,9 +190,12 @@ def conform(table: pd.DataFrame | pa.Table, name: str, columns: Sequence[str] | 
     SchemaError
         On missing or extra columns, impossible casts or nulls in non-nullable columns.
     """
-    schema = arrow_schema(name, columns)
     if isinstance(table, pd.DataFrame):
         table = pa.Table.from_pandas(table, preserve_index=False)
+    if columns is None and table_schema(name).get("column_patterns"):
+        declared = arrow_schema(name).names
+        columns = declared + [c for c in table.column_names if c not in declared and _pattern_field(name, c) is not None]
+    schema = arrow_schema(name, columns)
     have, want = set(table.column_names), set(schema.names)
     problems = []
     if want - have:
@@ -232,4 +252,8 @@ def read_table(name: str, path: str | os.PathLike, columns: Sequence[str] | None
     """
     schema = arrow_schema(name, columns)  # an undeclared column fails here, naming the table
     tbl = pq.read_table(path, columns=schema.names if columns is not None else None)
+    if columns is None and table_schema(name).get("column_patterns"):
+        # the pattern columns stay in the file's order, after the declared ones
+        declared = schema.names
+        columns = declared + [c for c in tbl.column_names if c not in declared]
     return conform(tbl, name, columns).to_pandas()

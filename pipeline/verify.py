@@ -54,7 +54,10 @@ def format_problems(problems: list[Problem]) -> str:
 
 
 def _per_plate_tables() -> list[str]:
-    return [n for n in table_names() if "{plate}" in table_schema(n)["path"]]
+    """Per-plate tables written by ingestion. Derived tables (``"derived": true``: profiles,
+    rebuilt by ``cmcl profile``, also for imported plates the ledger does not hold) are not
+    plate outputs."""
+    return [n for n in table_names() if "{plate}" in table_schema(n)["path"] and not table_schema(n).get("derived")]
 
 
 def _rel(store: Store, path: Path) -> str:
