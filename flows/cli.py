@@ -387,6 +387,41 @@ def _print_metrics(m: dict[str, Any]) -> None:
         console.print("compounds by scaffold split: " + ", ".join(f"{k} {v}" for k, v in split.items()))
 
 
+# --------------------------------------------------------------------------------------- profiles
+@app.command()
+def profile(store: Optional[Path] = StoreOpt,
+            null_size: int = typer.Option(10000, help="Random rankings per mAP p-value (copairs null distribution).")) -> None:
+    """Well profiles (pycytominer: median, plate map, mad_robustize vs DMSO, feature selection), consensus
+    profiles and per-compound phenotypic activity (copairs mAP); only plates whose inputs changed are redone."""
+    from flows.profiles import profile_flow
+
+    out = _run(profile_flow, str(_store(store)), null_size)
+    console.print(f"profiles: {len(out['plates_profiled'])} plate(s) profiled, {len(out['plates_unchanged'])} unchanged")
+    if isinstance(out["sources"], dict):
+        for source, s in out["sources"].items():
+            console.print(f"  {source}: {s['wells']} wells x {s['features']} features; {s['retrieved']} of "
+                          f"{s['compounds']} compounds retrieved (phenotypically active) at corrected p < 0.05")
+    st = _store(store)
+    console.print(f"activity: {st / 'tables' / 'profiles' / 'activity.parquet'}")
+
+
+@app.command("import-profiles")
+def import_profiles(file: Path = typer.Argument(..., help="Well-profile table (.csv, .csv.gz, .parquet), pycytominer style."),
+                    store: Optional[Path] = StoreOpt,
+                    samples: Optional[Path] = typer.Option(None, help="Drug Repurposing Hub sample file (broad_id, smiles, InChIKey)."),
+                    drugs: Optional[Path] = typer.Option(None, help="Drug Repurposing Hub drug file (pert_id, moa).")) -> None:
+    """Import well profiles from elsewhere (e.g. a LINCS plate) into the store; `cmcl profile` scores them."""
+    for f in [file, samples, drugs]:
+        if f is not None and not f.is_file():
+            _fail(FileNotFoundError(f"{f} does not exist"))
+    from flows.profiles import import_profiles_flow
+
+    out = _run(import_profiles_flow, str(file), str(_store(store)), str(samples) if samples else None,
+               str(drugs) if drugs else None)
+    console.print(f"imported {out['wells']} wells x {out['features']} features of plate(s) {', '.join(out['plates'])} "
+                  f"as {out['source']}; {out['with_inchikey']} of {out['compounds']} compounds with an InChIKey")
+
+
 # -------------------------------------------------------------------------------------------- run
 @app.command()
 def run(inbox: Path = typer.Argument(..., help="Folder of plate folders."),
@@ -558,7 +593,7 @@ def query(store: Optional[Path] = StoreOpt,
 # ---------------------------------------------------------------------------------------- inspect
 @app.command()
 def inspect(store: Path = typer.Argument(..., help="Store directory."),
-            what: str = typer.Argument("summary", help="summary | plates | plate ID | cells | quarantine | compounds | runs"),
+            what: str = typer.Argument("summary", help="summary | plates | plate ID | cells | quarantine | compounds | runs | profiles"),
             arg: Optional[str] = typer.Argument(None, help="Plate id for `plate`."),
             as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables.")) -> None:
     """Show what a store holds; `plate ID` also writes heatmaps and a field with outlines."""

@@ -113,8 +113,37 @@ def runs(root: Path) -> tuple[str, pd.DataFrame]:
     return "training runs", pd.DataFrame(rows)
 
 
+def profiles(root: Path) -> tuple[str, pd.DataFrame]:
+    """Per profile source and plate: wells, DMSO wells, features (as stored and after selection),
+    compounds scored for activity and retrieved at corrected p < 0.05."""
+    from pipeline.features import feature_columns
+
+    st = Store(root)
+    rows = []
+    act = st.read("activity") if st.table_path("activity").is_file() else None
+    selected = (pq_columns(st.table_path("profiles_selected")) if st.table_path("profiles_selected").is_file() else [])
+    for path in st.table_files("profiles_wells"):
+        w = pd.read_parquet(path)
+        for source, df in w.groupby("Metadata_Source"):
+            a = act[act["Metadata_Source"] == source] if act is not None else None
+            rows.append({"source": source, "plate": path.name[: -len(".parquet")], "wells": len(df),
+                         "dmso_wells": int((df["Metadata_ControlType"] == "negcon").sum()),
+                         "features": len(feature_columns(df.columns)),
+                         "selected_features": len(feature_columns(selected)) if source == "cmcl" else len(feature_columns(df.columns)),
+                         "compounds_scored": None if a is None else len(a),
+                         "retrieved_q<0.05": None if a is None else int(a["below_corrected_p"].sum()),
+                         "mean_mAP": None if a is None or not len(a) else float(a["mean_average_precision"].mean())})
+    return "profiles (cmcl profile: well profiles, activity mAP)", pd.DataFrame(rows)
+
+
+def pq_columns(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return pq.read_schema(path).names
+
+
 VIEWS: dict[str, Callable[[Path], tuple[str, pd.DataFrame]]] = {
     "summary": summary, "plates": plates, "cells": cells, "quarantine": quarantine, "compounds": compounds,
-    "runs": runs}
+    "runs": runs, "profiles": profiles}
 #: Views that take an argument (``cmcl inspect STORE plate ID``).
 VIEWS_WITH_ARG: dict[str, Callable[[Path, str], tuple[str, pd.DataFrame]]] = {"plate": plate}

@@ -1,4 +1,4 @@
-"""The end-to-end flow: ingest every new or changed plate of an inbox, then compounds, train, evaluate."""
+"""The end-to-end flow: ingest every new or changed plate of an inbox, then compounds, profiles, train, evaluate."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from prefect import flow, get_run_logger
 from flows.compounds import compounds_flow
 from flows.ingest import find_plate_folders
 from flows.model import evaluate_flow, train_flow
+from pipeline.store import Store
 from flows.parallel import ingest_plates
+from flows.profiles import profile_flow
 
 __all__ = ["run_flow"]
 
@@ -38,6 +40,8 @@ def run_flow(inbox: str, store: str, ingest_settings: dict[str, Any] | None = No
                 sum(r["status"] == "skipped" for r in results))
     compounds = compounds_flow(store, compound_files)
     out: dict[str, Any] = {"plates": results, "compounds": compounds}
+    if Store(Path(store)).table_files("features"):  # plates ingested with CellProfiler features
+        out["profiles"] = profile_flow(store)
     if train:
         run = train_flow(store, preset, train_overrides)
         out["run"] = run

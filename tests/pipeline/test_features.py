@@ -101,7 +101,7 @@ def test_ingest_writes_features_keyed_like_cells(tmp_path):
     from pipeline.synthetic import generate
     from pipeline.verify import verify_store
 
-    plate = generate(tmp_path / "in", plate_id="FT", n_wells=4, sites=1, size=160, seed=1)
+    plate = generate(tmp_path / "in", plate_id="FT", n_wells=8, sites=1, size=160, seed=1)
     store = Store(tmp_path / "s")
     r = ingest_plate(plate, store, IngestSettings(crop_size=32, features="default"), processes=1)
     cells = store.read("cells")
@@ -112,3 +112,21 @@ def test_ingest_writes_features_keyed_like_cells(tmp_path):
     np.testing.assert_array_equal(feats["Cells_AreaShape_Area"], cells["AreaShape_CellArea"])
     np.testing.assert_allclose(feats["Cells_Intensity_MeanIntensity_DNA"] * 65535, cells["Intensity_Mean_DNA"], rtol=1e-4)
     assert verify_store(store.root) == []
+    # the demo's path: well profiles and consensus from these cells, read back by pycytominer
+    import pycytominer
+    from pycytominer.cyto_utils import infer_cp_features
+
+    from flows.profiles import profile_flow
+
+    out = profile_flow(str(store.root), null_size=200)
+    assert out["plates_profiled"] == ["FT"]
+    for name in ("profiles_wells", "profiles_selected", "profiles_consensus"):
+        df = store.read(name)
+        assert infer_cp_features(df) == feature_columns(df.columns) and len(infer_cp_features(df)) > 0
+        pycytominer.feature_select(df, features="infer", operation="drop_na_columns")
+    wells = store.read("profiles_wells")
+    assert len(wells) == 8 and wells["Metadata_Count_Cells"].sum() == len(cells)
+    dmso = wells[wells["Metadata_ControlType"] == "negcon"]
+    assert np.allclose(dmso["Cells_AreaShape_Area"].median(), 0, atol=1e-6)  # mad_robustize centres DMSO
+    assert verify_store(store.root) == []
+    assert profile_flow(str(store.root), null_size=200)["plates_profiled"] == []  # incremental

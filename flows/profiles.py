@@ -1,0 +1,181 @@
+"""Prefect flows for profiles: well profiles from the store's single-cell features, imported
+profile tables, feature selection, consensus and phenotypic activity (pipeline.profiles)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from pipeline import profiles as prof
+from pipeline.features import feature_columns
+from pipeline.plates import fingerprint_files
+from pipeline.provenance import code_fingerprint
+from pipeline.schema import read_table, write_table
+from pipeline.store import Store
+
+__all__ = ["profile_flow", "import_profiles_flow", "read_profile_file", "activity_of"]
+
+
+def _state_path(store: Store) -> Path:
+    return store.path("profiles_state")
+
+
+def _load_state(store: Store) -> dict[str, str]:
+    p = _state_path(store)
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def _save_state(store: Store, state: dict[str, str]) -> None:
+    p = _state_path(store)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
+    os.replace(tmp, p)
+
+
+def _plate_fingerprint(store: Store, plate: str) -> str:
+    files = [store.table_path(n, plate=plate) for n in ("features", "platemap")] + [store.table_path("compounds")]
+    return fingerprint_files(store.root, [str(f.relative_to(store.root)) for f in files],
+                             extra=code_fingerprint("pipeline.profiles", "pipeline.features"))
+
+
+@task(name="well-profiles", cache_policy=NO_CACHE)
+def well_profiles_task(store_root: str, plate: str) -> int:
+    """Aggregate, annotate and normalize one plate's cells into ``profiles_wells/<plate>``."""
+    store = Store(Path(store_root))
+    cells = read_table("features", store.table_path("features", plate=plate))
+    platemap = read_table("platemap", store.table_path("platemap", plate=plate))
+    compounds = store.read("compounds", ["Metadata_InChIKey", "Metadata_CompoundIDs"])
+    wells = prof.annotate_wells(prof.aggregate_wells(cells), platemap, compounds)
+    wells = prof.normalize_plate(wells)
+    write_table(wells, "profiles_wells", store.table_path("profiles_wells", plate=plate))
+    return len(wells)
+
+
+def activity_of(profiles: pd.DataFrame, *, null_size: int = 10000, seed: int = 0) -> pd.DataFrame:
+    """:func:`pipeline.profiles.phenotypic_activity` of well profiles, on their features without
+    NaN, with ``Metadata_Source`` and ``Metadata_InChIKey`` of each compound."""
+    feats = [c for c in feature_columns(profiles.columns) if profiles[c].notna().all()]
+    act = prof.phenotypic_activity(profiles, profiles[feats].to_numpy(np.float64), null_size=null_size, seed=seed)
+    keys = profiles.dropna(subset=["Metadata_CompoundID"]).groupby("Metadata_CompoundID")["Metadata_InChIKey"].first()
+    act.insert(0, "Metadata_Source", profiles["Metadata_Source"].iloc[0])
+    act.insert(2, "Metadata_InChIKey", act["Metadata_CompoundID"].map(keys))
+    return act
+
+
+@task(name="select-consensus-activity", cache_policy=NO_CACHE)
+def downstream_task(store_root: str, null_size: int) -> dict[str, Any]:
+    """Feature selection per source (imported tables are kept as imported: already selected),
+    consensus profiles and phenotypic activity over all well profiles of the store."""
+    store = Store(Path(store_root))
+    wells = [read_table("profiles_wells", p) for p in store.table_files("profiles_wells")]
+    selected, consensus, activity = [], [], []
+    by_source: dict[str, list[pd.DataFrame]] = {}
+    for df in wells:
+        for source, part in df.groupby("Metadata_Source", sort=True):
+            by_source.setdefault(str(source), []).append(part)
+    out: dict[str, Any] = {}
+    for source, parts in sorted(by_source.items()):
+        df = pd.concat(parts, ignore_index=True)
+        sel = prof.select_features(df) if source == "cmcl" else df
+        selected.append(sel)
+        consensus.append(prof.consensus_profiles(sel))
+        act = activity_of(sel, null_size=null_size)
+        activity.append(act)
+        out[source] = {"wells": len(sel), "features": len(feature_columns(sel.columns)), "compounds": len(act),
+                       "retrieved": int(act["below_corrected_p"].sum())}
+    if selected:
+        write_table(pd.concat(selected, ignore_index=True), "profiles_selected", store.table_path("profiles_selected"))
+        write_table(pd.concat(consensus, ignore_index=True), "profiles_consensus", store.table_path("profiles_consensus"))
+        write_table(pd.concat(activity, ignore_index=True), "activity", store.table_path("activity"))
+    return out
+
+
+@flow(name="cmcl-profile", flow_run_name="profile", log_prints=True)
+def profile_flow(store: str, null_size: int = 10000) -> dict[str, Any]:
+    """Well profiles for every plate with single-cell features whose inputs changed, then (when
+    any well profile changed) feature selection, consensus and activity over the store.
+
+    Incremental like ingestion: a plate's fingerprint covers its features and plate-map files,
+    the compounds table and the code of the profile stages.
+    """
+    logger = get_run_logger()
+    st = Store(Path(store))
+    state = _load_state(st)
+    plates = [p.name[: -len(".parquet")] for p in st.table_files("features")]
+    done = []
+    for plate in plates:
+        fp = _plate_fingerprint(st, plate)
+        if state.get(plate) == fp and st.table_path("profiles_wells", plate=plate).is_file():
+            continue
+        well_profiles_task(str(st.root), plate)
+        state[plate] = fp
+        done.append(plate)
+    wells_fp = fingerprint_files(st.root, [str(p.relative_to(st.root)) for p in st.table_files("profiles_wells")],
+                                 extra=code_fingerprint("pipeline.profiles", "flows.profiles") + str(null_size))
+    summary: dict[str, Any] = {"plates_profiled": done, "plates_unchanged": sorted(set(plates) - set(done))}
+    outputs = [st.table_path(n) for n in ("profiles_selected", "profiles_consensus", "activity")]
+    if state.get("__downstream__") != wells_fp or not all(p.is_file() for p in outputs):
+        if st.table_files("profiles_wells"):
+            summary["sources"] = downstream_task(str(st.root), null_size)
+            state["__downstream__"] = wells_fp
+        else:
+            summary["sources"] = {}
+    else:
+        summary["sources"] = "unchanged"
+    _save_state(st, state)
+    logger.info("profiles: %d plate(s) profiled, %d unchanged", len(done), len(summary["plates_unchanged"]))
+    return summary
+
+
+def read_profile_file(path: str | os.PathLike) -> pd.DataFrame:
+    """A well-profile table from ``.csv``, ``.csv.gz``, ``.tsv`` or ``.parquet``.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, for another suffix or an unreadable table.
+    """
+    p = Path(path)
+    name = p.name.lower()
+    try:
+        if name.endswith(".parquet"):
+            return pd.read_parquet(p)
+        if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt")):
+            return pd.read_csv(p, sep="\t" if ".tsv" in name or name.endswith(".txt") else ",", comment=None,
+                               low_memory=False)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise ValueError(f"{p}: not a readable profile table ({exc})") from None
+    raise ValueError(f"{p}: profile tables are .csv, .csv.gz, .tsv or .parquet")
+
+
+def _read_hub(path: str | os.PathLike | None) -> pd.DataFrame | None:
+    if path is None:
+        return None
+    return pd.read_csv(path, sep="\t", comment="!", low_memory=False)
+
+
+@flow(name="cmcl-import-profiles", flow_run_name="import-profiles", log_prints=True)
+def import_profiles_flow(file: str, store: str, samples: str | None = None, drugs: str | None = None) -> dict[str, Any]:
+    """Read a pycytominer-style well-profile table into ``profiles_wells`` (one file per plate),
+    joined to SMILES / InChIKey (``samples``, the Drug Repurposing Hub sample file) and MOA
+    (``drugs``, the Hub's drug file); ``cmcl profile`` then scores it."""
+    st = Store(Path(store))
+    table = read_profile_file(file)
+    source = "import:" + Path(file).name
+    wells = prof.external_profiles(table, source=source, samples=_read_hub(samples), drugs=_read_hub(drugs))
+    plates = []
+    for plate, df in wells.groupby("Metadata_Plate", sort=True):
+        write_table(df, "profiles_wells", st.table_path("profiles_wells", plate=str(plate)))
+        plates.append(str(plate))
+    trt = wells[wells["Metadata_ControlType"] == "trt"]
+    return {"source": source, "plates": plates, "wells": len(wells), "features": len(feature_columns(wells.columns)),
+            "compounds": int(trt["Metadata_CompoundID"].nunique()),
+            "with_inchikey": int(trt.dropna(subset=["Metadata_InChIKey"])["Metadata_CompoundID"].nunique())}

@@ -1,0 +1,304 @@
+"""Well profiles the field's way (pycytominer) and their phenotypic activity (copairs mAP).
+
+DataFrame in, DataFrame out, ``Metadata_*`` columns as the schema (as in pycytominer):
+
+1. :func:`aggregate_wells` — median of the single-cell features per plate and well;
+2. :func:`annotate_wells` — the plate map (compound, SMILES, dose, control type) and the
+   compound's standardized InChIKey;
+3. :func:`normalize_plate` — ``mad_robustize`` against the plate's DMSO (``negcon``) wells;
+4. :func:`select_features` — variance, correlation, NA and CellProfiler-blocklist feature
+   selection over all plates of one source;
+5. :func:`consensus_profiles` — median per compound and dose;
+6. :func:`phenotypic_activity` — per compound, the mean average precision with which its
+   replicate wells retrieve each other against the DMSO wells of the same plate (copairs),
+   with permutation p-values and their Benjamini-Hochberg correction. Works on any
+   profile matrix (CellProfiler features, learned embeddings).
+
+:func:`external_profiles` maps a pycytominer-style table from elsewhere (e.g. a LINCS plate)
+onto the same columns, joined to SMILES / InChIKey / MOA through the Drug Repurposing Hub.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from pipeline.features import feature_columns
+
+__all__ = [
+    "PROFILE_METADATA",
+    "SELECT_OPERATIONS",
+    "aggregate_wells",
+    "annotate_wells",
+    "normalize_plate",
+    "select_features",
+    "consensus_profiles",
+    "phenotypic_activity",
+    "external_profiles",
+]
+
+#: Metadata columns of a well profile, in order (schemas/tables/profiles_wells.json).
+PROFILE_METADATA: tuple[str, ...] = (
+    "Metadata_Plate", "Metadata_Well", "Metadata_CompoundID", "Metadata_InChIKey", "Metadata_SMILES",
+    "Metadata_Concentration", "Metadata_ControlType", "Metadata_MOA", "Metadata_Source", "Metadata_Count_Cells")
+#: pycytominer feature_select operations, in the order they run.
+SELECT_OPERATIONS: tuple[str, ...] = ("variance_threshold", "correlation_threshold", "drop_na_columns", "blocklist")
+_NEGCON = "Metadata_ControlType == 'negcon'"
+
+
+def aggregate_wells(cells: pd.DataFrame, *, operation: str = "median") -> pd.DataFrame:
+    """One profile per (plate, well): ``operation`` of every feature over the well's cells.
+
+    Parameters
+    ----------
+    cells : DataFrame
+        Single-cell table with ``Metadata_Plate``, ``Metadata_Well`` and feature columns
+        (:func:`pipeline.features.feature_columns`).
+
+    Returns
+    -------
+    DataFrame
+        ``Metadata_Plate``, ``Metadata_Well``, ``Metadata_Count_Cells`` (int32) and the
+        aggregated features (float64), sorted by plate and well.
+    """
+    import pycytominer
+
+    feats = feature_columns(cells.columns)
+    if not feats:
+        raise ValueError("the single-cell table has no feature columns (Cells_/Cytoplasm_/Nuclei_)")
+    strata = ["Metadata_Plate", "Metadata_Well"]
+    wells = pycytominer.aggregate(cells[strata + feats], strata=strata, features=feats, operation=operation)
+    counts = cells.groupby(strata).size().rename("Metadata_Count_Cells").astype(np.int32).reset_index()
+    wells = counts.merge(wells, on=strata, how="left", validate="one_to_one")
+    return wells.sort_values(strata, ignore_index=True)
+
+
+def annotate_wells(wells: pd.DataFrame, platemap: pd.DataFrame, compounds: pd.DataFrame | None = None,
+                   *, source: str = "cmcl") -> pd.DataFrame:
+    """Add the plate map's ``Metadata_*`` columns and the compound's InChIKey to well profiles.
+
+    Parameters
+    ----------
+    wells : DataFrame
+        From :func:`aggregate_wells`.
+    platemap : DataFrame
+        The ``platemap`` table of the plate(s): ``Metadata_Plate``, ``Metadata_Well``,
+        ``Metadata_CompoundID``, ``Metadata_SMILES``, ``Metadata_Concentration``,
+        ``Metadata_ControlType``.
+    compounds : DataFrame, optional
+        The ``compounds`` table (``Metadata_InChIKey``, ``Metadata_CompoundIDs``): maps
+        compound IDs to standardized parents.
+
+    Returns
+    -------
+    DataFrame
+        :data:`PROFILE_METADATA` then the features; wells absent from the plate map are
+        ``'unmapped'``. No well is added or lost.
+    """
+    pm = platemap[["Metadata_Plate", "Metadata_Well", "Metadata_CompoundID", "Metadata_SMILES",
+                   "Metadata_Concentration", "Metadata_ControlType"]]
+    out = wells.merge(pm, on=["Metadata_Plate", "Metadata_Well"], how="left", validate="one_to_one")
+    if len(out) != len(wells):
+        raise RuntimeError(f"annotation changed the number of wells ({len(wells)} -> {len(out)})")
+    out["Metadata_ControlType"] = out["Metadata_ControlType"].fillna("unmapped")
+    key = pd.Series(dtype=object)
+    if compounds is not None and len(compounds):
+        ex = compounds[["Metadata_InChIKey", "Metadata_CompoundIDs"]].explode("Metadata_CompoundIDs")
+        key = ex.drop_duplicates("Metadata_CompoundIDs").set_index("Metadata_CompoundIDs")["Metadata_InChIKey"]
+    out["Metadata_InChIKey"] = out["Metadata_CompoundID"].map(key)
+    out["Metadata_MOA"] = None
+    out["Metadata_Source"] = source
+    return _order(out)
+
+
+def _order(df: pd.DataFrame) -> pd.DataFrame:
+    meta = [c for c in PROFILE_METADATA if c in df.columns]
+    return df[meta + feature_columns(df.columns)]
+
+
+def normalize_plate(wells: pd.DataFrame) -> pd.DataFrame:
+    """``mad_robustize`` each plate's features against that plate's DMSO (``negcon``) wells:
+    (x - median_DMSO) / (1.4826 MAD_DMSO), pycytominer's definition.
+
+    Raises
+    ------
+    ValueError
+        Naming a plate without DMSO wells.
+    """
+    import pycytominer
+
+    feats = feature_columns(wells.columns)
+    meta = [c for c in wells.columns if c not in feats]
+    parts = []
+    for plate, df in wells.groupby("Metadata_Plate", sort=True):
+        if not (df["Metadata_ControlType"] == "negcon").any():
+            raise ValueError(f"plate {plate!r}: no DMSO (negcon) well to normalize against")
+        parts.append(pycytominer.normalize(df, features=feats, meta_features=meta, samples=_NEGCON,
+                                           method="mad_robustize"))
+    return _order(pd.concat(parts, ignore_index=True))
+
+
+def select_features(wells: pd.DataFrame, *, operations: Sequence[str] = SELECT_OPERATIONS,
+                    corr_threshold: float = 0.9, na_cutoff: float = 0.05) -> pd.DataFrame:
+    """pycytominer ``feature_select`` with ``operations`` (default: variance, correlation,
+    NA and the CellProfiler blocklist) over all wells given; metadata kept."""
+    import pycytominer
+
+    feats = feature_columns(wells.columns)
+    out = pycytominer.feature_select(wells, features=feats, operation=list(operations),
+                                     corr_threshold=corr_threshold, na_cutoff=na_cutoff)
+    return _order(out)
+
+
+def consensus_profiles(wells: pd.DataFrame) -> pd.DataFrame:
+    """Median profile per source, compound and dose (pycytominer ``consensus``); DMSO wells
+    form one consensus per source. Adds ``Metadata_N_Wells``."""
+    import pycytominer
+
+    df = wells.copy()
+    df["Metadata_CompoundID"] = df["Metadata_CompoundID"].fillna(df["Metadata_ControlType"])
+    df["Metadata_Concentration"] = df["Metadata_Concentration"].fillna(0.0)
+    reps = ["Metadata_Source", "Metadata_CompoundID", "Metadata_Concentration"]
+    keep = ["Metadata_InChIKey", "Metadata_SMILES", "Metadata_ControlType", "Metadata_MOA"]
+    feats = feature_columns(df.columns)
+    cons = pycytominer.consensus(df[reps + feats], replicate_columns=reps, operation="median", features=feats)
+    first = df.groupby(reps, dropna=False)[keep].first().reset_index()
+    n = df.groupby(reps, dropna=False).size().rename("Metadata_N_Wells").astype(np.int32).reset_index()
+    out = first.merge(n, on=reps).merge(cons, on=reps)
+    meta = [c for c in PROFILE_METADATA if c in out.columns] + ["Metadata_N_Wells"]
+    return out[meta + feature_columns(out.columns)].sort_values(reps, ignore_index=True)
+
+
+def phenotypic_activity(
+    meta: pd.DataFrame,
+    features: np.ndarray,
+    *,
+    compound_col: str = "Metadata_CompoundID",
+    null_size: int = 10000,
+    threshold: float = 0.05,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Phenotypic activity of every compound with two or more wells, with copairs.
+
+    The wells of one compound (all its doses) are the positives of each other; the DMSO
+    (``negcon``) wells of the same plate are the negatives (copairs' reference-index recipe:
+    ``pos_sameby = [compound, reference]``, ``neg_sameby = [Metadata_Plate]``,
+    ``neg_diffby = [compound, reference]``), ranked by cosine similarity. mAP per compound,
+    p-value against ``null_size`` random rankings, Benjamini-Hochberg over the compounds.
+
+    Parameters
+    ----------
+    meta : DataFrame
+        One row per well: ``Metadata_Plate``, ``Metadata_ControlType``, ``compound_col``.
+    features : (n_wells, d) ndarray
+        Profiles (rows of ``meta``); rows or columns with NaN are not allowed.
+
+    Returns
+    -------
+    DataFrame
+        One row per compound: ``compound_col``, ``Metadata_N_Wells``,
+        ``mean_average_precision``, ``p_value``, ``corrected_p_value``, ``below_corrected_p``.
+    """
+    from copairs import map as cmap
+    from copairs.matching import assign_reference_index
+
+    features = np.asarray(features, dtype=np.float64)
+    if features.shape[0] != len(meta):
+        raise ValueError(f"{features.shape[0]} profiles for {len(meta)} metadata rows")
+    if not np.isfinite(features).all():
+        raise ValueError("profiles hold NaN or inf values; drop those features first")
+    m = meta.reset_index(drop=True).copy()
+    neg = (m["Metadata_ControlType"] == "negcon").to_numpy()
+    m[compound_col] = m[compound_col].astype(object).where(~neg, "__negcon__")
+    counts = m.loc[~neg, compound_col].value_counts()
+    keep = neg | m[compound_col].isin(counts.index[counts >= 2]).to_numpy()
+    keep &= m[compound_col].notna().to_numpy() & m["Metadata_ControlType"].isin(["negcon", "trt", "poscon"]).to_numpy()
+    m, x = m[keep].reset_index(drop=True), features[keep]
+    columns = [compound_col, "Metadata_N_Wells", "mean_average_precision", "p_value", "corrected_p_value",
+               "below_corrected_p"]
+    if not (m["Metadata_ControlType"] != "negcon").any() or not (m["Metadata_ControlType"] == "negcon").any():
+        return pd.DataFrame({c: pd.Series(dtype=object if c == compound_col else float) for c in columns})
+    cols = ["Metadata_Plate", compound_col, "Metadata_ControlType"]
+    m = assign_reference_index(m[cols], "Metadata_ControlType == 'negcon'", reference_col="Metadata_Reference_Index",
+                               default_value=-1)
+    pos_sameby = [compound_col, "Metadata_Reference_Index"]
+    ap = cmap.average_precision(m, x, pos_sameby=pos_sameby, pos_diffby=[], neg_sameby=["Metadata_Plate"],
+                                neg_diffby=[compound_col, "Metadata_Reference_Index"], progress_bar=False)
+    ap = ap[ap["Metadata_ControlType"] != "negcon"]
+    res = cmap.mean_average_precision(ap, pos_sameby, null_size=null_size, threshold=threshold, seed=seed,
+                                      progress_bar=False)
+    res = res.merge(ap.groupby(compound_col).size().rename("Metadata_N_Wells").astype(np.int32).reset_index(),
+                    on=compound_col)
+    return res[columns].sort_values(compound_col, ignore_index=True)
+
+
+def external_profiles(table: pd.DataFrame, *, source: str, samples: pd.DataFrame | None = None,
+                      drugs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Map a pycytominer-style well-profile table from elsewhere onto cmcl's profile columns.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Needs ``Metadata_Plate``, ``Metadata_Well`` and CellProfiler feature columns; the
+        compound is ``Metadata_broad_sample`` (LINCS, JUMP) or ``Metadata_CompoundID``; the dose
+        ``Metadata_mmoles_per_liter`` or ``Metadata_Concentration``; DMSO wells are those whose
+        compound is ``DMSO`` or empty or whose ``Metadata_pert_type`` / ``Metadata_ControlType``
+        says control / negcon.
+    source : str
+        Written to ``Metadata_Source`` (e.g. ``'import:<file name>'``).
+    samples : DataFrame, optional
+        The Drug Repurposing Hub sample table (``broad_id`` or ``pert_id``, ``smiles``,
+        ``InChIKey``): a compound's ``pert_id`` is the first 13 characters of its Broad sample
+        ID (``BRD-K50691590``).
+    drugs : DataFrame, optional
+        The Hub's drug table (``pert_id``, ``moa``): mechanisms where the profiles have none.
+
+    Returns
+    -------
+    DataFrame
+        :data:`PROFILE_METADATA` then the features (``Metadata_Count_Cells`` null).
+
+    Raises
+    ------
+    ValueError
+        Naming the missing columns.
+    """
+    missing = [c for c in ("Metadata_Plate", "Metadata_Well") if c not in table.columns]
+    feats = feature_columns(table.columns)
+    if missing or not feats:
+        raise ValueError(f"profile table lacks {missing or 'feature columns (Cells_/Cytoplasm_/Nuclei_)'}")
+    t = table
+    cid = next((t[c] for c in ("Metadata_broad_sample", "Metadata_CompoundID") if c in t.columns), None)
+    if cid is None:
+        raise ValueError("profile table names no compound (Metadata_broad_sample or Metadata_CompoundID)")
+    cid = cid.astype(object).where(cid.notna(), None)
+    dose = next((t[c] for c in ("Metadata_mmoles_per_liter", "Metadata_Concentration") if c in t.columns),
+                pd.Series(np.nan, index=t.index))
+    control = pd.Series("trt", index=t.index, dtype=object)
+    ctrl_col = next((t[c] for c in ("Metadata_ControlType", "Metadata_pert_type") if c in t.columns), None)
+    neg = cid.isna() | cid.astype(str).str.upper().eq("DMSO")
+    if ctrl_col is not None:
+        neg |= ctrl_col.astype(str).str.lower().isin(["negcon", "control"])
+    control[neg] = "negcon"
+    out = pd.DataFrame({
+        "Metadata_Plate": t["Metadata_Plate"].astype(str), "Metadata_Well": t["Metadata_Well"].astype(str),
+        "Metadata_CompoundID": cid.where(~neg, "DMSO"), "Metadata_Concentration": dose.astype(float),
+        "Metadata_ControlType": control})
+    moa = t["Metadata_moa"] if "Metadata_moa" in t.columns else pd.Series(None, index=t.index, dtype=object)
+    out["Metadata_InChIKey"], out["Metadata_SMILES"], out["Metadata_MOA"] = None, None, moa.astype(object).where(moa.notna(), None)
+    pert = out["Metadata_CompoundID"].astype(str).str[:13]
+    if samples is not None:
+        hub = samples.assign(pert_id=samples["pert_id"] if "pert_id" in samples.columns else samples["broad_id"].str[:13])
+        hub = hub.drop_duplicates("pert_id").set_index("pert_id")
+        for col, src in (("Metadata_InChIKey", "InChIKey"), ("Metadata_SMILES", "smiles")):
+            if src in hub.columns:
+                out[col] = pert.map(hub[src]).where(~neg, None)
+    if drugs is not None and "moa" in drugs.columns:
+        moa_of = drugs.drop_duplicates("pert_id").set_index("pert_id")["moa"]
+        out["Metadata_MOA"] = out["Metadata_MOA"].fillna(pert.map(moa_of)).where(~neg, None)
+    out["Metadata_Source"] = source
+    out["Metadata_Count_Cells"] = pd.array([pd.NA] * len(out), dtype="Int32")
+    out = pd.concat([out, t[feats].reset_index(drop=True).set_axis(out.index)], axis=1)
+    return _order(out)
