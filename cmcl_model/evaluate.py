@@ -3,7 +3,8 @@
 Writes ``reports/<run>/metrics.json`` with the layout declared in ``schemas/reports/metrics.json``::
 
     {"model": R, "crop_level": R,
-     "baselines": {"untrained": R, "morgan_ridge": R, "morgan_cca": R},
+     "baselines": {"untrained": R, "morgan_ridge": R, "morgan_cca": R[, "cellprofiler_cca": R]},
+     ["activity": {"cellprofiler" | "model" | "untrained": {n_compounds, fraction_retrieved, ...}}]
      "chance": R, "crop_level_chance": R,
      "split": {"train": n, "val": n, "test": n, "test_evaluated": n},
      "n_candidates": {"hit101": n, "fullpool": n}, "crop_level_n": {"crops": n, "compounds": n},
@@ -153,8 +154,22 @@ def compound_profiles(store: Store) -> pd.DataFrame:
     return trt.merge(cells, on=["Metadata_Plate", "Metadata_CropIndex"]).groupby("Metadata_InChIKey")[_PROFILE].mean()
 
 
-def _baseline_data(store: Store, train_keys: Sequence[str], test_keys: Sequence[str], name: str):
-    prof = compound_profiles(store)
+def cellprofiler_compound_profiles(store: Store) -> pd.DataFrame | None:
+    """Per-compound mean of the store's feature-selected CellProfiler well profiles (treatment
+    wells, features without NaN), indexed by InChIKey; None without ``cmcl profile`` output."""
+    from pipeline.features import feature_columns
+
+    wells = cellprofiler_well_profiles(store)
+    if wells is None:
+        return None
+    trt = wells[(wells["Metadata_ControlType"] == "trt") & wells["Metadata_InChIKey"].notna()]
+    feats = [c for c in feature_columns(trt.columns) if trt[c].notna().all()]
+    return trt.groupby("Metadata_InChIKey")[feats].mean() if len(trt) and feats else None
+
+
+def _baseline_data(store: Store, train_keys: Sequence[str], test_keys: Sequence[str], name: str,
+                   profiles: pd.DataFrame | None = None):
+    prof = compound_profiles(store) if profiles is None else profiles
     train_keys = [k for k in train_keys if k in prof.index]  # training compounds with images
     if len(train_keys) < 2:
         raise ValueError(f"{name} needs at least 2 training compounds with images, got {len(train_keys)}")
@@ -185,11 +200,14 @@ def morgan_ridge_embeddings(
 
 
 def morgan_cca_embeddings(
-    store: Store, train_keys: Sequence[str], test_keys: Sequence[str], *, n_components: int = 4, pca_dim: int = 32
+    store: Store, train_keys: Sequence[str], test_keys: Sequence[str], *, n_components: int = 4, pca_dim: int = 32,
+    profiles: pd.DataFrame | None = None, profile_pca_dim: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Baseline: canonical correlation analysis between Morgan fingerprints (reduced to
     ``pca_dim`` principal components fitted on training compounds) and per-compound image
-    profiles. Both test sets are projected into the ``n_components``-dimensional CCA space.
+    profiles (:func:`compound_profiles`, or ``profiles`` indexed by InChIKey, e.g.
+    :func:`cellprofiler_compound_profiles`, reduced to ``profile_pca_dim`` components when
+    given). Both test sets are projected into the ``n_components``-dimensional CCA space.
 
     Returns
     -------
@@ -198,13 +216,90 @@ def morgan_cca_embeddings(
     from sklearn.cross_decomposition import CCA
     from sklearn.decomposition import PCA
 
-    x_train, y_train, x_test, y_test = _baseline_data(store, train_keys, test_keys, "morgan_cca")
+    x_train, y_train, x_test, y_test = _baseline_data(store, train_keys, test_keys, "morgan_cca", profiles)
+    if profile_pca_dim is not None:
+        dy = max(1, min(profile_pca_dim, y_train.shape[0] - 1, y_train.shape[1]))
+        ypca = PCA(n_components=dy, random_state=0).fit(y_train)
+        y_train, y_test = ypca.transform(y_train), ypca.transform(y_test)
     d = max(1, min(pca_dim, x_train.shape[0] - 1, x_train.shape[1]))
     pca = PCA(n_components=d, random_state=0).fit(x_train)
     k = max(1, min(n_components, d, y_train.shape[1], x_train.shape[0] - 1))
     cca = CCA(n_components=k, max_iter=1000).fit(pca.transform(x_train), y_train)
     xc, yc = cca.transform(pca.transform(x_test), y_test)
     return np.asarray(xc, np.float32), np.asarray(yc, np.float32)
+
+
+def cellprofiler_well_profiles(store: Store) -> pd.DataFrame | None:
+    """The store's own feature-selected CellProfiler well profiles (``profiles_selected``,
+    source ``'cmcl'``, written by ``cmcl profile``), or None when there are none."""
+    if not store.table_path("profiles_selected").is_file():
+        return None
+    prof = store.read("profiles_selected")
+    prof = prof[prof["Metadata_Source"] == "cmcl"].reset_index(drop=True)
+    return prof if len(prof) else None
+
+
+def _activity_summary(act: pd.DataFrame, truth: pd.Series | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"n_compounds": int(len(act)), "n_retrieved": int(act["below_corrected_p"].sum()),
+                           "fraction_retrieved": float(act["below_corrected_p"].mean()) if len(act) else None,
+                           "mean_map": float(act["mean_average_precision"].mean()) if len(act) else None}
+    if truth is not None and len(act):
+        t = act["Metadata_CompoundID"].map(truth).fillna(False).astype(bool).to_numpy()
+        called = act["below_corrected_p"].to_numpy(bool)
+        tp = int((t & called).sum())
+        out.update(n_truly_active=int(t.sum()), precision=float(tp / called.sum()) if called.any() else None,
+                   recall=float(tp / t.sum()) if t.any() else None)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def activity_comparison(
+    store: Store,
+    embeddings: dict[str, tuple[pd.DataFrame, np.ndarray]],
+    *,
+    ground_truth: pd.DataFrame | None = None,
+    null_size: int = 10000,
+) -> dict[str, Any]:
+    """Phenotypic activity (copairs mAP of a compound's replicate wells against its plates' DMSO
+    wells, :func:`pipeline.profiles.phenotypic_activity`) of the store's compounds under several
+    representations, side by side.
+
+    Parameters
+    ----------
+    embeddings : dict
+        name -> (wells, (n_wells, d) embeddings), wells with ``Metadata_Plate``,
+        ``Metadata_CompoundID``, ``Metadata_ControlType`` (e.g. the run's and an untrained
+        encoder's well embeddings, :func:`cmcl_model.query.embed_wells`). The CellProfiler
+        profiles (:func:`cellprofiler_well_profiles`) are added as ``'cellprofiler'`` when present.
+    ground_truth : DataFrame, optional
+        The generator's per-well table (``Metadata_CompoundID``, ``active``): a compound is
+        truly active when its wells are; adds precision and recall of the activity calls.
+
+    Returns
+    -------
+    dict
+        name -> ``n_compounds``, ``n_retrieved``, ``fraction_retrieved`` (corrected p < 0.05),
+        ``mean_map`` and, with ground truth, ``n_truly_active``, ``precision``, ``recall``.
+    """
+    from pipeline.features import feature_columns
+    from pipeline.profiles import phenotypic_activity
+
+    reps: dict[str, tuple[pd.DataFrame, np.ndarray]] = {}
+    cp = cellprofiler_well_profiles(store)
+    if cp is not None:
+        feats = [c for c in feature_columns(cp.columns) if cp[c].notna().all()]
+        reps["cellprofiler"] = (cp, cp[feats].to_numpy(np.float64))
+    reps.update(embeddings)
+    truth = None
+    if ground_truth is not None and "active" in ground_truth.columns:
+        gt = ground_truth.dropna(subset=["Metadata_CompoundID"])
+        truth = gt.groupby("Metadata_CompoundID")["active"].any()
+    out: dict[str, Any] = {}
+    for name, (wells, x) in reps.items():
+        meta = wells[["Metadata_Plate", "Metadata_CompoundID", "Metadata_ControlType"]].copy()
+        meta["Metadata_CompoundID"] = meta["Metadata_CompoundID"].replace("", None)
+        act = phenotypic_activity(meta, x, null_size=null_size)
+        out[name] = _activity_summary(act, truth)
+    return out
 
 
 def _chance_report(n_candidates: dict[str, int]) -> dict:
@@ -283,12 +378,31 @@ def evaluate(
     ridge_r, _ = retrieval_report(pm, im, seeds=seeds)
     pc, ic = morgan_cca_embeddings(store, train_keys, ds.keys)
     cca_r, _ = retrieval_report(pc, ic, seeds=seeds)
+    baselines = {"untrained": untrained_r, "morgan_ridge": ridge_r, "morgan_cca": cca_r}
+    cp_prof = cellprofiler_compound_profiles(store)
+    if cp_prof is not None and all(k in cp_prof.index for k in ds.keys):
+        # CellProfiler profiles <-> Morgan fingerprints, the field's representation as a baseline
+        pcp, icp = morgan_cca_embeddings(store, train_keys, ds.keys, profiles=cp_prof, n_components=8,
+                                         profile_pca_dim=32)
+        baselines["cellprofiler_cca"], _ = retrieval_report(pcp, icp, seeds=seeds)
+
+    activity = None
+    if cellprofiler_well_profiles(store) is not None:  # the store has CellProfiler profiles (cmcl profile)
+        from cmcl_model.query import embed_wells, well_table
+
+        wells = well_table(store)
+        activity = activity_comparison(store, {
+            "model": (wells, embed_wells(model.cpu(), store, wells, norm, log1p=config.log1p, proj_dim=config.proj_dim,
+                                         crops_per_well=crops_per_well)),
+            "untrained": (wells, embed_wells(untrained.cpu(), store, wells, norm, log1p=config.log1p,
+                                             proj_dim=config.proj_dim, crops_per_well=crops_per_well)),
+        }, ground_truth=ground_truth)
 
     counts = split["Split"].value_counts()
     result: dict[str, Any] = {
         "model": model_r,
         "crop_level": crop_r,
-        "baselines": {"untrained": untrained_r, "morgan_ridge": ridge_r, "morgan_cca": cca_r},
+        "baselines": baselines,
         "chance": _chance_report(n_cand),
         "crop_level_chance": crop_chance,
         "split": {s: int(counts.get(s, 0)) for s in ("train", "val", "test")} | {"test_evaluated": len(ds)},
@@ -299,6 +413,8 @@ def evaluate(
         "run": run_dir.name,
         "ties": "pessimistic (rank = 1 + #candidates scoring >= the positive)",
     }
+    if activity is not None:
+        result["activity"] = activity
     if probe_dataset is not None:
         from cmcl_model.probe import probe
 

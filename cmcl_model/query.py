@@ -26,7 +26,7 @@ from cmcl_model.probe import molecule_embeddings, smiles_to_data
 from cmcl_model.train import TrainConfig, build_model, load_checkpoint
 from pipeline.store import Store
 
-__all__ = ["well_table", "well_embeddings", "query_smiles", "query_well"]
+__all__ = ["well_table", "well_embeddings", "embed_wells", "query_smiles", "query_well"]
 
 _WELL_COLUMNS = ["Metadata_Plate", "Metadata_Well", "Metadata_CompoundID", "Metadata_InChIKey", "Metadata_ControlType", "N_Cells"]
 
@@ -93,9 +93,24 @@ def well_embeddings(
                 return wells, z["embeddings"].astype(np.float32)
     wells = well_table(store)
     model, config, norm, _ = _load(run_dir, which)
+    emb = embed_wells(model, store, wells, norm, log1p=config.log1p, proj_dim=config.proj_dim,
+                      crops_per_well=crops_per_well)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, embeddings=emb, fingerprint=np.array(fp), **{c: wells[c].to_numpy().astype(str if c != "N_Cells" else np.int64) for c in _WELL_COLUMNS})
+    os.replace(tmp, cache)
+    return wells, emb
+
+
+def embed_wells(model: CMCLModel, store: Store, wells: pd.DataFrame, norm: dict[str, PlateNorm], *, log1p: bool,
+                proj_dim: int, crops_per_well: int = 16) -> np.ndarray:
+    """(n_wells, proj_dim) float32 projected image embeddings of ``wells`` (rows of
+    :func:`well_table`): the mean encoder feature of up to ``crops_per_well`` crops per well
+    (fixed seed), projected. Plates absent from ``norm`` are normalized by their own DMSO wells."""
+    norm = dict(norm)
     rows = _well_rows(store)
     pm = store.read("platemap")
-    emb = np.zeros((len(wells), config.proj_dim), np.float32)
+    emb = np.zeros((len(wells), proj_dim), np.float32)
     with torch.no_grad():
         for plate, group in wells.groupby("Metadata_Plate"):
             reader = ChunkedCropReader(store.crops_zarr(plate))
@@ -103,7 +118,7 @@ def well_embeddings(
                 dmso_wells = set(pm.loc[(pm["Metadata_Plate"] == plate) & (pm["Metadata_ControlType"] == "negcon"), "Metadata_Well"])
                 parts = [rows[(plate, w)] for w in group["Metadata_Well"] if w in dmso_wells]
                 parts = parts or [rows[(plate, w)] for w in group["Metadata_Well"]]
-                norm[plate] = compute_normalization(reader, np.concatenate(parts), log1p=config.log1p)
+                norm[plate] = compute_normalization(reader, np.concatenate(parts), log1p=log1p)
             xs = []
             for well in group["Metadata_Well"]:
                 sel = rows[(plate, well)]
@@ -112,11 +127,7 @@ def well_embeddings(
                 xs.append(torch.from_numpy(norm[plate].apply(reader.read(sel))))
             feats = _encode_wells(model, xs, torch.device("cpu"))
             emb[group.index.to_numpy()] = model.project_images(torch.stack([f.mean(0) for f in feats])).numpy()
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, embeddings=emb, fingerprint=np.array(fp), **{c: wells[c].to_numpy().astype(str if c != "N_Cells" else np.int64) for c in _WELL_COLUMNS})
-    os.replace(tmp, cache)
-    return wells, emb
+    return emb
 
 
 def _cosine(q: np.ndarray, m: np.ndarray) -> np.ndarray:

@@ -387,6 +387,38 @@ def _probe_html(p: dict[str, Any]) -> str:
     )
 
 
+def _fmt_map(v: float | None) -> str:
+    return "&ndash;" if v is None else f"{v:.3f}"
+
+
+def _activity_html(activity: dict[str, Any]) -> str:
+    """Phenotypic activity (copairs mAP vs plate-matched DMSO) per representation, with
+    precision / recall against the generator's truth where known."""
+    names = {"cellprofiler": "CellProfiler profiles (cp_measure + pycytominer)", "model": "trained image encoder",
+             "untrained": "untrained image encoder"}
+    has_truth = any("precision" in a or "n_truly_active" in a for a in activity.values())
+
+    def pct(v):
+        return "&ndash;" if v is None else f"{100 * v:.1f}"
+
+    head = ("<tr><th>representation</th><th>compounds scored</th><th>retrieved (q &lt; 0.05)</th><th>fraction %</th>"
+            "<th>mean mAP</th>" + ("<th>truly active</th><th>precision %</th><th>recall %</th>" if has_truth else "") + "</tr>")
+    rows = []
+    for k, a in activity.items():
+        cells = (f"<td style='text-align:left'>{html.escape(names.get(k, k))}</td><td>{a['n_compounds']}</td>"
+                 f"<td>{a['n_retrieved']}</td><td>{pct(a.get('fraction_retrieved'))}</td>"
+                 f"<td>{_fmt_map(a.get('mean_map'))}</td>")
+        if has_truth:
+            cells += f"<td>{a.get('n_truly_active', '&ndash;')}</td><td>{pct(a.get('precision'))}</td><td>{pct(a.get('recall'))}</td>"
+        rows.append(f"<tr>{cells}</tr>")
+    return ("<h2>Phenotypic activity (mAP vs DMSO)</h2><p>copairs mean average precision of each compound's replicate "
+            "wells against the DMSO wells of the same plates (cosine similarity), permutation p-values with "
+            "Benjamini&ndash;Hochberg correction; a compound is retrieved (called active) at corrected p &lt; 0.05. "
+            "Compounds need two or more wells."
+            + (" Precision and recall: the calls against the generator's truth of which compounds are active." if has_truth else "")
+            + f"</p><table>{head}{''.join(rows)}</table>")
+
+
 def write_report(store: Store, run_dir: Path, result: dict[str, Any], *, dataset=None, embeddings=None,
                  ground_truth: pd.DataFrame | None = None) -> Path:
     """Write ``reports/<run>/report.html`` and return its path.
@@ -418,6 +450,9 @@ def write_report(store: Store, run_dir: Path, result: dict[str, Any], *, dataset
             parts.append(_table(rows, proto, d, f"{proto} · {d} · compound level (n={result['n_candidates'][proto]})"))
             if crop_rows:
                 parts.append(_table(crop_rows, proto, d, f"{proto} · {d} · crop level"))
+
+    if result.get("activity"):
+        parts.append(_activity_html(result["activity"]))
 
     if dataset is not None and embeddings is not None:
         parts.append("<h2>Rank histograms (model, full pool)</h2>" + _img(_rank_hist_png(embeddings.graph, embeddings.image), "rank histograms"))
