@@ -193,6 +193,23 @@ def _check_compound_files(files: list[Path], smiles_col: str, id_col: Optional[s
         _run(check_compound_file, f, smiles_col=smiles_col, id_col=id_col)
 
 
+def _check_plate_sources(plate_dirs: list[Path], root: Path, settings: dict[str, Any], *, replace: bool,
+                         plate_id: Optional[str]) -> None:
+    """Before Prefect starts: discover every folder (a malformed LoadData CSV or a folder mixing
+    layouts fails here) and refuse one whose plate ID the store holds from another folder."""
+    from pipeline.ingest import IngestSettings, check_plate_source, folder_platemap, plan_plate
+    from pipeline.store import Store
+
+    st = Store(root)
+    cfg = IngestSettings(**settings)
+    for p in plate_dirs:
+        plan = _run(plan_plate, p, st, cfg, plate_id=plate_id)
+        if plan.listing.platemap is not None:
+            _run(folder_platemap, plan)
+        if not replace and st.table_path("ledger").is_file():
+            _run(check_plate_source, plan, st)
+
+
 def _need_compounds(root: Path) -> None:
     """``cmcl train``/``--ablation``: fail with what to run when the store has no plates or compounds yet."""
     from pipeline.store import Store
@@ -236,14 +253,20 @@ def ingest(plate_dirs: list[Path] = typer.Argument(..., help="Plate folders."),
            cellpose_cell_model: Optional[Path] = CellposeCellOpt, field_tile_size: Optional[int] = TileOpt,
            allow_outside: bool = OutsideOpt, platemap: Optional[Path] = PlatemapOpt,
            features: str = FeaturesOpt,
-           force: bool = typer.Option(False, "--force", help="Re-ingest even unchanged plates.")) -> None:
+           force: bool = typer.Option(False, "--force", help="Re-ingest even unchanged plates."),
+           replace: bool = typer.Option(False, "--replace", help="Let this folder replace a plate of the same ID ingested from another folder."),
+           plate_id: Optional[str] = typer.Option(None, "--plate-id", help="Ingest the (one) folder under this plate ID instead of its own.")) -> None:
     """Ingest plate folders: validate, OME-Zarr, illumination correction, segmentation, crops, features."""
     _need_dirs(plate_dirs, "plate folder")
+    if plate_id is not None and len(plate_dirs) > 1:
+        _fail(ValueError(f"--plate-id names one plate; got {len(plate_dirs)} folders"))
     settings = _settings(layout, channels, crop_size, illumination, dark, segmenter, cellpose_model,
                          cellpose_cell_model, field_tile_size, allow_outside, platemap, features)
+    _check_plate_sources(plate_dirs, _store(store), settings, replace=replace, plate_id=plate_id)
     from flows.ingest import ingest_plate_flow
 
-    results = [_run(ingest_plate_flow, str(p), str(_store(store)), settings, force) for p in plate_dirs]
+    results = [_run(ingest_plate_flow, str(p), str(_store(store)), settings, force, replace=replace,
+                    plate_id=plate_id) for p in plate_dirs]
     _print_plates(results)
     if any(r["n_quarantined"] for r in results):
         console.print("[yellow]some fields were quarantined:[/] see `cmcl inspect STORE quarantine`")
@@ -270,12 +293,14 @@ def compounds(files: list[Path] = typer.Argument(None, help="CSV/TSV/.smi/SDF/Pa
               smiles_col: str = typer.Option("smiles", help="SMILES column of CSV/TSV/Parquet inputs."),
               id_col: Optional[str] = typer.Option(None, help="Identifier column."),
               tautomers: bool = typer.Option(False, "--tautomers", help="Canonicalize tautomers."),
+              fresh: bool = typer.Option(False, "--fresh", help="Forget compound files read by earlier runs (they accumulate otherwise)."),
               jobs: int = typer.Option(2, help="Worker processes.")) -> None:
     """Standardize compounds (parents, salts, charges), merge duplicates, build OGB graphs."""
     _check_compound_files(files or [], smiles_col, id_col)
     from flows.compounds import compounds_flow
 
-    s = _run(compounds_flow, str(_store(store)), [str(f) for f in files or []], smiles_col, id_col, jobs, tautomers)
+    s = _run(compounds_flow, str(_store(store)), [str(f) for f in files or []], smiles_col, id_col, jobs, tautomers,
+             fresh=fresh)
     console.print(f"compounds: {s['read']} read, {s['standardized']} standardized, {s['merged']} merged into "
                   f"existing parents, {s['failed']} failed -> {s['unique_parents']} parents"
                   + (" (unchanged: nothing to do)" if s["skipped"] else ""))

@@ -18,25 +18,58 @@ __all__ = ["compounds_flow", "collect_records"]
 _RECORD_COLUMNS = ["Metadata_Source", "Metadata_CompoundID", "Input_SMILES", "Error"]
 
 
-def collect_records(store: Store, files: list[str], *, smiles_col: str = "smiles", id_col: str | None = None) -> pd.DataFrame:
-    """Input records from compound files plus every treated well's SMILES in the store's plate maps.
+def _library_records(store: Store, files: list[str], *, fresh: bool) -> pd.DataFrame:
+    """Records of compound files read by earlier runs, to keep beside this run's files.
+
+    Libraries accumulate: a file read before stays in the store until ``fresh`` (``cmcl
+    compounds --fresh``); a file read again replaces its own records only (files are keyed by
+    name). Reader errors (``Input_SMILES`` empty) keep their reason; the others are
+    standardized again with the rest, so parents are merged over every library.
+    """
+    if fresh or not store.table_path("compound_inputs").is_file():
+        return pd.DataFrame(columns=_RECORD_COLUMNS)
+    names = {Path(f).name for f in files}
+    prev = store.read("compound_inputs")
+    prev = prev[~prev["Metadata_Source"].str.startswith("platemap:") & ~prev["Metadata_Source"].isin(names)]
+    out = prev[_RECORD_COLUMNS].copy()
+    out["Error"] = out["Error"].where(out["Input_SMILES"] == "", None)
+    return out
+
+
+def collect_records(store: Store, files: list[str], *, smiles_col: str = "smiles", id_col: str | None = None,
+                    fresh: bool = False) -> pd.DataFrame:
+    """Input records: earlier libraries (unless ``fresh``), compound files, and every treatment
+    well of the store's plate maps.
 
     Reader errors (a broken SDF record, say) travel in the ``Error`` column so standardization
-    reports them instead of a generic failure.
+    reports them instead of a generic failure; a treatment well without SMILES is such a record.
+
+    Raises
+    ------
+    ValueError
+        If a compound file holds no record (a header without rows), naming it.
     """
-    parts = []
+    parts = [_library_records(store, files, fresh=fresh)]
     if files:
         from pipeline.compound_io import read_compounds
 
         for f in files:
-            parts.extend(read_compounds(f, smiles_col=smiles_col, id_col=id_col))
+            chunks = list(read_compounds(f, smiles_col=smiles_col, id_col=id_col))
+            if not sum(len(c) for c in chunks):
+                raise ValueError(f"{f}: no compound record in the file (a header without rows?)")
+            parts.extend(chunks)
     pm = store.read("platemap")
-    pm = pm[pm["Metadata_SMILES"].notna() & (pm["Metadata_SMILES"] != "")]
+    has_smiles = pm["Metadata_SMILES"].notna() & (pm["Metadata_SMILES"] != "")
+    pm = pm[has_smiles | (pm["Metadata_ControlType"] == "trt")]
     if len(pm):
+        blank = pm["Metadata_SMILES"].isna() | (pm["Metadata_SMILES"] == "")
         parts.append(pd.DataFrame({
             "Metadata_Source": "platemap:" + pm["Metadata_Plate"],
             "Metadata_CompoundID": pm["Metadata_CompoundID"].fillna(pm["Metadata_Plate"] + ":" + pm["Metadata_Well"]),
-            "Input_SMILES": pm["Metadata_SMILES"], "Error": None}))
+            "Input_SMILES": pm["Metadata_SMILES"].fillna(""),
+            "Error": [f"plate map of {p}, well {w}: a treatment well without SMILES (Metadata_SMILES is blank)"
+                      if b else None for p, w, b in zip(pm["Metadata_Plate"], pm["Metadata_Well"], blank)]}))
+    parts = [p for p in parts if len(p)]
     if not parts:
         return pd.DataFrame(columns=_RECORD_COLUMNS)
     records = pd.concat([p.reindex(columns=_RECORD_COLUMNS) for p in parts], ignore_index=True)
@@ -79,11 +112,16 @@ def featurize_task(compounds: pd.DataFrame, n_jobs: int) -> pd.DataFrame:
 
 @flow(name="compounds", flow_run_name="compounds", log_prints=True)
 def compounds_flow(store: str, files: list[str] | None = None, smiles_col: str = "smiles", id_col: str | None = None,
-                   n_jobs: int = 2, canonicalize_tautomer: bool = False, force: bool = False) -> dict[str, Any]:
-    """Standardize every compound record, merge duplicate parents, write graphs; skip if inputs are unchanged."""
+                   n_jobs: int = 2, canonicalize_tautomer: bool = False, force: bool = False, *,
+                   fresh: bool = False) -> dict[str, Any]:
+    """Standardize every compound record, merge duplicate parents, write graphs; skip if inputs are unchanged.
+
+    Compound files accumulate across runs (see :func:`collect_records`); ``fresh`` forgets the
+    files read by earlier runs and keeps only ``files`` and the plate maps.
+    """
     logger = get_run_logger()
     st = Store(Path(store))
-    records = collect_records(st, list(files or []), smiles_col=smiles_col, id_col=id_col)
+    records = collect_records(st, list(files or []), smiles_col=smiles_col, id_col=id_col, fresh=fresh)
     from pipeline.provenance import code_fingerprint
 
     key = _fingerprint(records, f"tautomer={canonicalize_tautomer}"

@@ -37,8 +37,9 @@ def _run_name() -> str:
 
 
 @task(name="discover", cache_policy=NO_CACHE, **_IO_RETRIES)
-def discover_task(plate_dir: str, store: Store, settings: stages.IngestSettings) -> stages.PlatePlan:
-    return stages.plan_plate(plate_dir, store, settings)
+def discover_task(plate_dir: str, store: Store, settings: stages.IngestSettings,
+                  plate_id: str | None = None) -> stages.PlatePlan:
+    return stages.plan_plate(plate_dir, store, settings, plate_id=plate_id)
 
 
 @task(name="write-images", cache_policy=NO_CACHE, **_IO_RETRIES)
@@ -63,13 +64,18 @@ def publish_task(plan: stages.PlatePlan, store: Store, fields, cells, quarantine
 
 @flow(name="ingest-plate", flow_run_name=_run_name, log_prints=True)
 def ingest_plate_flow(plate_dir: str, store: str, settings: dict[str, Any] | None = None,
-                      force: bool = False) -> dict[str, Any]:
-    """Ingest one plate folder into ``store`` (skipped when unchanged since its last ingest)."""
+                      force: bool = False, *, replace: bool = False, plate_id: str | None = None) -> dict[str, Any]:
+    """Ingest one plate folder into ``store`` (skipped when unchanged since its last ingest).
+
+    A folder whose plate ID the store holds from another folder is refused unless ``replace``;
+    ``plate_id`` ingests it under another ID (see :func:`pipeline.ingest.check_plate_source`).
+    """
     logger = get_run_logger()
     st = Store(Path(store))
     cfg = stages.IngestSettings(**(settings or {}))
-    plan = discover_task(plate_dir, st, cfg)
+    plan = discover_task(plate_dir, st, cfg, plate_id)
     with file_lock(st.root / "locks" / f"{plan.plate}.lock"):
+        stages.check_plate_source(plan, st, replace=replace)
         if not force and stages.is_current(plan, st):
             logger.info("plate %s unchanged since its last ingest: nothing to do", plan.plate)
             done = ledger_entry(st, plan.plate) or {}
@@ -110,6 +116,6 @@ def find_plate_folders(inbox: str | Path) -> list[Path]:
         raise FileNotFoundError(f"inbox {inbox} does not exist")
     out = []
     for d in sorted(p for p in inbox.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if any(d.rglob("*.tif")) or any(d.rglob("*.tiff")) or any(d.glob("*.csv")):
+        if any(p.suffix.lower() in (".tif", ".tiff") for p in d.rglob("*")) or any(d.glob("*.csv")):
             out.append(d)
     return out

@@ -70,7 +70,7 @@ def ingest_plate_task(plate_dir: str, store: str, settings: dict[str, Any] | Non
 
 @flow(name="ingest-plates-dask", flow_run_name="ingest-plates", log_prints=True)
 def ingest_plates_dask_flow(plate_dirs: list[str], store: str, settings: dict[str, Any] | None = None,
-                            force: bool = False) -> list[dict[str, Any]]:
+                            force: bool = False, on_error: str = "raise") -> list[dict[str, Any]]:
     """Ingest ``plate_dirs`` concurrently, one task per plate, on the flow's task runner.
 
     Every plate is attempted even if another fails; failures are then raised together.
@@ -87,6 +87,9 @@ def ingest_plates_dask_flow(plate_dirs: list[str], store: str, settings: dict[st
             results.append(fut.result())
         else:
             failed.append(f"{Path(d).name}: {state.message or state.name}")
+            results.append(_failed(d, fut.result(raise_on_failure=False)))
+    if failed and on_error == "report":
+        return results
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(plate_dirs)} plates failed: " + "; ".join(failed))
     for r in results:
@@ -97,8 +100,17 @@ def ingest_plates_dask_flow(plate_dirs: list[str], store: str, settings: dict[st
     return results
 
 
+def _failed(plate_dir: str, exc: Any) -> dict[str, Any]:
+    """The result of a plate folder whose ingestion raised ``exc``."""
+    msg = " ".join(str(exc).split()) if isinstance(exc, BaseException) else str(exc)
+    name = type(exc).__name__ if isinstance(exc, BaseException) else "Error"
+    return asdict(stages.PlateResult(plate=Path(plate_dir).name, source=str(plate_dir), status="failed",
+                                     error=f"{name}: {msg}"))
+
+
 def ingest_plates(plate_dirs: list[str | Path], store: str | Path, settings: dict[str, Any] | None = None, *,
-                  force: bool = False, workers: int = 1, dask_address: str | None = None) -> list[dict[str, Any]]:
+                  force: bool = False, workers: int = 1, dask_address: str | None = None,
+                  on_error: str = "raise") -> list[dict[str, Any]]:
     """Ingest plate folders one after another or, with ``workers > 1`` or ``dask_address``, on Dask.
 
     Call it from inside a flow (the plates become sub-flow or task runs of that flow).
@@ -122,6 +134,10 @@ def ingest_plates(plate_dirs: list[str | Path], store: str | Path, settings: dic
         Prefect API: set ``PREFECT_API_URL`` to a server they can reach (an ephemeral API
         listens on this machine's loopback only).
 
+    on_error : {'raise', 'report'}, default 'raise'
+        'report': a plate folder that fails becomes a result with status 'failed' and its
+        ``error``, and every other folder is still ingested (a served inbox).
+
     Returns
     -------
     list of dict
@@ -137,13 +153,22 @@ def ingest_plates(plate_dirs: list[str | Path], store: str | Path, settings: dic
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers!r}")
     dirs = [str(d) for d in plate_dirs]
+    if on_error not in ("raise", "report"):
+        raise ValueError(f"on_error must be 'raise' or 'report', got {on_error!r}")
     if workers == 1 and not dask_address:
-        return [ingest_plate_flow(d, str(store), settings, force) for d in dirs]
+        if on_error == "raise":
+            return [ingest_plate_flow(d, str(store), settings, force) for d in dirs]
+        out = []
+        for d in dirs:
+            state = ingest_plate_flow(d, str(store), settings, force, return_state=True)
+            result = state.result(raise_on_failure=False)
+            out.append(result if state.is_completed() else _failed(d, result))
+        return out
     if not dirs:
         return []
     runner = dask_task_runner(workers=min(workers, len(dirs)), dask_address=dask_address)
     with _shared_api_url():
-        return ingest_plates_dask_flow.with_options(task_runner=runner)(dirs, str(store), settings, force)
+        return ingest_plates_dask_flow.with_options(task_runner=runner)(dirs, str(store), settings, force, on_error)
 
 
 @contextmanager

@@ -111,20 +111,38 @@ def ingest_inbox_flow(inbox: str, store: str, settings: dict[str, Any] | None = 
     Returns
     -------
     dict
-        ``plates`` (one result per settled plate folder), ``waiting`` (folders still being
-        written), ``compounds`` (summary or None), ``plates_since_training``, and ``run`` and
-        ``metrics`` when a model was trained.
+        ``plates`` (one result per plate folder attempted, status 'failed' with its ``error``
+        for a folder that could not be ingested), ``refused`` (folder -> error, for this tick's
+        failures and earlier ones whose folder is unchanged: those are not attempted again, so
+        a bad folder or a plate ID claimed by two folders is reported once and never loops),
+        ``waiting`` (folders still being written), ``compounds`` (summary or None),
+        ``plates_since_training``, and ``run`` and ``metrics`` when a model was trained. A
+        failed folder never stops the others, nor the compound and training stages.
     """
     logger = get_run_logger()
     st = Store(Path(store))
     plates, waiting = settled_plate_folders(inbox, settle_seconds=settle_seconds)
     for d in waiting:
         logger.info("plate folder %s is still being written: left for a later tick", d.name)
-    results = ingest_plates(plates, store, settings, workers=workers, dask_address=dask_address)
+    refused = _read_refused(st)
+    prints = {str(d): _folder_fingerprint(d) for d in plates}
+    known = [d for d in plates if refused.get(str(d), {}).get("fingerprint") == prints[str(d)]]
+    todo = [d for d in plates if d not in known]
+    results = ingest_plates(todo, store, settings, workers=workers, dask_address=dask_address, on_error="report")
+    for d, r in zip(todo, results):
+        if r["status"] == "failed":  # reported once; retried when the folder changes
+            refused[str(d)] = {"fingerprint": prints[str(d)], "error": r["error"]}
+            logger.warning("plate folder %s refused: %s", d.name, r["error"])
+        else:
+            refused.pop(str(d), None)
+    _write_refused(st, {k: v for k, v in refused.items() if Path(k).is_dir()})
     landed = [r["plate"] for r in results if r["status"] == "complete"]
-    logger.info("inbox %s: %d plates ingested (%s), %d unchanged", inbox, len(landed), ", ".join(landed) or "-",
-                sum(r["status"] == "skipped" for r in results))
-    out: dict[str, Any] = {"plates": results, "waiting": [str(d) for d in waiting], "compounds": None}
+    failed = [r["source"] for r in results if r["status"] == "failed"]
+    logger.info("inbox %s: %d plates ingested (%s), %d unchanged, %d refused (%s), %d refused before and unchanged",
+                inbox, len(landed), ", ".join(landed) or "-", sum(r["status"] == "skipped" for r in results),
+                len(failed), ", ".join(Path(f).name for f in failed) or "-", len(known))
+    out: dict[str, Any] = {"plates": results, "waiting": [str(d) for d in waiting], "compounds": None,
+                           "refused": {k: refused[k]["error"] for k in [*map(str, known), *failed]}}
     if landed:
         if collect_records(st, []).empty:
             logger.info("no plate map lists a compound yet: compounds not updated")
@@ -141,6 +159,25 @@ def ingest_inbox_flow(inbox: str, store: str, settings: dict[str, Any] | None = 
         out["metrics"] = evaluate_flow(store, run)
         out["plates_since_training"] = plates_since_training(store)
     return out
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    from pipeline.plates import fingerprint_files
+
+    return fingerprint_files(folder, [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()])
+
+
+def _read_refused(st: Store) -> dict[str, dict[str, str]]:
+    path = st.path("serve_refused")
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_refused(st: Store, refused: dict[str, dict[str, str]]) -> None:
+    path = st.path("serve_refused")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(refused, indent=1, sort_keys=True))
+    os.replace(tmp, path)
 
 
 def serve_ingest(inbox: str | Path, store: str | Path, *, interval: float | None = None, cron: str | None = None,

@@ -26,6 +26,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from dataclasses import replace as _with_fields
 from functools import partial
 from pathlib import Path
 from typing import Callable, Literal
@@ -56,6 +57,9 @@ __all__ = [
     "default_processes",
     "segment_and_tile",
     "is_current",
+    "PlateConflictError",
+    "check_plate_source",
+    "folder_platemap",
     "publish",
     "ingest_plate",
 ]
@@ -147,18 +151,20 @@ _STAGE_MODULES = ("pipeline.ingest", "pipeline.plates", "pipeline.acquisition", 
                   "pipeline.segmentation", "pipeline.tiles", "pipeline.features")
 
 
-def plan_plate(plate_dir: str | Path, store: Store, settings: IngestSettings) -> PlatePlan:
-    """Discover a plate folder and fingerprint it: file names, sizes and mtimes, the settings,
-    the source of the stage modules (:data:`_STAGE_MODULES`) and the content of any segmentation
-    weights. A plate is redone when any of them changes."""
+def plan_plate(plate_dir: str | Path, store: Store, settings: IngestSettings, *,
+               plate_id: str | None = None) -> PlatePlan:
+    """Discover a plate folder and fingerprint it: the names, sizes and mtimes of every file in
+    the folder (used or not: an added file is noticed), the settings, the source of the stage
+    modules (:data:`_STAGE_MODULES`) and the content of any segmentation weights. A plate is
+    redone when any of them changes. ``plate_id`` replaces the ID found in the folder."""
     listing = discover_plate(plate_dir, layout=settings.layout, channel_map=settings.channel_map,
                              allow_outside=settings.allow_outside)
-    files = list(listing.images["File"])
-    if listing.platemap is not None:
-        files.append(listing.platemap.name)
-    acq = listing.acquisition
-    if acq is not None and acq.source.is_relative_to(listing.root):  # it decides the channel map
-        files.append(str(acq.source.relative_to(listing.root)))
+    if plate_id is not None:
+        if not plate_id.strip() or "/" in plate_id or plate_id.startswith("."):
+            raise ValueError(f"--plate-id {plate_id!r} is not a usable plate ID (no '/', not empty)")
+        listing = _with_fields(listing, plate=plate_id)
+    files = sorted(str(p.relative_to(listing.root)) for p in listing.root.rglob("*") if p.is_file())
+    listing = _with_fields(listing, ignored=[*listing.ignored, *_unused_files(listing, files)])
     extra = settings.key() + code_fingerprint(*_STAGE_MODULES)
     for weights in (settings.cellpose_model, settings.cellpose_cell_model):
         if weights:  # the weights' content, not just their path, decides the labels
@@ -172,6 +178,58 @@ def plan_plate(plate_dir: str | Path, store: Store, settings: IngestSettings) ->
         extra += config.fingerprint()
     fp = fingerprint_files(listing.root, files, extra=extra)
     return PlatePlan(listing, fp, store.root / ".staging" / listing.plate, platemap)
+
+
+def _unused_files(listing: PlateListing, files: list[str]) -> list[str]:
+    """Files of the folder that are neither images, nor quarantined, nor metadata, nor already
+    listed as ignored: each is listed once in the plate's ``ignored`` record."""
+    used = set(listing.images["File"]) | set(listing.unmatched) | {e.split(": ", 1)[0] for e in listing.ignored}
+    if listing.platemap is not None:
+        used.add(listing.platemap.name)
+    acq = listing.acquisition
+    if acq is not None and acq.source.is_relative_to(listing.root):
+        used.add(str(acq.source.relative_to(listing.root)))
+    return [f"{f}: not an image of the plate (unused)" for f in files if f not in used]
+
+
+def folder_platemap(plan: PlatePlan) -> pd.DataFrame:
+    """The plate folder's ``platemap.csv`` (:func:`pipeline.plates.read_platemap`).
+
+    The folder does not say its plate format, and a partly imaged 384-well plate images only
+    96-well positions, so every mapped well is checked against the largest format (1536 wells,
+    rows A-AF, columns 1-48): ``Z99`` is an error naming the file and row, ``P24`` is not."""
+    return read_platemap(plan.listing.platemap, plate=plan.plate)
+
+
+class PlateConflictError(ValueError):
+    """A plate folder claims a plate ID that the store already holds from another folder."""
+
+
+def check_plate_source(plan: PlatePlan, store: Store, *, replace: bool = False) -> None:
+    """Refuse a second folder with the ID of a plate the store already holds.
+
+    A plate ID belongs to the folder it was first ingested from. Another folder may claim it
+    only when it is that plate moved (the same files, sizes and mtimes, and settings: the same
+    fingerprint) or when ``replace`` is given.
+
+    Raises
+    ------
+    PlateConflictError
+        Naming both folders and the two ways out (``--replace``, ``--plate-id``).
+    """
+    entry = ledger_entry(store, plan.plate)
+    if entry is None or replace or entry["Fingerprint"] == plan.fingerprint:
+        return
+    known, here = Path(entry["Source"]), plan.listing.root
+    try:
+        same = known.resolve() == here.resolve() or (known.exists() and os.path.samefile(known, here))
+    except OSError:
+        same = False
+    if not same:
+        raise PlateConflictError(
+            f"plate {plan.plate}: folder {here} has the ID of the plate already ingested from {known}; "
+            f"refused (the store keeps {known}). Pass --replace to replace it with {here}, or "
+            f"--plate-id NEW_ID to ingest {here} as another plate")
 
 
 def _quarantine_row(plate: str, well: str | None, site: int | None, channel: str | None, file: str, reason: str) -> dict:
@@ -587,7 +645,7 @@ def publish(plan: PlatePlan, store: Store, *, fields: pd.DataFrame, cells: pd.Da
     """Move the staged plate into the store, write its tables and mark it complete."""
     plate = plan.plate
     platemap = (plan.platemap.copy() if plan.platemap is not None
-                else read_platemap(plan.listing.platemap, plate=plate) if plan.listing.platemap is not None
+                else folder_platemap(plan) if plan.listing.platemap is not None
                 else pd.DataFrame(columns=["Metadata_Plate", "Metadata_Well", "Metadata_CompoundID", "Metadata_SMILES",
                                            "Metadata_Concentration", "Metadata_ControlType"]))
     imaged = set(fields["Metadata_Well"])
@@ -676,10 +734,14 @@ def ingest_plate(
     lock_timeout: float | None = None,
     processes: int | None = None,
     progress: Progress | None = None,
+    replace: bool = False,
+    plate_id: str | None = None,
 ) -> PlateResult:
     """Ingest one plate folder end to end (all four stages), incrementally.
 
     Unchanged plates (same fingerprint, complete in the ledger) are skipped unless ``force``.
+    A folder whose plate ID the store holds from another folder is refused unless ``replace``
+    (:func:`check_plate_source`); ``plate_id`` ingests it under another ID.
     A per-plate lock makes a concurrent ingest of the same plate wait (or fail after
     ``lock_timeout`` seconds) and then find the plate already done.
 
@@ -692,12 +754,15 @@ def ingest_plate(
     ValueError
         If the plate folder's ``platemap.csv`` is empty or malformed (checked before any work;
         the message names the file).
+    PlateConflictError
+        If another folder owns the plate ID (checked before any work; names both folders).
     """
     _check_writable(store)
-    plan = plan_plate(plate_dir, store, settings)
+    plan = plan_plate(plate_dir, store, settings, plate_id=plate_id)
     if plan.listing.platemap is not None:  # a bad plate map fails now, not after the plate's work
-        read_platemap(plan.listing.platemap, plate=plan.plate)
+        folder_platemap(plan)
     with file_lock(store.root / "locks" / f"{plan.plate}.lock", timeout=lock_timeout):
+        check_plate_source(plan, store, replace=replace)
         if not force and is_current(plan, store):
             return PlateResult(plate=plan.plate, source=str(plan.listing.root), status="skipped",
                                layout=plan.listing.layout)

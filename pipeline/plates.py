@@ -4,9 +4,15 @@ Three layouts are understood:
 
 ``imagexpress``
     ``<plate>_<well>_s<site>_w<channel><GUID>.tif`` (Molecular Devices); ``_thumb`` previews ignored.
+Extensions are matched case-insensitively (MetaXpress writes ``.TIF``). A folder whose images
+follow two file-name layouts is refused with one message (``PlateLayoutError``): sort them into
+one folder per layout, or pass the layout to ingest.
+
 ``phenix``
     ``r01c01f01p01-ch1sk1fk1fl1.tiff`` (PerkinElmer/Revvity Phenix, Harmony export), row, column,
-    field, plane and channel numbers.
+    field, plane and channel numbers. One focal plane is ingested per field and channel: plane 1
+    (``p01``) where it exists, else the lowest-numbered plane exported for it (an export of planes
+    ``p02``-``p05`` ingests ``p02``); other planes are listed as ignored, never quarantined.
 ``loaddata``
     A CellProfiler LoadData CSV (``FileName_Orig<Ch>``, ``PathName_Orig<Ch>``, ``Metadata_Plate``,
     ``Metadata_Well``, ``Metadata_Site``), paths resolved relative to the CSV.
@@ -39,6 +45,8 @@ __all__ = [
     "discover_plate",
     "read_platemap",
     "well_name",
+    "PLATE_FORMATS",
+    "plate_format_of",
     "split_well",
     "fingerprint_files",
 ]
@@ -51,11 +59,11 @@ DEFAULT_CHANNEL_MAP: dict[str, str] = {str(i + 1): name for i, name in enumerate
 
 _IMAGEXPRESS = re.compile(
     r"^(?P<plate>.+?)_(?P<well>[A-Pa-p]\d{1,2})_s(?P<site>\d+)_w(?P<channel>\d+)"
-    r"(?P<guid>[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})?\.tiff?$"
+    r"(?P<guid>[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})?\.(?i:tiff?)$"
 )
 _PHENIX = re.compile(
     r"^r(?P<row>\d{2})c(?P<col>\d{2})f(?P<site>\d{2,3})p(?P<plane>\d{2,3})-ch(?P<channel>\d+)"
-    r"sk\d+fk\d+fl\d+\.tiff?$"
+    r"sk\d+fk\d+fl\d+\.(?i:tiff?)$"
 )
 _TIFF = re.compile(r"\.tiff?$", re.IGNORECASE)
 
@@ -232,7 +240,8 @@ def _listing_imagexpress(root: Path, channel_map: dict[str, str]) -> tuple[str |
 
 
 def _listing_phenix(root: Path, channel_map: dict[str, str]) -> tuple[str | None, list[dict], list[str], list[str]]:
-    rows, unmatched, ignored = [], [], []
+    unmatched, ignored = [], []
+    planes: dict[tuple[str, int, str], list[tuple[int, str]]] = {}
     for p in _tiffs(root):
         m = _PHENIX.match(p.name)
         if not m:
@@ -241,11 +250,16 @@ def _listing_phenix(root: Path, channel_map: dict[str, str]) -> tuple[str | None
         if m["channel"] not in channel_map:
             ignored.append(f"{p.relative_to(root)}: channel ch{m['channel']} is not in the channel map")
             continue
-        if int(m["plane"]) != 1:  # one focal plane is ingested; others are recorded
-            ignored.append(f"{p.relative_to(root)}: focal plane {int(m['plane'])} (plane 1 is ingested)")
-            continue
-        rows.append(dict(Metadata_Well=well_name(int(m["row"]), int(m["col"])), Metadata_Site=int(m["site"]),
-                         Metadata_Channel=channel_map[m["channel"]], File=str(p.relative_to(root))))
+        key = (well_name(int(m["row"]), int(m["col"])), int(m["site"]), channel_map[m["channel"]])
+        planes.setdefault(key, []).append((int(m["plane"]), str(p.relative_to(root))))
+    rows = []
+    for (well, site, channel), found in sorted(planes.items()):
+        found.sort()
+        first = found[0][0]  # one focal plane per field: plane 1, else the lowest exported
+        rows += [dict(Metadata_Well=well, Metadata_Site=site, Metadata_Channel=channel, File=f)
+                 for plane, f in found if plane == first]
+        ignored += [f"{f}: focal plane {plane} (plane {first} of this field is ingested)"
+                    for plane, f in found if plane != first]
     return None, rows, unmatched, ignored
 
 
@@ -267,14 +281,23 @@ def _listing_loaddata(root: Path, csv: Path, allow_outside: bool,
              and c[len("FileName_Orig"):] not in CHANNELS]
     ignored = [f"{csv.name}: column FileName_Orig{x} is not a Cell Painting channel" for x in extra]
     for i, rec in table.iterrows():
-        well = well_name(*split_well(str(rec["Metadata_Well"])))
+        where = f"{csv} row {i + 2}"  # the header is line 1
+        try:
+            well = well_name(*split_well(str(rec["Metadata_Well"])))
+        except ValueError:
+            raise PlateLayoutError(f"{where}: Metadata_Well {rec['Metadata_Well']!r} is not a well name "
+                                   f"(a row letter and a column number, e.g. B07)") from None
+        site = pd.to_numeric(pd.Series([rec["Metadata_Site"]]), errors="coerce").iloc[0]
+        if pd.isna(site) or site != int(site):
+            raise PlateLayoutError(f"{where}: Metadata_Site {'is blank' if pd.isna(rec['Metadata_Site']) else repr(rec['Metadata_Site']) + ' is not a field number'}; "
+                                   f"give every row its field number (1, 2, ...)")
         for c in present:
             path = (base / str(rec[f"PathName_Orig{c}"]) / str(rec[f"FileName_Orig{c}"])).resolve()
             if not allow_outside and not path.is_relative_to(root_resolved):
                 refused.append(f"{csv.name} row {i + 2}: {path} is outside the plate folder (use --allow-outside)")
                 continue
             rel = os.path.relpath(path, root_resolved)
-            rows.append(dict(Metadata_Well=well, Metadata_Site=int(rec["Metadata_Site"]), Metadata_Channel=c, File=rel))
+            rows.append(dict(Metadata_Well=well, Metadata_Site=int(site), Metadata_Channel=c, File=rel))
     return plates.pop() if plates else None, rows, refused, ignored
 
 
@@ -344,6 +367,11 @@ def discover_plate(
             cmap = given if given is not None else (auto_channel_map(acq) if acq is not None and acq.channels
                                                     else dict(DEFAULT_CHANNEL_MAP))
             candidates.append((name, *lister(root, cmap), cmap, acq))
+    found = [(c[0], len(c[2])) for c in candidates if c[2]]
+    if layout == "auto" and len(found) > 1:
+        counts = " and ".join(f"{n} {name} images" for name, n in found)
+        raise PlateLayoutError(f"{root}: the folder mixes file-name layouts ({counts}); keep one layout per plate "
+                               f"folder, or pass --layout {found[0][0]} to ingest only those")
     best = max(candidates, key=lambda c: len(c[2]))
     name, plate, rows, unmatched, ignored, cmap, acq = best
     if not rows:
@@ -372,18 +400,62 @@ def discover_plate(
                         channels=channels, channel_map=cmap, acquisition=acq, ignored=ignored)
 
 
-def read_platemap(path: str | os.PathLike, *, plate: str) -> pd.DataFrame:
-    """Read a ``platemap.csv`` into the ``platemap`` table layout (without ``Metadata_HasImages``).
+#: Plate formats: wells -> (rows, columns).
+PLATE_FORMATS: dict[int, tuple[int, int]] = {96: (8, 12), 384: (16, 24), 1536: (32, 48)}
 
-    Required column: ``Metadata_Well``. Optional: ``Metadata_CompoundID``, ``Metadata_SMILES``,
-    ``Metadata_Concentration``, ``Metadata_ControlType`` (default: 'negcon' where no SMILES is
-    given, else 'trt').
+
+def _row_number(letters: str) -> int:
+    """'A' -> 1, 'P' -> 16, 'AA' -> 27, 'AF' -> 32."""
+    n = 0
+    for ch in letters.upper():
+        n = n * 26 + ord(ch) - ord("A") + 1
+    return n
+
+
+def plate_format_of(wells) -> int:
+    """The smallest standard plate format (96, 384, 1536) holding every well of ``wells``.
 
     Raises
     ------
     ValueError
-        Naming the file when the well column is missing, a well name is malformed, a well is
-        listed twice, or the file holds no rows.
+        If a well lies outside even a 1536-well plate.
+    """
+    need_r = need_c = 1
+    for w in wells:
+        r, c = split_well(w)
+        need_r, need_c = max(need_r, _row_number(r)), max(need_c, c)
+    for n, (rows, cols) in PLATE_FORMATS.items():
+        if need_r <= rows and need_c <= cols:
+            return n
+    raise ValueError(f"wells up to row {need_r} and column {need_c} fit no plate format {list(PLATE_FORMATS)}")
+
+
+def _format_text(n: int) -> str:
+    rows, cols = PLATE_FORMATS[n]
+    last = chr(ord("A") + rows - 1) if rows <= 26 else "A" + chr(ord("A") + rows - 27)
+    return f"a {n}-well plate (rows A-{last}, columns 1-{cols})"
+
+
+def read_platemap(path: str | os.PathLike, *, plate: str, plate_format: int | None = None) -> pd.DataFrame:
+    """Read a ``platemap.csv`` into the ``platemap`` table layout (without ``Metadata_HasImages``).
+
+    Required column: ``Metadata_Well``. Optional: ``Metadata_CompoundID``, ``Metadata_SMILES``,
+    ``Metadata_Concentration``, ``Metadata_ControlType`` (default: 'trt' where a SMILES or a
+    compound ID is given, else 'negcon'). A treatment well without SMILES is kept: the compound
+    stage records it as a failed input with its reason.
+
+    Parameters
+    ----------
+    plate_format : {96, 384, 1536}, optional
+        The plate's format (e.g. :func:`plate_format_of` its imaged wells); a well outside it is
+        an error. None checks against 1536 wells.
+
+    Raises
+    ------
+    ValueError
+        Naming the file (and the row, counting the header as row 1) when the well column is
+        missing, a well name is malformed or outside the plate format, a well is listed twice,
+        or the file holds no rows.
     """
     path = Path(path)
     try:
@@ -394,10 +466,19 @@ def read_platemap(path: str | os.PathLike, *, plate: str) -> pd.DataFrame:
         raise ValueError(f"{path}: plate map has no Metadata_Well column (columns: {list(table.columns)})")
     if table.empty:
         raise ValueError(f"{path}: plate map is empty")
-    try:
-        table["Metadata_Well"] = [well_name(*split_well(w)) for w in table["Metadata_Well"].astype(str)]
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
+    fmt = plate_format or 1536
+    rows, cols = PLATE_FORMATS[fmt]
+    wells = []
+    for i, w in enumerate(table["Metadata_Well"].astype(str)):
+        try:
+            r, c = split_well(w)
+        except ValueError as exc:
+            raise ValueError(f"{path} row {i + 2}: {exc}") from None
+        if _row_number(r) > rows or not 1 <= c <= cols:
+            raise ValueError(f"{path} row {i + 2}: well {w.strip()!r} is outside {_format_text(fmt)}; "
+                             f"fix the well name")
+        wells.append(well_name(r, c))
+    table["Metadata_Well"] = wells
     dup = table["Metadata_Well"][table["Metadata_Well"].duplicated()].tolist()
     if dup:
         raise ValueError(f"{path}: wells listed more than once: {dup}")
@@ -411,7 +492,8 @@ def read_platemap(path: str | os.PathLike, *, plate: str) -> pd.DataFrame:
     if "Metadata_ControlType" in table.columns:
         out["Metadata_ControlType"] = table["Metadata_ControlType"].fillna("trt").astype(str)
     else:
-        out["Metadata_ControlType"] = ["negcon" if pd.isna(s) else "trt" for s in out["Metadata_SMILES"]]
+        out["Metadata_ControlType"] = ["negcon" if pd.isna(s) and pd.isna(cid) else "trt"
+                                       for s, cid in zip(out["Metadata_SMILES"], out["Metadata_CompoundID"])]
     return out
 
 

@@ -6,6 +6,8 @@ and the served inbox run the real command in a process of its own.
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -65,3 +67,220 @@ def test_empty_or_headerless_compound_file_is_named(tmp_path):
     _error_line(["compounds", str(wrong), "--store", str(tmp_path / "s")], "wrong.csv", "'smiles'", "structure")
     _error_line(["compounds", str(tmp_path / "nofile.smi"), "--store", str(tmp_path / "s")], "nofile.smi")
     assert not (tmp_path / "s").exists()  # nothing was started
+
+
+# --- plates: formats, plate identity, Ctrl-C --------------------------------------------------
+import os  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cmcl() -> list[str]:
+    return [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); from flows.cli import app; app()",
+            str(REPO)]
+
+
+def _group_gone(pgid: int, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_plate_folder_faults_are_one_line_before_prefect(tmp_path):
+    from pipeline.synthetic import generate
+
+    store = str(tmp_path / "store")
+    # LoadData: a blank Metadata_Site, a malformed well
+    ld = generate(tmp_path / "ld", layout="loaddata", plate_id="LD", n_wells=2, sites=1, size=64, seed=1)
+    csv = ld / "load_data.csv"
+    table = pd.read_csv(csv)
+    table.loc[1, "Metadata_Site"] = None
+    table.to_csv(csv, index=False)
+    _error_line(["ingest", str(ld), "--store", store], "load_data.csv row 3", "Metadata_Site is blank")
+    table.loc[1, "Metadata_Site"] = 1
+    table.loc[0, "Metadata_Well"] = "Q7x"
+    table.to_csv(csv, index=False)
+    _error_line(["ingest", str(ld), "--store", store], "load_data.csv row 2", "'Q7x'", "not a well name")
+    # a plate map well outside any plate format
+    ix = generate(tmp_path / "ix", plate_id="IX", n_wells=2, sites=1, size=64, seed=1)
+    with open(ix / "platemap.csv", "a") as fh:
+        fh.write("Z99,X1,CCO,10.0,trt\n")
+    _error_line(["ingest", str(ix), "--store", store], "platemap.csv row 4", "'Z99'", "outside")
+    # two file-name layouts in one folder
+    (ix / "platemap.csv").unlink()
+    ph = generate(tmp_path / "ph", layout="phenix", plate_id="PH", n_wells=1, sites=1, size=64, seed=1)
+    for f in [f for f in ph.rglob("r0*.tif*") if "ground_truth" not in str(f)]:
+        shutil.copy(f, ix / f.name)
+    _error_line(["ingest", str(ix), "--store", store], "mixes file-name layouts", "--layout")
+    assert not Path(store, "tables").exists()
+
+
+def test_ctrl_c_mid_ingest_of_a_TIF_plate_resumes_and_a_second_folder_cannot_take_its_id(tmp_path):
+    from pipeline.synthetic import generate
+
+    plate = generate(tmp_path / "a", plate_id="UP", n_wells=4, sites=2, size=128, seed=1)
+    for f in plate.glob("*.tif"):  # MetaXpress writes upper-case extensions
+        f.rename(f.with_suffix(".TIF"))
+    store = tmp_path / "store"
+    args = ["--quiet", "ingest", str(plate), "--store", str(store), "--crop-size", "24"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    proc = subprocess.Popen([*_cmcl(), *args], env=env, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    staged = store / ".staging" / "UP" / "plate.ome.zarr"
+    deadline = time.monotonic() + 300
+    while not staged.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, "the ingest finished before it could be interrupted"
+    t0 = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    out, _ = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 10, out
+    assert proc.returncode == 130 and "rerun the same command" in out, out
+    assert _group_gone(proc.pid), subprocess.run(["ps", "-o", "pid,args", "-g", str(proc.pid)],
+                                                 capture_output=True, text=True).stdout
+    # the rerun completes the .TIF plate, once; the store verifies clean
+    rerun = subprocess.run([*_cmcl(), *args], env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0 and "complete" in rerun.stdout, rerun.stdout + rerun.stderr
+    st = Store(store)
+    led = st.read("ledger")
+    assert list(led["Metadata_Plate"]) == ["UP"] and led["N_Fields"].iloc[0] == 8
+    cells = st.read("cells")
+    assert len(cells) == led["N_Cells"].iloc[0] > 0 and not cells.duplicated().any()
+    ok = runner.invoke(app, ["verify", str(store)])
+    assert ok.exit_code == 0 and "OK" in ok.output, ok.output
+    # a re-imaged plate with the same barcode, in another folder: refused, the first plate intact
+    other = generate(tmp_path / "b", plate_id="UP", n_wells=2, sites=1, size=64, seed=2)
+    line = _error_line(["ingest", str(other), "--store", str(store)], str(other), str(plate), "--replace",
+                       "--plate-id")
+    assert "refused" in line
+    assert st.read("ledger")["Source"].tolist() == [str(plate)] and len(st.read("cells")) == len(cells)
+    # the user's way out: the same folder under an ID of its own is accepted up front
+    from pipeline.ingest import IngestSettings, check_plate_source, plan_plate
+
+    check_plate_source(plan_plate(other, st, IngestSettings(), plate_id="UP-2"), st)
+
+
+def test_compound_libraries_accumulate_and_blank_treatment_wells_fail(tmp_path):
+    from pipeline.schema import write_table
+
+    st = Store(tmp_path / "store")
+    # a plate map with six treatment wells, one without SMILES
+    pm = pd.DataFrame({"Metadata_Plate": "PM", "Metadata_Well": ["A01", "A02", "A03", "A04", "A05", "A06", "A07"],
+                       "Metadata_CompoundID": ["c1", "c2", "c3", "c4", "c5", "c6", None],
+                       "Metadata_SMILES": ["CCO", "CCN", "CCC", "c1ccccc1", "CC(=O)O", None, None],
+                       "Metadata_Concentration": 1.0,
+                       "Metadata_ControlType": ["trt"] * 6 + ["negcon"], "Metadata_HasImages": True})
+    write_table(pm, "platemap", st.table_path("platemap", plate="PM"))
+    good = tmp_path / "good.csv"
+    good.write_text("smiles,id\nCCCCO,g1\nCCCCN,g2\n")
+    x = tmp_path / "x.smi"
+    x.write_text("c1ccncc1 x1\nC1CCCCC1 x2\nnot_a_smiles x3\n")
+
+    def inputs(*args):
+        out = runner.invoke(app, ["--quiet", "compounds", *args, "--store", str(st.root), "--id-col", "id"],
+                            catch_exceptions=False)
+        assert out.exit_code == 0, out.output
+        return st.read("compound_inputs")
+
+    first = inputs(str(good))
+    trt = first[first["Metadata_Source"] == "platemap:PM"]
+    assert len(trt) == 6  # six treatment wells, six records
+    blank = trt[trt["Metadata_CompoundID"] == "c6"].iloc[0]
+    assert blank["Status"] == "failed" and "without SMILES" in blank["Error"] and "A06" in blank["Error"]
+    second = inputs(str(x))  # another library: the first is kept
+    assert set(second["Metadata_Source"]) == {"good.csv", "x.smi", "platemap:PM"}
+    assert len(second) == 6 + 2 + 3
+    assert (second.loc[second["Metadata_Source"] == "good.csv", "Status"] == "ok").all()
+    good.write_text("smiles,id\nCCCCCl,g3\n")  # a changed file replaces its own records only
+    third = inputs(str(good))
+    assert sorted(third.loc[third["Metadata_Source"] == "good.csv", "Metadata_CompoundID"]) == ["g3"]
+    assert (third["Metadata_Source"] == "x.smi").sum() == 3
+    assert st.read("compounds")["Metadata_InChIKey"].is_unique
+    fresh = inputs(str(x), "--fresh")  # starting over is explicit
+    assert set(fresh["Metadata_Source"]) == {"x.smi", "platemap:PM"}
+
+
+# --- a served inbox ---------------------------------------------------------------------------
+@pytest.mark.slow
+def test_served_inbox_survives_a_bad_folder_and_a_duplicate_id_and_sigterm_stops_the_server(tmp_path):
+    """``cmcl server`` + ``cmcl serve``: the good plate lands and reaches the compound stage; an
+    all-bad folder and a second folder with the good plate's ID are reported once and never
+    retried while unchanged; SIGTERM on ``cmcl server`` takes its ``prefect server start`` down."""
+    import psutil
+
+    from flows.serve import free_port, stop_process
+    from pipeline.synthetic import generate
+    from tests.flows.test_serve import _completed_ticks, _wait
+
+    inbox, store = tmp_path / "inbox", Store(tmp_path / "store")
+    inbox.mkdir()
+    generate(tmp_path / "s1", plate_id="SG", n_wells=4, sites=1, size=96, seed=3).rename(inbox / "A-good")
+    generate(tmp_path / "s2", plate_id="SG", n_wells=2, sites=1, size=64, seed=4).rename(inbox / "C-dup")
+    bad = inbox / "B-bad"  # nothing in it is a usable image
+    bad.mkdir()
+    for i in range(5):
+        (bad / f"scan_{i:04d}.tif").write_bytes(b"not a tiff")
+    home, port = tmp_path / "prefect-home", free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(PREFECT_HOME=str(home), CMCL_PROGRESS="0", PREFECT_LOGGING_LEVEL="INFO", PYTHONPATH=str(REPO),
+               PREFECT_RUNNER_POLL_FREQUENCY="2")
+    server_log, serve_log = tmp_path / "server.log", tmp_path / "serve.log"
+    with open(server_log, "wb") as out:
+        server = subprocess.Popen([*_cmcl(), "server", "--port", str(port), "--home", str(home)], cwd=REPO, env=env,
+                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    serve = None
+    logs = [serve_log, server_log]
+    try:
+        _wait("cmcl server ready", lambda: "ready" in server_log.read_text(), 180, logs)
+        prefect_server = psutil.Process(server.pid).children(recursive=True)
+        assert prefect_server
+        api = f"http://127.0.0.1:{port}/api"
+        with open(serve_log, "wb") as out:
+            serve = subprocess.Popen([*_cmcl(), "serve", str(inbox), "--store", str(store.root), "--interval", "5",
+                                      "--settle-seconds", "0", "--crop-size", "24"], cwd=REPO,
+                                     env={**env, "PREFECT_API_URL": api}, stdout=out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+        def compounds_of_good_plate():
+            if not store.table_path("compound_inputs").is_file():
+                return None
+            return (store.read("compound_inputs")["Metadata_Source"] == "platemap:SG").any()
+
+        _wait("the good plate's compounds", compounds_of_good_plate, 300, logs)
+        refused = store.path("serve_refused")
+        _wait("both bad folders recorded", lambda: refused.is_file() and len(json.loads(refused.read_text())) == 2,
+              60, logs)
+        led = store.read("ledger")
+        assert led["Source"].tolist() == [str(inbox / "A-good")] and led["Status"].tolist() == ["complete"]
+        errors = json.loads(refused.read_text())
+        assert "has the ID of the plate already ingested" in errors[str(inbox / "C-dup")]["error"]
+        assert "no images matched" in errors[str(inbox / "B-bad")]["error"]
+        n = len(_completed_ticks(api))
+        _wait("two more ticks", lambda: len(_completed_ticks(api)) >= n + 2, 120, logs)
+        assert store.read("ledger").equals(led)  # nothing re-ingested, no back and forth
+        text = serve_log.read_text()
+        assert text.count("plate folder C-dup refused") == 1 and text.count("plate folder B-bad refused") == 1
+    finally:
+        if serve is not None:
+            stop_process(serve, timeout=20)
+        t0 = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        finally:
+            if server.poll() is None:
+                stop_process(server, timeout=5)
+    assert time.monotonic() - t0 < 15
+    gone = psutil.wait_procs(prefect_server, timeout=10)[1]
+    assert not [p for p in gone if p.status() != psutil.STATUS_ZOMBIE], gone

@@ -113,3 +113,34 @@ def test_channel_map_from_a_file(tmp_path):
     yml = tmp_path / "channels.yaml"
     yml.write_text(yaml.safe_dump({"channels": {"DNA": 1, "ER": 2, "RNA": 3, "AGP": 4, "Mito": 5}}))
     assert parse_channel_map(yml) == parse_channel_map(None)
+
+
+def test_phenix_without_plane_1_ingests_the_lowest_plane(tmp_path):
+    plate = generate(tmp_path, layout="phenix", plate_id="Z1", n_wells=2, sites=1, size=64, seed=1)
+    for f in sorted((plate / "Images").glob("*.tiff")):
+        for plane in (2, 3):  # an export of planes p02 and p03 only
+            (f.parent / f.name.replace("p01", f"p{plane:02d}")).write_bytes(f.read_bytes())
+        f.unlink()
+    listing = discover_plate(plate)
+    assert len(listing.images) == 2 * 5 and listing.images["File"].str.contains("p02").all()
+    planes = [i for i in listing.ignored if "focal plane 3" in i]
+    assert len(planes) == 2 * 5 and "plane 2 of this field is ingested" in planes[0]
+
+
+def test_every_file_counts_in_the_fingerprint_and_unused_ones_are_listed_once(tmp_path):
+    from pipeline.ingest import IngestSettings, plan_plate
+    from pipeline.store import Store
+
+    plate = generate(tmp_path / "in", plate_id="U1", n_wells=2, sites=1, size=64, seed=1)
+    for f in plate.glob("*.tif"):
+        f.rename(f.with_suffix(".TIF"))
+    st = Store(tmp_path / "store")
+    before = plan_plate(plate, st, IngestSettings())
+    assert len(before.listing.images) == 2 * 5  # upper-case extensions are images too
+    for i in range(3):
+        (plate / f"notes{i}.txt").write_text("hello")
+    after = plan_plate(plate, st, IngestSettings())
+    assert after.fingerprint != before.fingerprint
+    unused = [i for i in after.listing.ignored if i.startswith("notes")]
+    assert len(unused) == 3 and all("unused" in i for i in unused)
+    assert len(after.listing.ignored) == len(set(after.listing.ignored))
