@@ -5,7 +5,8 @@ Sections: training curves (``runs/<run>/metrics.jsonl``), retrieval tables (mode
 and chance, compound and crop level), rank histograms, example queries with crop grids, a 2-D
 PCA map of the test compounds' image embeddings (coloured by ground-truth phenotype class when
 the caller passes the plates' ground truth, else by cells per well), per-plate QC
-heatmaps of cells per well, and the downstream probe. Also holds the small JSON-Schema
+heatmaps of cells per well, the downstream probe and the fine-tuning results (``cmcl finetune``).
+Also holds the small JSON-Schema
 validator used for ``metrics.json``.
 """
 
@@ -468,6 +469,9 @@ def write_report(store: Store, run_dir: Path, result: dict[str, Any], *, dataset
         parts.append("<h2>Plate QC</h2>" + _img(qc, "plate QC"))
     if "probe" in result:
         parts.append(_probe_html(result["probe"]))
+    from cmcl_model.finetune_report import finetune_section
+
+    parts.append(finetune_section(store.report_dir(run_dir.name)))  # '' until `cmcl finetune --init <run>`
     style = ("body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin-bottom:1em}"
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}tr.chance{color:#777;font-style:italic}"
              "img{max-width:100%;display:block;margin:0.5em 0}")

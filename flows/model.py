@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.progress import progress_enabled
 from pipeline.store import Store
 
-__all__ = ["train_flow", "evaluate_flow", "ablation_flow", "resolve_config", "PRESETS"]
+__all__ = ["train_flow", "evaluate_flow", "ablation_flow", "finetune_flow", "resolve_config", "PRESETS"]
 
 PRESETS = ("quick", "demo", "default")
 
@@ -135,3 +135,15 @@ def ablation_flow(store: str, preset: str = "default", overrides: dict[str, Any]
     for r in rows:
         r["_csv"] = table.attrs.get("csv")
     return rows
+
+
+@flow(name="finetune", flow_run_name="finetune", log_prints=True)
+def finetune_flow(options: dict[str, Any], config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Fine-tune on a labelled set (:func:`cmcl_model.finetune_report.run_finetune`); returns
+    the results document with its path under ``"_path"``."""
+    from cmcl_model.finetune import FinetuneConfig
+    from cmcl_model.finetune_report import run_finetune
+
+    logger = get_run_logger()
+    doc, path = run_finetune(**options, config=FinetuneConfig(**(config or {})), log=logger.info)
+    return {**doc, "_path": str(path)}

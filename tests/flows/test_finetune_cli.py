@@ -1,0 +1,63 @@
+"""`cmcl finetune`: one-line errors for bad CSV input, and the results JSON + split it writes."""
+
+import json
+import re
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cmcl_model.finetune_report import finetune_schema
+from cmcl_model.labelled import load_shipped
+from cmcl_model.report import validate_json
+from flows.cli import app
+
+runner = CliRunner()
+
+
+def _one_line(output: str) -> str:
+    return re.sub(r"\s+", " ", output).strip()
+
+
+@pytest.mark.parametrize(
+    "frame, args, message",
+    [
+        (pd.DataFrame({"smiles": ["CCO", "CCC"], "y": [0, 1]}), ["--task", "toxic"], "no task column(s) ['toxic']"),
+        (pd.DataFrame({"smiles": ["CCO", "CCC"], "y": [0, 1]}), ["--smiles-col", "mol"], "no SMILES column 'mol'"),
+        (pd.DataFrame({"smiles": ["nope", "C1CC"], "y": [0, 1]}), [], "no valid SMILES in column 'smiles'"),
+        (pd.DataFrame({"smiles": ["CCO", "CCC", "CCN"], "y": [1, 1, 1]}), [], "task 'y' has only one class (1)"),
+    ],
+)
+def test_bad_csv_is_a_one_line_error(tmp_path, frame, args, message):
+    path = tmp_path / "bad.csv"
+    frame.to_csv(path, index=False)
+    result = runner.invoke(app, ["--quiet", "finetune", "--csv", str(path), *args])
+    assert result.exit_code == 1
+    out = _one_line(result.output)
+    assert out.startswith("error: LabelledInputError:") and "bad.csv" in out and message in out
+    assert "Traceback" not in result.output
+
+
+def test_dataset_xor_csv():
+    result = runner.invoke(app, ["--quiet", "finetune"])
+    assert result.exit_code == 1 and "exactly one of --dataset NAME or --csv FILE" in _one_line(result.output)
+
+
+def test_finetune_csv_writes_results_and_split(tmp_path):
+    frame, _ = load_shipped("clintox")
+    path = tmp_path / "tox.csv"
+    frame.iloc[::30].to_csv(path, index=False)  # 50 molecules, two tasks
+    out = tmp_path / "res.json"
+    result = runner.invoke(app, ["--quiet", "finetune", "--csv", str(path), "--task", "FDA_APPROVED,CT_TOX",
+                                 "--seeds", "2", "--epochs", "1", "--layers", "2", "--hidden", "16", "--split", "random",
+                                 "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    validate_json(doc, finetune_schema())
+    assert doc["tasks"] == ["FDA_APPROVED", "CT_TOX"] and doc["split"]["mode"] == "random"
+    m = doc["methods"]["gin_random"]
+    assert len(m["test"]["per_seed"]) == 2 and set(m["per_task_test"]) == {"FDA_APPROVED", "CT_TOX"}
+    assert doc["config"]["epochs"] == 1 and doc["config"]["layers"] == 2
+    split = pd.read_csv(tmp_path / "res.split.csv")
+    assert len(split) == doc["n_molecules"] and set(split["split"]) == {"train", "val", "test"}
+    assert "gin_random" in result.output and str(out) in _one_line(result.output)
