@@ -67,8 +67,9 @@ StoreOpt = typer.Option(None, "--store", "-s", help="Store directory (default: $
 LayoutOpt = typer.Option("auto", help="auto | imagexpress | phenix | loaddata")
 ChannelsOpt = typer.Option(None, help="Channel map 'DNA=1,ER=2,RNA=3,AGP=4,Mito=5' or a TOML/YAML file.")
 CropOpt = typer.Option(64, help="Single-cell crop edge in pixels.")
-IllumOpt = typer.Option("mean", help="Illumination function: mean (CellProfiler) | median | background.")
-DarkOpt = typer.Option(0.0, help="Camera dark offset (ADU) subtracted before illumination correction.")
+IllumOpt = typer.Option("background", help="Illumination function: background (default) | mean (CellProfiler) | median.")
+DarkOpt = typer.Option(None, help="Camera dark offset (ADU) subtracted before illumination correction "
+                       "(default: estimated per channel from the plate's fields).")
 SegmenterOpt = typer.Option("classical", help="classical | cellpose")
 CellposeOpt = typer.Option(None, help="Local cellpose weights for nuclei (never downloaded).")
 CellposeCellOpt = typer.Option(None, help="Local cellpose weights for cells (default: cells grown classically).")
@@ -248,7 +249,7 @@ def synth(out_dir: Path = typer.Argument(..., help="Folder to write the plate fo
 @app.command()
 def ingest(plate_dirs: list[Path] = typer.Argument(..., help="Plate folders."),
            store: Optional[Path] = StoreOpt, layout: str = LayoutOpt, channels: Optional[str] = ChannelsOpt,
-           crop_size: int = CropOpt, illumination: str = IllumOpt, dark: float = DarkOpt,
+           crop_size: int = CropOpt, illumination: str = IllumOpt, dark: Optional[float] = DarkOpt,
            segmenter: str = SegmenterOpt, cellpose_model: Optional[Path] = CellposeOpt,
            cellpose_cell_model: Optional[Path] = CellposeCellOpt, field_tile_size: Optional[int] = TileOpt,
            allow_outside: bool = OutsideOpt, platemap: Optional[Path] = PlatemapOpt,
@@ -458,7 +459,7 @@ def run(inbox: Path = typer.Argument(..., help="Folder of plate folders."),
         workers: int = typer.Option(1, help="Ingest plates in parallel on a local Dask cluster of N workers."),
         dask_address: Optional[str] = typer.Option(None, help="Ingest on a running Dask scheduler (tcp://host:port)."),
         layout: str = LayoutOpt, channels: Optional[str] = ChannelsOpt, crop_size: int = CropOpt,
-        illumination: str = IllumOpt, dark: float = DarkOpt, segmenter: str = SegmenterOpt,
+        illumination: str = IllumOpt, dark: Optional[float] = DarkOpt, segmenter: str = SegmenterOpt,
         cellpose_model: Optional[Path] = CellposeOpt, cellpose_cell_model: Optional[Path] = CellposeCellOpt,
         field_tile_size: Optional[int] = TileOpt, allow_outside: bool = OutsideOpt,
         platemap: Optional[Path] = PlatemapOpt, features: str = FeaturesOpt) -> None:
@@ -537,7 +538,7 @@ def serve(inbox: Path = typer.Argument(..., help="Folder where plate folders arr
           settle_seconds: float = typer.Option(30.0, help="Leave folders changed in the last N seconds for a later tick."),
           workers: int = typer.Option(1, help="Ingest plates in parallel on N local Dask workers."),
           layout: str = LayoutOpt, channels: Optional[str] = ChannelsOpt, crop_size: int = CropOpt,
-          illumination: str = IllumOpt, dark: float = DarkOpt, segmenter: str = SegmenterOpt,
+          illumination: str = IllumOpt, dark: Optional[float] = DarkOpt, segmenter: str = SegmenterOpt,
           cellpose_model: Optional[Path] = CellposeOpt, cellpose_cell_model: Optional[Path] = CellposeCellOpt,
           field_tile_size: Optional[int] = TileOpt, allow_outside: bool = OutsideOpt) -> None:
     """Serve a scheduled, incremental ingest deployment against a Prefect server (PREFECT_API_URL)."""

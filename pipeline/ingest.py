@@ -74,9 +74,9 @@ class IngestSettings:
     layout: Literal["auto", "imagexpress", "phenix", "loaddata"] = "auto"
     channel_map: str | None = None
     allow_outside: bool = False
-    illumination_method: Literal["mean", "median", "background"] = "mean"
+    illumination_method: Literal["mean", "median", "background"] = "background"
     illumination_filter_fraction: float = 1 / 8
-    illumination_dark: float = 0.0
+    illumination_dark: float | None = None  # None: estimated per channel from the fields
     illumination_max_fields: int = 64
     cyto_channel: Literal["RNA", "AGP"] = "AGP"
     crop_size: int = 64
@@ -370,10 +370,15 @@ def acquisition_record(listing: PlateListing) -> dict:
 def compute_illumination(plan: PlatePlan, fields: pd.DataFrame, settings: IngestSettings) -> np.ndarray:
     """Illumination functions (C, Y, X) float32 of the staged plate, saved with QC PNGs.
 
-    Memory is bounded whatever the plate size: ``'mean'`` and ``'background'`` stream field by
-    field (two or three (C, Y, X) float64 accumulators); ``'median'`` stacks one channel of at
-    most ``settings.illumination_max_fields`` fields, a deterministic evenly spread subsample
-    (:func:`pipeline.illumination.subsample`). ``settings.illumination_dark`` is subtracted first.
+    One streaming pass over the fields keeps the per-pixel mean and mean background of every
+    channel (two or three (C, Y, X) float64 accumulators, whatever the plate size). From them:
+    the dark offset per channel when ``settings.illumination_dark`` is None
+    (:func:`pipeline.illumination.estimate_dark`), the function of ``'mean'`` or
+    ``'background'``, and the flatness QC of the corrected background per channel. ``'median'``
+    then stacks one channel of at most ``settings.illumination_max_fields`` fields, a
+    deterministic evenly spread subsample (:func:`pipeline.illumination.subsample`). When the
+    vendor metadata holds a flat-field profile (Harmony), the RMS difference between it and
+    cmcl's function is recorded per channel (``harmony_rms``).
 
     Raises
     ------
@@ -384,30 +389,62 @@ def compute_illumination(plan: PlatePlan, fields: pd.DataFrame, settings: Ingest
     if fields.empty:
         raise ValueError(f"plate {plan.plate}: no valid field to estimate illumination from")
     paths = list(fields["Metadata_FieldPath"])
-    dark, ff = settings.illumination_dark, settings.illumination_filter_fraction
+    channels = plan.listing.channels
+    ff = settings.illumination_filter_fraction
+    mean_acc, bg_acc = illum.MeanAccumulator(), illum.BackgroundAccumulator()
+    for p in paths:
+        image = read_field(plate, p)
+        mean_acc.add(image)
+        bg_acc.add(image)
+    mean, background = mean_acc.mean(), bg_acc.background()
+    if settings.illumination_dark is None:
+        noise = bg_acc.noise()
+        dark = [illum.estimate_dark(noise[c], background[c]) for c in range(len(channels))]
+    else:
+        dark = [float(settings.illumination_dark)] * len(channels)
     if settings.illumination_method == "median":
         used = [paths[i] for i in illum.subsample(len(paths), settings.illumination_max_fields)]
         funcs = np.stack([
-            illum.estimate(np.stack([plate[f"{p}/0"][c] for p in used]), method="median", dark=dark,
+            illum.estimate(np.stack([plate[f"{p}/0"][c] for p in used]), method="median", dark=dark[c],
                            filter_fraction=ff)
-            for c in range(len(plan.listing.channels))])
+            for c in range(len(channels))])
     else:
         used = paths
-        acc = (illum.MeanAccumulator() if settings.illumination_method == "mean"
-               else illum.BackgroundAccumulator(dark=dark))
-        for p in paths:
-            acc.add(read_field(plate, p))
-        combined = acc.mean() - dark if settings.illumination_method == "mean" else acc.background()
-        funcs = np.stack([illum.smooth(combined[c], filter_fraction=ff) for c in range(combined.shape[0])])
+        combined = mean if settings.illumination_method == "mean" else background
+        funcs = np.stack([illum.smooth(combined[c] - dark[c], filter_fraction=ff) for c in range(len(channels))])
+    flat = {name: dict(zip(("raw_cv", "corrected_cv"), illum.flatness(background[c], funcs[c], dark=dark[c])))
+            for c, name in enumerate(channels)}
+    harmony = _vendor_flatfield_rms(plan.listing, funcs)
     grp = zarr.open_group(str(plan.staging / "illumination.zarr"), mode="w", zarr_format=3)
     arr = grp.create_array("function", shape=funcs.shape, chunks=(1, *funcs.shape[1:]), dtype="float32",
                            dimension_names=("c", "y", "x"))
     arr[:] = funcs
-    grp.attrs.update({"channels": list(plan.listing.channels), "method": settings.illumination_method,
-                      "filter_fraction": ff, "dark": dark, "n_fields": int(len(fields)),
+    grp.attrs.update({"channels": list(channels), "method": settings.illumination_method,
+                      "filter_fraction": ff, "dark": dark, "dark_estimated": settings.illumination_dark is None,
+                      "flatness": flat, "harmony_rms": harmony, "n_fields": int(len(fields)),
                       "n_fields_used": len(used)})
     _illumination_png(funcs, plan.staging / "illumination_qc", channels=plan.listing.channels)
     return funcs
+
+
+def _vendor_flatfield_rms(listing: PlateListing, funcs: np.ndarray) -> dict[str, float]:
+    """Channel -> RMS difference between cmcl's function and the vendor's flat-field profile."""
+    from pipeline.acquisition import AcquisitionError, flatfield_image
+
+    acq = listing.acquisition
+    out: dict[str, float] = {}
+    if acq is None or not acq.flatfield:
+        return out
+    for vid, role in listing.channel_map.items():
+        profile = acq.flatfield.get(vid)
+        if profile is None or role not in listing.channels:
+            continue
+        try:
+            ref = flatfield_image(profile, shape=funcs.shape[1:])
+        except AcquisitionError:
+            continue
+        out[role] = illum.compare_profiles(funcs[listing.channels.index(role)], ref)
+    return out
 
 
 def _illumination_png(funcs: np.ndarray, out: Path, *, channels: tuple[str, ...]) -> None:
@@ -448,7 +485,8 @@ def cyto_channel(channels: tuple[str, ...], preferred: str = "AGP") -> str | Non
 
 
 def _process_field(writer: PlateWriter, funcs: np.ndarray, field: tuple[str, int, str],
-                   settings: IngestSettings) -> tuple[np.ndarray, pd.DataFrame, dict, np.ndarray | None, pd.DataFrame | None]:
+                   settings: IngestSettings, dark: list[float] | float = 0.0
+                   ) -> tuple[np.ndarray, pd.DataFrame, dict, np.ndarray | None, pd.DataFrame | None]:
     """Correct, segment, crop and measure one staged field; writes its labels.
 
     Returns the field's crops, cell table, QC row, with ``settings.field_tile_size`` its
@@ -460,7 +498,7 @@ def _process_field(writer: PlateWriter, funcs: np.ndarray, field: tuple[str, int
     plate_id = writer.plate
     channels = writer.channels
     raw = read_field(writer.root, path)
-    corrected = illum.apply(raw, funcs, dark=settings.illumination_dark)
+    corrected = illum.apply(raw, funcs, dark=dark)
     cyto = cyto_channel(channels, settings.cyto_channel)
     if cyto is None:  # DNA only: one "cell" per nucleus, the nucleus itself
         nuclei, _ = segment_field(corrected[0], corrected[0], segmenter=settings.segmenter,
@@ -501,7 +539,8 @@ def _process_batch(plate_path: str, funcs_path: str, batch: list[tuple[str, int,
     writer = PlateWriter(plate_path, plate=plate_id, channels=tuple(grp.attrs["channels"]), resume=True,
                          pixel_size_um=px)
     funcs = grp["function"][:]
-    return [_process_field(writer, funcs, f, settings) for f in batch]
+    dark = grp.attrs["dark"]  # per channel, given or estimated (compute_illumination)
+    return [_process_field(writer, funcs, f, settings, dark) for f in batch]
 
 
 def default_processes(n_fields: int) -> int:
