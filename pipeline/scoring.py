@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["iou_matrix", "match_objects", "f1_at_iou"]
+__all__ = ["iou_matrix", "match_objects", "f1_at_iou", "labels_from_outlines"]
 
 
 def _sequential(labels: np.ndarray) -> np.ndarray:
@@ -53,3 +53,49 @@ def f1_at_iou(true: np.ndarray, pred: np.ndarray, *, iou: float = 0.5) -> float:
     """F1 = 2TP / (2TP + FP + FN) of object matching at IoU > ``iou`` (1.0 when both are empty)."""
     tp, fp, fn = match_objects(true, pred, iou=iou)
     return 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
+def labels_from_outlines(outlines: np.ndarray, *, max_area: int | None = None) -> np.ndarray:
+    """Fill an outline image (e.g. CellProfiler's ``SaveImages`` of ``OverlayOutlines``) into labels.
+
+    Outline pixels are non-zero; every 4-connected region of non-outline pixels that is not the
+    background becomes one object, and outline pixels go to the object they border.
+
+    Parameters
+    ----------
+    outlines : (Y, X) or (Y, X, C) ndarray
+        Non-zero on object outlines (any channel).
+    max_area : int, optional
+        Regions larger than this are background too (default: only the largest region, and any
+        region touching the border along more than a quarter of a side, is background).
+
+    Returns
+    -------
+    (Y, X) int32 label image, 0 background, 1..N objects.
+    """
+    from scipy import ndimage as ndi
+    from skimage.segmentation import expand_labels, relabel_sequential
+
+    line = np.asarray(outlines)
+    if line.ndim == 3:
+        line = line.any(axis=-1)
+    line = line > 0
+    regions, n = ndi.label(~line)  # 4-connected: an 8-connected outline closes a region
+    if n == 0:
+        return np.zeros(line.shape, np.int32)
+    sizes = np.bincount(regions.ravel())
+    sizes[0] = 0
+    background = {int(np.argmax(sizes))}
+    side = min(line.shape) // 4
+    for edge in (regions[0], regions[-1], regions[:, 0], regions[:, -1]):
+        counts = np.bincount(edge, minlength=n + 1)
+        background |= set(np.flatnonzero(counts > side).tolist()) - {0}
+    if max_area is not None:
+        background |= set(np.flatnonzero(sizes > max_area).tolist())
+    keep = np.ones(n + 1, bool)
+    keep[0] = False
+    keep[list(background)] = False
+    labels = np.where(keep[regions], regions, 0)
+    labels = expand_labels(labels, distance=1.5)  # the outline pixels themselves
+    labels[~(line | (labels > 0))] = 0
+    return relabel_sequential(labels)[0].astype(np.int32)
