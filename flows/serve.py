@@ -232,17 +232,29 @@ def serve_ingest(inbox: str | Path, store: str | Path, *, interval: float | None
         raise ValueError("schedules need a Prefect server: start one (cmcl server / prefect server start) "
                          "and set PREFECT_API_URL, e.g. http://127.0.0.1:4200/api")
     wait_healthy(api_url, timeout=30)
-    ingest_inbox_flow.serve(
+    import asyncio
+
+    from prefect.runner import Runner
+
+    from flows.signals import arm
+
+    class _Runner(Runner):
+        def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
+            arm(signal.SIGTERM)  # the graceful shutdown may wait on a gone API: never more than seconds
+            super().handle_sigterm(*args, **kwargs)
+
+    runner = _Runner(name=name, limit=1)
+    runner.add_flow(
+        ingest_inbox_flow,
         name=name,
         interval=timedelta(seconds=interval) if interval is not None else None,
         cron=cron,
-        limit=1,
         parameters={"inbox": str(Path(inbox).resolve()), "store": str(Path(store).resolve()),
                     "settings": settings, "retrain_after": retrain_after, "preset": preset,
                     "train_overrides": train_overrides, "settle_seconds": settle_seconds, "workers": workers},
         description=f"ingest new plates of {inbox} into {store}",
-        print_starting_message=False,
     )
+    asyncio.run(runner.start())
 
 
 # --------------------------------------------------------------------------- server processes

@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Callable
 
-__all__ = ["install", "kill_descendants", "INTERRUPTED_HINT"]
+__all__ = ["install", "arm", "kill_descendants", "INTERRUPTED_HINT"]
 
 #: What the CLI prints when a verb was interrupted.
 INTERRUPTED_HINT = "interrupted: stopped; the store is consistent, rerun the same command to resume"
@@ -69,6 +69,18 @@ def _watchdog(signum: int, grace: float) -> None:
     _hard_exit(signum)
 
 
+def arm(signum: int, *, grace: float = 5.0) -> None:
+    """Start the watchdog (once): descendants killed and exit ``128 + signum`` in ``grace`` s.
+
+    For code that owns a signal itself (Prefect's runner handles SIGTERM in ``cmcl serve``):
+    its graceful shutdown may then wait for an API that is gone, never longer than ``grace``.
+    """
+    if _stopping.is_set():
+        return
+    _stopping.set()
+    threading.Thread(target=_watchdog, args=(signum, grace), daemon=True, name="cmcl-stop").start()
+
+
 def install(*, grace: float = 5.0) -> Callable[[], None]:
     """Make SIGINT and SIGTERM stop this process within about ``grace`` seconds.
 
@@ -89,8 +101,7 @@ def install(*, grace: float = 5.0) -> Callable[[], None]:
     def handler(signum, frame):  # noqa: ARG001 - signal handler signature
         if _stopping.is_set():  # a second signal: stop now
             _hard_exit(signum)
-        _stopping.set()
-        threading.Thread(target=_watchdog, args=(signum, grace), daemon=True, name="cmcl-stop").start()
+        arm(signum, grace=grace)
         raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
