@@ -55,7 +55,7 @@ def test_full_set_adds_cellprofiler_modules(field):
     image, nuclei, cells = field
     f = measure_objects(image, nuclei, cells, channel_names=CH, feature_set="full")
     for c in ("Nuclei_AreaShape_Zernike_2_0", "Cells_AreaShape_MaxFeretDiameter", "Cytoplasm_Granularity_2_AGP",
-              "Cells_RadialDistribution_FracAtD_Mito_2of4", "Nuclei_Correlation_Costes_DNA_ER", "Nuclei_Correlation_Costes_ER_DNA", "Cells_Correlation_Manders_Mito_AGP",
+              "Cells_RadialDistribution_FracAtD_Mito_2of4", "Nuclei_Correlation_RWC_DNA_ER", "Nuclei_Correlation_RWC_ER_DNA", "Cells_Correlation_Manders_Mito_AGP",
               "Cytoplasm_Texture_Entropy_ER_3_01_256", "Cells_Intensity_MeanIntensityEdge_RNA"):
         assert c in f.columns, c
     assert f.shape[1] > 2000
