@@ -426,7 +426,8 @@ def profile(store: Optional[Path] = StoreOpt,
     if isinstance(out["sources"], dict):
         for source, s in out["sources"].items():
             console.print(f"  {source}: {s['wells']} wells x {s['features']} features; {s['retrieved']} of "
-                          f"{s['compounds']} compounds retrieved (phenotypically active) at corrected p < 0.05")
+                          f"{s['compounds']} compounds retrieved (phenotypically active) at corrected p < 0.05"
+                          + (f"; {s['moas_consistent']} of {s['moas']} mechanisms consistent" if s.get("moas") else ""))
     st = _store(store)
     console.print(f"activity: {st / 'tables' / 'profiles' / 'activity.parquet'}")
 

@@ -20,7 +20,7 @@ from pipeline.provenance import code_fingerprint
 from pipeline.schema import read_table, write_table
 from pipeline.store import Store
 
-__all__ = ["profile_flow", "import_profiles_flow", "read_profile_file", "activity_of"]
+__all__ = ["profile_flow", "import_profiles_flow", "read_profile_file", "activity_of", "consistency_of"]
 
 
 def _state_path(store: Store) -> Path:
@@ -70,13 +70,26 @@ def activity_of(profiles: pd.DataFrame, *, null_size: int = 10000, seed: int = 0
     return act
 
 
+def consistency_of(profiles: pd.DataFrame, *, null_size: int = 10000, seed: int = 0) -> pd.DataFrame:
+    """:func:`pipeline.profiles.moa_consistency` of the per-compound medians of treated wells
+    with a mechanism (empty when fewer than two mechanisms have two compounds)."""
+    trt = profiles[(profiles["Metadata_ControlType"] == "trt") & profiles["Metadata_MOA"].notna()]
+    feats = [c for c in feature_columns(profiles.columns) if profiles[c].notna().all()]
+    if trt.empty or not feats:
+        return pd.DataFrame()
+    per = trt.groupby("Metadata_CompoundID").agg({"Metadata_MOA": "first", **{c: "median" for c in feats}}).reset_index()
+    cons = prof.moa_consistency(per, per[feats].to_numpy(np.float64), null_size=null_size, seed=seed)
+    cons.insert(0, "Metadata_Source", profiles["Metadata_Source"].iloc[0])
+    return cons
+
+
 @task(name="select-consensus-activity", cache_policy=NO_CACHE)
 def downstream_task(store_root: str, null_size: int) -> dict[str, Any]:
     """Feature selection per source (imported tables are kept as imported: already selected),
     consensus profiles and phenotypic activity over all well profiles of the store."""
     store = Store(Path(store_root))
     wells = [read_table("profiles_wells", p) for p in store.table_files("profiles_wells")]
-    selected, consensus, activity = [], [], []
+    selected, consensus, activity, consistency = [], [], [], []
     by_source: dict[str, list[pd.DataFrame]] = {}
     for df in wells:
         for source, part in df.groupby("Metadata_Source", sort=True):
@@ -89,12 +102,21 @@ def downstream_task(store_root: str, null_size: int) -> dict[str, Any]:
         consensus.append(prof.consensus_profiles(sel))
         act = activity_of(sel, null_size=null_size)
         activity.append(act)
+        cons = consistency_of(sel, null_size=null_size)
+        if len(cons):
+            consistency.append(cons)
         out[source] = {"wells": len(sel), "features": len(feature_columns(sel.columns)), "compounds": len(act),
-                       "retrieved": int(act["below_corrected_p"].sum())}
+                       "retrieved": int(act["below_corrected_p"].sum()), "moas": len(cons),
+                       "moas_consistent": int(cons["below_corrected_p"].sum()) if len(cons) else 0}
     if selected:
         write_table(pd.concat(selected, ignore_index=True), "profiles_selected", store.table_path("profiles_selected"))
         write_table(pd.concat(consensus, ignore_index=True), "profiles_consensus", store.table_path("profiles_consensus"))
         write_table(pd.concat(activity, ignore_index=True), "activity", store.table_path("activity"))
+    path = store.table_path("consistency")
+    if consistency:
+        write_table(pd.concat(consistency, ignore_index=True), "consistency", path)
+    else:
+        path.unlink(missing_ok=True)
     return out
 
 
@@ -121,7 +143,7 @@ def profile_flow(store: str, null_size: int = 10000) -> dict[str, Any]:
     wells_fp = fingerprint_files(st.root, [str(p.relative_to(st.root)) for p in st.table_files("profiles_wells")],
                                  extra=code_fingerprint("pipeline.profiles", "flows.profiles") + str(null_size))
     summary: dict[str, Any] = {"plates_profiled": done, "plates_unchanged": sorted(set(plates) - set(done))}
-    outputs = [st.table_path(n) for n in ("profiles_selected", "profiles_consensus", "activity")]
+    outputs = [st.table_path(n) for n in ("profiles_selected", "profiles_consensus", "activity")]  # consistency: optional
     if state.get("__downstream__") != wells_fp or not all(p.is_file() for p in outputs):
         if st.table_files("profiles_wells"):
             summary["sources"] = downstream_task(str(st.root), null_size)

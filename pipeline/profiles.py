@@ -36,6 +36,7 @@ __all__ = [
     "select_features",
     "consensus_profiles",
     "phenotypic_activity",
+    "moa_consistency",
     "external_profiles",
 ]
 
@@ -232,6 +233,51 @@ def phenotypic_activity(
     res = res.merge(ap.groupby(compound_col).size().rename("Metadata_N_Wells").astype(np.int32).reset_index(),
                     on=compound_col)
     return res[columns].sort_values(compound_col, ignore_index=True)
+
+
+def moa_consistency(
+    meta: pd.DataFrame,
+    features: np.ndarray,
+    *,
+    moa_col: str = "Metadata_MOA",
+    null_size: int = 10000,
+    threshold: float = 0.05,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Phenotypic consistency per mechanism with copairs: do compounds of one MOA retrieve each
+    other among compounds of other MOAs (``pos_sameby = neg_diffby = [moa]``, cosine)?
+
+    Parameters
+    ----------
+    meta : DataFrame
+        One row per compound profile (e.g. the median of a compound's wells), with ``moa_col``;
+        rows without a mechanism are dropped, and so are mechanisms with a single compound.
+    features : (n, d) ndarray
+
+    Returns
+    -------
+    DataFrame
+        One row per mechanism: ``moa_col``, ``Metadata_N_Compounds``, ``mean_average_precision``,
+        ``p_value``, ``corrected_p_value``, ``below_corrected_p``.
+    """
+    from copairs import map as cmap
+
+    features = np.asarray(features, dtype=np.float64)
+    m = meta.reset_index(drop=True)
+    has = m[moa_col].notna().to_numpy()
+    counts = m.loc[has, moa_col].value_counts()
+    keep = has & m[moa_col].isin(counts.index[counts >= 2]).to_numpy()
+    columns = [moa_col, "Metadata_N_Compounds", "mean_average_precision", "p_value", "corrected_p_value",
+               "below_corrected_p"]
+    if keep.sum() < 3 or m.loc[keep, moa_col].nunique() < 2:
+        return pd.DataFrame({c: pd.Series(dtype=object if c == moa_col else float) for c in columns})
+    m, x = m.loc[keep, [moa_col]].reset_index(drop=True), features[keep]
+    ap = cmap.average_precision(m, x, pos_sameby=[moa_col], pos_diffby=[], neg_sameby=[], neg_diffby=[moa_col],
+                                progress_bar=False)
+    res = cmap.mean_average_precision(ap, [moa_col], null_size=null_size, threshold=threshold, seed=seed,
+                                      progress_bar=False)
+    res = res.merge(m.groupby(moa_col).size().rename("Metadata_N_Compounds").astype(np.int32).reset_index(), on=moa_col)
+    return res[columns].sort_values(moa_col, ignore_index=True)
 
 
 def external_profiles(table: pd.DataFrame, *, source: str, samples: pd.DataFrame | None = None,

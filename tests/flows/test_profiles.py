@@ -86,3 +86,12 @@ def test_import_refuses_a_table_without_features(tmp_path):
     pd.DataFrame({"Metadata_Plate": ["P"], "Metadata_Well": ["A01"], "x": [1.0]}).to_csv(bad, index=False)
     result = runner.invoke(app, ["import-profiles", str(bad), "--store", str(tmp_path / "s")])
     assert result.exit_code != 0 and "feature columns" in result.output
+
+
+def test_moa_consistency_where_labels_exist(lincs_store):
+    cons = lincs_store.read("consistency")
+    wells = lincs_store.read("profiles_wells")
+    shared = wells[wells["Metadata_ControlType"] == "trt"].groupby("Metadata_MOA")["Metadata_CompoundID"].nunique()
+    assert set(cons["Metadata_MOA"]) == set(shared.index[shared >= 2])  # every MOA with 2+ compounds
+    assert (cons["Metadata_N_Compounds"] >= 2).all()
+    assert ((cons["p_value"] >= 0) & (cons["p_value"] <= 1)).all()
