@@ -63,7 +63,7 @@ def run_dask(plates: list[Path], store: Path) -> dict | None:
     except ImportError:
         return None
     t0 = time.perf_counter()
-    results = ingest_plates([str(p) for p in plates], str(store), {"crop_size": 32}, workers=2)
+    results = ingest_plates([str(p) for p in plates], str(store), settings={"crop_size": 32}, workers=2)
     assert all(r["status"] == "complete" for r in results), results
     return {"total": time.perf_counter() - t0}
 

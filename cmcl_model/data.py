@@ -34,9 +34,11 @@ __all__ = [
     "graphs_from_arrow",
     "scaffold_split",
     "load_or_create_split",
+    "extend_split",
     "treatment_crops",
     "REQUIRED_CHANNELS",
     "require_channels",
+    "current_well_compounds",
     "ChunkedCropReader",
     "PlateNorm",
     "compute_normalization",
@@ -133,18 +135,85 @@ def scaffold_split(
     return df.sort_values("Metadata_InChIKey", ignore_index=True)
 
 
+def extend_split(
+    split: pd.DataFrame, compounds: pd.DataFrame, *, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
+) -> pd.DataFrame:
+    """Add the compounds ``split`` lacks, never moving one it holds.
+
+    A new compound whose scaffold the split already holds joins that scaffold's split (no
+    scaffold ever straddles two splits). New scaffolds are assigned group by group, largest
+    first, ties in an order fixed by ``seed``, each to the split furthest below its target
+    ``fractions`` of the enlarged total: deterministic, and balanced by the fractions.
+
+    Parameters
+    ----------
+    split : DataFrame
+        An existing ``split`` table.
+    compounds : DataFrame
+        ``Metadata_InChIKey`` and ``Metadata_Scaffold`` of every compound to be split (old and new).
+    fractions : (train, val, test), summing to 1.
+
+    Returns
+    -------
+    DataFrame conforming to the ``split`` table (old rows unchanged), sorted by InChIKey.
+
+    Raises
+    ------
+    ValueError
+        On missing columns or bad fractions (as :func:`scaffold_split`).
+    """
+    need = {"Metadata_InChIKey", "Metadata_Scaffold"}
+    if not need <= set(compounds.columns):
+        raise ValueError(f"extend_split needs columns {sorted(need)}, got {list(compounds.columns)}")
+    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+    old = split[["Metadata_InChIKey", "Metadata_Scaffold", "Split"]].copy()
+    new = compounds[~compounds["Metadata_InChIKey"].isin(set(old["Metadata_InChIKey"]))][
+        ["Metadata_InChIKey", "Metadata_Scaffold"]].drop_duplicates("Metadata_InChIKey").copy()
+    if new.empty:
+        return old.sort_values("Metadata_InChIKey", ignore_index=True)
+    new["Metadata_Scaffold"] = new["Metadata_Scaffold"].fillna("").astype(str)
+    known = old.groupby("Metadata_Scaffold")["Split"].agg(lambda v: v.value_counts().index[0]).to_dict()
+    new["Split"] = new["Metadata_Scaffold"].map(known)
+    parts = ("train", "val", "test")
+    counts = {k: int((old["Split"] == k).sum()) + int((new["Split"] == k).sum()) for k in parts}
+    fresh = new[new["Split"].isna()]
+    groups = fresh.groupby("Metadata_Scaffold", sort=True).size()
+    names = list(groups.index)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(names))
+    ranked = sorted(range(len(names)), key=lambda i: (-int(groups.iloc[i]), int(order[i])))
+    total = len(old) + len(new)
+    assign: dict[str, str] = {}
+    for i in ranked:
+        size = int(groups.iloc[i])
+        part = max(parts, key=lambda k: (fractions[parts.index(k)] * total - counts[k], -parts.index(k)))
+        counts[part] += size
+        assign[names[i]] = part
+    new.loc[new["Split"].isna(), "Split"] = fresh["Metadata_Scaffold"].map(assign)
+    out = pd.concat([old, new], ignore_index=True)
+    return out.sort_values("Metadata_InChIKey", ignore_index=True)
+
+
 def load_or_create_split(
     store: Store, compounds: pd.DataFrame, *, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
 ) -> pd.DataFrame:
-    """Read ``tables/split.parquet`` if present, else compute :func:`scaffold_split` of
-    ``compounds`` and write it. Compounds missing from an existing split are not added (they
-    are reported by the caller as unsplit)."""
+    """The store's split, created or extended to cover ``compounds``.
+
+    Without ``tables/split.parquet`` it is :func:`scaffold_split` of ``compounds``. With one, a
+    compound keeps its split forever and the compounds it lacks are added by
+    :func:`extend_split` (``fractions`` then apply to new scaffolds only); the table is
+    rewritten only when it grew."""
     path = store.table_path("split")
-    if path.exists():
-        return store.read("split")
-    split = scaffold_split(compounds, fractions=fractions, seed=seed)
-    write_table(split, "split", path)
-    return split
+    if not path.exists():
+        split = scaffold_split(compounds, fractions=fractions, seed=seed)
+        write_table(split, "split", path)
+        return split
+    split = store.read("split")
+    grown = extend_split(split, compounds, fractions=fractions, seed=seed)
+    if len(grown) != len(split):
+        write_table(grown, "split", path)
+    return grown
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,6 +246,29 @@ def require_channels(store: Store, channels: tuple[str, ...] = REQUIRED_CHANNELS
                          ". Ingest those plates with all five stains, or train on a store without them")
 
 
+def current_well_compounds(store: Store, platemap: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The store's ``well_compounds`` table, checked to cover every named well of its plate maps.
+
+    Raises
+    ------
+    pipeline.compounds.CompoundsOutOfDate
+        If wells of some plates are not covered (ingested after the compounds stage ran, or
+        re-ingested with a changed plate map); the message names the plates and what to run.
+    """
+    from pipeline.compounds import CompoundsOutOfDate, wells_without_compounds
+
+    pm = store.read("platemap") if platemap is None else platemap
+    wells = store.read("well_compounds")
+    stale = wells_without_compounds(pm, wells)
+    if len(stale):
+        plates = sorted(set(stale["Metadata_Plate"]))
+        raise CompoundsOutOfDate(
+            f"{len(stale)} plate-map well(s) of plate(s) {', '.join(plates)} have no compound identity yet "
+            f"(ingested after the compound table was built): run `cmcl compounds --store {store.root}` "
+            f"first (`cmcl run` runs it for you)")
+    return wells
+
+
 def treatment_crops(store: Store, source: ImageSource = "crops") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Join plate maps, compound inputs and the image rows of ``source``.
 
@@ -194,12 +286,18 @@ def treatment_crops(store: Store, source: ImageSource = "crops") -> tuple[pd.Dat
     dmso : DataFrame
         One row per negative-control image: Metadata_Plate, Metadata_Well, Metadata_CropIndex.
 
+    Wells are joined to compounds by (plate, well) through the ``well_compounds`` table the
+    compounds stage writes, never by SMILES text.
+
     Raises
     ------
     FileNotFoundError
         If ``source='tiles'`` and the store has no tiles table.
     ValueError
         If a plate's crops lack one of the channels training needs (:data:`REQUIRED_CHANNELS`).
+    pipeline.compounds.CompoundsOutOfDate
+        If plate-map wells name structures the compound stage has not seen (plates ingested
+        after it ran); the message says what to run.
     """
     if source not in ("crops", "tiles"):
         raise ValueError(f"image source {source!r} is not 'crops' or 'tiles'")
@@ -213,10 +311,9 @@ def treatment_crops(store: Store, source: ImageSource = "crops") -> tuple[pd.Dat
             columns={"Metadata_TileIndex": "Metadata_CropIndex"})
     else:
         images = store.read("cells", ["Metadata_Plate", "Metadata_Well", "Metadata_CropIndex"])
-    inputs = store.read("compound_inputs")
-    inputs = inputs[inputs["Status"] == "ok"][["Input_SMILES", "Metadata_InChIKey"]].drop_duplicates("Input_SMILES")
-    trt_wells = pm[pm["Metadata_ControlType"] == "trt"].merge(
-        inputs, left_on="Metadata_SMILES", right_on="Input_SMILES", how="inner"
+    wells = current_well_compounds(store, pm)
+    trt_wells = pm[pm["Metadata_ControlType"] == "trt"][["Metadata_Plate", "Metadata_Well"]].merge(
+        wells[wells["Metadata_InChIKey"].notna()], on=["Metadata_Plate", "Metadata_Well"], how="inner"
     )[["Metadata_Plate", "Metadata_Well", "Metadata_InChIKey"]]
     trt = images.merge(trt_wells, on=["Metadata_Plate", "Metadata_Well"], how="inner")
     trt = trt.sort_values(["Metadata_InChIKey", "Metadata_Plate", "Metadata_CropIndex"], ignore_index=True)

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from cmcl_model.evaluate import _encode_wells
-from cmcl_model.data import ChunkedCropReader, PlateNorm, compute_normalization
+from cmcl_model.data import ChunkedCropReader, PlateNorm, compute_normalization, current_well_compounds
 from cmcl_model.model import CMCLModel
 from cmcl_model.probe import molecule_embeddings, smiles_to_data
 from cmcl_model.train import TrainConfig, build_model, load_checkpoint
@@ -38,9 +38,8 @@ def well_table(store: Store) -> pd.DataFrame:
     cells = store.read("cells", ["Metadata_Plate", "Metadata_Well"])
     n = cells.groupby(["Metadata_Plate", "Metadata_Well"]).size().rename("N_Cells").reset_index()
     pm = store.read("platemap")[["Metadata_Plate", "Metadata_Well", "Metadata_CompoundID", "Metadata_SMILES", "Metadata_ControlType"]]
-    inputs = store.read("compound_inputs")
-    inputs = inputs[inputs["Status"] == "ok"][["Input_SMILES", "Metadata_InChIKey"]].drop_duplicates("Input_SMILES")
-    pm = pm.merge(inputs, left_on="Metadata_SMILES", right_on="Input_SMILES", how="left")
+    wells = current_well_compounds(store, pm)[["Metadata_Plate", "Metadata_Well", "Metadata_InChIKey"]]
+    pm = pm.merge(wells, on=["Metadata_Plate", "Metadata_Well"], how="left")
     out = n.merge(pm, on=["Metadata_Plate", "Metadata_Well"], how="left")
     for col in ("Metadata_CompoundID", "Metadata_InChIKey", "Metadata_ControlType"):
         out[col] = out[col].fillna("").astype(str)

@@ -155,6 +155,7 @@ def make_synthetic_store(
         plate_compounds = np.array_split(np.arange(n_compounds), n_plates)
         if max(len(c) for c in plate_compounds) + n_dmso > 384:
             raise ValueError(f"{n_compounds} compounds + {n_dmso} DMSO wells do not fit {n_plates} 384-well plates")
+    well_rows = []
     for p in range(n_plates):
         plate = f"SYN{p + 1:02d}"
         gain = 1 + 0.3 * p
@@ -176,6 +177,10 @@ def make_synthetic_store(
                 "Metadata_ControlType": "negcon" if is_dmso else "trt",
                 "Metadata_HasImages": True,
             })
+            if not is_dmso:
+                well_rows.append({"Metadata_Plate": plate, "Metadata_Well": well,
+                                  "Metadata_InChIKey": comp["Metadata_InChIKey"][entry],
+                                  "Input_SMILES": comp["Input_SMILES"][entry]})
             for c in range(cells_per_well):
                 amp = 800 * np.exp(0.5 * signal * v) * rng.lognormal(0, 0.15, 5)
                 img = gain * (200 + amp[:, None, None] * blob + rng.normal(0, 30, (5, S, S)))
@@ -199,4 +204,5 @@ def make_synthetic_store(
         writer.close()
         if tiles:
             _write_tiles(store, group, plate, pd.DataFrame(cell_rows), np.stack(crops))
+    write_table(pd.DataFrame(well_rows), "well_compounds", store.table_path("well_compounds"))
     return store

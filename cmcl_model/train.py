@@ -301,7 +301,7 @@ def _file_sha256(path: Path) -> str:
 def data_fingerprints(store: Store, plates: list[str]) -> dict[str, str]:
     """Content hashes of the tables a run reads and of the crop arrays' metadata."""
     out: dict[str, str] = {}
-    for name in ("compound_inputs", "graphs", "split", "platemap", "cells"):
+    for name in ("compound_inputs", "well_compounds", "graphs", "split", "platemap", "cells"):
         for p in store.table_files(name):
             out[str(p.relative_to(store.root))] = _file_sha256(p)
     for plate in plates:
@@ -609,7 +609,7 @@ def train(
                 "fingerprints": data_fingerprints(store, full.plates),
                 "dataset": full.fingerprint(),
                 "n_compounds": {k: len(v) for k, v in splits.items()},
-                # treatment compounds absent from an existing split table (not used by this run)
+                # treatment compounds the split does not cover (0: the split grows with new compounds)
                 "n_unsplit": len(full) - sum(len(v) for v in splits.values()),
             },
             "code": code_version(),

@@ -80,7 +80,7 @@ PlatemapOpt = typer.Option(None, "--platemap", help="A JUMP/LINCS plate map (wel
 FeaturesOpt = typer.Option("default", help="CellProfiler features per cell (cp_measure): default | full | none.")
 
 
-def _settings(layout, channels, crop_size, illumination, dark, segmenter, cellpose_model, cellpose_cell_model,
+def _settings(*, layout, channels, crop_size, illumination, dark, segmenter, cellpose_model, cellpose_cell_model,
               field_tile_size, allow_outside, platemap=None, features="default") -> dict[str, Any]:
     from pipeline.ingest import IngestSettings
 
@@ -221,6 +221,14 @@ def _need_compounds(root: Path) -> None:
     if not st.table_path("graphs").is_file():
         _fail(FileNotFoundError(f"store {root} has no compounds yet ({st.table_path('graphs')} is missing); "
                                 f"run `cmcl compounds --store {root}` first"))
+    from pipeline.compounds import CompoundsOutOfDate, wells_without_compounds
+
+    stale = wells_without_compounds(st.read("platemap"), st.read("well_compounds"))
+    if len(stale):
+        plates = ", ".join(sorted(set(stale["Metadata_Plate"])))
+        _fail(CompoundsOutOfDate(f"{len(stale)} plate-map well(s) of plate(s) {plates} have no compound identity yet "
+                                 f"(ingested after the compound table was built): run `cmcl compounds --store {root}` "
+                                 f"first (`cmcl run` runs it for you)"))
 
 
 # ------------------------------------------------------------------------------------------ synth
@@ -254,6 +262,7 @@ def ingest(plate_dirs: list[Path] = typer.Argument(..., help="Plate folders."),
            cellpose_cell_model: Optional[Path] = CellposeCellOpt, field_tile_size: Optional[int] = TileOpt,
            allow_outside: bool = OutsideOpt, platemap: Optional[Path] = PlatemapOpt,
            features: str = FeaturesOpt,
+           workers: int = typer.Option(1, help="Ingest plates in parallel on a local Dask cluster of N workers."),
            force: bool = typer.Option(False, "--force", help="Re-ingest even unchanged plates."),
            replace: bool = typer.Option(False, "--replace", help="Let this folder replace a plate of the same ID ingested from another folder."),
            plate_id: Optional[str] = typer.Option(None, "--plate-id", help="Ingest the (one) folder under this plate ID instead of its own.")) -> None:
@@ -261,16 +270,18 @@ def ingest(plate_dirs: list[Path] = typer.Argument(..., help="Plate folders."),
     _need_dirs(plate_dirs, "plate folder")
     if plate_id is not None and len(plate_dirs) > 1:
         _fail(ValueError(f"--plate-id names one plate; got {len(plate_dirs)} folders"))
-    settings = _settings(layout, channels, crop_size, illumination, dark, segmenter, cellpose_model,
-                         cellpose_cell_model, field_tile_size, allow_outside, platemap, features)
+    settings = _settings(layout=layout, channels=channels, crop_size=crop_size, illumination=illumination, dark=dark,
+                         segmenter=segmenter, cellpose_model=cellpose_model, cellpose_cell_model=cellpose_cell_model,
+                         field_tile_size=field_tile_size, allow_outside=allow_outside, platemap=platemap,
+                         features=features)
     _check_plate_sources(plate_dirs, _store(store), settings, replace=replace, plate_id=plate_id)
-    from flows.ingest import ingest_plate_flow
+    from flows.parallel import ingest_flow
 
-    results = [_run(ingest_plate_flow, str(p), str(_store(store)), settings, force, replace=replace,
-                    plate_id=plate_id) for p in plate_dirs]
+    results = _run(ingest_flow, [str(p) for p in plate_dirs], str(_store(store)), settings=settings, force=force,
+                   workers=workers, replace=replace, plate_id=plate_id)
     _print_plates(results)
     if any(r["n_quarantined"] for r in results):
-        console.print("[yellow]some fields were quarantined:[/] see `cmcl inspect STORE quarantine`")
+        console.print("[yellow]some fields were quarantined:[/] see `cmcl inspect quarantine --store STORE`")
 
 
 def _print_plates(results: list[dict]) -> None:
@@ -285,6 +296,9 @@ def _print_plates(results: list[dict]) -> None:
         if r.get("channel_map"):
             ignored = f" ({r['n_ignored']} file(s) ignored)" if r.get("n_ignored") else ""
             console.print(f"{r['plate']} channels: {r['channel_map']}{ignored}")
+    for r in results:  # one line per plate: what was kept, what was refused and why
+        if r.get("summary"):
+            console.print(r["summary"], soft_wrap=True)
 
 
 # -------------------------------------------------------------------------------------- compounds
@@ -300,8 +314,8 @@ def compounds(files: list[Path] = typer.Argument(None, help="CSV/TSV/.smi/SDF/Pa
     _check_compound_files(files or [], smiles_col, id_col)
     from flows.compounds import compounds_flow
 
-    s = _run(compounds_flow, str(_store(store)), [str(f) for f in files or []], smiles_col, id_col, jobs, tautomers,
-             fresh=fresh)
+    s = _run(compounds_flow, str(_store(store)), files=[str(f) for f in files or []], smiles_col=smiles_col, id_col=id_col,
+             n_jobs=jobs, canonicalize_tautomer=tautomers, fresh=fresh)
     console.print(f"compounds: {s['read']} read, {s['standardized']} standardized, {s['merged']} merged into "
                   f"existing parents, {s['failed']} failed -> {s['unique_parents']} parents"
                   + (" (unchanged: nothing to do)" if s["skipped"] else ""))
@@ -330,10 +344,11 @@ def train(store: Optional[Path] = StoreOpt,
             seeds = [int(x) for x in ablation_seeds.split(",")] if ablation_seeds else None
         except ValueError:
             _fail(ValueError(f"--ablation-seeds must be comma-separated integers, got {ablation_seeds!r}"))
-        rows = _run(ablation_flow, str(_store(store)), preset, overrides, None, seeds)
+        rows = _run(ablation_flow, str(_store(store)), preset=preset, overrides=overrides, seeds=seeds)
         _print_ablation(rows)
         return
-    run = _run(train_flow, str(_store(store)), preset, overrides, run_id, resume, force)
+    run = _run(train_flow, str(_store(store)), preset=preset, overrides=overrides, run_id=run_id, resume=resume,
+               force=force)
     console.print(f"run [bold]{run}[/]: {_store(store) / 'runs' / run}")
 
 
@@ -466,15 +481,18 @@ def run(inbox: Path = typer.Argument(..., help="Folder of plate folders."),
         platemap: Optional[Path] = PlatemapOpt, features: str = FeaturesOpt) -> None:
     """Everything: ingest new/changed plates, compounds, profiles, train, evaluate."""
     _need_dirs([inbox], "inbox")
-    settings = _settings(layout, channels, crop_size, illumination, dark, segmenter, cellpose_model,
-                         cellpose_cell_model, field_tile_size, allow_outside, platemap, features)
+    settings = _settings(layout=layout, channels=channels, crop_size=crop_size, illumination=illumination, dark=dark,
+                         segmenter=segmenter, cellpose_model=cellpose_model, cellpose_cell_model=cellpose_cell_model,
+                         field_tile_size=field_tile_size, allow_outside=allow_outside, platemap=platemap,
+                         features=features)
     overrides = _parse_overrides(set_) or None
     _check_compound_files(compound_file, "smiles", None)
     from flows.pipeline import run_flow
 
     t0 = time.perf_counter()
-    out = _run(run_flow, str(inbox), str(_store(store)), settings, [str(f) for f in compound_file],
-               preset, overrides, not no_train, workers, dask_address)
+    out = _run(run_flow, str(inbox), str(_store(store)), ingest_settings=settings,
+               compound_files=[str(f) for f in compound_file], preset=preset, train_overrides=overrides,
+               train=not no_train, workers=workers, dask_address=dask_address)
     _report_run(out, time.perf_counter() - t0)
 
 
@@ -523,8 +541,8 @@ def demo(store: Optional[Path] = StoreOpt,
                  nucleus_radius=cfg["nucleus_radius"], seed=seed)
         console.print(f"generated {cfg['n_plates']} plate(s) in {time.perf_counter() - t0:.0f} s into {st.inbox}")
     plates = sorted(str(p) for p in st.inbox.glob("DEMO-*"))[: cfg["n_plates"]]
-    out = _run(run_flow, str(st.inbox), str(st.root), {**DEMO_INGEST, "crop_size": cfg["crop"]}, None,
-               cfg["preset"], cfg["overrides"], True, ground_truth=plates)
+    out = _run(run_flow, str(st.inbox), str(st.root), ingest_settings={**DEMO_INGEST, "crop_size": cfg["crop"]},
+               preset=cfg["preset"], train_overrides=cfg["overrides"], train=True, ground_truth=plates)
     _report_run(out, time.perf_counter() - t0)
 
 
@@ -544,8 +562,9 @@ def serve(inbox: Path = typer.Argument(..., help="Folder where plate folders arr
           field_tile_size: Optional[int] = TileOpt, allow_outside: bool = OutsideOpt) -> None:
     """Serve a scheduled, incremental ingest deployment against a Prefect server (PREFECT_API_URL)."""
     _need_dirs([inbox], "inbox")
-    settings = _settings(layout, channels, crop_size, illumination, dark, segmenter, cellpose_model,
-                         cellpose_cell_model, field_tile_size, allow_outside)
+    settings = _settings(layout=layout, channels=channels, crop_size=crop_size, illumination=illumination, dark=dark,
+                         segmenter=segmenter, cellpose_model=cellpose_model, cellpose_cell_model=cellpose_cell_model,
+                         field_tile_size=field_tile_size, allow_outside=allow_outside)
     from flows.serve import serve_ingest
 
     _run(serve_ingest, inbox, _store(store), interval=interval, cron=cron, retrain_after=retrain_after,
@@ -572,17 +591,20 @@ def server(host: str = typer.Option("127.0.0.1", help="Address to bind (loopback
 
 # ----------------------------------------------------------------------------------------- verify
 @app.command()
-def verify(store: Path = typer.Argument(..., help="Store directory."),
-           repair: bool = typer.Option(False, "--repair", help="Remove half-written leftovers so the next run redoes them.")) -> None:
+def verify(store: Optional[Path] = StoreOpt,
+           deep: bool = typer.Option(False, "--deep", help="Also decode every chunk (checksums) and name each damaged one."),
+           repair: bool = typer.Option(False, "--repair", help="Remove half-written leftovers so the next run redoes them; "
+                                       "with --deep, re-derive damaged crops and labels from the plate.")) -> None:
     """Check a whole store against schemas/ and itself; exit 1 listing the problems."""
     from pipeline.verify import format_problems, verify_store
 
-    problems = _run(verify_store, store, repair=repair)
+    store = _store(store)
+    problems = _run(verify_store, store, repair=repair, deep=deep)
     if problems:
         err.print(f"[bold red]{len(problems)} problem(s)[/] in {store}" + (" left after repair" if repair else ""))
-        err.print(format_problems(problems))
+        err.print(format_problems(problems), soft_wrap=True, markup=False)
         raise typer.Exit(1)
-    console.print(f"store {store}: OK" + (" (repaired)" if repair else ""))
+    console.print(f"store {store}: OK" + (" (every chunk decoded)" if deep else "") + (" (repaired)" if repair else ""))
 
 
 # --------------------------------------------------------------------------------------- finetune
@@ -678,20 +700,21 @@ def query(store: Optional[Path] = StoreOpt,
 
 # ---------------------------------------------------------------------------------------- inspect
 @app.command()
-def inspect(store: Path = typer.Argument(..., help="Store directory."),
-            what: str = typer.Argument("summary", help="summary | plates | plate ID | cells | quarantine | compounds | runs | profiles"),
+def inspect(what: str = typer.Argument("summary", help="summary | plates | plate ID | cells | quarantine | compounds | runs | profiles"),
             arg: Optional[str] = typer.Argument(None, help="Plate id for `plate`."),
+            store: Optional[Path] = StoreOpt,
             as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables.")) -> None:
     """Show what a store holds; `plate ID` also writes heatmaps and a field with outlines."""
     from flows.inspect import VIEWS, VIEWS_WITH_ARG
 
+    store = _store(store)
     if what not in VIEWS and what not in VIEWS_WITH_ARG:
         _fail(ValueError(f"unknown view {what!r}; choose one of {', '.join([*VIEWS, *VIEWS_WITH_ARG])}"))
     if not store.is_dir():
         _fail(FileNotFoundError(f"store {store} does not exist"))
     if what in VIEWS_WITH_ARG:
         if arg is None:
-            _fail(ValueError(f"`cmcl inspect STORE {what}` needs an argument (e.g. a plate id)"))
+            _fail(ValueError(f"`cmcl inspect {what} ID` needs an argument (e.g. a plate id)"))
         title, frame = _run(VIEWS_WITH_ARG[what], store, arg)
     else:
         title, frame = _run(VIEWS[what], store)

@@ -111,10 +111,11 @@ def featurize_task(compounds: pd.DataFrame, n_jobs: int) -> pd.DataFrame:
 
 
 @flow(name="compounds", flow_run_name="compounds", log_prints=True)
-def compounds_flow(store: str, files: list[str] | None = None, smiles_col: str = "smiles", id_col: str | None = None,
-                   n_jobs: int = 2, canonicalize_tautomer: bool = False, force: bool = False, *,
+def compounds_flow(store: str, *, files: list[str] | None = None, smiles_col: str = "smiles", id_col: str | None = None,
+                   n_jobs: int = 2, canonicalize_tautomer: bool = False, force: bool = False,
                    fresh: bool = False) -> dict[str, Any]:
-    """Standardize every compound record, merge duplicate parents, write graphs; skip if inputs are unchanged.
+    """Standardize every compound record, merge duplicate parents, write graphs and the (plate, well) ->
+    InChIKey table ``well_compounds``; skip if inputs are unchanged.
 
     Compound files accumulate across runs (see :func:`collect_records`); ``fresh`` forgets the
     files read by earlier runs and keeps only ``files`` and the plate maps.
@@ -127,7 +128,8 @@ def compounds_flow(store: str, files: list[str] | None = None, smiles_col: str =
     key = _fingerprint(records, f"tautomer={canonicalize_tautomer}"
                        + code_fingerprint("pipeline.compounds", "pipeline.graphs"))
     key_file = st.path("compounds_fingerprint")
-    if not force and key_file.is_file() and key_file.read_text() == key and st.table_path("graphs").is_file():
+    if (not force and key_file.is_file() and key_file.read_text() == key and st.table_path("graphs").is_file()
+            and st.table_path("well_compounds").is_file()):
         inputs = st.read("compound_inputs")
         logger.info("compound inputs unchanged: nothing to do")
         return _summary(st, inputs, st.read("compounds"), skipped=True)
@@ -138,6 +140,9 @@ def compounds_flow(store: str, files: list[str] | None = None, smiles_col: str =
     write_table(inputs, "compound_inputs", st.table_path("compound_inputs"))
     write_table(compounds, "compounds", st.table_path("compounds"))
     write_table(graphs, "graphs", st.table_path("graphs"))
+    from pipeline.compounds import well_compounds
+
+    write_table(well_compounds(st.read("platemap"), inputs), "well_compounds", st.table_path("well_compounds"))
     key_file.parent.mkdir(parents=True, exist_ok=True)
     key_file.write_text(key)
     summary = _summary(st, inputs, compounds, skipped=False)
@@ -150,4 +155,4 @@ def _summary(st: Store, inputs: pd.DataFrame, compounds: pd.DataFrame, *, skippe
     ok = int((inputs["Status"] == "ok").sum())
     return {"read": len(inputs), "standardized": ok, "failed": len(inputs) - ok, "unique_parents": len(compounds),
             "merged": ok - len(compounds), "skipped": skipped,
-            "tables": {n: str(st.table_path(n)) for n in ("compound_inputs", "compounds", "graphs")}}
+            "tables": {n: str(st.table_path(n)) for n in ("compound_inputs", "compounds", "graphs", "well_compounds")}}

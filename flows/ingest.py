@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,6 @@ from prefect.runtime import flow_run
 
 from flows.progress import stage_callback
 from pipeline import ingest as stages
-from pipeline.ledger import file_lock, ledger_entry
 from pipeline.store import Store
 
 __all__ = ["ingest_plate_flow", "find_plate_folders"]
@@ -36,66 +34,42 @@ def _run_name() -> str:
     return f"ingest-{Path(flow_run.parameters['plate_dir']).name}"
 
 
-@task(name="discover", cache_policy=NO_CACHE, **_IO_RETRIES)
-def discover_task(plate_dir: str, store: Store, settings: stages.IngestSettings,
-                  plate_id: str | None = None) -> stages.PlatePlan:
-    return stages.plan_plate(plate_dir, store, settings, plate_id=plate_id)
+def _call_stage(fn, *args, **kwargs):
+    return fn(*args, **kwargs)
 
 
-@task(name="write-images", cache_policy=NO_CACHE, **_IO_RETRIES)
-def write_images_task(plan: stages.PlatePlan):
-    return stages.write_images(plan, progress=stage_callback(f"{plan.plate}: write"))
+#: One Prefect task per stage of :func:`pipeline.ingest.ingest_plate` (never per image); stages
+#: that only read or move files retry transient I/O errors.
+_STAGE_TASKS = {
+    name: task(_call_stage, name=name, cache_policy=NO_CACHE, **(_IO_RETRIES if io else {}))
+    for name, io in (("preflight", True), ("write-images", True), ("illumination", False),
+                     ("segment-and-tile", False), ("publish", True))
+}
 
 
-@task(name="illumination", cache_policy=NO_CACHE)
-def illumination_task(plan: stages.PlatePlan, fields, settings: stages.IngestSettings) -> None:
-    stages.compute_illumination(plan, fields, settings)
-
-
-@task(name="segment-and-tile", cache_policy=NO_CACHE)
-def segment_task(plan: stages.PlatePlan, fields, settings: stages.IngestSettings):
-    return stages.segment_and_tile(plan, fields, settings, progress=stage_callback(f"{plan.plate}: segment"))
-
-
-@task(name="publish", cache_policy=NO_CACHE, **_IO_RETRIES)
-def publish_task(plan: stages.PlatePlan, store: Store, fields, cells, quarantine) -> stages.PlateResult:
-    return stages.publish(plan, store, fields=fields, cells=cells, quarantine=quarantine, layout=plan.listing.layout)
+def _run_stage(name: str, fn, *args, **kwargs):
+    """Run one ingestion stage as its Prefect task (the control flow stays in pipeline.ingest)."""
+    if kwargs.get("progress", False) is None:
+        kwargs["progress"] = stage_callback(f"{args[0].plate}: {name}")
+    return _STAGE_TASKS[name](fn, *args, **kwargs)
 
 
 @flow(name="ingest-plate", flow_run_name=_run_name, log_prints=True)
-def ingest_plate_flow(plate_dir: str, store: str, settings: dict[str, Any] | None = None,
-                      force: bool = False, *, replace: bool = False, plate_id: str | None = None) -> dict[str, Any]:
+def ingest_plate_flow(plate_dir: str, store: str, *, settings: dict[str, Any] | None = None,
+                      force: bool = False, replace: bool = False, plate_id: str | None = None) -> dict[str, Any]:
     """Ingest one plate folder into ``store`` (skipped when unchanged since its last ingest).
 
-    A folder whose plate ID the store holds from another folder is refused unless ``replace``;
+    Runs :func:`pipeline.ingest.ingest_plate`, each of its stages as a Prefect task. A folder
+    whose plate ID the store holds from another folder is refused unless ``replace``;
     ``plate_id`` ingests it under another ID (see :func:`pipeline.ingest.check_plate_source`).
     """
     logger = get_run_logger()
-    st = Store(Path(store))
     cfg = stages.IngestSettings(**(settings or {}))
-    plan = discover_task(plate_dir, st, cfg, plate_id)
-    with file_lock(st.root / "locks" / f"{plan.plate}.lock"):
-        stages.check_plate_source(plan, st, replace=replace)
-        if not force and stages.is_current(plan, st):
-            logger.info("plate %s unchanged since its last ingest: nothing to do", plan.plate)
-            done = ledger_entry(st, plan.plate) or {}
-            return asdict(stages.PlateResult(plate=plan.plate, source=plate_dir, status="skipped",
-                                             layout=plan.listing.layout, n_fields=int(done.get("N_Fields", 0)),
-                                             n_quarantined=int(done.get("N_Quarantined", 0)),
-                                             n_cells=int(done.get("N_Cells", 0))))
-        t0 = time.perf_counter()
-        fields, quarantine = write_images_task(plan)
-        t1 = time.perf_counter()
-        illumination_task(plan, fields, cfg)
-        t2 = time.perf_counter()
-        cells, field_table = segment_task(plan, fields, cfg)
-        t3 = time.perf_counter()
-        result = publish_task(plan, st, field_table, cells, quarantine)
-        result.seconds = {"write": t1 - t0, "illumination": t2 - t1, "segment_tile": t3 - t2,
-                          "publish": time.perf_counter() - t3}
-    logger.info("plate %s: %d fields, %d cells, %d quarantined", result.plate, result.n_fields, result.n_cells,
-                result.n_quarantined)
-    _plate_artifact(result)
+    result = stages.ingest_plate(plate_dir, Store(Path(store)), cfg, force=force, replace=replace, plate_id=plate_id,
+                                 run_stage=_run_stage)
+    logger.info("%s", result.summary)
+    if result.status == "complete":
+        _plate_artifact(result)
     return asdict(result)
 
 

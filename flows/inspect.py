@@ -145,5 +145,5 @@ def pq_columns(path: Path) -> list[str]:
 VIEWS: dict[str, Callable[[Path], tuple[str, pd.DataFrame]]] = {
     "summary": summary, "plates": plates, "cells": cells, "quarantine": quarantine, "compounds": compounds,
     "runs": runs, "profiles": profiles}
-#: Views that take an argument (``cmcl inspect STORE plate ID``).
+#: Views that take an argument (``cmcl inspect plate ID``).
 VIEWS_WITH_ARG: dict[str, Callable[[Path, str], tuple[str, pd.DataFrame]]] = {"plate": plate}

@@ -66,7 +66,7 @@ def train_task(store: str, config_dict: dict[str, Any], run_id: str | None, resu
 
 
 @flow(name="train", flow_run_name="train", log_prints=True)
-def train_flow(store: str, preset: str = "default", overrides: dict[str, Any] | None = None,
+def train_flow(store: str, *, preset: str = "default", overrides: dict[str, Any] | None = None,
                run_id: str | None = None, resume: bool = False, force: bool = False) -> str:
     """Train a model on the store; reuse a finished run trained on exactly the same data and config."""
     logger = get_run_logger()
@@ -120,7 +120,7 @@ def evaluate_flow(store: str, run: str, *, seeds: list[int] | None = None, force
 
 
 @flow(name="ablation", flow_run_name="ablation", log_prints=True)
-def ablation_flow(store: str, preset: str = "default", overrides: dict[str, Any] | None = None,
+def ablation_flow(store: str, *, preset: str = "default", overrides: dict[str, Any] | None = None,
                   variants: list[str] | None = None, seeds: list[int] | None = None) -> list[dict[str, Any]]:
     """Train and evaluate one run per objective variant (GIC, +MGM, +GGIM, all) and seed on the same split."""
     from cmcl_model.ablation import run_ablation

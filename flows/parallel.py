@@ -27,7 +27,7 @@ from flows.ingest import _plate_artifact, ingest_plate_flow
 from pipeline import ingest as stages
 from pipeline.store import Store
 
-__all__ = ["ingest_plates", "dask_task_runner", "ingest_plates_dask_flow"]
+__all__ = ["ingest_plates", "ingest_flow", "dask_task_runner", "ingest_plates_dask_flow"]
 
 
 def dask_task_runner(*, workers: int = 2, dask_address: str | None = None):
@@ -61,16 +61,18 @@ def dask_task_runner(*, workers: int = 2, dask_address: str | None = None):
 
 
 @task(name="ingest-plate", cache_policy=NO_CACHE, task_run_name="ingest-{plate_dir}")
-def ingest_plate_task(plate_dir: str, store: str, settings: dict[str, Any] | None, force: bool) -> dict[str, Any]:
+def ingest_plate_task(plate_dir: str, store: str, *, settings: dict[str, Any] | None, force: bool,
+                      replace: bool = False, plate_id: str | None = None) -> dict[str, Any]:
     """Ingest one plate in a single process (runs on a Dask worker)."""
     result = stages.ingest_plate(plate_dir, Store(Path(store)), stages.IngestSettings(**(settings or {})),
-                                 force=force, processes=1)
+                                 force=force, processes=1, replace=replace, plate_id=plate_id)
     return asdict(result)
 
 
 @flow(name="ingest-plates-dask", flow_run_name="ingest-plates", log_prints=True)
-def ingest_plates_dask_flow(plate_dirs: list[str], store: str, settings: dict[str, Any] | None = None,
-                            force: bool = False, on_error: str = "raise") -> list[dict[str, Any]]:
+def ingest_plates_dask_flow(plate_dirs: list[str], store: str, *, settings: dict[str, Any] | None = None,
+                            force: bool = False, on_error: str = "raise", replace: bool = False,
+                            plate_id: str | None = None) -> list[dict[str, Any]]:
     """Ingest ``plate_dirs`` concurrently, one task per plate, on the flow's task runner.
 
     Every plate is attempted even if another fails; failures are then raised together.
@@ -78,7 +80,8 @@ def ingest_plates_dask_flow(plate_dirs: list[str], store: str, settings: dict[st
     (see :func:`dask_task_runner`); results come back in the order of ``plate_dirs``.
     """
     logger = get_run_logger()
-    futures = [ingest_plate_task.submit(d, store, settings, force) for d in plate_dirs]
+    futures = [ingest_plate_task.submit(d, store, settings=settings, force=force, replace=replace, plate_id=plate_id)
+               for d in plate_dirs]
     wait(futures)
     results, failed = [], []
     for d, fut in zip(plate_dirs, futures):
@@ -108,9 +111,9 @@ def _failed(plate_dir: str, exc: Any) -> dict[str, Any]:
                                      error=f"{name}: {msg}"))
 
 
-def ingest_plates(plate_dirs: list[str | Path], store: str | Path, settings: dict[str, Any] | None = None, *,
+def ingest_plates(plate_dirs: list[str | Path], store: str | Path, *, settings: dict[str, Any] | None = None,
                   force: bool = False, workers: int = 1, dask_address: str | None = None,
-                  on_error: str = "raise") -> list[dict[str, Any]]:
+                  on_error: str = "raise", replace: bool = False, plate_id: str | None = None) -> list[dict[str, Any]]:
     """Ingest plate folders one after another or, with ``workers > 1`` or ``dask_address``, on Dask.
 
     Call it from inside a flow (the plates become sub-flow or task runs of that flow).
@@ -146,7 +149,11 @@ def ingest_plates(plate_dirs: list[str | Path], store: str | Path, settings: dic
     Raises
     ------
     ValueError
-        If ``workers`` is below 1.
+        If ``workers`` is below 1, a setting is invalid, or a plate fails its preflight (plate
+        map, layout, channel map: :func:`pipeline.ingest.preflight`); all plates are checked
+        before any pixel of any plate is read.
+    PermissionError, NotADirectoryError
+        If the store is not a writable directory.
     RuntimeError
         If plates failed on Dask (all others are still ingested).
     """
@@ -155,20 +162,44 @@ def ingest_plates(plate_dirs: list[str | Path], store: str | Path, settings: dic
     dirs = [str(d) for d in plate_dirs]
     if on_error not in ("raise", "report"):
         raise ValueError(f"on_error must be 'raise' or 'report', got {on_error!r}")
+    cfg = stages.IngestSettings(**(settings or {}))
+    refused: dict[str, dict[str, Any]] = {}
+    for d in dirs:  # every path (sequential, Dask, served) checks every plate before any pixel is read
+        try:
+            stages.preflight(d, Store(Path(store)), cfg, plate_id=plate_id)
+        except Exception as exc:  # noqa: BLE001 - reported per plate, or raised as it is
+            if on_error == "raise":
+                raise
+            refused[d] = _failed(d, exc)
+    todo = [d for d in dirs if d not in refused]
     if workers == 1 and not dask_address:
         if on_error == "raise":
-            return [ingest_plate_flow(d, str(store), settings, force) for d in dirs]
-        out = []
-        for d in dirs:
-            state = ingest_plate_flow(d, str(store), settings, force, return_state=True)
+            return [ingest_plate_flow(d, str(store), settings=settings, force=force, replace=replace, plate_id=plate_id)
+                    for d in dirs]
+        done = {}
+        for d in todo:
+            state = ingest_plate_flow(d, str(store), settings=settings, force=force, replace=replace, plate_id=plate_id,
+                                      return_state=True)
             result = state.result(raise_on_failure=False)
-            out.append(result if state.is_completed() else _failed(d, result))
-        return out
+            done[d] = result if state.is_completed() else _failed(d, result)
+        return [refused.get(d) or done[d] for d in dirs]
     if not dirs:
         return []
     runner = dask_task_runner(workers=min(workers, len(dirs)), dask_address=dask_address)
     with _shared_api_url():
-        return ingest_plates_dask_flow.with_options(task_runner=runner)(dirs, str(store), settings, force, on_error)
+        done = dict(zip(todo, ingest_plates_dask_flow.with_options(task_runner=runner)(
+            todo, str(store), settings=settings, force=force, on_error=on_error, replace=replace,
+            plate_id=plate_id))) if todo else {}
+    return [refused.get(d) or done[d] for d in dirs]
+
+
+@flow(name="ingest", flow_run_name="ingest", log_prints=True)
+def ingest_flow(plate_dirs: list[str], store: str, *, settings: dict[str, Any] | None = None, force: bool = False,
+                workers: int = 1, dask_address: str | None = None, replace: bool = False,
+                plate_id: str | None = None) -> list[dict[str, Any]]:
+    """Ingest plate folders (``cmcl ingest``): :func:`ingest_plates` inside a flow."""
+    return ingest_plates(plate_dirs, store, settings=settings, force=force, workers=workers, dask_address=dask_address,
+                         replace=replace, plate_id=plate_id)
 
 
 @contextmanager

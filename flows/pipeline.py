@@ -18,7 +18,7 @@ __all__ = ["run_flow"]
 
 
 @flow(name="cmcl-run", flow_run_name="run", log_prints=True)
-def run_flow(inbox: str, store: str, ingest_settings: dict[str, Any] | None = None,
+def run_flow(inbox: str, store: str, *, ingest_settings: dict[str, Any] | None = None,
              compound_files: list[str] | None = None, preset: str = "default",
              train_overrides: dict[str, Any] | None = None, train: bool = True, workers: int = 1,
              dask_address: str | None = None, ground_truth: list[str] | None = None) -> dict[str, Any]:
@@ -35,15 +35,15 @@ def run_flow(inbox: str, store: str, ingest_settings: dict[str, Any] | None = No
     plates = find_plate_folders(inbox)
     if not plates:
         raise ValueError(f"inbox {inbox} holds no plate folder (sub-folders with TIFFs or a LoadData CSV)")
-    results = ingest_plates(plates, store, ingest_settings, workers=workers, dask_address=dask_address)
+    results = ingest_plates(plates, store, settings=ingest_settings, workers=workers, dask_address=dask_address)
     logger.info("plates: %d ingested, %d unchanged", sum(r["status"] == "complete" for r in results),
                 sum(r["status"] == "skipped" for r in results))
-    compounds = compounds_flow(store, compound_files)
+    compounds = compounds_flow(store, files=compound_files)
     out: dict[str, Any] = {"plates": results, "compounds": compounds}
     if Store(Path(store)).table_files("features"):  # plates ingested with CellProfiler features
         out["profiles"] = profile_flow(store)
     if train:
-        run = train_flow(store, preset, train_overrides)
+        run = train_flow(store, preset=preset, overrides=train_overrides)
         out["run"] = run
         out["metrics"] = evaluate_flow(store, run, ground_truth=ground_truth)
         out["report"] = str(Path(store) / "reports" / run / "report.html")

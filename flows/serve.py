@@ -88,7 +88,7 @@ def settled_plate_folders(inbox: str | Path, *, settle_seconds: float = 0.0) -> 
 
 
 @flow(name="ingest-inbox", flow_run_name="ingest-inbox", log_prints=True)
-def ingest_inbox_flow(inbox: str, store: str, settings: dict[str, Any] | None = None,
+def ingest_inbox_flow(inbox: str, store: str, *, settings: dict[str, Any] | None = None,
                       retrain_after: int | None = None, preset: str = "default",
                       train_overrides: dict[str, Any] | None = None, settle_seconds: float = 30.0,
                       workers: int = 1, dask_address: str | None = None) -> dict[str, Any]:
@@ -128,7 +128,7 @@ def ingest_inbox_flow(inbox: str, store: str, settings: dict[str, Any] | None = 
     prints = {str(d): _folder_fingerprint(d) for d in plates}
     known = [d for d in plates if refused.get(str(d), {}).get("fingerprint") == prints[str(d)]]
     todo = [d for d in plates if d not in known]
-    results = ingest_plates(todo, store, settings, workers=workers, dask_address=dask_address, on_error="report")
+    results = ingest_plates(todo, store, settings=settings, workers=workers, dask_address=dask_address, on_error="report")
     for d, r in zip(todo, results):
         if r["status"] == "failed":  # reported once; retried when the folder changes
             refused[str(d)] = {"fingerprint": prints[str(d)], "error": r["error"]}
@@ -153,7 +153,7 @@ def ingest_inbox_flow(inbox: str, store: str, settings: dict[str, Any] | None = 
     if retrain_after is not None and pending >= retrain_after and st.table_path("graphs").is_file():
         logger.info("%d plates landed since the last training (threshold %d): training", pending, retrain_after)
         trained_on = _complete_plates(st)
-        run = train_flow(store, preset, train_overrides)
+        run = train_flow(store, preset=preset, overrides=train_overrides)
         (st.run_dir(run) / TRAINED_PLATES).write_text(json.dumps(trained_on, indent=1, sort_keys=True))
         out["run"] = run
         out["metrics"] = evaluate_flow(store, run)

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from dataclasses import replace as _with_fields
 from functools import partial
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import pandas as pd
@@ -42,8 +42,8 @@ from pipeline.features import FEATURE_SETS, measure_objects
 from pipeline.ledger import file_lock, ledger_entry, update_ledger
 from pipeline.omezarr import PlateWriter, field_path, open_plate, read_field
 from pipeline.provenance import code_fingerprint
-from pipeline.plates import PlateListing, discover_plate, fingerprint_files, read_platemap
-from pipeline.schema import write_table
+from pipeline.plates import LAYOUTS, PlateListing, discover_plate, fingerprint_files, parse_channel_map, read_platemap
+from pipeline.schema import arrow_schema, read_table, write_table
 from pipeline.segmentation import SEGMENTERS, segment_field
 from pipeline.store import CHANNELS, Store
 from pipeline.tiles import CROPS_CHUNK, CROPS_SHARD, CropArrayWriter, crop_cells, field_tiles
@@ -52,6 +52,7 @@ __all__ = [
     "IngestSettings",
     "PlateResult",
     "plan_plate",
+    "preflight",
     "write_images",
     "compute_illumination",
     "default_processes",
@@ -61,15 +62,55 @@ __all__ = [
     "check_plate_source",
     "folder_platemap",
     "publish",
+    "skipped_result",
+    "plate_summary",
     "ingest_plate",
 ]
 
 Progress = Callable[[str, int, int], None]
+#: ``run_stage(name, fn, *args, **kwargs)`` runs one stage of :func:`ingest_plate` (an orchestrator
+#: wraps each in a task); it must return ``fn(*args, **kwargs)``.
+StageRunner = Callable[..., Any]
+
+ILLUMINATION_METHODS = ("mean", "median", "background")
+CYTO_CHANNELS = ("RNA", "AGP")
+BORDERS = ("skip", "pad")
+_LAYOUT_CHOICES = ("auto", *LAYOUTS)
+
+
+def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} {value!r} is not one of {', '.join(map(repr, choices))}")
+
+
+def _number(name: str, value: object, *, integer: bool = False, low: float | None = None,
+            high: float | None = None, low_open: bool = False, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or (not integer and not np.isfinite(value)):
+        raise ValueError(f"{name} must be {'an integer' if integer else 'a finite number'}"
+                         f"{' or None' if optional else ''}; got {value!r}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}; got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}; got {value!r}")
 
 
 @dataclass(frozen=True)
 class IngestSettings:
-    """Everything that decides what ingestion writes (part of each plate's fingerprint)."""
+    """Everything that decides what ingestion writes (part of each plate's fingerprint).
+
+    Every field is validated at construction.
+
+    Raises
+    ------
+    ValueError
+        Naming the field, the value and, for a choice, the valid values (a channel map that does
+        not parse, a crop size below 8, an unknown illumination method ...).
+    FileNotFoundError
+        If a cellpose weights file does not exist.
+    """
 
     layout: Literal["auto", "imagexpress", "phenix", "loaddata"] = "auto"
     channel_map: str | None = None
@@ -95,6 +136,25 @@ class IngestSettings:
     features: Literal["default", "full", "none"] = "none"
 
     def __post_init__(self) -> None:
+        _choice("layout", self.layout, _LAYOUT_CHOICES)
+        if self.channel_map is not None:
+            if not isinstance(self.channel_map, str):
+                raise ValueError(f"channel_map must be a string or None; got {self.channel_map!r}")
+            parse_channel_map(self.channel_map)  # a bad map fails here, naming its file or entry
+        if not isinstance(self.allow_outside, bool):
+            raise ValueError(f"allow_outside must be True or False; got {self.allow_outside!r}")
+        _choice("illumination_method", self.illumination_method, ILLUMINATION_METHODS)
+        _number("illumination_filter_fraction", self.illumination_filter_fraction, low=0, high=1, low_open=True)
+        _number("illumination_dark", self.illumination_dark, low=0)
+        _number("illumination_max_fields", self.illumination_max_fields, integer=True, low=1)
+        _choice("cyto_channel", self.cyto_channel, CYTO_CHANNELS)
+        _number("crop_size", self.crop_size, integer=True, low=8)
+        _choice("border", self.border, BORDERS)
+        _number("crops_chunk", self.crops_chunk, integer=True, low=1)
+        _number("crops_shard", self.crops_shard, integer=True, low=1)
+        _number("cellpose_diameter", self.cellpose_diameter, low=0, low_open=True, optional=True)
+        _number("field_tile_size", self.field_tile_size, integer=True, low=8, optional=True)
+        _number("focus_outlier_fraction", self.focus_outlier_fraction, low=0, high=1)
         if self.segmenter not in SEGMENTERS:
             raise ValueError(f"segmenter {self.segmenter!r} is not one of {', '.join(map(repr, SEGMENTERS))}")
         if self.segmenter == "cellpose":
@@ -130,6 +190,7 @@ class PlateResult:
     error: str | None = None
     channel_map: str = ""
     n_ignored: int = 0
+    summary: str = ""
 
 
 @dataclass(frozen=True)
@@ -154,9 +215,11 @@ _STAGE_MODULES = ("pipeline.ingest", "pipeline.plates", "pipeline.acquisition", 
 def plan_plate(plate_dir: str | Path, store: Store, settings: IngestSettings, *,
                plate_id: str | None = None) -> PlatePlan:
     """Discover a plate folder and fingerprint it: the names, sizes and mtimes of every file in
-    the folder (used or not: an added file is noticed), the settings, the source of the stage
-    modules (:data:`_STAGE_MODULES`) and the content of any segmentation weights. A plate is
-    redone when any of them changes. ``plate_id`` replaces the ID found in the folder."""
+    the folder (used or not: an added file is noticed), the settings, the code of the stage
+    modules (:data:`_STAGE_MODULES` and every project module they import, cellpose's included;
+    docstrings and comments excluded: :func:`pipeline.provenance.code_fingerprint`) and the
+    content of any segmentation weights. A plate is redone when any of them changes.
+    ``plate_id`` replaces the ID found in the folder."""
     listing = discover_plate(plate_dir, layout=settings.layout, channel_map=settings.channel_map,
                              allow_outside=settings.allow_outside)
     if plate_id is not None:
@@ -281,18 +344,21 @@ def write_images(plan: PlatePlan, *, progress: Progress | None = None) -> tuple[
                          pixel_size_um=acq.pixel_size_um if acq is not None else None, stains=stains)
 
     quarantine: list[dict] = [
-        _quarantine_row(plate, None, None, None, f, "file name matches no pattern of the plate's layout")
+        _quarantine_row(plate, None, None, None, f, f"file name matches no pattern of the {listing.layout} layout")
         for f in listing.unmatched if "thumb" not in f.lower()]
+    quarantine += [_quarantine_row(plate, r["Metadata_Well"], r["Metadata_Site"], r["Metadata_Channel"], r["File"],
+                                   r["Reason"]) for r in listing.refused]
+    refused_at = {(r["Metadata_Well"], r["Metadata_Site"], r["Metadata_Channel"]) for r in listing.refused}
     headers: dict[str, tuple] = {}
     for f in listing.images["File"]:
+        if not (root / f).is_file():
+            continue  # reported below as a missing channel
         try:
             headers[f] = _header(root / f)
         except Exception as exc:  # noqa: BLE001 - any reader failure means the file is unusable
             headers[f] = ("error", f"unreadable TIFF: {type(exc).__name__}: {exc}")
     shapes = [h[0] for h in headers.values() if h[0] != "error"]
-    if not shapes:
-        raise ValueError(f"{root}: no readable image in the plate ({len(headers)} files)")
-    plate_shape = max(set(shapes), key=shapes.count)
+    plate_shape = max(set(shapes), key=shapes.count) if shapes else None
 
     written = []
     groups = list(listing.images.groupby(["Metadata_Well", "Metadata_Site"], sort=True))
@@ -306,7 +372,9 @@ def write_images(plan: PlatePlan, *, progress: Progress | None = None) -> tuple[
         for c in channels:
             listed = by_channel.get(c, [])
             files = list(dict.fromkeys(listed))  # a LoadData CSV may list one file twice
-            if not files:
+            if not files and (well, int(site), c) in refused_at:
+                problems.append(None)  # refused by the listing, its reason already recorded
+            elif not files:
                 problems.append((c, rows["File"].iloc[0], f"missing channel {c}"))
             elif len(files) > 1:
                 problems.append((c, files[1], f"duplicate images for channel {c}: {', '.join(files)}"))
@@ -336,7 +404,7 @@ def write_images(plan: PlatePlan, *, progress: Progress | None = None) -> tuple[
                     problems.append((c, f, f"unreadable TIFF data: {type(exc).__name__}: {exc}"))
         idx = field_index.get(well, 0)
         if problems:
-            quarantine += [_quarantine_row(plate, well, int(site), c, f, r) for c, f, r in problems]
+            quarantine += [_quarantine_row(plate, well, int(site), c, f, r) for c, f, r in filter(None, problems)]
             continue
         field_index[well] = idx + 1
         if not writer.has_field(well, idx):
@@ -416,8 +484,10 @@ def compute_illumination(plan: PlatePlan, fields: pd.DataFrame, settings: Ingest
             for c, name in enumerate(channels)}
     harmony = _vendor_flatfield_rms(plan.listing, funcs)
     grp = zarr.open_group(str(plan.staging / "illumination.zarr"), mode="w", zarr_format=3)
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
     arr = grp.create_array("function", shape=funcs.shape, chunks=(1, *funcs.shape[1:]), dtype="float32",
-                           dimension_names=("c", "y", "x"))
+                           dimension_names=("c", "y", "x"), compressors=(ZstdCodec(level=0), Crc32cCodec()))
     arr[:] = funcs
     grp.attrs.update({"channels": list(channels), "method": settings.illumination_method,
                       "filter_fraction": ff, "dark": dark, "dark_estimated": settings.illumination_dark is None,
@@ -582,7 +652,8 @@ def segment_and_tile(
     channels = plan.listing.channels
     crops_arr = CropArrayWriter(crops_grp, "crops", n_channels=len(channels), size=s,
                                 chunk=settings.crops_chunk, shard=settings.crops_shard)
-    crops_grp.attrs.update({"channels": list(channels), "crop_size": s})
+    # the settings let `cmcl verify --deep --repair` re-derive damaged crops and labels from the plate
+    crops_grp.attrs.update({"channels": list(channels), "crop_size": s, "ingest_settings": asdict(settings)})
     ts = settings.field_tile_size
     tiles_arr = None
     if ts is not None:
@@ -626,10 +697,10 @@ def segment_and_tile(
                     progress("segment", done - 1, len(records))
     n_written = crops_arr.close()
     n_tiles_written = tiles_arr.close() if tiles_arr is not None else 0
-    cells_df = pd.concat(cell_tables, ignore_index=True) if cell_tables else pd.DataFrame()
+    cells_df = pd.concat(cell_tables, ignore_index=True) if cell_tables else arrow_schema("cells").empty_table().to_pandas()
     if n_written != len(cells_df):
         raise RuntimeError(f"plate {plate_id}: {n_written} crops written but {len(cells_df)} cell rows")
-    fields_df = pd.DataFrame(field_rows)
+    fields_df = pd.DataFrame(field_rows) if field_rows else arrow_schema("fields").empty_table().to_pandas()
     if len(fields_df):
         median_focus = float(fields_df["QC_FocusScore"].median())
         fields_df["QC_OutOfFocus"] = fields_df["QC_FocusScore"] < settings.focus_outlier_fraction * median_focus
@@ -703,10 +774,11 @@ def publish(plan: PlatePlan, store: Store, *, fields: pd.DataFrame, cells: pd.Da
              (plan.staging / "illumination_qc", store.root / "illumination" / plate),
              (plan.staging / "crops.zarr", store.crops_zarr(plate))]
     for src, dst in moves:
-        dst.parent.mkdir(parents=True, exist_ok=True)
         if dst.exists():
             shutil.rmtree(dst)
-        src.rename(dst)
+        if src.exists():  # a plate without a good field has no illumination functions
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            src.rename(dst)
     write_table(platemap.sort_values("Metadata_Well", ignore_index=True), "platemap", store.table_path("platemap", plate=plate))
     write_table(fields, "fields", store.table_path("fields", plate=plate))
     write_table(cells, "cells", store.table_path("cells", plate=plate))
@@ -724,7 +796,8 @@ def publish(plan: PlatePlan, store: Store, *, fields: pd.DataFrame, cells: pd.Da
     result = PlateResult(plate=plate, source=str(plan.listing.root), status="complete", layout=layout,
                          n_fields=len(fields), n_quarantined=len(quarantine), n_cells=len(cells),
                          channel_map=describe_channel_map(plan.listing.channel_map, plan.listing.acquisition),
-                         n_ignored=len(plan.listing.ignored))
+                         n_ignored=len(plan.listing.ignored),
+                         summary=plate_summary(plate, n_fields=len(fields), n_cells=len(cells), quarantine=quarantine))
     update_ledger(store, dict(Metadata_Plate=plate, Source=result.source, Fingerprint=plan.fingerprint,
                               Status="complete", Layout=layout, N_Fields=result.n_fields,
                               N_Quarantined=result.n_quarantined, N_Cells=result.n_cells, Error=None))
@@ -764,6 +837,60 @@ def _check_writable(store: Store) -> None:
         raise PermissionError(f"store {str(root)!r} is not writable ({exc.strerror or exc})") from None
 
 
+def plate_summary(plate: str, *, n_fields: int, n_cells: int, quarantine: pd.DataFrame) -> str:
+    """One line about an ingested plate: fields, cells and the quarantine by reason.
+
+    Reasons are grouped by their text before the first ``:`` or ``(`` (e.g. ``missing channel
+    ER``, ``path outside the plate folder``), most frequent first.
+    """
+    line = f"plate {plate}: {n_fields} field(s), {n_cells} cell(s), {len(quarantine)} image(s) quarantined"
+    if len(quarantine):
+        kinds = (quarantine["Reason"].astype(str).str.replace(r"^[^:]*row \d+: ", "", regex=True)
+                 .str.split(r"[:(]", n=1, regex=True).str[0].str.strip())
+        line += " (" + "; ".join(f"{n} {k}" for k, n in kinds.value_counts().items()) + ")"
+    return line
+
+
+def preflight(plate_dir: str | Path, store: Store, settings: IngestSettings, *,
+              plate_id: str | None = None) -> PlatePlan:
+    """Every check that needs no pixel, before any pixel is read.
+
+    The store must be writable, the folder must be a plate of a known layout (with the channel
+    map applied) and its ``platemap.csv``, if present, must parse. Returns the plate's plan
+    (:func:`plan_plate`; ``plate_id`` replaces the folder's plate ID).
+
+    Raises
+    ------
+    PermissionError, NotADirectoryError
+        If the store is not a writable directory (the message names it).
+    ValueError
+        If the plate map is empty or malformed, or the folder matches no layout (the message
+        names the file or folder).
+    """
+    _check_writable(store)
+    plan = plan_plate(plate_dir, store, settings, plate_id=plate_id)
+    if plan.listing.platemap is not None:  # a bad plate map fails now, not after the plate's work
+        folder_platemap(plan)
+    return plan
+
+
+def skipped_result(plan: PlatePlan, store: Store) -> PlateResult:
+    """The result of a plate found current: its counts and summary as the ledger and its
+    quarantine table hold them."""
+    done = ledger_entry(store, plan.plate) or {}
+    n_fields, n_cells = int(done.get("N_Fields", 0)), int(done.get("N_Cells", 0))
+    qpath = store.table_path("quarantine", plate=plan.plate)
+    quarantine = read_table("quarantine", qpath, ["Reason"]) if qpath.is_file() else pd.DataFrame(columns=["Reason"])
+    return PlateResult(plate=plan.plate, source=str(plan.listing.root), status="skipped", layout=plan.listing.layout,
+                       n_fields=n_fields, n_quarantined=int(done.get("N_Quarantined", 0)), n_cells=n_cells,
+                       summary=plate_summary(plan.plate, n_fields=n_fields, n_cells=n_cells, quarantine=quarantine)
+                       + " (unchanged)")
+
+
+def _call(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return fn(*args, **kwargs)
+
+
 def ingest_plate(
     plate_dir: str | Path,
     store: Store,
@@ -775,14 +902,23 @@ def ingest_plate(
     progress: Progress | None = None,
     replace: bool = False,
     plate_id: str | None = None,
+    run_stage: StageRunner = _call,
 ) -> PlateResult:
     """Ingest one plate folder end to end (all four stages), incrementally.
 
-    Unchanged plates (same fingerprint, complete in the ledger) are skipped unless ``force``.
-    A folder whose plate ID the store holds from another folder is refused unless ``replace``
-    (:func:`check_plate_source`); ``plate_id`` ingests it under another ID.
+    This is the one control flow of ingestion: :func:`preflight` (no pixel read), then, under
+    the plate's lock, :func:`check_plate_source`, :func:`write_images`,
+    :func:`compute_illumination` (skipped when no field is good), :func:`segment_and_tile` and
+    :func:`publish`. Unchanged plates (same fingerprint, complete in the ledger) are skipped
+    unless ``force`` (:func:`skipped_result`). A folder whose plate ID the store holds from
+    another folder is refused unless ``replace``; ``plate_id`` ingests it under another ID.
     A per-plate lock makes a concurrent ingest of the same plate wait (or fail after
-    ``lock_timeout`` seconds) and then find the plate already done.
+    ``lock_timeout`` seconds) and then find the plate already done. A plate whose every image
+    is refused completes with 0 fields and its quarantine table.
+
+    ``run_stage(name, fn, *args, **kwargs)`` runs each stage (names: ``preflight``,
+    ``write-images``, ``illumination``, ``segment-and-tile``, ``publish``); an orchestrator
+    passes one that wraps them in its tasks (:mod:`flows.ingest`).
 
     Raises
     ------
@@ -796,25 +932,26 @@ def ingest_plate(
     PlateConflictError
         If another folder owns the plate ID (checked before any work; names both folders).
     """
-    _check_writable(store)
-    plan = plan_plate(plate_dir, store, settings, plate_id=plate_id)
-    if plan.listing.platemap is not None:  # a bad plate map fails now, not after the plate's work
-        folder_platemap(plan)
+    plan = run_stage("preflight", preflight, plate_dir, store, settings, plate_id=plate_id)
     with file_lock(store.root / "locks" / f"{plan.plate}.lock", timeout=lock_timeout):
         check_plate_source(plan, store, replace=replace)
         if not force and is_current(plan, store):
-            return PlateResult(plate=plan.plate, source=str(plan.listing.root), status="skipped",
-                               layout=plan.listing.layout)
+            return skipped_result(plan, store)
         t = {}
         t0 = time.perf_counter()
-        fields, quarantine = write_images(plan, progress=progress)
+        fields, quarantine = run_stage("write-images", write_images, plan, progress=progress)
         t["write"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        compute_illumination(plan, fields, settings)
+        if len(fields):
+            run_stage("illumination", compute_illumination, plan, fields, settings)
         t["illumination"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        cells, field_table = segment_and_tile(plan, fields, settings, processes=processes, progress=progress)
+        cells, field_table = run_stage("segment-and-tile", segment_and_tile, plan, fields, settings,
+                                       processes=processes, progress=progress)
         t["segment_tile"] = time.perf_counter() - t0
-        result = publish(plan, store, fields=field_table, cells=cells, quarantine=quarantine, layout=plan.listing.layout)
+        t0 = time.perf_counter()
+        result = run_stage("publish", publish, plan, store, fields=field_table, cells=cells, quarantine=quarantine,
+                           layout=plan.listing.layout)
+        t["publish"] = time.perf_counter() - t0
         result.seconds = t
         return result

@@ -2,7 +2,7 @@
 
 Layout (NGFF HCS): plate group -> row group (``A``) -> column/well group (``3``) -> field image
 group (``0``, ``1`` ...) holding one resolution level ``0`` of shape (c, y, x), uint16, one chunk per
-channel, zstd-compressed (lossless). Labels (``nuclei``, ``cells``) live in ``<field>/labels``.
+channel, zstd-compressed (lossless) with a CRC32C checksum per chunk. Labels (``nuclei``, ``cells``) live in ``<field>/labels``.
 Plate and well metadata are written with ``ome_zarr.writer`` (FormatV05); each image group's
 metadata is written in one piece (multiscales, omero, image-label), which is what keeps writing
 fast. ``ome_zarr`` and napari read the plate.
@@ -17,7 +17,7 @@ import numpy as np
 import zarr
 from ome_zarr.format import FormatV05
 from ome_zarr.writer import write_plate_metadata, write_well_metadata
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 
 from pipeline.plates import split_well
 
@@ -29,6 +29,8 @@ _FMT = FormatV05()
 _AXES_CYX = [{"name": "c", "type": "channel"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
 _AXES_YX = [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
 _COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+#: Every chunk (image channel, label image) carries a CRC32C checksum: corruption is detected, not decoded.
+_COMPRESSORS = (_COMPRESSOR, Crc32cCodec())
 
 
 def field_path(well: str, field_index: int) -> str:
@@ -100,7 +102,7 @@ class PlateWriter:
         holder = self.root.require_group(parent) if parent else self.root
         grp = holder.create_group(leaf, overwrite=True)
         grp.create_array("0", data=data, chunks=(1, *data.shape[1:]) if data.ndim == 3 else data.shape,
-                         compressors=_COMPRESSOR, dimension_names=tuple(a["name"] for a in axes))
+                         compressors=_COMPRESSORS, dimension_names=tuple(a["name"] for a in axes))
         multiscales = [{"name": name, "axes": self._axes(axes), "datasets": [
             {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": self._scale(data.ndim)}]}]}]
         grp.attrs.put({"ome": {"version": _FMT.version, **attrs, "multiscales": multiscales}})
@@ -138,9 +140,14 @@ class PlateWriter:
         """Write well and plate metadata for ``{well: [field indices]}`` (call once, at the end).
 
         ``acquisition``: a JSON-able record of where the plate came from (channel map, ignored
-        files, vendor metadata), stored as the plate group's ``cmcl`` attribute.
+        files, vendor metadata), stored as the plate group's ``cmcl`` attribute. With no field
+        at all the group only records the plate's name (NGFF plate metadata needs a well).
         """
         wells = sorted(w for w, f in fields.items() if f)
+        if not wells:  # a plate without a good field: NGFF plate metadata needs a well, so none is written
+            self.root.attrs.put({"ome": {"version": _FMT.version}, "cmcl": {**(acquisition or {}), "plate": self.plate,
+                                                                             "fields": 0}})
+            return
         rows = sorted({split_well(w)[0] for w in wells}, key=lambda r: (len(r), r))
         cols = sorted({split_well(w)[1] for w in wells})
         for w in wells:

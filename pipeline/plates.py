@@ -100,6 +100,10 @@ class PlateListing:
     ignored : list of str
         Image files of channels the map does not name (brightfield, other focal planes):
         recorded, never read, never quarantined.
+    refused : list of dict
+        Images the listing names but refuses (quarantined by ingestion), each with the reason
+        that applies: ``Metadata_Well``, ``Metadata_Site``, ``Metadata_Channel``, ``File`` (the
+        resolved path) and ``Reason`` (a LoadData path outside the plate folder).
     """
 
     plate: str
@@ -112,6 +116,7 @@ class PlateListing:
     channel_map: dict[str, str] = field(default_factory=dict)
     acquisition: Acquisition | None = None
     ignored: list[str] = field(default_factory=list)
+    refused: list[dict] = field(default_factory=list)
 
 
 def well_name(row: int | str, col: int) -> str:
@@ -218,7 +223,11 @@ def _tiffs(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and _TIFF.search(p.name))
 
 
-def _listing_imagexpress(root: Path, channel_map: dict[str, str]) -> tuple[str | None, list[dict], list[str], list[str]]:
+def _refusal(well: str | None, site: int | None, channel: str | None, file: str, reason: str) -> dict:
+    return dict(Metadata_Well=well, Metadata_Site=site, Metadata_Channel=channel, File=file, Reason=reason)
+
+
+def _listing_imagexpress(root: Path, channel_map: dict[str, str]) -> tuple[str | None, list[dict], list[str], list[str], list[dict]]:
     rows, unmatched, ignored, plates = [], [], [], set()
     for p in _tiffs(root):
         if "_thumb" in p.name.lower():
@@ -236,10 +245,10 @@ def _listing_imagexpress(root: Path, channel_map: dict[str, str]) -> tuple[str |
                          Metadata_Channel=channel_map[m["channel"]], File=str(p.relative_to(root))))
     if len(plates) > 1:
         raise PlateLayoutError(f"{root}: ImageXpress files name several plates {sorted(plates)}; one folder per plate")
-    return (plates.pop() if plates else None), rows, unmatched, ignored
+    return (plates.pop() if plates else None), rows, unmatched, ignored, []
 
 
-def _listing_phenix(root: Path, channel_map: dict[str, str]) -> tuple[str | None, list[dict], list[str], list[str]]:
+def _listing_phenix(root: Path, channel_map: dict[str, str]) -> tuple[str | None, list[dict], list[str], list[str], list[dict]]:
     unmatched, ignored = [], []
     planes: dict[tuple[str, int, str], list[tuple[int, str]]] = {}
     for p in _tiffs(root):
@@ -260,11 +269,11 @@ def _listing_phenix(root: Path, channel_map: dict[str, str]) -> tuple[str | None
                  for plane, f in found if plane == first]
         ignored += [f"{f}: focal plane {plane} (plane {first} of this field is ingested)"
                     for plane, f in found if plane != first]
-    return None, rows, unmatched, ignored
+    return None, rows, unmatched, ignored, []
 
 
 def _listing_loaddata(root: Path, csv: Path, allow_outside: bool,
-                      table: pd.DataFrame) -> tuple[str | None, list[dict], list[str], list[str]]:
+                      table: pd.DataFrame) -> tuple[str | None, list[dict], list[str], list[str], list[dict]]:
     present = [c for c in CHANNELS if f"FileName_Orig{c}" in table.columns]
     needed = [f"{k}_Orig{c}" for c in (present if "DNA" in present else CHANNELS) for k in ("FileName", "PathName")] + [
         "Metadata_Plate", "Metadata_Well", "Metadata_Site"]
@@ -294,11 +303,12 @@ def _listing_loaddata(root: Path, csv: Path, allow_outside: bool,
         for c in present:
             path = (base / str(rec[f"PathName_Orig{c}"]) / str(rec[f"FileName_Orig{c}"])).resolve()
             if not allow_outside and not path.is_relative_to(root_resolved):
-                refused.append(f"{csv.name} row {i + 2}: {path} is outside the plate folder (use --allow-outside)")
+                refused.append(_refusal(well, int(site), c, str(path), f"{csv.name} row {i + 2}: path outside the plate "
+                                                                  f"folder (use --allow-outside)"))
                 continue
             rel = os.path.relpath(path, root_resolved)
             rows.append(dict(Metadata_Well=well, Metadata_Site=int(site), Metadata_Channel=c, File=rel))
-    return plates.pop() if plates else None, rows, refused, ignored
+    return plates.pop() if plates else None, rows, [], ignored, refused
 
 
 def discover_plate(
@@ -330,6 +340,8 @@ def discover_plate(
     Returns
     -------
     PlateListing
+        Images the listing refuses (see :attr:`PlateListing.refused`) are not in ``images``; a
+        plate whose every image is refused is still a plate (with no image to ingest).
 
     Raises
     ------
@@ -349,7 +361,7 @@ def discover_plate(
     # the instrument's own index is authoritative: with one, 'auto' reads the Phenix file names
     # (a LoadData CSV beside it may have been written on another machine, with paths of its own)
     harmony = find_acquisition(root, "phenix") if layout in ("auto", "phenix") else None
-    candidates: list[tuple[str, str | None, list[dict], list[str], list[str], dict, Acquisition | None]] = []
+    candidates: list[tuple[str, str | None, list[dict], list[str], list[str], list[dict], dict, Acquisition | None]] = []
     if layout == "loaddata" or (layout == "auto" and csvs and harmony is None):
         if not csvs:
             raise PlateLayoutError(f"{root}: no LoadData CSV (a .csv with FileName_Orig<Ch> columns) found")
@@ -372,17 +384,17 @@ def discover_plate(
         counts = " and ".join(f"{n} {name} images" for name, n in found)
         raise PlateLayoutError(f"{root}: the folder mixes file-name layouts ({counts}); keep one layout per plate "
                                f"folder, or pass --layout {found[0][0]} to ingest only those")
-    best = max(candidates, key=lambda c: len(c[2]))
-    name, plate, rows, unmatched, ignored, cmap, acq = best
-    if not rows:
+    best = max(candidates, key=lambda c: (len(c[2]), len(c[5])))
+    name, plate, rows, unmatched, ignored, refused, cmap, acq = best
+    if not rows and not refused:
         seen = [str(p.relative_to(root)) for p in sorted(root.rglob("*")) if p.is_file()][:10]
         raise PlateLayoutError(
             f"{root}: no images matched layout {layout!r}. Expected ImageXpress "
             f"'<plate>_<well>_s<site>_w<channel><GUID>.tif', Phenix 'r01c01f01p01-ch1sk1fk1fl1.tiff' or a "
             f"LoadData CSV. First files seen: {seen or 'none'}"
         )
-    images = pd.DataFrame(rows).sort_values(["Metadata_Well", "Metadata_Site", "Metadata_Channel", "File"],
-                                            ignore_index=True)
+    images = pd.DataFrame(rows, columns=["Metadata_Well", "Metadata_Site", "Metadata_Channel", "File"]).sort_values(
+        ["Metadata_Well", "Metadata_Site", "Metadata_Channel", "File"], ignore_index=True)
     # a TIFF beside the plate's images whose name fits no pattern may be a misnamed field (it is
     # quarantined); TIFFs in other folders (analysis output, previews) are recorded and skipped
     image_dirs = {str(Path(f).parent) for f in images["File"]}
@@ -397,7 +409,7 @@ def discover_plate(
     plate = plate or (acq.plate if acq is not None else None)
     return PlateListing(plate=str(plate or root.name), layout=name, root=root, images=images,
                         unmatched=unmatched, platemap=platemap if platemap.is_file() else None,
-                        channels=channels, channel_map=cmap, acquisition=acq, ignored=ignored)
+                        channels=channels, channel_map=cmap, acquisition=acq, ignored=ignored, refused=refused)
 
 
 #: Plate formats: wells -> (rows, columns).

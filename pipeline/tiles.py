@@ -143,7 +143,8 @@ class CropArrayWriter:
 
     The array is ``(n, C, S, S)`` uint16, chunked ``chunk`` rows along ``n`` (the unit a reader
     decodes: one crop costs ``chunk`` rows, not a whole file) inside shards of ``shard`` rows (the
-    unit of files: a 350,000-cell plate is a few hundred files, not tens of thousands). Rows are
+    unit of files: a 350,000-cell plate is a few hundred files, not tens of thousands). Each chunk
+    is zstd-compressed and carries a CRC32C checksum (zarr v3 ``crc32c`` codec). Rows are
     buffered and written only as complete shards, so no shard is ever rewritten; :meth:`close`
     writes the final partial shard.
 
@@ -173,9 +174,12 @@ class CropArrayWriter:
         if chunk < 1 or shard < chunk or shard % chunk:
             raise ValueError(f"{name}: shard ({shard}) must be a positive multiple of chunk ({chunk})")
         self.shard = int(shard)
+        from zarr.codecs import Crc32cCodec, ZstdCodec
+
         self.array = group.create_array(
             name, shape=(0, n_channels, size, size), chunks=(chunk, n_channels, size, size),
             shards=(shard, n_channels, size, size), dtype="uint16", dimension_names=("n", "c", "y", "x"),
+            compressors=(ZstdCodec(level=0), Crc32cCodec()),  # a checksum per chunk: corruption is found
         )
         self._buffer: list[np.ndarray] = []
         self._buffered = 0
@@ -208,14 +212,16 @@ _MISSING = np.uint64(2**64 - 1)
 def _direct_layout(meta: dict, shape: tuple[int, ...]) -> dict | None:
     """The sharding parameters of ``meta`` (a zarr v3 ``zarr.json``) when the array is laid out
     the way :class:`CropArrayWriter` writes it (row shards of row chunks; inner codecs
-    ``bytes`` (little-endian) + optional ``zstd``; index ``bytes`` + ``crc32c``), else None."""
+    ``bytes`` (little-endian) + optional ``zstd`` + optional ``crc32c``; index ``bytes`` +
+    ``crc32c``), else None."""
     try:
         (codec,) = meta["codecs"]
         if codec["name"] != "sharding_indexed" or meta["chunk_key_encoding"]["name"] != "default":
             return None
         cfg = codec["configuration"]
         inner = [c["name"] for c in cfg["codecs"]]
-        if inner not in (["bytes"], ["bytes", "zstd"]) or cfg["codecs"][0].get("configuration", {}).get("endian", "little") != "little":
+        if inner not in (["bytes"], ["bytes", "zstd"], ["bytes", "crc32c"], ["bytes", "zstd", "crc32c"]) \
+                or cfg["codecs"][0].get("configuration", {}).get("endian", "little") != "little":
             return None
         if [c["name"] for c in cfg.get("index_codecs", [])] != ["bytes", "crc32c"]:
             return None
@@ -224,7 +230,7 @@ def _direct_layout(meta: dict, shape: tuple[int, ...]) -> dict | None:
         if shard[1:] != tuple(shape[1:]) or chunk[1:] != tuple(shape[1:]) or shard[0] % chunk[0]:
             return None
         return {
-            "chunk": chunk[0], "shard": shard[0], "zstd": inner == ["bytes", "zstd"],
+            "chunk": chunk[0], "shard": shard[0], "zstd": "zstd" in inner, "crc32c": "crc32c" in inner,
             "index_at_end": cfg.get("index_location", "end") == "end",
             "sep": meta["chunk_key_encoding"].get("configuration", {}).get("separator", "/"),
         }
@@ -238,8 +244,8 @@ class CropArrayReader:
     zarr-python 3 spends 2-3 ms per ``array[a:b]`` call in its event-loop round trip, more
     than decoding 16 crops, so a training loader that draws crops at random is bound by call
     overhead. For the layout :class:`CropArrayWriter` writes on a local file system this reader
-    reads a shard's index once (checking its CRC32C), then each chunk's bytes and decompresses
-    them itself; it reads any other zarr v3 array (unsharded, other codecs) through zarr.
+    reads a shard's index once (checking its CRC32C), then each chunk's bytes, checks the chunk's
+    CRC32C when it has one, and decompresses them itself; it reads any other zarr v3 array (unsharded, other codecs) through zarr.
 
     Parameters
     ----------
@@ -266,12 +272,13 @@ class CropArrayReader:
         self._indices: dict[int, np.ndarray] = {}
         self._arr = None
         self._zstd = None
+        self._crc = None
         self._layout = _direct_layout(meta, self.shape)
         self.chunk_len = self._layout["chunk"] if self._layout is not None else int(self._zarr().chunks[0])
 
     def __getstate__(self) -> dict:  # cheap to send to DataLoader workers
         state = self.__dict__.copy()
-        state.update(_arr=None, _zstd=None, _indices={})
+        state.update(_arr=None, _zstd=None, _crc=None, _indices={})
         return state
 
     @property
@@ -310,6 +317,18 @@ class CropArrayReader:
             self._indices[shard] = index
         return index
 
+    def _check(self, raw: bytes, path: Path, local: int) -> bytes:
+        """``raw`` without its trailing CRC32C, which must match (else OSError naming the chunk)."""
+        if self._crc is None:
+            from numcodecs import CRC32C
+
+            self._crc = CRC32C()
+        try:
+            return self._crc.decode(raw)
+        except RuntimeError as err:
+            raise OSError(f"shard {path}: chunk {local} (rows from {local * self.chunk_len} of the shard) fails its "
+                          f"CRC32C checksum ({err})") from None
+
     def _fill(self, n: int) -> np.ndarray:
         return np.full((n, *self.shape[1:]), self.fill_value, dtype=self.dtype)
 
@@ -337,6 +356,8 @@ class CropArrayReader:
             os.close(fd)
         if len(raw) != int(nbytes):
             raise OSError(f"shard {path} is truncated: chunk {local} needs {int(nbytes)} bytes at {int(offset)}")
+        if self._layout["crc32c"]:
+            raw = self._check(raw, path, local)
         if self._layout["zstd"]:
             if self._zstd is None:
                 from numcodecs import Zstd

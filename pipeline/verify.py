@@ -11,7 +11,9 @@
 * no orphans: plate Zarr, crops, illumination or per-plate tables of a plate that is absent
   from the ledger or not complete;
 * no half-written leftovers: ``.staging/*``, ``*.tmp`` files of atomic writes, ``runs/*``
-  without ``config.json``.
+  without ``config.json``;
+* with ``deep=True``, every chunk of every complete plate's arrays decodes and matches its
+  CRC32C checksum.
 
 With ``repair=True`` the leftovers and the outputs of plates whose ledger row is not complete
 are removed, so the next run redoes them; complete plates are never touched.
@@ -30,7 +32,7 @@ import pandas as pd
 from pipeline.schema import SchemaError, read_table, table_names, table_schema
 from pipeline.store import Store
 
-__all__ = ["Problem", "verify_store", "format_problems"]
+__all__ = ["Problem", "verify_store", "format_problems", "damaged_chunks", "deep_check", "repair_plate"]
 
 #: Per-plate tables whose files must exist for a complete plate (``tiles`` is optional).
 _REQUIRED_PLATE_TABLES = ("platemap", "fields", "cells", "quarantine")
@@ -133,7 +135,7 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def verify_store(root: str | Path, *, repair: bool = False) -> list[Problem]:
+def verify_store(root: str | Path, *, repair: bool = False, deep: bool = False) -> list[Problem]:
     """Check a store against ``schemas/`` and itself.
 
     Parameters
@@ -144,7 +146,13 @@ def verify_store(root: str | Path, *, repair: bool = False) -> list[Problem]:
         Remove half-written leftovers (``.staging/*``, ``*.tmp``, runs without ``config.json``)
         and every output of plates whose ledger row is missing or not ``complete``, so the next
         run redoes them. Complete plates are never touched; problems repair cannot fix (a
-        complete plate whose files disagree) are still returned.
+        complete plate whose files disagree) are still returned. With ``deep``, damaged crops,
+        labels and illumination functions are re-derived from the plate's images
+        (:func:`repair_plate`); damaged images are reported with the folder to re-ingest from.
+    deep : bool, default False
+        Also decode every chunk of every complete plate's arrays (images, labels, crops, tiles,
+        illumination; each chunk carries a CRC32C checksum) and report each damaged chunk by
+        plate, array and chunk index (:func:`deep_check`).
 
     Returns
     -------
@@ -241,4 +249,149 @@ def verify_store(root: str | Path, *, repair: bool = False) -> list[Problem]:
                 missing = _field_ok(plate_zarr, str(fp))
                 if missing:
                     report(plate_zarr / str(fp), f"fields row of plate {plate!r}: {missing}")
+        if deep:
+            found = deep_check(store, plate)
+            damaged = [p for group in found.values() for p in group]
+            if damaged and repair:
+                problems.extend(repair_plate(store, plate, found))
+            else:
+                problems.extend(damaged)
     return problems
+
+
+# --------------------------------------------------------------------------------------------
+# deep: decode every chunk
+# --------------------------------------------------------------------------------------------
+def _chunk_slices(shape: tuple[int, ...], chunks: tuple[int, ...]):
+    import itertools
+
+    grids = [range(0, max(n, 1), c) if n else range(0) for n, c in zip(shape, chunks)]
+    for starts in itertools.product(*grids):
+        yield tuple(a // c for a, c in zip(starts, chunks)), tuple(slice(a, min(a + c, n)) for a, c, n in zip(starts, chunks, shape))
+
+
+def damaged_chunks(array_path: str | Path) -> list[tuple[tuple[int, ...], str]]:
+    """Decode every chunk of the zarr v3 array at ``array_path``; return (chunk index, error) of
+    each chunk that fails (a checksum mismatch, a codec error, a truncated shard).
+
+    Crop and tile arrays in the layout ingestion writes are read chunk by chunk with
+    :class:`pipeline.tiles.CropArrayReader` (checksums checked); other arrays through zarr.
+    """
+    import zarr
+
+    from pipeline.tiles import CropArrayReader
+
+    path = Path(array_path)
+    out: list[tuple[tuple[int, ...], str]] = []
+    reader = CropArrayReader(path)
+    if reader.direct:
+        n_chunks = -(-reader.shape[0] // reader.chunk_len)
+        for c in range(n_chunks):
+            try:
+                reader.read_chunk(c)
+            except Exception as exc:  # noqa: BLE001 - any decoding failure is damage to report
+                out.append(((c,), f"{type(exc).__name__}: {exc}"))
+        return out
+    arr = zarr.open_array(str(path), mode="r")
+    for index, sl in _chunk_slices(arr.shape, arr.chunks):
+        try:
+            arr[sl]
+        except Exception as exc:  # noqa: BLE001 - any decoding failure is damage to report
+            out.append((index, f"{type(exc).__name__}: {exc}"))
+    return out
+
+
+def _arrays_of(group_dir: Path) -> list[Path]:
+    """Every array (a folder whose zarr.json says node_type 'array') under ``group_dir``."""
+    found = []
+    for meta in sorted(group_dir.rglob("zarr.json")):
+        try:
+            if json.loads(meta.read_text()).get("node_type") == "array":
+                found.append(meta.parent)
+        except (OSError, ValueError):
+            found.append(meta.parent)
+    return found
+
+
+def deep_check(store: Store, plate: str) -> dict[str, list[Problem]]:
+    """Decode every chunk of a plate's arrays: ``{'plate': [...], 'crops': [...], 'illumination': [...]}``,
+    one :class:`Problem` per damaged chunk naming the plate, the array and the chunk."""
+    found: dict[str, list[Problem]] = {"plate": [], "crops": [], "illumination": []}
+    roots = {"plate": store.plate_zarr(plate), "crops": store.crops_zarr(plate), "illumination": store.illumination_zarr(plate)}
+    for kind, root in roots.items():
+        if not root.is_dir():
+            continue
+        for arr in _arrays_of(root):
+            try:
+                bad = damaged_chunks(arr)
+            except Exception as exc:  # noqa: BLE001 - unreadable metadata is damage too
+                bad = [((), f"{type(exc).__name__}: {exc}")]
+            for index, why in bad:
+                found[kind].append(Problem(_rel(store, arr), f"plate {plate!r}: chunk {'.'.join(map(str, index))} "
+                                                             f"is damaged ({why})"))
+    return found
+
+
+def _is_label(problem: Problem) -> bool:
+    return "/labels/" in problem.path
+
+
+def repair_plate(store: Store, plate: str, found: dict[str, list[Problem]]) -> list[Problem]:
+    """Re-derive a plate's crops, labels and illumination functions from its (intact) images.
+
+    Returns what could not be repaired (empty when everything was re-derived). Images are the
+    one thing the store cannot re-derive: a damaged image chunk is reported with the plate's
+    source folder to re-ingest from.
+    """
+    from dataclasses import fields as dc_fields
+
+    import zarr
+
+    from pipeline import ingest as ing
+    from pipeline.plates import PlateListing
+
+    images = [p for p in found["plate"] if not _is_label(p)]
+    if images:
+        source = ""
+        if store.table_path("ledger").is_file():
+            led = store.read("ledger").set_index("Metadata_Plate")
+            source = str(led.loc[plate, "Source"]) if plate in led.index else ""
+        return [Problem(p.path, p.message + f"; raw images cannot be re-derived: re-ingest the plate from "
+                                            f"{source or 'its source folder'} with `cmcl ingest --force`") for p in images]
+    try:
+        attrs = dict(zarr.open_group(str(store.crops_zarr(plate)), mode="r").attrs)
+        known = {f.name for f in dc_fields(ing.IngestSettings)}
+        settings = ing.IngestSettings(**{k: v for k, v in attrs["ingest_settings"].items() if k in known})
+    except Exception as exc:  # noqa: BLE001 - whatever hides the settings, the answer is the same
+        return [Problem(p.path, p.message + f"; cannot re-derive: the plate's ingest settings are unreadable "
+                                            f"({type(exc).__name__}); re-ingest with `cmcl ingest --force`")
+                for p in found["crops"] + found["plate"] + found["illumination"]]
+    staging = store.root / ".staging" / f"{plate}.repair"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    listing = PlateListing(plate=plate, layout="", root=store.root, images=pd.DataFrame())
+    plan = ing.PlatePlan(listing, "repair", staging)
+    try:
+        shutil.copytree(store.plate_zarr(plate), staging / "plate.ome.zarr")
+        fields = store.read("fields")
+        fields = fields[fields["Metadata_Plate"] == plate][["Metadata_Well", "Metadata_Site", "Metadata_FieldPath"]]
+        fields = fields.sort_values(["Metadata_Well", "Metadata_Site"], ignore_index=True)
+        if found["illumination"] or not store.illumination_zarr(plate).is_dir():
+            ing.compute_illumination(plan, fields, settings)
+        else:
+            shutil.copytree(store.illumination_zarr(plate), staging / "illumination.zarr")
+        cells, _ = ing.segment_and_tile(plan, fields, settings, processes=1)
+        old = store.read("cells")
+        old = old[old["Metadata_Plate"] == plate]
+        if len(cells) != len(old):
+            return [Problem(_rel(store, store.crops_zarr(plate)), f"plate {plate!r}: re-derived {len(cells)} crops but the "
+                                                                  f"cells table has {len(old)}; re-ingest with `cmcl ingest --force`")]
+        for src, dst in ((staging / "plate.ome.zarr", store.plate_zarr(plate)), (staging / "crops.zarr", store.crops_zarr(plate)),
+                         (staging / "illumination.zarr", store.illumination_zarr(plate))):
+            if dst.exists():
+                shutil.rmtree(dst)
+            src.rename(dst)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return []

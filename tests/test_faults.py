@@ -112,6 +112,51 @@ def test_repair_removes_outputs_of_a_plate_not_complete(reference, tmp_path):
     assert not store.plate_zarr("FT").exists() and not store.table_path("cells", plate="FT").exists()
 
 
+def _flip_byte(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 3] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def test_verify_deep_names_a_damaged_crop_chunk_and_repair_rederives_it(reference, tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    root = tmp_path / "store"
+    shutil.copytree(reference.root, root)
+    store = Store(root)
+    shard = store.crops_zarr("FT") / "crops" / "c" / "0" / "0" / "0" / "0"
+    _flip_byte(shard)
+    runner = CliRunner()
+    shallow = runner.invoke(app, ["verify", "--store", str(root)])
+    assert shallow.exit_code == 0  # metadata and tables are fine: only decoding finds it
+    deep = runner.invoke(app, ["verify", "--deep", "--store", str(root)])
+    assert deep.exit_code == 1, deep.output
+    assert "crops/FT.zarr/crops: plate 'FT': chunk" in deep.output and "CRC32C" in deep.output
+    fixed = runner.invoke(app, ["verify", "--deep", "--repair", "--store", str(root)])
+    assert fixed.exit_code == 0, fixed.output
+    assert verify_store(root, deep=True) == []
+    _assert_same(store, reference, "FT")
+
+
+def test_verify_deep_names_a_damaged_plate_chunk_and_says_it_cannot_be_rederived(reference, tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    root = tmp_path / "store"
+    shutil.copytree(reference.root, root)
+    store = Store(root)
+    field = store.read("fields")["Metadata_FieldPath"].iloc[0]
+    chunk = store.plate_zarr("FT") / field / "0" / "c" / "2" / "0" / "0"
+    _flip_byte(chunk)
+    found = [p for p in verify_store(root, deep=True)]
+    assert [p.path for p in found] == [f"plates/FT.ome.zarr/{field}/0"] and "chunk 2.0.0" in found[0].message
+    result = CliRunner().invoke(app, ["verify", "--deep", "--repair", "--store", str(root)])
+    assert result.exit_code == 1 and "cannot be re-derived" in result.output and "cmcl ingest --force" in result.output
+
+
 # --- plate faults --------------------------------------------------------------------------
 
 def test_unknown_well_is_flagged_unmapped(plate, reference, tmp_path):

@@ -49,8 +49,18 @@ def test_reset_parameters_reinitialises():
     w = enc.atom_encoder.embeddings[0].weight.detach().clone()
     enc.reset_parameters()
     assert not torch.equal(w, enc.atom_encoder.embeddings[0].weight)
+    torch.manual_seed(0)
     img = ImageEncoder(5, (8, 16))
+    before = [q.detach().clone() for q in img.parameters()]
+    x = torch.randn(2, 5, 16, 16)
+    img.eval()
+    out = img(x).detach()
     img.reset_parameters()
+    after = list(img.parameters())
+    assert len(after) == len(before)
+    weights = [(b, a) for b, a in zip(before, after) if b.dim() > 1]  # conv/linear weights are redrawn
+    assert weights and all(not torch.equal(b, a) for b, a in weights)
+    assert not torch.allclose(img(x), out)
 
 
 @pytest.mark.parametrize("size", [16, 32, 64])

@@ -33,9 +33,22 @@ def test_demo_quick_end_to_end_then_rerun_does_no_work(tmp_path):
     metrics = json.loads((st.report_dir(run) / "metrics.json").read_text())
     for key in ("model", "baselines", "chance", "split"):
         assert key in metrics
+    n_test = metrics["split"]["test_evaluated"]
+    n_cand = metrics["n_candidates"]["hit101"]
+    assert n_test >= 2 and n_cand == min(101, n_test)
     for direction in ("graph_to_image", "image_to_graph"):
         r = metrics["model"]["hit101"][direction]
-        assert 0 <= r["hit@1"] <= r["hit@10"] <= 1 and 0 < r["mrr"] <= 1
+        # invariants of a ranking over n_test queries: each hit rate is a count of queries, ranks
+        # lie in 1..n_cand, MRR >= Hit@1 and MRR >= 1 / mean rank (Jensen); a wrong metric breaks them
+        n_q = n_test * len(metrics["seeds"])  # hit101 averages over the seeds' negative samples
+        for k in (1, 5, 10):
+            assert abs(r[f"hit@{k}"] * n_q - round(r[f"hit@{k}"] * n_q)) < 1e-6, (k, r)
+            pool = metrics["model"]["fullpool"][direction].get(f"recall@{k}")
+            assert pool is None or abs(pool * n_test - round(pool * n_test)) < 1e-6, (k, pool)
+        assert r["hit@1"] <= r["hit@5"] <= r["hit@10"] and 1 <= r["mean_rank"] <= n_cand
+        assert r["hit@1"] - 1e-9 <= r["mrr"] and r["mrr"] >= 1 / r["mean_rank"] - 1e-9
+        chance = metrics["chance"]["hit101"][direction]
+        assert chance["hit@10"] == pytest.approx(min(10, n_cand) / n_cand)
     assert (st.report_dir(run) / "report.html").stat().st_size > 1000
     assert "Coloured by ground-truth phenotype class" in (st.report_dir(run) / "report.html").read_text()
     # every written table conforms to schemas/ and opens with duckdb
@@ -44,7 +57,7 @@ def test_demo_quick_end_to_end_then_rerun_does_no_work(tmp_path):
             st.read(name)
             n = duckdb.sql(f"select count(*) from '{path}'").fetchall()[0][0]
             assert n == len(pd.read_parquet(path))
-    summary = _ok(["inspect", str(store), "--json"])
+    summary = _ok(["inspect", "--store", str(store), "--json"])
     counts = {r["what"]: r["count"] for r in json.loads(summary)}
     assert counts["plates (complete)"] == 1 and counts["cells (crops)"] > 500 and counts["training runs"] == 1
     # rerun on the unchanged inbox: nothing is ingested, standardized or trained again
@@ -75,7 +88,7 @@ def test_errors_are_one_line_without_traceback(tmp_path):
     result = runner.invoke(app, ["--quiet", "ingest", str(tmp_path / "nope"), "--store", str(tmp_path / "s")])
     assert result.exit_code == 1
     assert "does not exist" in result.output and "Traceback" not in result.output
-    result = runner.invoke(app, ["inspect", str(tmp_path), "everything"])
+    result = runner.invoke(app, ["inspect", "everything", "--store", str(tmp_path)])
     assert result.exit_code == 1 and "choose one of" in result.output
 
 

@@ -40,20 +40,31 @@ def _assert_same_store(a: Store, b: Store, plates: list[str]) -> None:
             np.testing.assert_array_equal(ga[k][...], gb[k][...], err_msg=f"{plate}/{k}")
 
 
+def _summaries(results: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in ("seconds", "source")} for r in results]
+
+
 @pytest.mark.slow
-def test_two_dask_workers_write_the_same_store_as_a_sequential_run(tiny_inbox, tmp_path):
+def test_sequential_dask_and_served_ingestion_write_the_same_store_and_summaries(tiny_inbox, tmp_path):
     from flows.pipeline import run_flow
+    from flows.serve import ingest_inbox_flow
 
     settings = {"crop_size": 32}
-    seq = run_flow(str(tiny_inbox), str(tmp_path / "seq"), settings, train=False)
-    par = run_flow(str(tiny_inbox), str(tmp_path / "par"), settings, train=False, workers=2)
+    seq = run_flow(str(tiny_inbox), str(tmp_path / "seq"), ingest_settings=settings, train=False)
+    par = run_flow(str(tiny_inbox), str(tmp_path / "par"), ingest_settings=settings, train=False, workers=2)
+    srv = ingest_inbox_flow(str(tiny_inbox), str(tmp_path / "srv"), settings=settings, settle_seconds=0)
     plates = [r["plate"] for r in seq["plates"]]
     assert plates == ["DK0", "DK1", "DK2"] == [r["plate"] for r in par["plates"]]
     assert all(r["status"] == "complete" and r["n_cells"] > 0 for r in par["plates"])
+    assert _summaries(seq["plates"]) == _summaries(par["plates"]) == _summaries(srv["plates"])
     _assert_same_store(Store(tmp_path / "seq"), Store(tmp_path / "par"), plates)
-    # rerun on Dask: every plate is recognised as unchanged
-    again = run_flow(str(tiny_inbox), str(tmp_path / "par"), settings, train=False, workers=2)
-    assert [r["status"] for r in again["plates"]] == ["skipped"] * 3
+    _assert_same_store(Store(tmp_path / "seq"), Store(tmp_path / "srv"), plates)
+    # rerun: every plate is recognised as unchanged, with the same counts on every path
+    again_par = run_flow(str(tiny_inbox), str(tmp_path / "par"), ingest_settings=settings, train=False, workers=2)
+    again_seq = run_flow(str(tiny_inbox), str(tmp_path / "seq"), ingest_settings=settings, train=False)
+    assert [r["status"] for r in again_par["plates"]] == ["skipped"] * 3
+    assert _summaries(again_par["plates"]) == _summaries(again_seq["plates"])
+    assert [r["n_cells"] for r in again_par["plates"]] == [r["n_cells"] for r in seq["plates"]]
 
 
 def test_bad_worker_count_is_one_clear_error(tmp_path):

@@ -113,14 +113,14 @@ def test_a_tick_ingests_once_and_retrains_after_enough_plates(tmp_path, monkeypa
 
     trained = []
 
-    def fake_train(store, preset, overrides):  # training itself is tested elsewhere
+    def fake_train(store, *, preset, overrides):  # training itself is tested elsewhere
         run = f"run{len(trained)}"
         Store(Path(store)).run_dir(run).mkdir(parents=True)
         trained.append((preset, overrides))
         return run
 
     monkeypatch.setattr(serve, "train_flow", fake_train)
-    monkeypatch.setattr(serve, "evaluate_flow", lambda store, run: {"run": run})
+    monkeypatch.setattr(serve, "evaluate_flow", lambda store, run, **kw: {"run": run})
     inbox, store = tmp_path / "inbox", tmp_path / "store"
     inbox.mkdir()
     generate(inbox, plate_id="TK1", n_wells=6, sites=1, size=96, seed=1)

@@ -39,7 +39,9 @@ def test_loaddata_refuses_paths_outside_the_plate(tmp_path):
     table.loc[0, "FileName_OrigDNA"] = "dna.tif"
     table.to_csv(csv, index=False)
     listing = discover_plate(plate)
-    assert any("outside the plate folder" in u for u in listing.unmatched)
+    [refused] = listing.refused
+    assert "path outside the plate folder" in refused["Reason"] and refused["File"] == str((outside / "dna.tif").resolve())
+    assert (refused["Metadata_Well"], refused["Metadata_Site"], refused["Metadata_Channel"]) == ("A01", 1, "DNA")
     assert "DNA" not in set(listing.images["Metadata_Channel"])
     allowed = discover_plate(plate, allow_outside=True)
     assert "DNA" in set(allowed.images["Metadata_Channel"])
@@ -144,3 +146,13 @@ def test_every_file_counts_in_the_fingerprint_and_unused_ones_are_listed_once(tm
     unused = [i for i in after.listing.ignored if i.startswith("notes")]
     assert len(unused) == 3 and all("unused" in i for i in unused)
     assert len(after.listing.ignored) == len(set(after.listing.ignored))
+
+
+def test_a_channel_outside_the_channel_map_is_ignored_with_that_reason(tmp_path):
+    plate = generate(tmp_path, layout="imagexpress", plate_id="CM", n_wells=1, sites=1, size=64, seed=1)
+    w1 = next(p for p in plate.glob("*_w1*.tif") if "_thumb" not in p.name)
+    extra = plate / w1.name.replace("_w1", "_w6")
+    extra.write_bytes(w1.read_bytes())
+    listing = discover_plate(plate)
+    assert listing.ignored == [f"{extra.name}: channel w6 is not in the channel map"]
+    assert len(listing.images) == 5 and listing.unmatched == [] and listing.refused == []
