@@ -39,7 +39,8 @@ def main() -> None:
     dirs = [write_plate(inbox, m, plate_id=f"ACT-{i + 1}", sites=1, size=args.size, nucleus_radius=8.0, seed=args.seed)
             for i, m in enumerate(maps)]
     settings = dict(illumination_method="background", illumination_dark=100.0, crop_size=32, features="default")
-    out = run_flow(str(inbox), str(root), settings, None, args.preset, {}, True, ground_truth=[str(d) for d in dirs])
+    out = run_flow(str(inbox), str(root), ingest_settings=settings, preset=args.preset, train_overrides={}, train=True,
+                   ground_truth=[str(d) for d in dirs])
     metrics = json.loads((root / "reports" / out["run"] / "metrics.json").read_text())
     print(f"{args.plates} plates x {args.format} wells, replicates on different plates; {time.perf_counter() - t0:.0f} s; "
           f"store {root}")

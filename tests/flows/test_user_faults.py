@@ -157,7 +157,7 @@ def test_ctrl_c_mid_ingest_of_a_TIF_plate_resumes_and_a_second_folder_cannot_tak
     assert list(led["Metadata_Plate"]) == ["UP"] and led["N_Fields"].iloc[0] == 8
     cells = st.read("cells")
     assert len(cells) == led["N_Cells"].iloc[0] > 0 and not cells.duplicated().any()
-    ok = runner.invoke(app, ["verify", str(store)])
+    ok = runner.invoke(app, ["verify", "--store", str(store)])
     assert ok.exit_code == 0 and "OK" in ok.output, ok.output
     # a re-imaged plate with the same barcode, in another folder: refused, the first plate intact
     other = generate(tmp_path / "b", plate_id="UP", n_wells=2, sites=1, size=64, seed=2)
