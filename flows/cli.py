@@ -196,17 +196,16 @@ def _check_compound_files(files: list[Path], smiles_col: str, id_col: Optional[s
 
 def _check_plate_sources(plate_dirs: list[Path], root: Path, settings: dict[str, Any], *, replace: bool,
                          plate_id: Optional[str]) -> None:
-    """Before Prefect starts: discover every folder (a malformed LoadData CSV or a folder mixing
-    layouts fails here) and refuse one whose plate ID the store holds from another folder."""
-    from pipeline.ingest import IngestSettings, check_plate_source, folder_platemap, plan_plate
+    """Before Prefect starts: the preflight of every folder (:func:`pipeline.ingest.preflight`:
+    writable store, layout and channel map, plate map; a malformed LoadData CSV or a folder
+    mixing layouts fails here) and refuse one whose plate ID the store holds from another folder."""
+    from pipeline.ingest import IngestSettings, check_plate_source, preflight
     from pipeline.store import Store
 
     st = Store(root)
     cfg = IngestSettings(**settings)
     for p in plate_dirs:
-        plan = _run(plan_plate, p, st, cfg, plate_id=plate_id)
-        if plan.listing.platemap is not None:
-            _run(folder_platemap, plan)
+        plan = _run(preflight, p, st, cfg, plate_id=plate_id)
         if not replace and st.table_path("ledger").is_file():
             _run(check_plate_source, plan, st)
 
