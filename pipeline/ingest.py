@@ -145,7 +145,7 @@ class IngestSettings:
             raise ValueError(f"allow_outside must be True or False; got {self.allow_outside!r}")
         _choice("illumination_method", self.illumination_method, ILLUMINATION_METHODS)
         _number("illumination_filter_fraction", self.illumination_filter_fraction, low=0, high=1, low_open=True)
-        _number("illumination_dark", self.illumination_dark, low=0)
+        _number("illumination_dark", self.illumination_dark, low=0, optional=True)
         _number("illumination_max_fields", self.illumination_max_fields, integer=True, low=1)
         _choice("cyto_channel", self.cyto_channel, CYTO_CHANNELS)
         _number("crop_size", self.crop_size, integer=True, low=8)
@@ -155,6 +155,7 @@ class IngestSettings:
         _number("cellpose_diameter", self.cellpose_diameter, low=0, low_open=True, optional=True)
         _number("field_tile_size", self.field_tile_size, integer=True, low=8, optional=True)
         _number("focus_outlier_fraction", self.focus_outlier_fraction, low=0, high=1)
+        _choice("features", self.features, ("default", "full", "none"))
         if self.segmenter not in SEGMENTERS:
             raise ValueError(f"segmenter {self.segmenter!r} is not one of {', '.join(map(repr, SEGMENTERS))}")
         if self.segmenter == "cellpose":
