@@ -215,7 +215,7 @@ def _need_compounds(root: Path) -> None:
     from pipeline.store import Store
 
     st = Store(root)
-    if not st.table_path("ledger").is_file():
+    if not st.table_path("ledger").is_file() and not st.table_files("cells"):  # (a built store may have no ledger)
         _fail(FileNotFoundError(f"store {root} holds no ingested plate; run `cmcl ingest PLATE_DIR --store {root}` first"))
     if not st.table_path("graphs").is_file():
         _fail(FileNotFoundError(f"store {root} has no compounds yet ({st.table_path('graphs')} is missing); "
