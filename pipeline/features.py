@@ -39,6 +39,8 @@ import numpy as np
 import pandas as pd
 from skimage.segmentation import relabel_sequential
 
+from pipeline.tiles import check_field_arrays
+
 __all__ = ["FEATURE_SETS", "COMPARTMENTS", "DEFAULT_PAIRS", "FEATURE_PATTERN", "measure_objects", "feature_columns",
            "labels_from_outlines"]
 
@@ -187,13 +189,7 @@ def measure_objects(
     ValueError
         On shapes that disagree, a wrong number of channel names or an unknown feature set.
     """
-    image = np.asarray(image)
-    if image.ndim != 3:
-        raise ValueError(f"image must be (C, Y, X); got shape {image.shape}")
-    if nuclei.shape != image.shape[1:] or cells.shape != image.shape[1:]:
-        raise ValueError(f"label shapes {nuclei.shape}, {cells.shape} differ from image {image.shape[1:]}")
-    if len(channel_names) != image.shape[0]:
-        raise ValueError(f"{len(channel_names)} channel names for {image.shape[0]} channels")
+    image = check_field_arrays(image, nuclei, cells, channel_names)
     plan = _plan(feature_set, tuple(channel_names))
     if ids is None:
         ids = np.unique(nuclei[nuclei > 0])

@@ -16,12 +16,31 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-__all__ = ["crop_cells", "field_tiles", "CropArrayWriter", "CropArrayReader", "CROPS_CHUNK", "CROPS_SHARD"]
+__all__ = ["crop_cells", "field_tiles", "check_field_arrays", "CropArrayWriter", "CropArrayReader", "CROPS_CHUNK", "CROPS_SHARD"]
 
 #: rows per compressed chunk of a crop array (what reading one crop decodes)
 CROPS_CHUNK = 16
 #: rows per shard (one file) of a crop array
 CROPS_SHARD = 1024
+
+
+def check_field_arrays(image, nuclei, cells, channel_names) -> np.ndarray:
+    """Check one field's image ``(C, Y, X)`` against its nuclei and cell labels ``(Y, X)`` and its
+    ``C`` channel names; return the image as an array. Shared by crops and per-cell features.
+
+    Raises
+    ------
+    ValueError
+        On a non-3-D image, label shapes that differ from the image's, or a wrong number of names.
+    """
+    image = np.asarray(image)
+    if image.ndim != 3:
+        raise ValueError(f"image must be (C, Y, X); got shape {image.shape}")
+    if nuclei.shape != image.shape[1:] or cells.shape != image.shape[1:]:
+        raise ValueError(f"label shapes {nuclei.shape}, {cells.shape} differ from image {image.shape[1:]}")
+    if len(channel_names) != image.shape[0]:
+        raise ValueError(f"{len(channel_names)} channel names for {image.shape[0]} channels")
+    return image
 
 
 def crop_cells(
@@ -58,13 +77,7 @@ def crop_cells(
         cell), in label order. The centre pixel of each crop lies at
         ``(crop_size // 2, crop_size // 2)`` and is the rounded nucleus centroid.
     """
-    image = np.asarray(image)
-    if image.ndim != 3:
-        raise ValueError(f"image must be (C, Y, X); got shape {image.shape}")
-    if nuclei.shape != image.shape[1:] or cells.shape != image.shape[1:]:
-        raise ValueError(f"label shapes {nuclei.shape}, {cells.shape} differ from image {image.shape[1:]}")
-    if len(channel_names) != image.shape[0]:
-        raise ValueError(f"{len(channel_names)} channel names for {image.shape[0]} channels")
+    image = check_field_arrays(image, nuclei, cells, channel_names)
     if border not in ("skip", "pad"):
         raise ValueError(f"border {border!r} is not one of 'skip', 'pad'")
     n = int(nuclei.max())
