@@ -42,7 +42,8 @@ from pipeline.features import FEATURE_SETS, measure_objects
 from pipeline.ledger import file_lock, ledger_entry, update_ledger
 from pipeline.omezarr import PlateWriter, field_path, open_plate, read_field
 from pipeline.provenance import code_fingerprint
-from pipeline.plates import LAYOUTS, PlateListing, discover_plate, fingerprint_files, parse_channel_map, read_platemap
+from pipeline.plates import (LAYOUTS, PlateListing, discover_plate, fingerprint_files, parse_channel_map, read_platemap,
+                             split_well)
 from pipeline.schema import arrow_schema, read_table, write_table
 from pipeline.segmentation import SEGMENTERS, segment_field
 from pipeline.store import CHANNELS, Store
@@ -187,11 +188,14 @@ class PlateResult:
     n_fields: int = 0
     n_quarantined: int = 0
     n_cells: int = 0
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall-clock seconds per stage
     error: str | None = None
     channel_map: str = ""
     n_ignored: int = 0
     summary: str = ""
+    #: seconds the worker processes spent per step, summed over fields (read, write,
+    #: illumination_stats, read_staged, correct, segment, write_labels, crops, features, tiles_qc)
+    worker_seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -301,72 +305,149 @@ def _quarantine_row(plate: str, well: str | None, site: int | None, channel: str
                 File=file, Reason=reason)
 
 
-def _header(path: Path) -> tuple[tuple[int, ...], str]:
-    with tifffile.TiffFile(path) as tif:
-        page = tif.pages[0]
-        return tuple(page.shape), str(page.dtype)
+#: Fields per task of a worker process, in both passes over a plate. Fixed, so that the work
+#: (and the order in which partial illumination statistics are merged) does not depend on the
+#: number of processes: outputs are identical for any ``processes``.
+BATCH_FIELDS = 4
 
 
-def write_images(plan: PlatePlan, *, progress: Progress | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Validate every field and write the good ones into the staging plate.
+class _Clock:
+    """Seconds spent per operation inside a worker (summed over fields; CPU-side breakdown)."""
 
-    A field is refused (quarantined, with one row per problem) when a channel is missing or
-    duplicated, a file is unreadable or truncated, its dtype is not uint16, or its shape differs
-    from the plate's (most common) shape. The rest of the plate is written regardless. Fields
-    already complete in the staging plate (an interrupted earlier run with the same fingerprint)
-    are not rewritten.
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._t = time.perf_counter()
 
-    Returns
-    -------
-    fields : DataFrame
-        ``Metadata_Well``, ``Metadata_Site``, ``Metadata_FieldPath`` of every written field.
-    quarantine : DataFrame
-        Rows of the ``quarantine`` table.
+    def lap(self, name: str) -> None:
+        t = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + t - self._t
+        self._t = t
+
+
+def _add_seconds(total: dict[str, float], part: dict[str, float]) -> None:
+    for k, v in part.items():
+        total[k] = total.get(k, 0.0) + v
+
+
+@dataclass
+class IlluminationStats:
+    """Streaming illumination statistics of a plate's written fields, per field shape.
+
+    Filled while the fields are written (:func:`write_images`, one partial per batch of fields,
+    merged in batch order), so :func:`compute_illumination` needs no second read of the plate.
+    ``mean`` is kept only for ``illumination_method='mean'``.
     """
-    listing, root, plate = plan.listing, plan.listing.root, plan.plate
-    stage = plan.staging
-    marker = stage / "fingerprint.txt"
-    resume = marker.is_file() and marker.read_text() == plan.fingerprint
-    if not resume and stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir(parents=True, exist_ok=True)
-    marker.write_text(plan.fingerprint)
-    channels = listing.channels
-    acq = listing.acquisition
-    stains = {}
-    if acq is not None:
-        for vid, role in listing.channel_map.items():
-            info = acq.channel(vid)
-            if info is not None:
-                stains[role] = {k: v for k, v in (("stain", info.name), ("excitation_wavelength", info.excitation_nm),
-                                                  ("emission_wavelength", info.emission_nm)) if v is not None}
-    writer = PlateWriter(stage / "plate.ome.zarr", plate=plate, channels=channels,
-                         resume=resume and (stage / "plate.ome.zarr").exists(),
-                         pixel_size_um=acq.pixel_size_um if acq is not None else None, stains=stains)
 
-    quarantine: list[dict] = [
-        _quarantine_row(plate, None, None, None, f, f"file name matches no pattern of the {listing.layout} layout")
-        for f in listing.unmatched if "thumb" not in f.lower()]
-    quarantine += [_quarantine_row(plate, r["Metadata_Well"], r["Metadata_Site"], r["Metadata_Channel"], r["File"],
-                                   r["Reason"]) for r in listing.refused]
-    refused_at = {(r["Metadata_Well"], r["Metadata_Site"], r["Metadata_Channel"]) for r in listing.refused}
-    headers: dict[str, tuple] = {}
-    for f in listing.images["File"]:
-        if not (root / f).is_file():
-            continue  # reported below as a missing channel
+    background: dict[tuple[int, ...], illum.BackgroundAccumulator] = field(default_factory=dict)
+    mean: dict[tuple[int, ...], illum.MeanAccumulator] = field(default_factory=dict)
+    #: the workers' seconds per step while writing (read, write, illumination_stats)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, image: np.ndarray, *, with_mean: bool) -> None:
+        shape = tuple(image.shape)
+        self.background.setdefault(shape, illum.BackgroundAccumulator()).add(image)
+        if with_mean:
+            self.mean.setdefault(shape, illum.MeanAccumulator()).add(image)
+
+    def merge(self, other: "IlluminationStats") -> None:
+        for shape, acc in other.background.items():
+            self.background.setdefault(shape, illum.BackgroundAccumulator()).merge(acc)
+        for shape, acc in other.mean.items():
+            self.mean.setdefault(shape, illum.MeanAccumulator()).merge(acc)
+
+    def count(self, shape: tuple[int, ...]) -> int:
+        acc = self.background.get(tuple(shape))
+        return 0 if acc is None else acc.count
+
+
+@dataclass(frozen=True)
+class _FieldJob:
+    """One field to write: its well, site, index in the well and one file per channel."""
+
+    well: str
+    site: int
+    index: int
+    files: tuple[str, ...]
+
+
+def _read_channel(path: Path) -> tuple[np.ndarray | None, tuple[int, ...] | None, str | None, str | None]:
+    """Open one image file once: (pixels or None, shape, dtype, error). The error is the
+    quarantine reason: unreadable header, or unreadable pixel data."""
+    try:
+        tif = tifffile.TiffFile(path)
+    except Exception as exc:  # noqa: BLE001 - any reader failure means the file is unusable
+        return None, None, None, f"unreadable TIFF: {type(exc).__name__}: {exc}"
+    with tif:
         try:
-            headers[f] = _header(root / f)
-        except Exception as exc:  # noqa: BLE001 - any reader failure means the file is unusable
-            headers[f] = ("error", f"unreadable TIFF: {type(exc).__name__}: {exc}")
-    shapes = [h[0] for h in headers.values() if h[0] != "error"]
-    plate_shape = max(set(shapes), key=shapes.count) if shapes else None
+            page = tif.pages[0]
+            shape, dtype = tuple(page.shape), str(page.dtype)
+        except Exception as exc:  # noqa: BLE001
+            return None, None, None, f"unreadable TIFF: {type(exc).__name__}: {exc}"
+        if dtype != "uint16":
+            return None, shape, dtype, None
+        try:
+            return page.asarray(), shape, dtype, None
+        except Exception as exc:  # noqa: BLE001 - truncated/corrupt data
+            return None, shape, dtype, f"unreadable TIFF data: {type(exc).__name__}: {exc}"
 
-    written = []
-    groups = list(listing.images.groupby(["Metadata_Well", "Metadata_Site"], sort=True))
-    field_index: dict[str, int] = {}
-    for i, ((well, site), rows) in enumerate(groups):
-        if progress:
-            progress("write", i, len(groups))
+
+def _write_batch(stage_plate: str, root: str, jobs: list[_FieldJob], *, plate: str, channels: tuple[str, ...],
+                 pixel_size_um, stains: dict, with_mean: bool) -> tuple[list[dict], IlluminationStats, dict]:
+    """Read, check and write one batch of fields (a task of a worker process).
+
+    Every file is opened once: its header is checked and its pixels decoded from the same
+    handle. A field whose channels all decode to one shape is written to the staging plate (or,
+    when an interrupted run already wrote it, read back from there) and added to the batch's
+    illumination statistics; whether that shape is the plate's is decided afterwards by the
+    caller, which sees every field. Returns one record per field (the channels' shapes, dtypes
+    and errors, and whether it was written), the statistics and the worker's seconds per step.
+    """
+    writer = PlateWriter(stage_plate, plate=plate, channels=channels, resume=True, pixel_size_um=pixel_size_um,
+                         stains=stains)
+    stats = IlluminationStats()
+    clock = _Clock()
+    out = []
+    for job in jobs:
+        rec = dict(job=job, written=False, channels=[])
+        if writer.has_field(job.well, job.index):  # written by an interrupted run with this fingerprint
+            image = read_field(writer.root, field_path(job.well, job.index))
+            rec["channels"] = [(tuple(image.shape[1:]), "uint16", None)] * len(channels)
+            rec["written"] = True
+            clock.lap("read")
+        else:
+            planes = []
+            for f in job.files:
+                pixels, shape, dtype, error = _read_channel(Path(root) / f)
+                rec["channels"].append((shape, dtype, error))
+                planes.append(pixels)
+            clock.lap("read")
+            shapes = {c[0] for c in rec["channels"]}
+            if all(p is not None for p in planes) and len(shapes) == 1:
+                image = np.stack(planes)
+                writer.write_field(job.well, job.index, image)
+                rec["written"] = True
+                clock.lap("write")
+        if rec["written"]:
+            stats.add(image, with_mean=with_mean)
+            clock.lap("illumination_stats")
+        out.append(rec)
+    return out, stats, clock.seconds
+
+
+def _field_jobs(listing: PlateListing) -> tuple[list[_FieldJob], list[dict]]:
+    """The fields of a listing to write, and quarantine rows for those refused without opening
+    a file (a channel missing, duplicated, or a file that does not exist).
+
+    A field's index in its well is the rank of its site among the well's listed sites, so it is
+    known before any file is read; a refused field leaves a gap (NGFF lists a well's images by
+    path)."""
+    root, plate, channels = listing.root, listing.plate, listing.channels
+    refused_at = {(r["Metadata_Well"], r["Metadata_Site"], r["Metadata_Channel"]) for r in listing.refused}
+    jobs, quarantine = [], []
+    index_in_well: dict[str, int] = {}
+    for (well, site), rows in listing.images.groupby(["Metadata_Well", "Metadata_Site"], sort=True):
+        idx = index_in_well.get(well, 0)
+        index_in_well[well] = idx + 1
         problems = []
         by_channel = rows.groupby("Metadata_Channel")["File"].apply(list).to_dict()
         repeated = []
@@ -385,32 +466,109 @@ def write_images(plan: PlatePlan, *, progress: Progress | None = None) -> tuple[
                 problems.append((c, files[0], f"missing channel {c}: {files[0]} does not exist"))
         if repeated and not problems:
             problems.append(repeated[0])
-        planes = []
-        if not problems:
-            for c in channels:
-                f = by_channel[c][0]
-                h = headers[f]
-                if h[0] == "error":
-                    problems.append((c, f, h[1]))
-                    continue
-                if h[1] != "uint16":
-                    problems.append((c, f, f"dtype {h[1]}, expected uint16"))
-                    continue
-                if h[0] != plate_shape:
-                    problems.append((c, f, f"shape {h[0]}, expected {plate_shape} like the rest of the plate"))
-                    continue
-                try:
-                    planes.append(tifffile.imread(root / f))
-                except Exception as exc:  # noqa: BLE001 - truncated/corrupt data
-                    problems.append((c, f, f"unreadable TIFF data: {type(exc).__name__}: {exc}"))
-        idx = field_index.get(well, 0)
         if problems:
             quarantine += [_quarantine_row(plate, well, int(site), c, f, r) for c, f, r in filter(None, problems)]
             continue
-        field_index[well] = idx + 1
-        if not writer.has_field(well, idx):
-            writer.write_field(well, idx, np.stack(planes))
-        written.append(dict(Metadata_Well=well, Metadata_Site=int(site), Metadata_FieldPath=field_path(well, idx)))
+        jobs.append(_FieldJob(well, int(site), idx, tuple(by_channel[c][0] for c in channels)))
+    return jobs, quarantine
+
+
+def write_images(plan: PlatePlan, settings: IngestSettings | None = None, *, progress: Progress | None = None,
+                 processes: int | None = None, pool=None) -> tuple[pd.DataFrame, pd.DataFrame, IlluminationStats]:
+    """Validate every field, write the good ones into the staging plate and gather the plate's
+    illumination statistics on the way.
+
+    A field is refused (quarantined, with one row per problem) when a channel is missing or
+    duplicated, a file is unreadable or truncated, its dtype is not uint16, or its shape differs
+    from the plate's (most common) shape. The rest of the plate is written regardless. Fields
+    already complete in the staging plate (an interrupted earlier run with the same fingerprint)
+    are not rewritten, only read back for their statistics.
+
+    Fields are read, checked, written and measured in batches of :data:`BATCH_FIELDS` by
+    ``processes`` worker processes (default :func:`default_processes`; or ``pool``, an executor
+    to reuse), each file opened and decoded once. Results, and the partial statistics, are
+    gathered in field order, so the outputs are identical for any number of processes.
+
+    Returns
+    -------
+    fields : DataFrame
+        ``Metadata_Well``, ``Metadata_Site``, ``Metadata_FieldPath`` of every written field.
+    quarantine : DataFrame
+        Rows of the ``quarantine`` table.
+    stats : IlluminationStats
+        The written fields' statistics (per-pixel mean too when ``settings`` asks for the
+        ``'mean'`` method), for :func:`compute_illumination`; its ``seconds`` attribute holds
+        the workers' seconds per step.
+    """
+    settings = settings or IngestSettings()
+    listing, root, plate = plan.listing, plan.listing.root, plan.plate
+    stage = plan.staging
+    marker = stage / "fingerprint.txt"
+    resume = marker.is_file() and marker.read_text() == plan.fingerprint
+    if not resume and stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True, exist_ok=True)
+    marker.write_text(plan.fingerprint)
+    channels = listing.channels
+    acq = listing.acquisition
+    stains = {}
+    if acq is not None:
+        for vid, role in listing.channel_map.items():
+            info = acq.channel(vid)
+            if info is not None:
+                stains[role] = {k: v for k, v in (("stain", info.name), ("excitation_wavelength", info.excitation_nm),
+                                                  ("emission_wavelength", info.emission_nm)) if v is not None}
+    pixel_size = acq.pixel_size_um if acq is not None else None
+    writer = PlateWriter(stage / "plate.ome.zarr", plate=plate, channels=channels,
+                         resume=resume and (stage / "plate.ome.zarr").exists(), pixel_size_um=pixel_size, stains=stains)
+
+    quarantine: list[dict] = [
+        _quarantine_row(plate, None, None, None, f, f"file name matches no pattern of the {listing.layout} layout")
+        for f in listing.unmatched if "thumb" not in f.lower()]
+    quarantine += [_quarantine_row(plate, r["Metadata_Well"], r["Metadata_Site"], r["Metadata_Channel"], r["File"],
+                                   r["Reason"]) for r in listing.refused]
+    jobs, refused = _field_jobs(listing)
+    quarantine += refused
+    for well in sorted({j.well for j in jobs}):  # well groups exist before workers add fields to them
+        r, c = split_well(well)
+        writer.root.require_group(f"{r}/{c}")
+    batches = [jobs[i:i + BATCH_FIELDS] for i in range(0, len(jobs), BATCH_FIELDS)]
+    work = partial(_write_batch, str(writer.path), str(root), plate=plate, channels=channels, pixel_size_um=pixel_size,
+                   stains=stains, with_mean=settings.illumination_method == "mean")
+    records, stats, seconds = [], IlluminationStats(), {}
+    with _executor(processes or default_processes(len(jobs)), pool) as ex:
+        results = ex.map(work, batches) if ex is not None else map(work, batches)
+        for batch_records, batch_stats, batch_seconds in results:  # in batch order: deterministic merge
+            records += batch_records
+            stats.merge(batch_stats)
+            _add_seconds(seconds, batch_seconds)
+            if progress:
+                progress("write", len(records) - 1, len(jobs))
+    shapes = [ch[0] for rec in records for ch in rec["channels"] if ch[0] is not None]
+    plate_shape = max(set(shapes), key=shapes.count) if shapes else None
+    written = []
+    for rec in records:
+        job = rec["job"]
+        problems = []
+        for c, f, (shape, dtype, error) in zip(channels, job.files, rec["channels"]):
+            if shape is None:
+                problems.append((c, f, error))
+            elif dtype != "uint16":
+                problems.append((c, f, f"dtype {dtype}, expected uint16"))
+            elif shape != plate_shape:
+                problems.append((c, f, f"shape {shape}, expected {plate_shape} like the rest of the plate"))
+            elif error is not None:
+                problems.append((c, f, error))
+        if problems:
+            quarantine += [_quarantine_row(plate, job.well, job.site, c, f, r) for c, f, r in problems]
+            if rec["written"]:  # a field of another shape: written before the plate's shape was known
+                shutil.rmtree(writer.path / field_path(job.well, job.index), ignore_errors=True)
+            continue
+        written.append(dict(Metadata_Well=job.well, Metadata_Site=job.site,
+                            Metadata_FieldPath=field_path(job.well, job.index)))
+    stats.background = {k: v for k, v in stats.background.items() if k[1:] == plate_shape}
+    stats.mean = {k: v for k, v in stats.mean.items() if k[1:] == plate_shape}
+    stats.seconds = seconds
     fields = pd.DataFrame(written, columns=["Metadata_Well", "Metadata_Site", "Metadata_FieldPath"])
     by_well: dict[str, list[int]] = {}
     for fp in fields["Metadata_FieldPath"]:
@@ -419,7 +577,7 @@ def write_images(plan: PlatePlan, *, progress: Progress | None = None) -> tuple[
     writer.finalize(by_well, acquisition=acquisition_record(listing))
     quarantine_df = pd.DataFrame(quarantine, columns=["Metadata_Plate", "Metadata_Well", "Metadata_Site",
                                                       "Metadata_Channel", "File", "Reason"])
-    return fields, quarantine_df
+    return fields, quarantine_df, stats
 
 
 def acquisition_record(listing: PlateListing) -> dict:
@@ -436,18 +594,21 @@ def acquisition_record(listing: PlateListing) -> dict:
             "ignored": list(listing.ignored)}
 
 
-def compute_illumination(plan: PlatePlan, fields: pd.DataFrame, settings: IngestSettings) -> np.ndarray:
+def compute_illumination(plan: PlatePlan, fields: pd.DataFrame, settings: IngestSettings,
+                         stats: IlluminationStats | None = None) -> np.ndarray:
     """Illumination functions (C, Y, X) float32 of the staged plate, saved with QC PNGs.
 
-    One streaming pass over the fields keeps the per-pixel mean and mean background of every
-    channel (two or three (C, Y, X) float64 accumulators, whatever the plate size). From them:
-    the dark offset per channel when ``settings.illumination_dark`` is None
-    (:func:`pipeline.illumination.estimate_dark`), the function of ``'mean'`` or
-    ``'background'``, and the flatness QC of the corrected background per channel. ``'median'``
-    then stacks one channel of at most ``settings.illumination_max_fields`` fields, a
-    deterministic evenly spread subsample (:func:`pipeline.illumination.subsample`). When the
-    vendor metadata holds a flat-field profile (Harmony), the RMS difference between it and
-    cmcl's function is recorded per channel (``harmony_rms``).
+    From the plate's streaming statistics (``stats``, gathered by :func:`write_images` while it
+    wrote the fields; when absent or not covering every field, one pass over the staged fields
+    gathers them): the per-bin mean background of every channel (and for ``'mean'`` the
+    per-pixel mean), whatever the plate size. From them: the dark offset per channel when
+    ``settings.illumination_dark`` is None (:func:`pipeline.illumination.estimate_dark`), the
+    function of ``'mean'`` or ``'background'``, and the flatness QC of the corrected background
+    per channel. ``'median'`` then stacks one channel of at most
+    ``settings.illumination_max_fields`` fields, a deterministic evenly spread subsample
+    (:func:`pipeline.illumination.subsample`). When the vendor metadata holds a flat-field
+    profile (Harmony), the RMS difference between it and cmcl's function is recorded per channel
+    (``harmony_rms``).
 
     Raises
     ------
@@ -460,12 +621,15 @@ def compute_illumination(plan: PlatePlan, fields: pd.DataFrame, settings: Ingest
     paths = list(fields["Metadata_FieldPath"])
     channels = plan.listing.channels
     ff = settings.illumination_filter_fraction
-    mean_acc, bg_acc = illum.MeanAccumulator(), illum.BackgroundAccumulator()
-    for p in paths:
-        image = read_field(plate, p)
-        mean_acc.add(image)
-        bg_acc.add(image)
-    mean, background = mean_acc.mean(), bg_acc.background()
+    with_mean = settings.illumination_method == "mean"
+    shape = tuple(plate[f"{paths[0]}/0"].shape)
+    if stats is None or stats.count(shape) != len(paths) or (with_mean and shape not in stats.mean):
+        stats = IlluminationStats()
+        for p in paths:
+            stats.add(read_field(plate, p), with_mean=with_mean)
+    bg_acc = stats.background[shape]
+    background = bg_acc.background()
+    mean = stats.mean[shape].mean() if with_mean else None
     if settings.illumination_dark is None:
         noise = bg_acc.noise()
         dark = [illum.estimate_dark(noise[c], background[c]) for c in range(len(channels))]
@@ -556,7 +720,7 @@ def cyto_channel(channels: tuple[str, ...], preferred: str = "AGP") -> str | Non
 
 
 def _process_field(writer: PlateWriter, funcs: np.ndarray, field: tuple[str, int, str],
-                   settings: IngestSettings, dark: list[float] | float = 0.0
+                   settings: IngestSettings, dark: list[float] | float = 0.0, clock: _Clock | None = None
                    ) -> tuple[np.ndarray, pd.DataFrame, dict, np.ndarray | None, pd.DataFrame | None]:
     """Correct, segment, crop and measure one staged field; writes its labels.
 
@@ -568,8 +732,11 @@ def _process_field(writer: PlateWriter, funcs: np.ndarray, field: tuple[str, int
     well, site, path = field
     plate_id = writer.plate
     channels = writer.channels
+    clock = clock or _Clock()
     raw = read_field(writer.root, path)
+    clock.lap("read_staged")
     corrected = illum.apply(raw, funcs, dark=dark)
+    clock.lap("correct")
     cyto = cyto_channel(channels, settings.cyto_channel)
     if cyto is None:  # DNA only: one "cell" per nucleus, the nucleus itself
         nuclei, _ = segment_field(corrected[0], corrected[0], segmenter=settings.segmenter,
@@ -580,13 +747,17 @@ def _process_field(writer: PlateWriter, funcs: np.ndarray, field: tuple[str, int
                                       segmenter=settings.segmenter, cellpose_model=settings.cellpose_model,
                                       cellpose_cell_model=settings.cellpose_cell_model,
                                       cellpose_diameter=settings.cellpose_diameter)
+    clock.lap("segment")
     writer.write_labels(well, int(path.rsplit("/", 1)[1]), {"nuclei": nuclei, "cells": cells})
+    clock.lap("write_labels")
     crops, table = crop_cells(corrected, nuclei, cells, crop_size=settings.crop_size, border=settings.border,
                               channel_names=channels)
+    clock.lap("crops")
     feats = None
     if settings.features != "none":  # same corrected pixels and labels as the crops, same process
         feats = measure_objects(corrected, nuclei, cells, channel_names=channels, feature_set=settings.features,
                                 ids=table["Metadata_CellID"].to_numpy())
+        clock.lap("features")
     for c in CHANNELS:
         if c not in channels:
             table[f"Intensity_Mean_{c}"] = np.float32(np.nan)
@@ -599,19 +770,23 @@ def _process_field(writer: PlateWriter, funcs: np.ndarray, field: tuple[str, int
     qc = dict(Metadata_Plate=plate_id, Metadata_Well=well, Metadata_Site=int(site), Metadata_FieldPath=path,
               Count_Nuclei=int(nuclei.max()), Count_Crops=len(table), QC_FocusScore=_focus_score(raw[0]),
               QC_SaturatedFraction=float((raw == np.iinfo(raw.dtype).max).mean()))
+    clock.lap("tiles_qc")
     return crops, table, qc, tiles, feats
 
 
 def _process_batch(plate_path: str, funcs_path: str, batch: list[tuple[str, int, str]], settings: IngestSettings,
-                   plate_id: str) -> list[tuple[np.ndarray, pd.DataFrame, dict, np.ndarray | None, pd.DataFrame | None]]:
-    """Process a batch of fields (one task of a worker process): plate and functions opened once."""
+                   plate_id: str) -> tuple[list[tuple[np.ndarray, pd.DataFrame, dict, np.ndarray | None,
+                                                    pd.DataFrame | None]], dict[str, float]]:
+    """Process a batch of fields (one task of a worker process): plate and functions opened once.
+    Returns the fields' results and the worker's seconds per step."""
     grp = zarr.open_group(funcs_path, mode="r", zarr_format=3)
     px = open_plate(plate_path).attrs.get("cmcl", {}).get("pixel_size_um")  # labels get the image's scale
     writer = PlateWriter(plate_path, plate=plate_id, channels=tuple(grp.attrs["channels"]), resume=True,
                          pixel_size_um=px)
     funcs = grp["function"][:]
     dark = grp.attrs["dark"]  # per channel, given or estimated (compute_illumination)
-    return [_process_field(writer, funcs, f, settings, dark) for f in batch]
+    clock = _Clock()
+    return [_process_field(writer, funcs, f, settings, dark, clock) for f in batch], clock.seconds
 
 
 def default_processes(n_fields: int) -> int:
@@ -626,12 +801,15 @@ def segment_and_tile(
     *,
     processes: int | None = None,
     progress: Progress | None = None,
+    pool=None,
+    timings: dict[str, float] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Segment every staged field, write its labels and crops; return (cells, fields) tables.
 
-    Fields are processed in batches by ``processes`` worker processes (default:
-    :func:`default_processes`); results are gathered in field order, so the output is identical
-    whatever the number of processes. Only a few fields per process are in memory at a time;
+    Fields are processed in batches of :data:`BATCH_FIELDS` by ``processes`` worker processes
+    (default: :func:`default_processes`; or ``pool``, an executor to reuse); results are
+    gathered in field order, so the output is identical whatever the number of processes.
+    ``timings``, when given, receives the workers' seconds per step. Only a few fields per process are in memory at a time;
     crops are appended to ``crops.zarr`` in chunk-sized blocks.
 
     With ``settings.field_tile_size`` every field is also cut into a grid of non-overlapping
@@ -665,14 +843,16 @@ def segment_and_tile(
     tile_rows: list[pd.DataFrame] = []
     n_tiles = 0
     records = [(r.Metadata_Well, int(r.Metadata_Site), r.Metadata_FieldPath) for r in fields.itertuples(index=False)]
-    batches = [records[i:i + 4] for i in range(0, len(records), 4)]
+    batches = [records[i:i + BATCH_FIELDS] for i in range(0, len(records), BATCH_FIELDS)]
     n_proc = processes or default_processes(len(records))
     work = partial(_process_batch, plate_path, funcs_path, settings=settings, plate_id=plate_id)
     n_total = done = 0
     cell_tables, field_rows, feature_tables = [], [], []
-    with _executor(n_proc) as pool:
-        results = pool.map(work, batches) if pool is not None else map(work, batches)
-        for batch in results:
+    with _executor(n_proc, pool) as ex:
+        results = ex.map(work, batches) if ex is not None else map(work, batches)
+        for batch, seconds in results:
+            if timings is not None:
+                _add_seconds(timings, seconds)
             for crops, table, qc, tiles, feats in batch:
                 well, site = qc["Metadata_Well"], qc["Metadata_Site"]
                 table.insert(0, "Metadata_Site", np.int32(site))
@@ -742,8 +922,12 @@ def _tile_table(plate: str, well: str, site: int, grid: tuple[int, int], *, star
 
 
 @contextmanager
-def _executor(processes: int):
-    """A spawn-based process pool (safe beside threads, e.g. Prefect's), or None for one process."""
+def _executor(processes: int, pool=None):
+    """``pool`` when given (an executor the caller keeps), else a spawn-based process pool (safe
+    beside threads, e.g. Prefect's) of ``processes`` workers, or None for one process."""
+    if pool is not None:
+        yield pool
+        return
     if processes <= 1:
         yield None
         return
@@ -938,21 +1122,27 @@ def ingest_plate(
         check_plate_source(plan, store, replace=replace)
         if not force and is_current(plan, store):
             return skipped_result(plan, store)
-        t = {}
-        t0 = time.perf_counter()
-        fields, quarantine = run_stage("write-images", write_images, plan, progress=progress)
-        t["write"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        if len(fields):
-            run_stage("illumination", compute_illumination, plan, fields, settings)
-        t["illumination"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        cells, field_table = run_stage("segment-and-tile", segment_and_tile, plan, fields, settings,
-                                       processes=processes, progress=progress)
-        t["segment_tile"] = time.perf_counter() - t0
+        t: dict[str, float] = {}
+        work: dict[str, float] = {}
+        n_proc = processes or default_processes(len(plan.listing.images.groupby(["Metadata_Well", "Metadata_Site"])))
+        with _executor(n_proc) as pool:  # one set of workers for both passes over the plate
+            t0 = time.perf_counter()
+            fields, quarantine, stats = run_stage("write-images", write_images, plan, settings, progress=progress,
+                                                  processes=n_proc, pool=pool)
+            t["write"] = time.perf_counter() - t0
+            _add_seconds(work, stats.seconds)
+            t0 = time.perf_counter()
+            if len(fields):
+                run_stage("illumination", compute_illumination, plan, fields, settings, stats)
+            t["illumination"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            cells, field_table = run_stage("segment-and-tile", segment_and_tile, plan, fields, settings,
+                                           processes=n_proc, progress=progress, pool=pool, timings=work)
+            t["segment_tile"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         result = run_stage("publish", publish, plan, store, fields=field_table, cells=cells, quarantine=quarantine,
                            layout=plan.listing.layout)
         t["publish"] = time.perf_counter() - t0
         result.seconds = t
+        result.worker_seconds = work
         return result

@@ -41,7 +41,7 @@ def _assert_same_store(a: Store, b: Store, plates: list[str]) -> None:
 
 
 def _summaries(results: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in ("seconds", "source")} for r in results]
+    return [{k: v for k, v in r.items() if k not in ("seconds", "worker_seconds", "source")} for r in results]
 
 
 @pytest.mark.slow

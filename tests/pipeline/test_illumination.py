@@ -177,3 +177,51 @@ def test_dark_estimate_from_photon_transfer_and_when_the_fields_cannot_tell():
     assert il.estimate_dark(np.full((64, 64), 50.0), background) == 0.0  # noise not growing with light
     flat = np.full((64, 64), 500.0)
     assert il.estimate_dark(flat - 200, flat) == 0.0  # flat background: the offset does not matter
+
+
+def test_partial_statistics_merge_to_the_same_result_in_any_order(dmso_fields):
+    """Workers each fill a partial accumulator; with integer fields every sum is exact, so the
+    merged statistics do not depend on how fields were split or in which order merged."""
+    images = dmso_fields[0][:12]
+    whole_bg, whole_mean = il.BackgroundAccumulator(), il.MeanAccumulator()
+    for image in images:
+        whole_bg.add(image)
+        whole_mean.add(image)
+    parts = []
+    for chunk in (images[:5], images[5:7], images[7:]):
+        bg, mean = il.BackgroundAccumulator(), il.MeanAccumulator()
+        for image in chunk:
+            bg.add(image)
+            mean.add(image)
+        parts.append((bg, mean))
+    merged_bg, merged_mean = il.BackgroundAccumulator(), il.MeanAccumulator()
+    for bg, mean in reversed(parts):
+        merged_bg.merge(bg)
+        merged_mean.merge(mean)
+    assert merged_bg.count == merged_mean.count == 12
+    np.testing.assert_array_equal(merged_bg.background(), whole_bg.background())
+    np.testing.assert_array_equal(merged_bg.noise(), whole_bg.noise())
+    np.testing.assert_array_equal(merged_mean.mean(), whole_mean.mean())
+    with pytest.raises(ValueError, match="merge"):
+        other = il.BackgroundAccumulator()
+        other.add(images[0][:, :128, :128])
+        merged_bg.merge(other)
+
+
+def test_sampled_statistics_of_large_fields_agree_with_full_resolution(dmso_fields):
+    """Large fields are measured on every other row and column: the pooled background and the
+    dark offset it gives must match the full-resolution statistics of the same fields."""
+    from pipeline.synthetic import DARK_OFFSET
+
+    images = dmso_fields[0]
+    full, sampled = il.BackgroundAccumulator(), il.BackgroundAccumulator(full_resolution_below=64)
+    for image in images:
+        full.add(image)
+        sampled.add(image)
+    assert (full.stride, sampled.stride) == (1, 2)
+    ratio = sampled.background() / full.background()
+    assert np.abs(ratio - 1).max() < 0.02, np.abs(ratio - 1).max()
+    for c in range(images.shape[1]):
+        d_full = il.estimate_dark(full.noise()[c], full.background()[c])
+        d_sampled = il.estimate_dark(sampled.noise()[c], sampled.background()[c])
+        assert abs(d_sampled - d_full) < 0.1 * DARK_OFFSET + 5, (c, d_full, d_sampled)

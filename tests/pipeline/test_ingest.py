@@ -135,8 +135,8 @@ def test_field_tiles_and_focus_flag(small_plate, tmp_path):
 
     settings = IngestSettings(crop_size=32, field_tile_size=128)
     plan = plan_plate(small_plate, Store(tmp_path / "store"), settings)
-    fields, _ = write_images(plan)
-    compute_illumination(plan, fields, settings)
+    fields, _, stats = write_images(plan, settings)
+    compute_illumination(plan, fields, settings, stats)
     cells, field_table = segment_and_tile(plan, fields, settings, processes=1)
     tiles = zarr.open_group(str(plan.staging / "crops.zarr"), mode="r")["tiles"]
     table = read_table("tiles", plan.staging / "tiles.parquet")
@@ -180,3 +180,39 @@ def test_plate_fingerprint_ignores_docstrings_and_comments_but_not_logic(ingeste
     assert fingerprint_with(lambda t: t.replace("\n\n\n", "\n\n\n\n", 1))  # layout
     assert not fingerprint_with(lambda t: t + "\nLOGIC_CHANGED = 1\n")
     assert "pipeline.cellpose_seg" in prov.module_closure(*ing._STAGE_MODULES)
+
+
+def _arrays(group: zarr.Group, prefix: str = "") -> dict:
+    """Every array below ``group`` by path, and every sub-group's attributes."""
+    out = {}
+    for name, node in group.members():
+        path = f"{prefix}{name}"
+        if isinstance(node, zarr.Array):
+            out[path] = node[...]
+        else:
+            out[f"{path}/.attrs"] = dict(node.attrs)
+            out.update(_arrays(node, f"{path}/"))
+    return out
+
+
+def test_one_and_two_processes_write_identical_stores(faulty_plate, tmp_path):
+    """Both passes over a plate (write + illumination statistics, then segmentation + crops) run
+    in worker processes; pixels, labels, illumination functions, crops and every table must not
+    depend on how many there are, quarantined fields (gaps in the wells) included."""
+    settings = IngestSettings(crop_size=24)
+    one, two = Store(tmp_path / "one"), Store(tmp_path / "two")
+    r1 = ingest_plate(faulty_plate, one, settings, processes=1)
+    r2 = ingest_plate(faulty_plate, two, settings, processes=2)
+    assert r1.n_quarantined > 0 and (r1.n_fields, r1.n_cells) == (r2.n_fields, r2.n_cells)
+    assert {"read", "write", "illumination_stats", "segment", "crops"} <= set(r2.worker_seconds)
+    for name in ("cells", "fields", "platemap", "quarantine"):
+        pd.testing.assert_frame_equal(one.read(name), two.read(name), obj=name)
+    for where in (one.plate_zarr, one.illumination_zarr, one.crops_zarr):
+        ga, gb = (zarr.open_group(str(where("F1")).replace(str(one.root), str(s.root)), mode="r") for s in (one, two))
+        a, b = _arrays(ga), _arrays(gb)
+        assert a.keys() == b.keys() and len(a) >= 1 and dict(ga.attrs) == dict(gb.attrs)
+        for k in a:
+            if k.endswith(".attrs"):
+                assert a[k] == b[k], k
+            else:
+                np.testing.assert_array_equal(a[k], b[k], err_msg=k)
