@@ -96,6 +96,8 @@ def _settings(*, layout, channels, crop_size, illumination, dark, segmenter, cel
 
 class _State:
     debug = False
+    quiet = False
+    api_checked = False
 
 
 @app.callback()
@@ -103,6 +105,8 @@ def main(quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress ba
          debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
     """Set logging before Prefect is imported (verbs import flows lazily)."""
     _State.debug = debug
+    _State.quiet = quiet
+    _State.api_checked = False
     if quiet:
         os.environ["CMCL_PROGRESS"] = "0"
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -157,8 +161,33 @@ def _tame_logs() -> None:
                 h.addFilter(one_line)
 
 
+def _use_running_server() -> None:
+    """Before this process's first flow: a healthy `cmcl server` replaces Prefect's temporary API
+    (its start costs 10-20 s) unless the user configured an API (:func:`flows.api.use_running_server`)."""
+    if _State.api_checked:
+        return
+    _State.api_checked = True
+    from flows.api import use_running_server
+
+    try:
+        url = use_running_server()
+    except Exception:  # noqa: BLE001 - never worse than before: Prefect's own choice of API
+        if _State.debug:
+            raise
+        url = None
+    if url and not _State.quiet:
+        err.print(f"Prefect API: the running `cmcl server` at {url}", soft_wrap=True, markup=False, highlight=False)
+
+
+def _is_flow(fn: Any) -> bool:
+    flows_module = sys.modules.get("prefect.flows")
+    return flows_module is not None and isinstance(fn, flows_module.Flow)
+
+
 def _run(fn, *args, **kwargs) -> Any:
     _tame_logs()
+    if _is_flow(fn):
+        _use_running_server()
     try:
         return fn(*args, **kwargs)
     except typer.Exit:
@@ -566,6 +595,7 @@ def serve(inbox: Path = typer.Argument(..., help="Folder where plate folders arr
                          field_tile_size=field_tile_size, allow_outside=allow_outside)
     from flows.serve import serve_ingest
 
+    _use_running_server()
     _run(serve_ingest, inbox, _store(store), interval=interval, cron=cron, retrain_after=retrain_after,
          preset=preset, settings=settings, settle_seconds=settle_seconds, workers=workers)
 
@@ -574,17 +604,26 @@ def serve(inbox: Path = typer.Argument(..., help="Folder where plate folders arr
 def server(host: str = typer.Option("127.0.0.1", help="Address to bind (loopback unless told otherwise)."),
            port: Optional[int] = typer.Option(4200, help="Port (0 or none: a free one)."),
            home: Optional[Path] = typer.Option(None, help="PREFECT_HOME for the server's database.")) -> None:
-    """Start a Prefect server for `cmcl serve` and print the PREFECT_API_URL to export."""
+    """Start a Prefect server for `cmcl serve` and every other verb (they find it), and print its URL."""
+    from flows.api import client_url, forget_server, record_server
     from flows.serve import start_server, wait_healthy
 
     srv = _run(start_server, host, port or None, home=home)
     try:
         _run(wait_healthy, srv.api_url, timeout=120, process=srv.process)
-        console.print(f"Prefect server ready. In another shell:\n  export PREFECT_API_URL={srv.api_url}")
+        url = client_url(host, srv.port)
+        if url is not None:  # other cmcl processes of this PREFECT_HOME reuse it (flows.api)
+            state = record_server(url, srv.process.pid)
+            console.print(f"Prefect server ready: {url}\ncmcl commands with this PREFECT_HOME use it while it runs "
+                          f"(recorded in {state}; CMCL_REUSE_SERVER=0 turns that off). Other Prefect clients:\n"
+                          f"  export PREFECT_API_URL={url}")
+        else:
+            console.print(f"Prefect server ready. In another shell:\n  export PREFECT_API_URL={srv.api_url}")
         srv.process.wait()
     except KeyboardInterrupt:
         pass
     finally:
+        forget_server(srv.process.pid)
         srv.stop()
 
 

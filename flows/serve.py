@@ -186,7 +186,8 @@ def serve_ingest(inbox: str | Path, store: str | Path, *, interval: float | None
                  settle_seconds: float = 30.0, workers: int = 1, name: str = "cmcl-ingest") -> None:
     """Serve :func:`ingest_inbox_flow` on a schedule until interrupted (blocks).
 
-    The Prefect server is taken from ``PREFECT_API_URL`` (see :func:`start_server`). Ticks never
+    The Prefect server is taken from ``PREFECT_API_URL`` (see :func:`start_server`; the ``cmcl
+    serve`` verb first looks for a running ``cmcl server``, :func:`flows.api.use_running_server`). Ticks never
     overlap: a tick due while another runs waits for it, so choose an interval longer than a
     tick takes (each tick starts a fresh Python process: 10-20 s on a busy machine, plus the
     ingestion of whatever landed). Move finished plate folders into the inbox (or let
@@ -229,8 +230,8 @@ def serve_ingest(inbox: str | Path, store: str | Path, *, interval: float | None
         raise FileNotFoundError(f"inbox {inbox} does not exist")
     api_url = PREFECT_API_URL.value()
     if not api_url:
-        raise ValueError("schedules need a Prefect server: start one (cmcl server / prefect server start) "
-                         "and set PREFECT_API_URL, e.g. http://127.0.0.1:4200/api")
+        raise ValueError("schedules need a Prefect server: start one with `cmcl server` (found automatically) "
+                         "or `prefect server start` and set PREFECT_API_URL, e.g. http://127.0.0.1:4200/api")
     wait_healthy(api_url, timeout=30)
     import asyncio
 

@@ -10,6 +10,9 @@ import pytest
 # Prefect: quiet, offline, patient on a busy 2-core machine; must be set before Prefect imports.
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("CMCL_PROGRESS", "0")
+# A developer's running `cmcl server` is not the tests' business: every cmcl process the tests
+# start stays on the API the test chose (tests of the reuse itself set CMCL_REUSE_SERVER=1).
+os.environ["CMCL_REUSE_SERVER"] = "0"
 import flows  # noqa: E402,F401  (applies cmcl's Prefect defaults)
 
 
