@@ -5,6 +5,7 @@ environment here, before any flow module imports Prefect. A user's own setting a
 """
 
 import os as _os
+import sys as _sys
 
 #: Prefect settings cmcl relies on unless the user set them: no telemetry (machines may be
 #: offline) and a patient start of the ephemeral API on small, busy machines.
@@ -15,3 +16,12 @@ PREFECT_DEFAULTS = {
 }
 for _k, _v in PREFECT_DEFAULTS.items():
     _os.environ.setdefault(_k, _v)
+
+# ``import prefect`` imports jsonschema, which imports ``rfc3987_syntax`` when it is installed
+# (here it comes with the dev extra: datamol -> nglview -> notebook -> jupyter-events ->
+# jsonschema[format-nongpl]); that module builds Earley parsers for ~35 IRI grammar rules at
+# import, ~1.7 s of the ~3.2 s ``import prefect`` takes on the project's 2-core machine
+# (python-jsonschema/jsonschema#1428). It only serves jsonschema's "iri"/"iri-reference" format
+# checks, which neither Prefect's parameter schemas nor cmcl use: leave it unimported (jsonschema
+# then skips those two formats, as it does when the package is absent).
+_sys.modules.setdefault("rfc3987_syntax", None)
