@@ -1,100 +1,266 @@
-"""Ingestion throughput against the I/O limit.
+"""Whole-plate image throughput: ``cmcl`` ingestion beside a plain 2-process script, one run.
 
-Generates a plate (not timed), then measures, in the same run:
+Generates a plate of real-size fields (not timed; ``--fields`` beyond ``--unique`` reuses the
+generated fields' files under further well names, hard-linked), then measures, each in a fresh
+child process on the same files:
 
-* **cmcl**: :func:`pipeline.ingest.write_images` (header checks, validation, lossless OME-Zarr
-  write) + :func:`pipeline.ingest.compute_illumination` (streaming), fields per second;
-* **I/O limit**: a plain loop of ``tifffile.imread`` of the same files and a zarr write of each
-  (c, y, x) field with the same codec, fields per second;
+* **script**: a plain scikit-image script with ``--processes`` processes (``multiprocessing``):
+  pass 1 reads every field and sums it per channel (illumination = the smoothed mean, divided
+  by its minimum); pass 2 reads every field again, corrects it, segments nuclei (Otsu +
+  distance-transform watershed) and cells (watershed from the nuclei), cuts 64 px crops around
+  the nuclei and saves them to ``.npy``. Its segmentation is ``benchmarks/segment.py``'s peer.
+* **cmcl**: :func:`pipeline.ingest.ingest_plate` with every write cmcl makes (validation and
+  quarantine, lossless OME-Zarr v0.5 of every field, illumination functions with dark offset,
+  flatness QC and PNGs, NGFF labels, crops in sharded Zarr, per-cell and per-field tables,
+  ledger), ``--features none`` unless ``--features`` says otherwise, with the per-step seconds of
+  its worker processes (``PlateResult.worker_seconds``) as the profile;
+* with ``--cli``: ``cmcl -q ingest`` of the same folder (Prefect flow, temporary API server), so
+  the fixed start-up shows as the difference.
 
-and prints their ratio and the peak resident memory of each phase.
+Prints fields/s, the ratio cmcl / script (>= 1 means cmcl is as fast as the script while writing
+everything it writes), and the peak RSS of the main process and of the largest worker.
 
-Usage: ``python benchmarks/ingest.py [--size 1080] [--wells 8] [--sites 2] [--method mean]``
+Usage: ``python benchmarks/ingest.py [--fields 40] [--unique 40] [--size 1080] [--processes 2]
+[--features none|default] [--cli] [--keep DIR]``
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import json
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
-import tracemalloc
 from pathlib import Path
 
-import numpy as np
-import tifffile
-import zarr
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-from pipeline.ingest import IngestSettings, compute_illumination, plan_plate, write_images
-from pipeline.omezarr import _COMPRESSOR
-from pipeline.store import CHANNELS, Store
-from pipeline.synthetic import generate
+CHANNELS = ("DNA", "ER", "RNA", "AGP", "Mito")
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# --------------------------------------------------------------------------- the plain script
+def _script_fields(plate_dir: Path) -> list[list[Path]]:
+    """ImageXpress files of each field, channels w1..w5 (thumbnails skipped)."""
+    import re
+
+    groups: dict[tuple[str, str], dict[int, Path]] = {}
+    for p in sorted(plate_dir.glob("*.tif")):
+        m = re.match(r".*_([A-P]\d\d)_s(\d+)_w(\d)(?!_thumb)[0-9A-F]", p.name)
+        if m and "_thumb" not in p.name:
+            groups.setdefault((m.group(1), m.group(2)), {})[int(m.group(3))] = p
+    return [[g[c] for c in range(1, 6)] for _, g in sorted(groups.items())]
 
 
-def _copy_loop(plate_dir: Path, listing, out: Path) -> int:
-    root = zarr.open_group(str(out), mode="w", zarr_format=3)
-    n = 0
-    for (well, site), rows in listing.groupby(["Metadata_Well", "Metadata_Site"], sort=True):
-        files = rows.set_index("Metadata_Channel")["File"]
-        image = np.stack([tifffile.imread(plate_dir / files[c]) for c in CHANNELS])
-        root.create_array(f"{well}_{site}", data=image, chunks=(1, *image.shape[1:]), compressors=_COMPRESSOR)
-        n += 1
-    return n
+def _script_sum(files_list: list[list[str]]):
+    import numpy as np
+    import tifffile
+
+    total = None
+    for files in files_list:
+        image = np.stack([tifffile.imread(f) for f in files]).astype(np.float64)
+        total = image if total is None else total + image
+    return total, len(files_list)
+
+
+def _script_segment(args):
+    import numpy as np
+    import tifffile
+    from scipy import ndimage as ndi
+    from skimage.feature import peak_local_max
+    from skimage.filters import gaussian, threshold_otsu
+    from skimage.segmentation import watershed
+
+    files, func_path, out = args
+    func = np.load(func_path)
+    image = np.stack([tifffile.imread(f) for f in files]).astype(np.float32) / func
+    dna, cyto = image[0], image[3]
+    smooth = gaussian(dna, sigma=1, preserve_range=True)
+    mask = ndi.binary_fill_holes(smooth > threshold_otsu(smooth))
+    dist = ndi.distance_transform_edt(mask)
+    peaks = peak_local_max(dist, min_distance=5, labels=ndi.label(mask)[0])
+    markers = np.zeros(dna.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    nuclei = watershed(-dist, markers, mask=mask)
+    c = gaussian(cyto, sigma=1.5, preserve_range=True)
+    cells = watershed(-c, nuclei, mask=(c > threshold_otsu(c)) | (nuclei > 0))
+    ids = np.arange(1, int(nuclei.max()) + 1)
+    centres = np.rint(np.array(ndi.center_of_mass(np.ones_like(nuclei), nuclei, ids)).reshape(-1, 2)).astype(int)
+    h = 32
+    keep = [(y, x) for y, x in centres if h <= y <= dna.shape[0] - h and h <= x <= dna.shape[1] - h]
+    crops = np.stack([image[:, y - h:y + h, x - h:x + h] for y, x in keep]) if keep else np.zeros((0, 5, 64, 64))
+    np.save(out, np.clip(np.rint(crops), 0, 65535).astype(np.uint16))
+    np.save(out.replace(".npy", "_cells.npy"), cells.astype(np.uint32))
+    return len(keep)
+
+
+def run_script(plate_dir: Path, out: Path, processes: int) -> dict:
+    import multiprocessing
+
+    import numpy as np
+    from scipy import ndimage as ndi
+
+    fields = [[str(f) for f in fl] for fl in _script_fields(plate_dir)]
+    out.mkdir(parents=True)
+    t0 = time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        chunks = [fields[i::processes] for i in range(processes)]
+        parts = pool.map(_script_sum, chunks)
+        total = sum(p[0] for p in parts)
+        mean = total / sum(p[1] for p in parts)
+        func = np.stack([ndi.gaussian_filter(m, sigma=m.shape[0] / 16) for m in mean]).astype(np.float32)
+        func /= func.min(axis=(1, 2), keepdims=True)
+        np.save(out / "illum.npy", func)
+        t1 = time.perf_counter()
+        n_cells = sum(pool.map(_script_segment, [(f, str(out / "illum.npy"), str(out / f"field{i}.npy"))
+                                                 for i, f in enumerate(fields)], chunksize=1))
+    t = time.perf_counter() - t0
+    return dict(fields=len(fields), seconds=t, pass1=t1 - t0, cells=n_cells)
+
+
+# --------------------------------------------------------------------------- cmcl
+def run_cmcl(plate_dir: Path, store: Path, processes: int, features: str) -> dict:
+    from pipeline.ingest import IngestSettings, ingest_plate
+    from pipeline.store import Store
+
+    t0 = time.perf_counter()
+    r = ingest_plate(plate_dir, Store(store), IngestSettings(features=features), processes=processes)
+    t = time.perf_counter() - t0
+    assert r.status == "complete", r
+    return dict(fields=r.n_fields, seconds=t, cells=r.n_cells, stages=r.seconds, worker=r.worker_seconds,
+                quarantined=r.n_quarantined)
+
+
+def run_cli(plate_dir: Path, store: Path, features: str) -> dict:
+    exe = Path(sys.executable).with_name("cmcl")
+    t0 = time.perf_counter()
+    subprocess.run([str(exe), "-q", "ingest", str(plate_dir), "--store", str(store), "--features", features],
+                   check=True, capture_output=True)
+    return dict(seconds=time.perf_counter() - t0)
+
+
+def _child(argv: list[str]) -> None:
+    """``--child KIND ...``: one measurement in this fresh process; prints ``RESULT {json}``."""
+    import resource
+
+    kind, plate_dir, out, processes, features = argv[0], Path(argv[1]), Path(argv[2]), int(argv[3]), argv[4]
+    if kind == "script":
+        res = run_script(plate_dir, out, processes)
+    elif kind == "cmcl":
+        res = run_cmcl(plate_dir, out, processes, features)
+    else:
+        res = run_cli(plate_dir, out, features)
+    res["rss_main_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    res["cpu_main_s"] = resource.getrusage(resource.RUSAGE_SELF).ru_utime + resource.getrusage(resource.RUSAGE_SELF).ru_stime
+    res["cpu_workers_s"] = (resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+                            + resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime)
+    res["rss_worker_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print("RESULT " + json.dumps(res))
+
+
+def _measure(kind: str, plate_dir: Path, out: Path, processes: int, features: str) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    proc = subprocess.run([sys.executable, __file__, "--child", kind, str(plate_dir), str(out), str(processes),
+                           features], capture_output=True, text=True, cwd=REPO)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind} failed:\n{proc.stderr[-3000:]}")
+    return json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
+
+
+def make_plate(root: Path, *, fields: int, unique: int, size: int) -> Path:
+    """A generated ImageXpress plate of ``unique`` fields (2 sites per well), extended to
+    ``fields`` by hard-linking its files under further well names."""
+    from pipeline.synthetic import generate
+    from pipeline.synthetic.design import well_names
+
+    unique = min(unique, fields)
+    plate = generate(root, plate_id="BENCH", plate_format=384, n_wells=-(-unique // 2), sites=2, size=size, seed=0)
+    if fields > unique:
+        wells = well_names(384)
+        src = sorted(p for p in plate.glob("BENCH_*.tif"))
+        n_src_wells = -(-unique // 2)
+        extra_wells = -(-fields // 2) - n_src_wells
+        if n_src_wells + extra_wells > len(wells):
+            raise ValueError(f"at most {2 * len(wells)} fields")
+        for k in range(extra_wells):
+            new, old = wells[n_src_wells + k], wells[k % n_src_wells]
+            for p in src:
+                if f"_{old}_" in p.name:
+                    os.link(p, p.with_name(p.name.replace(f"_{old}_", f"_{new}_")))
+    return plate
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child":
+        return _child(argv[1:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--fields", type=int, default=40, help="fields on the plate (default 40)")
+    ap.add_argument("--unique", type=int, default=40, help="distinct generated fields; the rest reuse their files")
     ap.add_argument("--size", type=int, default=1080, help="field side in pixels (default 1080)")
-    ap.add_argument("--wells", type=int, default=8, help="wells (default 8; keeps the run under 2 minutes)")
-    ap.add_argument("--sites", type=int, default=2, help="sites per well (default 2)")
-    ap.add_argument("--method", default="mean", choices=("mean", "median", "background"))
+    ap.add_argument("--processes", type=int, default=2, help="processes for both (default 2)")
+    ap.add_argument("--features", default="none", choices=("none", "default", "full"))
+    ap.add_argument("--also-features", action="store_true", help="also time cmcl with --features default")
+    ap.add_argument("--cli", action="store_true", help="also time `cmcl -q ingest` (Prefect start-up included)")
+    ap.add_argument("--no-script", action="store_true", help="skip the plain script")
+    ap.add_argument("--keep", type=Path, default=None, help="work in DIR and keep it")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="alternate script and cmcl this many times and keep each one's fastest run "
+                         "(a shared machine's load then hits both alike)")
     args = ap.parse_args(argv)
-    tmp = Path(tempfile.mkdtemp(prefix="cmcl-bench-"))
+    tmp = args.keep or Path(tempfile.mkdtemp(prefix="cmcl-bench-"))
     try:
         t0 = time.perf_counter()
-        plate_dir = generate(tmp / "in", plate_id="B1", n_wells=args.wells, sites=args.sites, size=args.size, seed=0)
-        gen = time.perf_counter() - t0
-        settings = IngestSettings(illumination_method=args.method)
-        plan = plan_plate(plate_dir, Store(tmp / "store"), settings)
-        n_fields = plan.listing.images.groupby(["Metadata_Well", "Metadata_Site"]).ngroups
-        mb = n_fields * len(CHANNELS) * args.size ** 2 * 2 / 1e6
-
-        rss0 = _peak_rss_mb()
-        tracemalloc.start()
-        t0 = time.perf_counter()
-        n_copy = _copy_loop(plate_dir, plan.listing.images, tmp / "copy.zarr")
-        t_copy = time.perf_counter() - t0
-        copy_peak = tracemalloc.get_traced_memory()[1] / 1e6
-        tracemalloc.reset_peak()
-
-        t0 = time.perf_counter()
-        fields, quarantine = write_images(plan)
-        t_write = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        compute_illumination(plan, fields, settings)
-        t_illum = time.perf_counter() - t0
-        cmcl_peak = tracemalloc.get_traced_memory()[1] / 1e6
-        tracemalloc.stop()
-        t_cmcl = t_write + t_illum
-        assert len(fields) == n_copy == n_fields and quarantine.empty
-
-        print(f"plate: {n_fields} fields x {len(CHANNELS)} channels at {args.size} px ({mb:.0f} MB raw), "
-              f"generated in {gen:.1f} s (not timed); illumination method {args.method!r}")
-        print(f"{'stage':<36}{'seconds':>9}{'fields/s':>10}{'MB/s':>8}{'peak py MB':>12}")
-        print(f"{'I/O limit: tifffile.imread + zarr':<36}{t_copy:>9.2f}{n_copy / t_copy:>10.1f}{mb / t_copy:>8.0f}{copy_peak:>12.0f}")
-        print(f"{'cmcl write_images':<36}{t_write:>9.2f}{n_fields / t_write:>10.1f}{mb / t_write:>8.0f}")
-        print(f"{'cmcl compute_illumination':<36}{t_illum:>9.2f}{n_fields / t_illum:>10.1f}{mb / t_illum:>8.0f}")
-        print(f"{'cmcl write + illumination':<36}{t_cmcl:>9.2f}{n_fields / t_cmcl:>10.1f}{mb / t_cmcl:>8.0f}{cmcl_peak:>12.0f}")
-        print(f"ratio cmcl / I/O limit: {(n_fields / t_cmcl) / (n_copy / t_copy):.2f} "
-              f"(write alone {(n_fields / t_write) / (n_copy / t_copy):.2f}); peak RSS {_peak_rss_mb():.0f} MB "
-              f"(before timing {rss0:.0f} MB)")
+        marker = tmp / "in" / f"made-{args.fields}-{args.unique}-{args.size}"
+        if marker.exists():  # --keep DIR of an earlier run with the same plate
+            plate = tmp / "in" / "BENCH"
+        else:
+            shutil.rmtree(tmp / "in", ignore_errors=True)
+            plate = make_plate(tmp / "in", fields=args.fields, unique=args.unique, size=args.size)
+            marker.touch()
+        print(f"plate: {args.fields} fields ({args.unique} distinct) x 5 channels at {args.size} px, generated in "
+              f"{time.perf_counter() - t0:.0f} s (not timed); {args.processes} processes; {os.cpu_count()} cores")
+        rows = []
+        best: dict[str, dict] = {}
+        for _ in range(args.repeats):
+            if not args.no_script:
+                r = _measure("script", plate, tmp / "script", args.processes, "none")
+                best["script"] = min(best.get("script", r), r, key=lambda x: x["seconds"])
+            r = _measure("cmcl", plate, tmp / "store", args.processes, args.features)
+            best["cmcl"] = min(best.get("cmcl", r), r, key=lambda x: x["seconds"])
+        if not args.no_script:
+            rows.append(("plain script (skimage, .npy)", best["script"]))
+        cm = best["cmcl"]
+        rows.append((f"cmcl ingest_plate (features {args.features})", cm))
+        if args.also_features:
+            rows.append(("cmcl ingest_plate (features default)",
+                         _measure("cmcl", plate, tmp / "store_feat", args.processes, "default")))
+        if args.cli:
+            rows.append((f"cmcl -q ingest CLI (features {args.features})",
+                         _measure("cli", plate, tmp / "store_cli", args.processes, args.features)))
+        print(f"{'run':<42}{'seconds':>9}{'fields/s':>10}{'cells':>9}{'CPU main s':>12}{'CPU workers s':>15}"
+              f"{'RSS main MB':>13}{'RSS worker MB':>15}")
+        for name, r in rows:
+            print(f"{name:<42}{r['seconds']:>9.2f}{args.fields / r['seconds']:>10.2f}{r.get('cells', 0):>9}"
+                  f"{r['cpu_main_s']:>12.1f}{r['cpu_workers_s']:>15.1f}{r['rss_main_mb']:>13.0f}{r['rss_worker_mb']:>15.0f}")
+        if not args.no_script:
+            script = rows[0][1]
+            print(f"ratio cmcl / plain script: {script['seconds'] / cm['seconds']:.2f}")
+        print("cmcl stages (wall s): " + ", ".join(f"{k} {v:.2f}" for k, v in cm["stages"].items()))
+        n = max(cm["fields"], 1)
+        print("cmcl worker time per field (ms, summed over processes): " +
+              ", ".join(f"{k} {1000 * v / n:.0f}" for k, v in sorted(cm["worker"].items(), key=lambda kv: -kv[1])))
+        if args.also_features:
+            feat = rows[-2 if args.cli else -1][1]
+            print(f"features default / none: {feat['seconds'] / cm['seconds']:.2f}x")
+        if args.cli:
+            print(f"CLI fixed cost (CLI - ingest_plate): {rows[-1][1]['seconds'] - cm['seconds']:.1f} s")
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if args.keep is None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

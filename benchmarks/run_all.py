@@ -6,7 +6,7 @@ others still run); its printed output is parsed:
 =============  ==============================================  ==========================================
 stage          cmcl                                            peer
 =============  ==============================================  ==========================================
-ingest         write_images + compute_illumination, fields/s   tifffile.imread + zarr write loop
+ingest         ingest_plate (every write, 2 processes), fields/s  plain 2-process scikit-image script
 segmentation   segment nuclei + cells + crops, fields/s        plain scikit-image script
 standardize    standardize_table (1 process), mol/s            ChEMBL structure pipeline
 featurize      pipeline.graphs.smiles_to_graph, mol/s          ogb.utils.smiles2graph
@@ -42,7 +42,7 @@ _COMPOUNDS_CHILD = (
 
 #: name -> (argv after the interpreter, unit)
 BENCHMARKS: dict[str, tuple[list[str], str]] = {
-    "ingest": ([str(HERE / "ingest.py"), "--size", "256", "--wells", "8", "--sites", "2"], "fields/s"),
+    "ingest": ([str(HERE / "ingest.py"), "--size", "540", "--fields", "16", "--unique", "16"], "fields/s"),
     "segment": ([str(HERE / "segment.py"), "--size", "256", "--fields", "2"], "fields/s"),
     "compounds": (["-c", _COMPOUNDS_CHILD, str(REPO), str(HERE), str(HERE / "compounds.py"), "600"], "mol/s"),
     "train": ([str(HERE / "train.py"), "--preset", "quick", "--steps", "4", "--compounds", "80"], "samples/s"),
@@ -59,10 +59,10 @@ def _num(pattern: str, text: str) -> float:
 def _parse(name: str, out: str) -> list[dict]:
     """Rows (stage, cmcl, peer, unit, cmcl_name, peer_name) from one benchmark's stdout."""
     if name == "ingest":
-        ours = _num(r"^cmcl write \+ illumination\s+\S+\s+(\S+)", out)
-        peer = _num(r"^I/O limit: tifffile\.imread \+ zarr\s+\S+\s+(\S+)", out)
-        return [dict(stage="ingest", cmcl=ours, peer=peer, unit="fields/s", cmcl_name="write_images + illumination",
-                     peer_name="tifffile + zarr copy loop")]
+        ours = _num(r"^cmcl ingest_plate \(features none\)\s+\S+\s+(\S+)", out)
+        peer = _num(r"^plain script \(skimage, \.npy\)\s+\S+\s+(\S+)", out)
+        return [dict(stage="ingest", cmcl=ours, peer=peer, unit="fields/s", cmcl_name="ingest_plate, every write",
+                     peer_name="plain 2-process skimage script")]
     if name == "segment":
         lines = [ln for ln in out.splitlines() if re.match(r"^\S.*\s\d+\.\d+\s+\d+\.\d+x", ln)]
         rows = {ln[:36].strip(): float(ln[36:].split()[0]) for ln in lines}

@@ -45,7 +45,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.transform import resize
 
-__all__ = ["METHODS", "estimate", "estimate_dark", "flatness", "compare_profiles", "smooth", "apply", "subsample",
+__all__ = ["METHODS", "estimate", "estimate_dark", "theil_sen", "flatness", "compare_profiles", "smooth", "apply", "subsample",
            "MeanAccumulator", "BackgroundAccumulator"]
 
 Method = Literal["mean", "median", "background"]
@@ -96,7 +96,7 @@ def smooth(
     small = resize(combined, small_shape, order=1, anti_aliasing=True, preserve_range=True)
     size = max(3, int(round(filter_fraction * min(small_shape))) | 1)
     small = ndi.median_filter(small, size=size, mode="reflect")
-    func = resize(small, combined.shape, order=1, preserve_range=True).astype(np.float32)
+    func = _upsample_grid(small, combined.shape)
     low = np.percentile(func, robust_percentile)
     if not np.isfinite(low) or low <= 0:
         low = float(func[func > 0].min()) if np.any(func > 0) else 1.0
@@ -186,8 +186,6 @@ def estimate_dark(noise: np.ndarray, background: np.ndarray, *, grid: int = 16, 
         The offset in ADU, in ``[0, floor]``; 0 when the fields cannot tell (a flat background,
         where the offset does not change the function, or noise that does not grow with light).
     """
-    from scipy.stats import theilslopes
-
     noise = np.asarray(noise, np.float64)
     background = np.asarray(background, np.float64)
     if noise.shape != background.shape or noise.ndim != 2:
@@ -200,11 +198,27 @@ def estimate_dark(noise: np.ndarray, background: np.ndarray, *, grid: int = 16, 
     top = float(background.min()) if floor is None else float(floor)
     if b.std() < 1e-3 * max(abs(b.mean()), 1.0):
         return 0.0
-    with np.errstate(invalid="ignore"):  # its confidence interval is NaN for an exact line
-        g, a = theilslopes(v, b)[:2]
+    g, a = theil_sen(b, v)
     if not np.isfinite(g) or g <= 0:
         return 0.0
     return float(np.clip(-a / g, 0.0, max(top, 0.0)))
+
+
+def theil_sen(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Theil-Sen line ``y = slope * x + intercept``: the median of the slopes of all pairs of
+    points with distinct ``x``, and ``median(y) - slope * median(x)`` (what
+    ``scipy.stats.theilslopes`` returns with its default ``method='separate'``, without
+    importing ``scipy.stats``, which costs ~1 s per process). NaN slope when every ``x`` is equal.
+    """
+    x = np.asarray(x, np.float64).ravel()
+    y = np.asarray(y, np.float64).ravel()
+    i, j = np.triu_indices(len(x), k=1)
+    dx = x[j] - x[i]
+    ok = dx != 0
+    if not ok.any():
+        return float("nan"), float("nan")
+    slope = float(np.median((y[j] - y[i])[ok] / dx[ok]))
+    return slope, float(np.median(y) - slope * np.median(x))
 
 
 def flatness(background: np.ndarray, function: np.ndarray, *, dark: float = 0.0, grid: int = 8) -> tuple[float, float]:
@@ -553,5 +567,5 @@ class BackgroundAccumulator:
                 else:
                     idx = ndi.distance_transform_edt(n == 0, return_distances=False, return_indices=True)
                     small = small[tuple(idx)]
-            out[k] = resize(small, (y, x), order=1, preserve_range=True) if b > 1 else small
+            out[k] = _upsample_grid(small, (y, x)) if b > 1 else small
         return out

@@ -391,6 +391,15 @@ def _read_channel(path: Path) -> tuple[np.ndarray | None, tuple[int, ...] | None
             return None, shape, dtype, f"unreadable TIFF data: {type(exc).__name__}: {exc}"
 
 
+def _one_codec_thread() -> None:
+    """Blosc compresses with one thread per core by default; in a worker process, beside other
+    workers, that oversubscribes the cores: one thread each."""
+    if multiprocessing.parent_process() is not None:
+        import numcodecs.blosc
+
+        numcodecs.blosc.set_nthreads(1)
+
+
 def _write_batch(stage_plate: str, root: str, jobs: list[_FieldJob], *, plate: str, channels: tuple[str, ...],
                  pixel_size_um, stains: dict, with_mean: bool) -> tuple[list[dict], IlluminationStats, dict]:
     """Read, check and write one batch of fields (a task of a worker process).
@@ -402,6 +411,7 @@ def _write_batch(stage_plate: str, root: str, jobs: list[_FieldJob], *, plate: s
     caller, which sees every field. Returns one record per field (the channels' shapes, dtypes
     and errors, and whether it was written), the statistics and the worker's seconds per step.
     """
+    _one_codec_thread()
     writer = PlateWriter(stage_plate, plate=plate, channels=channels, resume=True, pixel_size_um=pixel_size_um,
                          stains=stains)
     stats = IlluminationStats()
@@ -684,14 +694,16 @@ def _vendor_flatfield_rms(listing: PlateListing, funcs: np.ndarray) -> dict[str,
 
 def _illumination_png(funcs: np.ndarray, out: Path, *, channels: tuple[str, ...]) -> None:
     """One viridis PNG per channel (function scaled to its min..max, written in the PNG's text
-    chunks). Drawn without matplotlib figures, which cost ~0.5 s each."""
+    chunks), at most 540 px a side (the function is smooth; a 1080 px PNG costs 4x to encode).
+    Drawn without matplotlib figures, which cost ~0.5 s each."""
     from matplotlib import colormaps
     from PIL import Image, PngImagePlugin
 
     out.mkdir(parents=True, exist_ok=True)
     lut = (colormaps["viridis"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
+    step = max(1, -(-max(funcs.shape[1:]) // 540))
     for c, name in enumerate(channels):
-        f = funcs[c]
+        f = funcs[c][::step, ::step]
         lo, hi = float(f.min()), float(f.max())
         idx = np.zeros(f.shape, np.uint8) if hi <= lo else np.round((f - lo) / (hi - lo) * 255).astype(np.uint8)
         info = PngImagePlugin.PngInfo()
@@ -779,6 +791,7 @@ def _process_batch(plate_path: str, funcs_path: str, batch: list[tuple[str, int,
                                                     pd.DataFrame | None]], dict[str, float]]:
     """Process a batch of fields (one task of a worker process): plate and functions opened once.
     Returns the fields' results and the worker's seconds per step."""
+    _one_codec_thread()
     grp = zarr.open_group(funcs_path, mode="r", zarr_format=3)
     px = open_plate(plate_path).attrs.get("cmcl", {}).get("pixel_size_um")  # labels get the image's scale
     writer = PlateWriter(plate_path, plate=plate_id, channels=tuple(grp.attrs["channels"]), resume=True,

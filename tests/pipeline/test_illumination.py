@@ -225,3 +225,15 @@ def test_sampled_statistics_of_large_fields_agree_with_full_resolution(dmso_fiel
         d_full = il.estimate_dark(full.noise()[c], full.background()[c])
         d_sampled = il.estimate_dark(sampled.noise()[c], sampled.background()[c])
         assert abs(d_sampled - d_full) < 0.1 * DARK_OFFSET + 5, (c, d_full, d_sampled)
+
+
+def test_theil_sen_equals_scipy():
+    from scipy.stats import theilslopes
+
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        x = rng.normal(size=200)
+        y = 2.5 * x + rng.standard_t(2, size=200)
+        np.testing.assert_allclose(il.theil_sen(x, y), theilslopes(y, x)[:2], rtol=1e-12, atol=1e-12)
+    slope, _ = il.theil_sen(np.ones(5), np.arange(5.0))
+    assert np.isnan(slope)
