@@ -45,6 +45,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.transform import resize
 
+from pipeline.histo import int_percentiles
+
 __all__ = ["METHODS", "estimate", "estimate_dark", "theil_sen", "flatness", "compare_profiles", "smooth", "apply", "subsample",
            "MeanAccumulator", "BackgroundAccumulator"]
 
@@ -472,7 +474,8 @@ class BackgroundAccumulator:
             sample = plane[::s, ::s].astype(np.float32)
             if self.dark:
                 sample -= dark
-            narrow, wide = self._thresholds(sample, (self.spread, 2 * self.spread))
+            ints = plane[::s, ::s] if np.issubdtype(plane.dtype, np.unsignedinteger) else None
+            narrow, wide = self._thresholds(sample, (self.spread, 2 * self.spread), ints=ints)
             below = sample <= narrow
             self._sum[c] += np.bincount(self._bins, weights=np.where(below, sample, 0).ravel(), minlength=n)
             self._count[c] += np.bincount(self._bins, weights=below.ravel(), minlength=n).astype(np.int64)
@@ -517,23 +520,34 @@ class BackgroundAccumulator:
         self._sqn += other._sqn
         self.count += other.count
 
-    def _thresholds(self, plane: np.ndarray, spreads: tuple[float, ...]) -> list[np.ndarray | float]:
+    def _thresholds(self, plane: np.ndarray, spreads: tuple[float, ...], *,
+                    ints: np.ndarray | None = None) -> list[np.ndarray | float]:
         """``p25 + spread * (p25 - p5)`` of the plane, and of each of its ``grid`` x ``grid``
         blocks (bilinearly upsampled), whichever is lower, for each spread: the global value alone
         lies far above the background of vignetted corners (there ``p25 - p5`` measures the
         vignetting, not the noise) and lets dim cells into their background; a block's own value
         is wrong where cells cover the whole block. The percentiles are computed once for all
-        spreads (upsampling is linear, so each threshold map is one multiply-add away)."""
-        p5, p25 = np.percentile(plane, [5, 25])
-        width = max(float(p25 - p5), 1e-6)
-        glob = [float(p25) + sp * width for sp in spreads]
+        spreads (upsampling is linear, so each threshold map is one multiply-add away); from
+        histograms of ``ints`` (the same pixels as unsigned integers, before ``dark``) when given."""
         g = self.grid
         y, x = plane.shape
         by, bx = y // g, x // g
-        if g < 2 or by < 8 or bx < 8:
+        blocked = not (g < 2 or by < 8 or bx < 8)
+        if ints is not None:  # unsigned integer pixels: every percentile from histograms, exactly
+            p5, p25 = int_percentiles(ints, [5, 25])[0] - self.dark
+            if blocked:
+                block_id = (np.arange(g * by) // by)[:, None] * g + (np.arange(g * bx) // bx)[None, :]
+                qb = int_percentiles(ints[:g * by, :g * bx], [5, 25], groups=block_id, n_groups=g * g) - self.dark
+                q5, q25 = qb[:, 0].reshape(g, g), qb[:, 1].reshape(g, g)
+        else:
+            p5, p25 = np.percentile(plane, [5, 25])
+            if blocked:
+                blocks = plane[:g * by, :g * bx].reshape(g, by, g, bx).transpose(0, 2, 1, 3).reshape(g, g, -1)
+                q5, q25 = np.percentile(blocks, [5, 25], axis=-1)
+        width = max(float(p25 - p5), 1e-6)
+        glob = [float(p25) + sp * width for sp in spreads]
+        if not blocked:
             return glob
-        blocks = plane[:g * by, :g * bx].reshape(g, by, g, bx).transpose(0, 2, 1, 3).reshape(g, g, -1)
-        q5, q25 = np.percentile(blocks, [5, 25], axis=-1)
         base = _upsample_grid(q25, plane.shape)
         wid = _upsample_grid(np.maximum(q25 - q5, 1e-6), plane.shape)
         return [np.minimum(base + np.float32(sp) * wid, np.float32(t)) for sp, t in zip(spreads, glob)]
