@@ -189,6 +189,11 @@ def _run(fn, *args, **kwargs) -> Any:
     if _is_flow(fn):
         _use_running_server()
     try:
+        if _is_flow(fn):
+            from flows.api import no_flow_heartbeats
+
+            with no_flow_heartbeats():  # each flow run would wait up to 1 s for its heartbeat thread
+                return fn(*args, **kwargs)
         return fn(*args, **kwargs)
     except typer.Exit:
         raise

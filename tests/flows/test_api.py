@@ -160,3 +160,68 @@ def test_cmcl_verb_runs_its_flow_on_the_recorded_server(tmp_path):
     assert f"Prefect API: the running `cmcl server` at {url}" in text, text
     assert "Starting temporary server" not in text, text
     assert len(_flow_runs(url, "compounds") - before) == 1, text
+
+
+_HEARTBEAT_PROBE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import prefect.flow_engine as engine
+from prefect import flow
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+from typer.testing import CliRunner
+
+from flows import api
+from flows.cli import app
+
+seen, real = [], engine._send_heartbeats
+
+
+def spy(run_engine, *args, **kwargs):  # the heartbeat interval of every flow run (None: no thread)
+    seen.append(run_engine.heartbeat_seconds)
+    return real(run_engine, *args, **kwargs)
+
+
+engine._send_heartbeats = spy
+
+
+@flow
+def child():
+    return 1
+
+
+@flow
+def parent():
+    return child() + child()
+
+
+out = {}
+parent()
+out["default"], seen[:] = list(seen), []
+with api.no_flow_heartbeats():
+    parent()
+out["off"], seen[:] = list(seen), []
+with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 60}), api.no_flow_heartbeats():
+    parent()
+out["user"], seen[:] = list(seen), []
+result = CliRunner().invoke(app, ["--quiet", "compounds", sys.argv[2], "--store", sys.argv[3]])
+assert result.exit_code == 0, result.output
+out["cli"] = list(seen)
+print(json.dumps(out))
+"""
+
+
+def test_flows_of_the_cli_run_without_heartbeats_unless_the_user_set_a_frequency(tmp_path):
+    """Prefect 3.9 starts a heartbeat thread per flow run and joins it at the run's end (up to 1 s);
+    the CLI's flows start none. In a fresh process (the session's own flows run without them too)."""
+    from prefect.settings import PREFECT_API_URL
+
+    f = tmp_path / "c.smi"
+    f.write_text("CCO ethanol\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_FLOWS")}
+    env["PREFECT_API_URL"] = PREFECT_API_URL.value()  # the session's harness server
+    out = subprocess.run([sys.executable, "-c", _HEARTBEAT_PROBE, str(REPO), str(f), str(tmp_path / "s")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen == {"default": [180, 180, 180],  # Prefect's default: parent and both subflows
+                    "off": [None, None, None], "user": [60, 60, 60], "cli": [None]}, seen
