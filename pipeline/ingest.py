@@ -944,8 +944,25 @@ def _executor(processes: int, pool=None):
     if processes <= 1:
         yield None
         return
-    with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
         yield pool
+
+
+def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
+    """Worker initializer: end this worker when the process that started it is gone.
+
+    A worker blocked on its task queue does not notice that its parent was killed (SIGKILL, OOM
+    killer) and would live on, holding memory and the parent's pipes; a daemon thread checks the
+    parent every ``interval`` seconds and exits the worker once it has been re-parented."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def publish(plan: PlatePlan, store: Store, *, fields: pd.DataFrame, cells: pd.DataFrame,

@@ -264,6 +264,36 @@ def test_kill_9_during_tiling_then_rerun(plate, reference, tmp_path):
     _assert_same(store, reference, "FT")
 
 
+def test_kill_9_while_writing_in_two_processes_then_rerun(plate, reference, tmp_path):
+    """SIGKILL of the ingesting process after the first batch of fields was written by a worker
+    (its workers then exit, the parent being gone): the rerun, in two processes, reads the
+    written fields back from staging for their statistics and writes the rest, and the store is
+    the undisturbed one-process store."""
+    store = Store(tmp_path / "store")
+    code = ("import os, signal; from pipeline import ingest as ing;"
+            "orig = ing.IlluminationStats.merge\n"
+            "def merge(self, other):\n"
+            "    orig(self, other)\n"
+            "    if other.background: os.kill(os.getpid(), signal.SIGKILL)\n"
+            "ing.IlluminationStats.merge = merge\n"
+            "if __name__ == '__main__':\n"
+            "    ing.ingest_plate(sys.argv[2], ing.Store(sys.argv[3]), ing.IngestSettings(crop_size=24), processes=2)")
+    proc = _run_child(code, str(plate), str(store.root))
+    # the workers hold the child's stdout/stderr: communicate() returns only once they are gone
+    # too (before workers watched their parent, they lived on and this timed out)
+    proc.communicate(timeout=120)
+    assert proc.returncode == -9
+    staged = store.root / ".staging" / "FT"
+    written = [p for p in (staged / "plate.ome.zarr").glob("*/*/*/0") if p.is_dir()]
+    assert len(written) >= 4 and not store.plate_zarr("FT").exists()  # at least the first batch
+    assert ingest_plate(plate, store, SETTINGS, processes=2).status == "complete"  # resumes
+    assert verify_store(store.root) == []
+    _assert_same(store, reference, "FT")
+    a = zarr.open_group(str(store.illumination_zarr("FT")), mode="r")
+    b = zarr.open_group(str(reference.illumination_zarr("FT")), mode="r")
+    assert (a["function"][:] == b["function"][:]).all() and dict(a.attrs) == dict(b.attrs)
+
+
 # --- compound faults -----------------------------------------------------------------------
 
 def test_bad_smiles_and_broken_sdf_records_are_kept_with_reasons(tmp_path):
