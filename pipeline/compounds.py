@@ -39,6 +39,8 @@ from rdkit import Chem, rdBase
 from rdkit.Chem.MolStandardize import rdMolStandardize
 from rdkit.Chem.Scaffolds import MurckoScaffold
 
+from pipeline.workers import process_pool
+
 __all__ = [
     "StandardizationError",
     "StandardizedCompound",
@@ -629,7 +631,7 @@ def _executor(n_jobs: int) -> ProcessPoolExecutor:
         ctx.set_forkserver_preload(["pipeline.compounds", "pipeline.graphs"])
     else:
         ctx = mp.get_context("spawn")
-    return ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx)
+    return process_pool(n_jobs, ctx)
 
 
 def _split(items: list[str], parts: int) -> list[list[str]]:

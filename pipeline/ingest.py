@@ -23,7 +23,6 @@ import multiprocessing
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from dataclasses import replace as _with_fields
@@ -47,6 +46,7 @@ from pipeline.plates import (LAYOUTS, PlateListing, discover_plate, fingerprint_
 from pipeline.schema import arrow_schema, read_table, write_table
 from pipeline.segmentation import SEGMENTERS, segment_field
 from pipeline.store import CHANNELS, Store
+from pipeline.workers import process_pool
 from pipeline.tiles import CROPS_CHUNK, CROPS_SHARD, CropArrayWriter, crop_cells, field_tiles
 
 __all__ = [
@@ -944,25 +944,8 @@ def _executor(processes: int, pool=None):
     if processes <= 1:
         yield None
         return
-    with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
+    with process_pool(processes, multiprocessing.get_context("spawn")) as pool:
         yield pool
-
-
-def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
-    """Worker initializer: end this worker when the process that started it is gone.
-
-    A worker blocked on its task queue does not notice that its parent was killed (SIGKILL, OOM
-    killer) and would live on, holding memory and the parent's pipes; a daemon thread checks the
-    parent every ``interval`` seconds and exits the worker once it has been re-parented."""
-    import threading
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(interval)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def publish(plan: PlatePlan, store: Store, *, fields: pd.DataFrame, cells: pd.DataFrame,
