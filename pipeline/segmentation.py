@@ -119,10 +119,13 @@ def segment_nuclei(
     # components without a peak (tiny or flat) still get one marker
     seeded = np.unique(comp[tuple(peaks.T)]) if len(peaks) else np.array([], int)
     missing = np.setdiff1d(np.arange(1, n + 1), seeded)
-    if missing.size:
-        centers = ndi.maximum_position(dist, comp, missing)
-        for k, c in enumerate(centers, start=len(peaks) + 1):
-            markers[c] = k
+    if missing.size:  # its highest point, found in its bounding box (the component is one basin)
+        boxes = ndi.find_objects(comp)
+        for k, lab in enumerate(missing, start=len(peaks) + 1):
+            sl = boxes[lab - 1]
+            local = np.where(comp[sl] == lab, dist[sl], -np.inf)
+            y, x = np.unravel_index(int(np.argmax(local)), local.shape)
+            markers[sl[0].start + y, sl[1].start + x] = k
     labels = watershed(-dist, markers, mask=mask)
     min_a = min_area if min_area is not None else max(4, int(0.15 * typical))
     sizes = np.bincount(labels.ravel())
