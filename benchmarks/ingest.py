@@ -43,15 +43,27 @@ CHANNELS = ("DNA", "ER", "RNA", "AGP", "Mito")
 
 
 # --------------------------------------------------------------------------- the plain script
+#: the real Phenix field's channels in DNA, ER, RNA, AGP, Mito order (ch1 is brightfield)
+REAL_CHANNELS = (5, 2, 6, 3, 4)
+REAL_MAP = "DNA=5,ER=2,RNA=6,AGP=3,Mito=4"
+REAL_FIELD = REPO / "tests" / "data" / "phenix_BR00143976_C03" / "Images"
+
+
 def _script_fields(plate_dir: Path) -> list[list[Path]]:
-    """ImageXpress files of each field, channels w1..w5 (thumbnails skipped)."""
+    """Files of each field in DNA, ER, RNA, AGP, Mito order: ImageXpress w1..w5 (thumbnails
+    skipped) or Phenix chN in :data:`REAL_CHANNELS` order."""
     import re
 
     groups: dict[tuple[str, str], dict[int, Path]] = {}
-    for p in sorted(plate_dir.glob("*.tif")):
-        m = re.match(r".*_([A-P]\d\d)_s(\d+)_w(\d)(?!_thumb)[0-9A-F]", p.name)
+    for p in sorted(plate_dir.rglob("*.tif*")):
+        m = re.match(r".*_([A-P]\d\d)_s(\d+)_w(\d)[0-9A-F]", p.name)
         if m and "_thumb" not in p.name:
             groups.setdefault((m.group(1), m.group(2)), {})[int(m.group(3))] = p
+            continue
+        m = re.match(r"r(\d\d)c(\d\d)f(\d\d)p01-ch(\d)", p.name)
+        if m:
+            groups.setdefault((m.group(1) + m.group(2), m.group(3)), {})[REAL_CHANNELS.index(int(m.group(4))) + 1
+                                                                          if int(m.group(4)) in REAL_CHANNELS else 0] = p
     return [[g[c] for c in range(1, 6)] for _, g in sorted(groups.items())]
 
 
@@ -126,8 +138,10 @@ def run_cmcl(plate_dir: Path, store: Path, processes: int, features: str) -> dic
     from pipeline.ingest import IngestSettings, ingest_plate
     from pipeline.store import Store
 
+    real = (plate_dir / "Images").is_dir()
+    settings = IngestSettings(features=features, channel_map=REAL_MAP if real else None)
     t0 = time.perf_counter()
-    r = ingest_plate(plate_dir, Store(store), IngestSettings(features=features), processes=processes)
+    r = ingest_plate(plate_dir, Store(store), settings, processes=processes)
     t = time.perf_counter() - t0
     assert r.status == "complete", r
     return dict(fields=r.n_fields, seconds=t, cells=r.n_cells, stages=r.seconds, worker=r.worker_seconds,
@@ -137,7 +151,8 @@ def run_cmcl(plate_dir: Path, store: Path, processes: int, features: str) -> dic
 def run_cli(plate_dir: Path, store: Path, features: str) -> dict:
     exe = Path(sys.executable).with_name("cmcl")
     t0 = time.perf_counter()
-    subprocess.run([str(exe), "-q", "ingest", str(plate_dir), "--store", str(store), "--features", features],
+    extra = ["--channels", REAL_MAP] if (plate_dir / "Images").is_dir() else []
+    subprocess.run([str(exe), "-q", "ingest", str(plate_dir), "--store", str(store), "--features", features, *extra],
                    check=True, capture_output=True)
     return dict(seconds=time.perf_counter() - t0)
 
@@ -193,6 +208,20 @@ def make_plate(root: Path, *, fields: int, unique: int, size: int) -> Path:
     return plate
 
 
+def make_real_plate(root: Path, *, fields: int) -> Path:
+    """A Phenix plate of ``fields`` fields (2 per well), each a hard link of the real JUMP field
+    in ``tests/data/phenix_BR00143976_C03`` (1080 x 1080, LZW, ~40 cells; 6 channels)."""
+    plate = root / "BR00143976" / "Images"
+    plate.mkdir(parents=True)
+    for i in range(fields):
+        well, site = divmod(i, 2)
+        r, c = divmod(well, 24)
+        for src in sorted(REAL_FIELD.glob("r03c03f03p01-ch*sk1fk1fl1.tiff")):
+            ch = src.name.split("-ch")[1][0]
+            os.link(src, plate / f"r{r + 1:02d}c{c + 1:02d}f{site + 1:02d}p01-ch{ch}sk1fk1fl1.tiff")
+    return plate.parent
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--child":
@@ -201,6 +230,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fields", type=int, default=40, help="fields on the plate (default 40)")
     ap.add_argument("--unique", type=int, default=40, help="distinct generated fields; the rest reuse their files")
     ap.add_argument("--size", type=int, default=1080, help="field side in pixels (default 1080)")
+    ap.add_argument("--real", action="store_true",
+                    help="every field is the real JUMP Phenix field of tests/data (hard links) instead of generated ones")
     ap.add_argument("--processes", type=int, default=2, help="processes for both (default 2)")
     ap.add_argument("--features", default="none", choices=("none", "default", "full"))
     ap.add_argument("--also-features", action="store_true", help="also time cmcl with --features default")
@@ -214,15 +245,18 @@ def main(argv: list[str] | None = None) -> None:
     tmp = args.keep or Path(tempfile.mkdtemp(prefix="cmcl-bench-"))
     try:
         t0 = time.perf_counter()
-        marker = tmp / "in" / f"made-{args.fields}-{args.unique}-{args.size}"
+        marker = tmp / "in" / f"made-{args.fields}-{args.unique}-{args.size}-{args.real}"
         if marker.exists():  # --keep DIR of an earlier run with the same plate
-            plate = tmp / "in" / "BENCH"
+            plate = tmp / "in" / ("BR00143976" if args.real else "BENCH")
         else:
             shutil.rmtree(tmp / "in", ignore_errors=True)
-            plate = make_plate(tmp / "in", fields=args.fields, unique=args.unique, size=args.size)
+            plate = (make_real_plate(tmp / "in", fields=args.fields) if args.real else
+                     make_plate(tmp / "in", fields=args.fields, unique=args.unique, size=args.size))
             marker.touch()
-        print(f"plate: {args.fields} fields ({args.unique} distinct) x 5 channels at {args.size} px, generated in "
-              f"{time.perf_counter() - t0:.0f} s (not timed); {args.processes} processes; {os.cpu_count()} cores")
+        what = ("the real JUMP field (BR00143976 C03 f3, ~40 cells, LZW TIFFs) repeated" if args.real else
+                f"{args.unique} distinct generated fields at {args.size} px")
+        print(f"plate: {args.fields} fields, {what}; made in {time.perf_counter() - t0:.0f} s (not timed); "
+              f"{args.processes} processes; {os.cpu_count()} cores")
         rows = []
         best: dict[str, dict] = {}
         for _ in range(args.repeats):

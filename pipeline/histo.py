@@ -37,6 +37,8 @@ def int_percentiles(values: np.ndarray, q, *, groups: np.ndarray | None = None, 
     if v.size and v.min() < 0:
         raise ValueError("int_percentiles needs non-negative integers")
     width = int(v.max()) + 1 if v.size else 1
+    if n_groups * width > 4 * v.size + 65536:  # histograms larger than the data: partition instead
+        return _partition_percentiles(v, qs, groups, n_groups)
     if groups is None:
         hist = np.bincount(v, minlength=width)[None, :]
     else:
@@ -53,4 +55,19 @@ def int_percentiles(values: np.ndarray, q, *, groups: np.ndarray | None = None, 
         a = (cum <= lo[:, None]).sum(axis=1)
         b = (cum <= hi[:, None]).sum(axis=1)
         out[:, j] = np.where(n > 0, a + (pos - lo) * (b - a), np.nan)
+    return out
+
+
+def _partition_percentiles(v: np.ndarray, qs: np.ndarray, groups: np.ndarray | None, n_groups: int) -> np.ndarray:
+    """:func:`int_percentiles` by ``np.percentile`` per group (for wide value ranges)."""
+    if groups is None:
+        return np.percentile(v, qs)[None, :] if v.size else np.full((1, len(qs)), np.nan)
+    g = np.asarray(groups).ravel()
+    order = np.argsort(g, kind="stable")
+    bounds = np.searchsorted(g[order], np.arange(n_groups + 1))
+    out = np.full((n_groups, len(qs)), np.nan)
+    for k in range(n_groups):
+        part = v[order[bounds[k]:bounds[k + 1]]]
+        if part.size:
+            out[k] = np.percentile(part, qs)
     return out

@@ -116,16 +116,22 @@ def crop_cells(
     y0, x0 = cy - half, cx - half
     inside = (y0 >= 0) & (x0 >= 0) & (y0 + crop_size <= H) & (x0 + crop_size <= W)
     keep = inside if border == "skip" else np.ones_like(inside)
-    # rounding and clipping commute with cutting: do it once per field, then gather every crop
-    # as a view of a sliding window (one copy of the crops' pixels)
-    src = np.clip(np.rint(image), 0, np.iinfo(np.uint16).max).astype(np.uint16)
-    off = 0
+    # every crop is gathered from a sliding-window view (one copy of the crops' pixels); rounding
+    # and clipping commute with cutting, so they are done on whichever is smaller: the field
+    # (dense fields, whose crops overlap) or the crops (sparse ones)
+    sel = np.nonzero(keep)[0]
+    src, off = image, 0
+    to_uint16 = lambda a: np.clip(np.rint(a), 0, np.iinfo(np.uint16).max).astype(np.uint16)  # noqa: E731
+    round_first = len(sel) * crop_size * crop_size > H * W
+    if round_first:
+        src = to_uint16(src)
     if border == "pad":
         src = np.pad(src, ((0, 0), (crop_size, crop_size), (crop_size, crop_size)))
         off = crop_size
-    sel = np.nonzero(keep)[0]
     windows = np.lib.stride_tricks.sliding_window_view(src, (crop_size, crop_size), axis=(1, 2))
     crops = np.ascontiguousarray(windows[:, y0[sel] + off, x0[sel] + off].transpose(1, 0, 2, 3))
+    if not round_first:
+        crops = to_uint16(crops)
     bbox = np.array([[s[0].start, s[1].start, s[0].stop, s[1].stop] for s in (slices[i - 1] for i in ids)]).reshape(-1, 4)
     table = pd.DataFrame({
         "Metadata_CellID": ids[sel].astype(np.int32),

@@ -15,3 +15,13 @@ def test_grouped_histogram_percentiles_equal_numpy():
     np.testing.assert_allclose(int_percentiles(values, 37.5)[0], np.percentile(values, 37.5), atol=1e-9)
     with pytest.raises(ValueError, match="non-negative"):
         int_percentiles(np.array([-1, 2]), 50)
+
+
+def test_wide_value_ranges_take_the_partition_path_with_the_same_result():
+    rng = np.random.default_rng(6)
+    values = rng.integers(0, 65535, 3000).astype(np.uint16)  # 16 groups x 65536 bins >> 3000 values
+    groups = rng.integers(0, 16, values.size)
+    got = int_percentiles(values, [5, 25], groups=groups, n_groups=17)
+    for g in range(16):
+        np.testing.assert_allclose(got[g], np.percentile(values[groups == g], [5, 25]), atol=1e-9)
+    assert np.isnan(got[16]).all()
