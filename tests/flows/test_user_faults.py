@@ -216,7 +216,9 @@ def test_compound_libraries_accumulate_and_blank_treatment_wells_fail(tmp_path):
 def test_served_inbox_survives_a_bad_folder_and_a_duplicate_id_and_sigterm_stops_the_server(tmp_path):
     """``cmcl server`` + ``cmcl serve``: the good plate lands and reaches the compound stage; an
     all-bad folder and a second folder with the good plate's ID are reported once and never
-    retried while unchanged; SIGTERM on ``cmcl server`` takes its ``prefect server start`` down."""
+    retried while unchanged; SIGTERM on ``cmcl server`` takes its ``prefect server start`` down.
+    ``cmcl serve`` is given no PREFECT_API_URL: it finds the server by the record ``cmcl server``
+    keeps in PREFECT_HOME, which goes with it."""
     import psutil
 
     from flows.serve import free_port, stop_process
@@ -246,10 +248,12 @@ def test_served_inbox_survives_a_bad_folder_and_a_duplicate_id_and_sigterm_stops
         prefect_server = psutil.Process(server.pid).children(recursive=True)
         assert prefect_server
         api = f"http://127.0.0.1:{port}/api"
+        record = json.loads((home / "cmcl-server.json").read_text())
+        assert record["api_url"] == api and record["pid"] in {p.pid for p in prefect_server}, record
         with open(serve_log, "wb") as out:
             serve = subprocess.Popen([*_cmcl(), "serve", str(inbox), "--store", str(store.root), "--interval", "5",
                                       "--settle-seconds", "0", "--crop-size", "24"], cwd=REPO,
-                                     env={**env, "PREFECT_API_URL": api}, stdout=out, stderr=subprocess.STDOUT,
+                                     env={**env, "CMCL_REUSE_SERVER": "1"}, stdout=out, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
         def compounds_of_good_plate():
@@ -271,6 +275,7 @@ def test_served_inbox_survives_a_bad_folder_and_a_duplicate_id_and_sigterm_stops
         assert store.read("ledger").equals(led)  # nothing re-ingested, no back and forth
         text = serve_log.read_text()
         assert text.count("plate folder C-dup refused") == 1 and text.count("plate folder B-bad refused") == 1
+        assert f"Prefect API: the running `cmcl server` at {api}" in text
     finally:
         if serve is not None:
             stop_process(serve, timeout=20)
@@ -282,5 +287,6 @@ def test_served_inbox_survives_a_bad_folder_and_a_duplicate_id_and_sigterm_stops
             if server.poll() is None:
                 stop_process(server, timeout=5)
     assert time.monotonic() - t0 < 15
+    assert not (home / "cmcl-server.json").exists()  # a stopped server is not offered to later verbs
     gone = psutil.wait_procs(prefect_server, timeout=10)[1]
     assert not [p for p in gone if p.status() != psutil.STATUS_ZOMBIE], gone
