@@ -17,6 +17,34 @@ import flows  # noqa: E402,F401  (applies cmcl's Prefect defaults)
 
 
 @pytest.fixture(scope="session")
+def prefect_api():
+    """One temporary Prefect API for the whole session (starting one costs 10-20 s); yields its URL.
+
+    Flows run in the test process use it, and so do the ``cmcl`` processes tests start: its URL is
+    exported as ``PREFECT_API_URL`` while it runs (a test exercising Prefect's ephemeral mode
+    removes ``PREFECT_API*`` from the child's environment). At session end the server is stopped
+    and its process waited for. Flows the tests call directly run without heartbeats, as the CLI's
+    do (:func:`flows.api.no_flow_heartbeats`: up to 1 s saved per flow run).
+    """
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.api import no_flow_heartbeats
+
+    with prefect_test_harness(server_startup_timeout=120), no_flow_heartbeats():
+        url = PREFECT_API_URL.value()
+        prior = os.environ.get("PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = url
+        try:
+            yield url
+        finally:
+            if prior is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = prior
+
+
+@pytest.fixture(scope="session")
 def small_plate(tmp_path_factory) -> Path:
     """12 wells x 2 sites, 256 px, ImageXpress layout, with ground truth."""
     from pipeline.synthetic import generate

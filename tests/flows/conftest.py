@@ -2,9 +2,6 @@ import pytest
 
 
 @pytest.fixture(scope="session", autouse=True)
-def prefect_api():
-    """One temporary Prefect API for every flow test (starting one costs ~20 s)."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+def _session_prefect_api(prefect_api):
+    """Every flow test talks to the session's one Prefect API (tests/conftest.py ``prefect_api``)."""
+    yield prefect_api

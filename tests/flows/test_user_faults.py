@@ -126,7 +126,7 @@ def test_plate_folder_faults_are_one_line_before_prefect(tmp_path):
     assert not Path(store, "tables").exists()
 
 
-def test_ctrl_c_mid_ingest_of_a_TIF_plate_resumes_and_a_second_folder_cannot_take_its_id(tmp_path):
+def test_ctrl_c_mid_ingest_of_a_TIF_plate_resumes_and_a_second_folder_cannot_take_its_id(tmp_path, prefect_api):
     from pipeline.synthetic import generate
 
     plate = generate(tmp_path / "a", plate_id="UP", n_wells=4, sites=2, size=128, seed=1)
@@ -149,8 +149,11 @@ def test_ctrl_c_mid_ingest_of_a_TIF_plate_resumes_and_a_second_folder_cannot_tak
     assert proc.returncode == 130 and "rerun the same command" in out, out
     assert _group_gone(proc.pid), subprocess.run(["ps", "-o", "pid,args", "-g", str(proc.pid)],
                                                  capture_output=True, text=True).stdout
-    # the rerun completes the .TIF plate, once; the store verifies clean
-    rerun = subprocess.run([*_cmcl(), *args], env=env, capture_output=True, text=True, timeout=600)
+    # the rerun completes the .TIF plate, once; the store verifies clean. (The interrupted run
+    # was in Prefect's ephemeral mode, its temporary API among what Ctrl-C had to stop; the rerun
+    # uses the session's API and skips starting another.)
+    rerun = subprocess.run([*_cmcl(), *args], env={**env, "PREFECT_API_URL": prefect_api}, capture_output=True,
+                           text=True, timeout=600)
     assert rerun.returncode == 0 and "complete" in rerun.stdout, rerun.stdout + rerun.stderr
     st = Store(store)
     led = st.read("ledger")

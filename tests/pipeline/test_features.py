@@ -95,7 +95,7 @@ def test_labels_from_outlines_rebuilds_touching_objects():
     assert FEATURE_PATTERN.match("Cytoplasm_AreaShape_Area") and not FEATURE_PATTERN.match("Metadata_Well")
 
 
-def test_ingest_writes_features_keyed_like_cells(tmp_path):
+def test_ingest_writes_features_keyed_like_cells(tmp_path, prefect_api):
     from pipeline.ingest import IngestSettings, ingest_plate
     from pipeline.store import Store
     from pipeline.synthetic import generate
