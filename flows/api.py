@@ -18,8 +18,8 @@ all of these hold, and otherwise leaves Prefect alone (its ephemeral mode):
 
 Each flow run also waits up to a second at its end for Prefect's heartbeat thread to notice it
 should stop (it sleeps in one-second steps; a flow with three subflows took 4.1 s instead of 0.7 s).
-Heartbeats (every 180 s by default since Prefect 3.9) only feed zombie-run automations a user may
-have set up on a server; :func:`no_flow_heartbeats` turns them off around the CLI's flows unless the
+Heartbeats (on by default in recent Prefect 3 releases, PrefectHQ/prefect#21058: every 180 s in the
+installed 3.9.1) only feed zombie-run automations a user may have set up on a server; :func:`no_flow_heartbeats` turns them off around the CLI's flows unless the
 user set ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` (flows served by ``cmcl serve`` keep Prefect's default).
 
 This module imports nothing of Prefect at import time.
