@@ -38,6 +38,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from segment import skimage_peer  # noqa: E402  (imported before the script's workers fork)
 
 CHANNELS = ("DNA", "ER", "RNA", "AGP", "Mito")
 
@@ -82,27 +85,15 @@ def _script_segment(args):
     import numpy as np
     import tifffile
     from scipy import ndimage as ndi
-    from skimage.feature import peak_local_max
-    from skimage.filters import gaussian, threshold_otsu
-    from skimage.segmentation import watershed
 
     files, func_path, out = args
     func = np.load(func_path)
     image = np.stack([tifffile.imread(f) for f in files]).astype(np.float32) / func
-    dna, cyto = image[0], image[3]
-    smooth = gaussian(dna, sigma=1, preserve_range=True)
-    mask = ndi.binary_fill_holes(smooth > threshold_otsu(smooth))
-    dist = ndi.distance_transform_edt(mask)
-    peaks = peak_local_max(dist, min_distance=5, labels=ndi.label(mask)[0])
-    markers = np.zeros(dna.shape, np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    nuclei = watershed(-dist, markers, mask=mask)
-    c = gaussian(cyto, sigma=1.5, preserve_range=True)
-    cells = watershed(-c, nuclei, mask=(c > threshold_otsu(c)) | (nuclei > 0))
+    nuclei, cells = skimage_peer(image[0], image[3])  # the plain recipe of benchmarks/segment.py
     ids = np.arange(1, int(nuclei.max()) + 1)
     centres = np.rint(np.array(ndi.center_of_mass(np.ones_like(nuclei), nuclei, ids)).reshape(-1, 2)).astype(int)
     h = 32
-    keep = [(y, x) for y, x in centres if h <= y <= dna.shape[0] - h and h <= x <= dna.shape[1] - h]
+    keep = [(y, x) for y, x in centres if h <= y <= nuclei.shape[0] - h and h <= x <= nuclei.shape[1] - h]
     crops = np.stack([image[:, y - h:y + h, x - h:x + h] for y, x in keep]) if keep else np.zeros((0, 5, 64, 64))
     np.save(out, np.clip(np.rint(crops), 0, 65535).astype(np.uint16))
     np.save(out.replace(".npy", "_cells.npy"), cells.astype(np.uint32))
