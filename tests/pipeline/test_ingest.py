@@ -101,6 +101,17 @@ def test_faults_are_quarantined_and_the_rest_is_kept(faulty_plate, tmp_path):
     fields = store.read("fields")
     assert len(fields) == 24 * 2 - len(bad_fields)
     assert not set(zip(fields["Metadata_Well"], fields["Metadata_Site"])) & bad_fields
+    # a refused field leaves a gap in its well: each well's NGFF metadata lists exactly the fields
+    # written, every listed image exists, and a field's index is its site's rank in the well
+    plate = open_plate(store.plate_zarr("F1"))
+    for well, rows in fields.groupby("Metadata_Well"):
+        r, c, _ = rows["Metadata_FieldPath"].iloc[0].split("/")
+        listed = [im["path"] for im in plate[f"{r}/{c}"].attrs["ome"]["well"]["images"]]
+        assert sorted(listed) == sorted(p.split("/")[2] for p in rows["Metadata_FieldPath"]), well
+        assert all(f"{r}/{c}/{k}/0" in plate for k in listed)
+        assert list(rows["Metadata_FieldPath"].str.split("/").str[2].astype(int)) == list(rows["Metadata_Site"] - 1)
+    assert (fields["Metadata_FieldPath"].str.endswith("/1") & (fields.groupby("Metadata_Well")["Metadata_Site"]
+                                                               .transform("size") == 1)).any()  # a gap was tried
 
 
 def test_interrupted_ingest_resumes_to_the_same_store(small_plate, tmp_path, monkeypatch):
