@@ -48,7 +48,7 @@ from skimage.transform import resize
 from pipeline.histo import int_percentiles
 
 __all__ = ["METHODS", "estimate", "estimate_dark", "theil_sen", "flatness", "compare_profiles", "smooth", "apply", "subsample",
-           "MeanAccumulator", "BackgroundAccumulator"]
+           "upsample_grid", "MeanAccumulator", "BackgroundAccumulator"]
 
 Method = Literal["mean", "median", "background"]
 #: Valid ``method`` values of :func:`estimate`.
@@ -98,7 +98,7 @@ def smooth(
     small = resize(combined, small_shape, order=1, anti_aliasing=True, preserve_range=True)
     size = max(3, int(round(filter_fraction * min(small_shape))) | 1)
     small = ndi.median_filter(small, size=size, mode="reflect")
-    func = _upsample_grid(small, combined.shape)
+    func = upsample_grid(small, combined.shape)
     low = np.percentile(func, robust_percentile)
     if not np.isfinite(low) or low <= 0:
         low = float(func[func > 0].min()) if np.any(func > 0) else 1.0
@@ -374,10 +374,11 @@ class MeanAccumulator:
         return (self._sum / self.count).astype(np.float32)
 
 
-def _upsample_grid(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def upsample_grid(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Bilinear upsampling of a (gy, gx) grid of block values (at block centres) to ``shape``,
     edges held: what ``skimage.transform.resize(order=1, mode='edge')`` computes, in two
-    separable passes of float32."""
+    separable passes of float32. Used for illumination thresholds and functions, and for the
+    nuclei's block thresholds (:mod:`pipeline.segmentation`)."""
     gy, gx = values.shape
 
     def axis(n: int, g: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -548,8 +549,8 @@ class BackgroundAccumulator:
         glob = [float(p25) + sp * width for sp in spreads]
         if not blocked:
             return glob
-        base = _upsample_grid(q25, plane.shape)
-        wid = _upsample_grid(np.maximum(q25 - q5, 1e-6), plane.shape)
+        base = upsample_grid(q25, plane.shape)
+        wid = upsample_grid(np.maximum(q25 - q5, 1e-6), plane.shape)
         return [np.minimum(base + np.float32(sp) * wid, np.float32(t)) for sp, t in zip(spreads, glob)]
 
     def background(self) -> np.ndarray:
@@ -581,5 +582,5 @@ class BackgroundAccumulator:
                 else:
                     idx = ndi.distance_transform_edt(n == 0, return_distances=False, return_indices=True)
                     small = small[tuple(idx)]
-            out[k] = _upsample_grid(small, (y, x)) if b > 1 else small
+            out[k] = upsample_grid(small, (y, x)) if b > 1 else small
         return out

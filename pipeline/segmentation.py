@@ -23,6 +23,8 @@ from skimage.filters import gaussian, sobel, threshold_li, threshold_otsu
 from skimage.measure import regionprops_table
 from skimage.segmentation import clear_border, relabel_sequential, watershed
 
+from pipeline.illumination import upsample_grid
+
 __all__ = ["SEGMENTERS", "segment_nuclei", "segment_cells", "segment_field"]
 
 Threshold = Literal["otsu", "li"]
@@ -157,24 +159,7 @@ def _adaptive_threshold(image: np.ndarray, method: Threshold, *, grid: int, low:
             block = image[i * by:(i + 1) * by:2, j * bx:(j + 1) * bx:2]
             local[i, j] = _threshold(block, method) if float(block.max()) > float(block.min()) else t
     local = np.clip(local, lo, t)
-    return _bilinear(local, image.shape)
-
-
-def _bilinear(grid_values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Upsample a (gy, gx) grid of block values (block centres) to ``shape``, bilinearly, edges held."""
-    gy, gx = grid_values.shape
-
-    def axis(n: int, g: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        pos = np.clip((np.arange(n) + 0.5) * g / n - 0.5, 0, g - 1)
-        i0 = np.floor(pos).astype(int)
-        i1 = np.minimum(i0 + 1, g - 1)
-        return i0, i1, (pos - i0).astype(np.float32)
-
-    y0, y1, wy = axis(shape[0], gy)
-    x0, x1, wx = axis(shape[1], gx)
-    a = grid_values.astype(np.float32)
-    rows = a[y0] * (1 - wy)[:, None] + a[y1] * wy[:, None]  # (Y, gx): small
-    return rows[:, x0] * (1 - wx) + rows[:, x1] * wx
+    return upsample_grid(local, image.shape)
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
