@@ -312,7 +312,7 @@ BATCH_FIELDS = 4
 
 
 class _Clock:
-    """Seconds spent per operation inside a worker (summed over fields; CPU-side breakdown)."""
+    """Wall-clock seconds a worker spends per step (summed over its fields): where its time goes."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -340,8 +340,6 @@ class IlluminationStats:
 
     background: dict[tuple[int, ...], illum.BackgroundAccumulator] = field(default_factory=dict)
     mean: dict[tuple[int, ...], illum.MeanAccumulator] = field(default_factory=dict)
-    #: the workers' seconds per step while writing (read, write, illumination_stats)
-    seconds: dict[str, float] = field(default_factory=dict)
 
     def add(self, image: np.ndarray, *, with_mean: bool) -> None:
         shape = tuple(image.shape)
@@ -484,7 +482,8 @@ def _field_jobs(listing: PlateListing) -> tuple[list[_FieldJob], list[dict]]:
 
 
 def write_images(plan: PlatePlan, settings: IngestSettings | None = None, *, progress: Progress | None = None,
-                 processes: int | None = None, pool=None) -> tuple[pd.DataFrame, pd.DataFrame, IlluminationStats]:
+                 processes: int | None = None, pool=None, timings: dict[str, float] | None = None
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, IlluminationStats]:
     """Validate every field, write the good ones into the staging plate and gather the plate's
     illumination statistics on the way.
 
@@ -498,6 +497,8 @@ def write_images(plan: PlatePlan, settings: IngestSettings | None = None, *, pro
     ``processes`` worker processes (default :func:`default_processes`; or ``pool``, an executor
     to reuse), each file opened and decoded once. Results, and the partial statistics, are
     gathered in field order, so the outputs are identical for any number of processes.
+    ``timings``, when given, receives the workers' seconds per step (read, write,
+    illumination_stats).
 
     Returns
     -------
@@ -507,8 +508,7 @@ def write_images(plan: PlatePlan, settings: IngestSettings | None = None, *, pro
         Rows of the ``quarantine`` table.
     stats : IlluminationStats
         The written fields' statistics (per-pixel mean too when ``settings`` asks for the
-        ``'mean'`` method), for :func:`compute_illumination`; its ``seconds`` attribute holds
-        the workers' seconds per step.
+        ``'mean'`` method), for :func:`compute_illumination`.
     """
     settings = settings or IngestSettings()
     listing, root, plate = plan.listing, plan.listing.root, plan.plate
@@ -545,13 +545,14 @@ def write_images(plan: PlatePlan, settings: IngestSettings | None = None, *, pro
     batches = [jobs[i:i + BATCH_FIELDS] for i in range(0, len(jobs), BATCH_FIELDS)]
     work = partial(_write_batch, str(writer.path), str(root), plate=plate, channels=channels, pixel_size_um=pixel_size,
                    stains=stains, with_mean=settings.illumination_method == "mean")
-    records, stats, seconds = [], IlluminationStats(), {}
+    records, stats = [], IlluminationStats()
     with _executor(processes or default_processes(len(jobs)), pool) as ex:
         results = ex.map(work, batches) if ex is not None else map(work, batches)
         for batch_records, batch_stats, batch_seconds in results:  # in batch order: deterministic merge
             records += batch_records
             stats.merge(batch_stats)
-            _add_seconds(seconds, batch_seconds)
+            if timings is not None:
+                _add_seconds(timings, batch_seconds)
             if progress:
                 progress("write", len(records) - 1, len(jobs))
     shapes = [ch[0] for rec in records for ch in rec["channels"] if ch[0] is not None]
@@ -578,7 +579,6 @@ def write_images(plan: PlatePlan, settings: IngestSettings | None = None, *, pro
                             Metadata_FieldPath=field_path(job.well, job.index)))
     stats.background = {k: v for k, v in stats.background.items() if k[1:] == plate_shape}
     stats.mean = {k: v for k, v in stats.mean.items() if k[1:] == plate_shape}
-    stats.seconds = seconds
     fields = pd.DataFrame(written, columns=["Metadata_Well", "Metadata_Site", "Metadata_FieldPath"])
     by_well: dict[str, list[int]] = {}
     for fp in fields["Metadata_FieldPath"]:
@@ -822,8 +822,8 @@ def segment_and_tile(
     Fields are processed in batches of :data:`BATCH_FIELDS` by ``processes`` worker processes
     (default: :func:`default_processes`; or ``pool``, an executor to reuse); results are
     gathered in field order, so the output is identical whatever the number of processes.
-    ``timings``, when given, receives the workers' seconds per step. Only a few fields per process are in memory at a time;
-    crops are appended to ``crops.zarr`` in chunk-sized blocks.
+    ``timings``, when given, receives the workers' seconds per step. Only a few fields per
+    process are in memory at a time; crops are appended to ``crops.zarr`` in chunk-sized blocks.
 
     With ``settings.field_tile_size`` every field is also cut into a grid of non-overlapping
     tiles, appended to the array ``tiles`` (T, C, S, S) uint16 of the same group, and described by
@@ -1141,9 +1141,8 @@ def ingest_plate(
         with _executor(n_proc) as pool:  # one set of workers for both passes over the plate
             t0 = time.perf_counter()
             fields, quarantine, stats = run_stage("write-images", write_images, plan, settings, progress=progress,
-                                                  processes=n_proc, pool=pool)
+                                                  processes=n_proc, pool=pool, timings=work)
             t["write"] = time.perf_counter() - t0
-            _add_seconds(work, stats.seconds)
             t0 = time.perf_counter()
             if len(fields):
                 run_stage("illumination", compute_illumination, plan, fields, settings, stats)
