@@ -186,10 +186,11 @@ def _is_flow(fn: Any) -> bool:
 
 def _run(fn, *args, **kwargs) -> Any:
     _tame_logs()
-    if _is_flow(fn):
+    is_flow = _is_flow(fn)
+    if is_flow:
         _use_running_server()
     try:
-        if _is_flow(fn):
+        if is_flow:
             from flows.api import no_flow_heartbeats
 
             with no_flow_heartbeats():  # each flow run would wait up to 1 s for its heartbeat thread
