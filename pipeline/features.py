@@ -78,20 +78,43 @@ def _core() -> tuple[dict, dict]:
     return core, dict(get_correlation_measurements(sanitize=False))
 
 
+def _functions(core: dict, corr: dict, shared) -> dict:
+    """Every measurement by plan name, with cp_measure's signatures. ``fast:<name>`` is the
+    all-objects-at-once version of cp_measure's ``<name>`` (:mod:`pipeline.fastmeasure`: same
+    keys and values); ``shared(what, labels)`` gives the compartment's pixel groups
+    (``'segments'``) or bounding boxes (``'boxes'``), computed once for all channels (None for
+    other labels)."""
+    from pipeline import fastmeasure as fm
+
+    out = {**core, **corr}
+    out.update({
+        "fast:sizeshape": lambda labels, pixels: fm.sizeshape(labels, boxes=shared("boxes", labels)),
+        "fast:intensity": lambda labels, image: fm.intensity(labels, image, scale=_FULL_SCALE,
+                                                             groups=shared("segments", labels)),
+        "fast:texture": lambda labels, pixels, scale: fm.texture(labels, pixels, scale=scale,
+                                                                 boxes=shared("boxes", labels)),
+        "fast:pearson": lambda first, second, labels: fm.pearson(first, second, labels,
+                                                                 groups=shared("segments", labels)),
+    })
+    return out
+
+
 def _plan(feature_set: str, channel_names: tuple[str, ...]) -> dict:
     """Which cp_measure functions run on which compartment, with which options, and which
     channel pairs (indices) colocalization measures."""
     everything = list(itertools.permutations(range(len(channel_names)), 2))  # (a, b) and (b, a)
     if feature_set == "default":
-        fast_shape = [("sizeshape", {"calculate_advanced": False, "new_features": False})]
-        intensity = ("intensity", {"edge_measurements": False})
+        # cp_measure's sizeshape(calculate_advanced=False, new_features=False), intensity without
+        # edge features and Pearson, computed for all objects at once (pipeline.fastmeasure)
+        fast_shape = [("fast:sizeshape", {})]
+        intensity = ("fast:intensity", {})
         pairs = [(channel_names.index(a), channel_names.index(b)) for a, b in DEFAULT_PAIRS
                  if a in channel_names and b in channel_names]
         return {
             "shape": {"Nuclei": fast_shape, "Cells": fast_shape},
-            "channel": {"Nuclei": [intensity], "Cells": [intensity, ("texture", {"scale": 3})],
+            "channel": {"Nuclei": [intensity], "Cells": [intensity, ("fast:texture", {"scale": 3})],
                         "Cytoplasm": [intensity]},
-            "pairs": {"Cells": [("pearson", {}, pairs)]},
+            "pairs": {"Cells": [("fast:pearson", {}, pairs)]},
         }
     if feature_set == "full":
         channel = [("intensity", {}), ("texture", {"scale": 3}), ("granularity", {}),
@@ -145,6 +168,25 @@ def _pair_name(compartment: str, key: str, first: str, second: str) -> str:
     return f"{compartment}_{key}_{first}_{second}"
 
 
+def _present(labels: np.ndarray) -> np.ndarray:
+    """The labels > 0 present in an integer label image, ascending (int64)."""
+    flat = labels.ravel()
+    if flat.size == 0:
+        return np.zeros(0, np.int64)
+    if flat.min() < 0:
+        raise ValueError("label images must not hold negative labels")
+    return np.flatnonzero(np.bincount(flat)[1:]).astype(np.int64) + 1
+
+
+def _sequential(labels: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """``labels`` renumbered 1..n in the order of ``present`` (int64), 0 kept."""
+    if present.size and present[-1] == present.size:  # already 1..n
+        return labels.astype(np.int64)
+    forward = np.zeros(int(present[-1]) + 1 if present.size else 1, np.int64)
+    forward[present] = np.arange(1, present.size + 1)
+    return forward[labels]
+
+
 def _compartment_labels(nuclei: np.ndarray, cells: np.ndarray) -> dict[str, np.ndarray]:
     cyto = np.where(nuclei > 0, 0, cells)
     return {"Nuclei": nuclei, "Cells": cells, "Cytoplasm": cyto}
@@ -192,14 +234,15 @@ def measure_objects(
     image = check_field_arrays(image, nuclei, cells, channel_names)
     plan = _plan(feature_set, tuple(channel_names))
     if ids is None:
-        ids = np.unique(nuclei[nuclei > 0])
+        ids = _present(np.asarray(nuclei))
     ids = np.asarray(ids, dtype=np.int64)
     core, corr = _core()
+    raw = np.asarray(image, dtype=np.float32)
     pixels = np.clip(image.astype(np.float64) / _FULL_SCALE, 0.0, 1.0)
     columns: dict[str, np.ndarray] = {"Metadata_CellID": ids.astype(np.int32)}
     for compartment, labels in _compartment_labels(np.asarray(nuclei), np.asarray(cells)).items():
-        clean, forward, _ = relabel_sequential(labels.astype(np.int64))
-        present = np.unique(labels[labels > 0]).astype(np.int64)  # original label of clean label 1..n
+        present = _present(labels)  # original label of clean label 1..n
+        clean = _sequential(labels, present)
         n = len(present)
         # position in ``ids`` of each measured object, -1 when not asked for
         where = np.full(n, -1, np.int64)
@@ -216,23 +259,38 @@ def measure_objects(
                 out[where[where >= 0]] = v[where >= 0]
             results[name] = out
 
+        cache: dict = {}
+
+        def shared(what: str, labels):  # computed once per compartment, not per channel
+            from pipeline import fastmeasure
+
+            if labels is not clean:
+                return None
+            if what not in cache:
+                cache[what] = fastmeasure.segments(clean) if what == "segments" else fastmeasure.bounding_boxes(clean)
+            return cache[what]
+
+        functions = _functions(core, corr, shared)
         for func, kw in plan["shape"].get(compartment, []):
-            vals = core[func](clean, pixels[0], **kw) if n else _empty(core[func], kw)
+            vals = functions[func](clean, pixels[0], **kw) if n else _empty(func, functions[func], kw)
             for key, v in vals.items():
                 if key.startswith("Location_") or key.startswith("Center_"):
                     continue  # positions are not phenotypes (the cells table keeps the centroid)
                 put(_shape_name(compartment, key), v)
         for func, kw in plan["channel"].get(compartment, []):
             for c, ch in enumerate(channel_names):
-                vals = core[func](clean, pixels[c], **kw) if n else _empty(core[func], kw)
+                if not n:
+                    vals = _empty(func, functions[func], kw)
+                else:  # fast intensity sorts the field in ADU and applies CellProfiler's scale itself
+                    vals = functions[func](clean, (raw if func == "fast:intensity" else pixels)[c], **kw)
                 for key, v in vals.items():
                     if key.startswith("Location_"):
                         continue
-                    put(_channel_name(compartment, func, key, ch), v)
+                    put(_channel_name(compartment, func.removeprefix("fast:"), key, ch), v)
         for func, kw, pairs in plan["pairs"].get(compartment, []):
             for a, b in pairs:
-                vals = (corr[func](pixels[a], pixels[b], clean, **kw) if n
-                        else _empty_pair(corr[func], kw))
+                vals = (functions[func](pixels[a], pixels[b], clean, **kw) if n
+                        else _empty_pair(func, functions[func], kw))
                 for key, v in vals.items():
                     put(_pair_name(compartment, key, channel_names[a], channel_names[b]), v)
         columns.update(results)
@@ -242,9 +300,9 @@ def measure_objects(
 _EMPTY_CACHE: dict = {}
 
 
-def _empty(func, kw) -> dict:
+def _empty(name: str, func, kw) -> dict:
     """The keys ``func`` returns, with empty values (a field without objects of a compartment)."""
-    key = (func, tuple(sorted(kw.items())))
+    key = (name, tuple(sorted(kw.items())))
     if key not in _EMPTY_CACHE:
         lab = np.zeros((32, 32), np.int64)
         lab[8:24, 8:24] = 1
@@ -253,8 +311,8 @@ def _empty(func, kw) -> dict:
     return _EMPTY_CACHE[key]
 
 
-def _empty_pair(func, kw) -> dict:
-    key = (func, tuple(sorted(kw.items())), "pair")
+def _empty_pair(name: str, func, kw) -> dict:
+    key = (name, tuple(sorted(kw.items())), "pair")
     if key not in _EMPTY_CACHE:
         lab = np.zeros((32, 32), np.int64)
         lab[8:24, 8:24] = 1
