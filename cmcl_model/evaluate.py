@@ -302,6 +302,23 @@ def activity_comparison(
     return out
 
 
+def consistency_summary(store: Store) -> dict[str, Any]:
+    """Per profile source, the MOA consistency table written by ``cmcl profile``
+    (``tables/profiles/consistency.parquet``) summarised: mechanisms scored, consistent ones
+    (corrected p < 0.05, named) and the mean mAP. Empty when the store has no such rows."""
+    if not store.table_path("consistency").is_file():
+        return {}
+    cons = store.read("consistency")
+    out: dict[str, Any] = {}
+    for source, t in cons.groupby("Metadata_Source", sort=True):
+        hit = t["below_corrected_p"].astype(bool)
+        out[str(source)] = {"n_moas": int(len(t)), "n_consistent": int(hit.sum()),
+                            "fraction_consistent": float(hit.mean()),
+                            "mean_map": float(t["mean_average_precision"].mean()),
+                            "consistent_moas": sorted(t.loc[hit, "Metadata_MOA"].astype(str))}
+    return out
+
+
 def _chance_report(n_candidates: dict[str, int]) -> dict:
     return {p: {d: chance(n, protocol=p) for d in DIRECTIONS} for p, n in n_candidates.items()}
 
@@ -415,6 +432,9 @@ def evaluate(
     }
     if activity is not None:
         result["activity"] = activity
+    consistency = consistency_summary(store)
+    if consistency:
+        result["consistency"] = consistency
     if probe_dataset is not None:
         from cmcl_model.probe import probe
 

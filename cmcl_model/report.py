@@ -420,6 +420,23 @@ def _activity_html(activity: dict[str, Any]) -> str:
             + f"</p><table>{head}{''.join(rows)}</table>")
 
 
+def _consistency_html(consistency: dict[str, Any]) -> str:
+    """MOA consistency per profile source (copairs mAP of compounds of one mechanism against
+    other mechanisms' compounds), from ``metrics['consistency']``."""
+    rows = []
+    for source, c in consistency.items():
+        frac = c.get("fraction_consistent")
+        named = ", ".join(c.get("consistent_moas", [])) or "&ndash;"
+        rows.append(f"<tr><td style='text-align:left'>{html.escape(source)}</td><td>{c['n_moas']}</td><td>{c['n_consistent']}</td>"
+                    f"<td>{'&ndash;' if frac is None else f'{100 * frac:.1f}'}</td><td>{_fmt_map(c.get('mean_map'))}</td>"
+                    f"<td style='text-align:left'>{html.escape(named) if named != '&ndash;' else named}</td></tr>")
+    return ("<h2>MOA consistency</h2><p>Per profile source with mechanism labels: do compounds of one mechanism "
+            "retrieve each other among compounds of other mechanisms (copairs mAP of per-compound median profiles, "
+            "cosine similarity, Benjamini&ndash;Hochberg-corrected permutation p-values; mechanisms with two or more "
+            "compounds)?</p><table><tr><th>source</th><th>mechanisms scored</th><th>consistent (q &lt; 0.05)</th>"
+            "<th>fraction %</th><th>mean mAP</th><th>consistent mechanisms</th></tr>" + "".join(rows) + "</table>")
+
+
 def write_report(store: Store, run_dir: Path, result: dict[str, Any], *, dataset=None, embeddings=None,
                  ground_truth: pd.DataFrame | None = None) -> Path:
     """Write ``reports/<run>/report.html`` and return its path.
@@ -454,6 +471,8 @@ def write_report(store: Store, run_dir: Path, result: dict[str, Any], *, dataset
 
     if result.get("activity"):
         parts.append(_activity_html(result["activity"]))
+    if result.get("consistency"):
+        parts.append(_consistency_html(result["consistency"]))
 
     if dataset is not None and embeddings is not None:
         parts.append("<h2>Rank histograms (model, full pool)</h2>" + _img(_rank_hist_png(embeddings.graph, embeddings.image), "rank histograms"))

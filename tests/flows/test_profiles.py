@@ -95,3 +95,19 @@ def test_moa_consistency_where_labels_exist(lincs_store):
     assert set(cons["Metadata_MOA"]) == set(shared.index[shared >= 2])  # every MOA with 2+ compounds
     assert (cons["Metadata_N_Compounds"] >= 2).all()
     assert ((cons["p_value"] >= 0) & (cons["p_value"] <= 1)).all()
+
+
+def test_moa_consistency_summary_in_metrics_and_report(lincs_store):
+    from cmcl_model.evaluate import consistency_summary
+    from cmcl_model.report import _consistency_html, metrics_schema, validate_json
+
+    summary = consistency_summary(lincs_store)
+    cons = lincs_store.read("consistency")
+    (source, s), = summary.items()  # one source: the imported plate
+    assert source.startswith("import:") and s["n_moas"] == len(cons) >= 2
+    assert s["n_consistent"] == int(cons["below_corrected_p"].sum())
+    assert s["mean_map"] == pytest.approx(cons["mean_average_precision"].mean())
+    validate_json(summary, metrics_schema()["properties"]["consistency"], root=metrics_schema())
+    page = _consistency_html(summary)
+    assert "MOA consistency" in page and f"<td>{s['n_moas']}</td>" in page
+    assert consistency_summary(Store(lincs_store.root / "empty")) == {}
