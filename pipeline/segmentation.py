@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
-from skimage.filters import gaussian, sobel, threshold_li, threshold_otsu
+from skimage.filters import sobel, threshold_li, threshold_otsu
 from skimage.measure import regionprops_table
 from skimage.segmentation import clear_border, relabel_sequential, watershed
 
@@ -101,7 +101,7 @@ def segment_nuclei(
     img = _check_image(dna, "dna")
     if float(img.max()) == float(img.min()):
         return np.zeros(img.shape, np.uint32)
-    work = gaussian(img, sigma=sigma, preserve_range=True) if sigma > 0 else img
+    work = ndi.gaussian_filter(img, sigma=sigma, mode="nearest", truncate=4.0) if sigma > 0 else img
     mask = _fill_holes(work > _adaptive_threshold(work, threshold, grid=grid, low=low))
     comp, n = ndi.label(mask)
     if n == 0:
@@ -110,7 +110,7 @@ def segment_nuclei(
     typical = float(np.median(areas[areas >= max(4, 0.2 * np.median(areas))]))
     radius = np.sqrt(typical / np.pi)
     md = min_distance if min_distance is not None else max(2, int(round(0.5 * radius)))
-    dist = ndi.distance_transform_edt(mask).astype(np.float32)
+    dist = _edt_by_component(mask, comp)
     dist = ndi.gaussian_filter(dist, sigma=max(0.5, radius / 6), truncate=3.0)
     # one peak search over the whole image (the distance is 0 outside the nuclei, so every peak
     # lies in one): the per-label search of peak_local_max(labels=...) loops over the objects
@@ -128,7 +128,7 @@ def segment_nuclei(
             local = np.where(comp[sl] == lab, dist[sl], -np.inf)
             y, x = np.unravel_index(int(np.argmax(local)), local.shape)
             markers[sl[0].start + y, sl[1].start + x] = k
-    labels = watershed(-dist, markers, mask=mask)
+    labels = _watershed(-dist, markers, mask, (comp, n))
     min_a = min_area if min_area is not None else max(4, int(0.15 * typical))
     sizes = np.bincount(labels.ravel())
     drop = sizes < min_a
@@ -160,6 +160,58 @@ def _adaptive_threshold(image: np.ndarray, method: Threshold, *, grid: int, low:
             local[i, j] = _threshold(block, method) if float(block.max()) > float(block.min()) else t
     local = np.clip(local, lo, t)
     return upsample_grid(local, image.shape)
+
+
+def _watershed(elevation: np.ndarray, markers: np.ndarray, mask: np.ndarray,
+               components: tuple[np.ndarray, int] | None = None) -> np.ndarray:
+    """``skimage.segmentation.watershed(elevation, markers, mask=mask)``, flooding only where it
+    has a choice to make.
+
+    A connected component of ``mask`` (4-connected, the watershed's own connectivity) reached by
+    one marker label is that label wholly, and one without markers stays 0; only components
+    holding two or more marker labels are flooded, each in its bounding box. The flood of one
+    component never meets another's, and its priority order is unchanged within a component, so
+    the labels are the same as one watershed over the whole field (tested; the exception is
+    marker pixels of exactly equal elevation, which skimage pushes at the same age and so orders
+    by its heap's layout), for a fraction of the cost on fields where most objects stand alone.
+    ``components``: ``ndi.label(mask)`` when known.
+    """
+    comp, n = components if components is not None else ndi.label(mask)
+    out = np.zeros(mask.shape, np.int32)
+    if n == 0:
+        return out
+    seeded = (markers > 0) & mask
+    pairs = np.unique(comp[seeded].astype(np.int64) * (int(markers.max()) + 1) + markers[seeded])
+    owner_comp, owner_label = np.divmod(pairs, int(markers.max()) + 1)
+    per_comp = np.bincount(owner_comp, minlength=n + 1)
+    single = np.zeros(n + 1, np.int32)
+    one = per_comp[owner_comp] == 1
+    single[owner_comp[one]] = owner_label[one]
+    out = single[comp]
+    boxes = ndi.find_objects(comp)
+    for c in np.flatnonzero(per_comp >= 2):
+        sl = boxes[c - 1]
+        region = comp[sl] == c
+        flooded = watershed(elevation[sl], np.where(region, markers[sl], 0), mask=region)
+        out[sl][region] = flooded[region]
+    return out
+
+
+def _edt_by_component(mask: np.ndarray, comp: np.ndarray) -> np.ndarray:
+    """``ndi.distance_transform_edt(mask)`` as float32, computed in each component's bounding box
+    grown by one pixel: the nearest background pixel of an object pixel is always in that box
+    (walking from the pixel towards any farther background pixel leaves the object, 4-connected,
+    onto background inside the box first), so the values are exact, and the background that is
+    far from every object, most of a real field, is never visited."""
+    dist = np.zeros(mask.shape, np.float32)
+    y, x = mask.shape
+    for c, sl in enumerate(ndi.find_objects(comp), start=1):
+        if sl is None:
+            continue
+        box = (slice(max(sl[0].start - 1, 0), min(sl[0].stop + 1, y)), slice(max(sl[1].start - 1, 0), min(sl[1].stop + 1, x)))
+        own = comp[box] == c
+        dist[box][own] = ndi.distance_transform_edt(mask[box])[own]
+    return dist
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -215,21 +267,22 @@ def segment_cells(
     if nuclei.max() == 0:
         return np.zeros(img.shape, np.uint32)
     work = np.log1p(np.maximum(img - float(np.percentile(img[::2, ::2], 0.5)), 0))
-    work = gaussian(work, sigma=sigma, preserve_range=True) if sigma > 0 else work
+    work = ndi.gaussian_filter(work, sigma=sigma, mode="nearest", truncate=4.0) if sigma > 0 else work
     lo = float(np.percentile(work[::2, ::2], 1))  # percentiles of every other pixel: a quarter of the cost
     thr = lo + threshold_factor * (_threshold(work[::2, ::2], threshold) - lo)
     mask = (work > thr) | (nuclei > 0)
     if max_distance is None:
         areas = np.bincount(nuclei.ravel())[1:]
         max_distance = 4 * np.sqrt(np.median(areas[areas > 0]) / np.pi)
-    # a chamfer distance (3-4 weights / 3) is close enough for a reach limit and several times cheaper
-    mask &= ndi.distance_transform_cdt(nuclei == 0, metric="chessboard") <= max_distance
+    # within max_distance of a nucleus in the chessboard metric: a square dilation (separable)
+    reach = 2 * int(np.floor(max_distance)) + 1
+    mask &= ndi.maximum_filter(nuclei > 0, size=reach, mode="constant", cval=False)
     # edges and bright membranes both separate cells: the gradient alone puts the line beside a
     # membrane ridge, and blurred (out-of-focus) ridges have weak gradients
     edges = sobel(work)
     elevation = (edges / (float(np.percentile(edges[::2, ::2], 99)) + 1e-9)
                  + (work - lo) / (float(np.percentile(work[::2, ::2], 99)) - lo + 1e-9))
-    cells = watershed(elevation, markers=nuclei.astype(np.int32), mask=mask)
+    cells = _watershed(elevation, nuclei.astype(np.int32), mask)
     return cells.astype(np.uint32)
 
 
