@@ -42,6 +42,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+from numba import njit
 from scipy import ndimage as ndi
 from skimage.transform import resize
 
@@ -393,6 +394,37 @@ def upsample_grid(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return rows[:, x0] * (1 - wx) + rows[:, x1] * wx
 
 
+@njit(cache=True)
+def _accumulate_background(sample, odd, sampled, narrow, wide, bins, total, count, sq, sqn):
+    """One plane's background sums per bin (values at or below ``narrow``) and squared second
+    differences / 6 (centre and both horizontal neighbours at or below ``wide``), in raster
+    order; ``narrow`` / ``wide`` are maps of the plane's shape or (1, 1) scalars."""
+    h, w = sample.shape
+    k = min(w - 1, odd.shape[1] - 1) if sampled else w - 2
+    map_n = narrow.shape[0] > 1
+    map_w = wide.shape[0] > 1
+    six = np.float32(6)
+    for r in range(h):
+        for col in range(w):
+            b = bins[r * w + col]
+            v = sample[r, col]
+            if v <= (narrow[r, col] if map_n else narrow[0, 0]):
+                total[b] += v
+                count[b] += 1
+            if 1 <= col <= k:
+                lim = wide[r, col] if map_w else wide[0, 0]
+                if sampled:
+                    left = odd[r, col - 1]
+                    right = odd[r, col]
+                else:
+                    left = sample[r, col - 1]
+                    right = sample[r, col + 1]
+                if v <= lim and left <= lim and right <= lim:
+                    d = np.float32(2) * v - left - right
+                    sq[b] += d * d / six
+                    sqn[b] += 1
+
+
 class BackgroundAccumulator:
     """Streaming mean of the background pixels of (C, Y, X) fields, in ``block`` x ``block`` bins.
 
@@ -477,28 +509,15 @@ class BackgroundAccumulator:
                 sample -= dark
             ints = plane[::s, ::s] if np.issubdtype(plane.dtype, np.unsignedinteger) else None
             narrow, wide = self._thresholds(sample, (self.spread, 2 * self.spread), ints=ints)
-            below = sample <= narrow
-            self._sum[c] += np.bincount(self._bins, weights=np.where(below, sample, 0).ravel(), minlength=n)
-            self._count[c] += np.bincount(self._bins, weights=below.ravel(), minlength=n).astype(np.int64)
             # pixel-scale noise of the background (photon transfer, see estimate_dark): the
             # squared second difference of a sampled pixel and its two horizontal neighbours at
             # full resolution, / 6 (the noise variance for white noise; a linear gradient, e.g. a
             # cell's halo, cancels), where all three are below a threshold twice as wide (a
-            # tighter one cuts the noise's upper tail and biases the variance low)
-            if s > 1:  # neighbours: the unsampled columns either side
-                odd = plane[::s, 1::s].astype(np.float32) - dark
-                k = min(sample.shape[1] - 1, odd.shape[1] - 1)
-                centre, left, right = sample[:, 1:k + 1], odd[:, :k], odd[:, 1:k + 1]
-            else:
-                k = sample.shape[1] - 2
-                centre, left, right = sample[:, 1:-1], sample[:, :-2], sample[:, 2:]
-            w = wide[:, 1:k + 1] if np.ndim(wide) else wide
-            ok = np.zeros(sample.shape, bool)
-            ok[:, 1:k + 1] = (centre <= w) & (left <= w) & (right <= w)
-            d = np.zeros(sample.shape, np.float32)
-            d[:, 1:k + 1] = 2 * centre - left - right
-            self._sq[c] += np.bincount(self._bins, weights=np.where(ok, d * d / 6, 0).ravel(), minlength=n)
-            self._sqn[c] += np.bincount(self._bins, weights=ok.ravel(), minlength=n).astype(np.int64)
+            # tighter one cuts the noise's upper tail and biases the variance low); with sampling
+            # the neighbours are the unsampled columns either side
+            odd = plane[::s, 1::s].astype(np.float32) - dark if s > 1 else sample
+            _accumulate_background(sample, odd, s > 1, np.atleast_2d(np.float32(narrow)), np.atleast_2d(np.float32(wide)),
+                                   self._bins, self._sum[c], self._count[c], self._sq[c], self._sqn[c])
         self.count += 1
 
     def merge(self, other: "BackgroundAccumulator") -> None:
