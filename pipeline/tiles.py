@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from numba import njit
 import pandas as pd
 from scipy import ndimage as ndi
 
@@ -41,6 +42,27 @@ def check_field_arrays(image, nuclei, cells, channel_names) -> np.ndarray:
     if len(channel_names) != image.shape[0]:
         raise ValueError(f"{len(channel_names)} channel names for {image.shape[0]} channels")
     return image
+
+
+@njit(cache=True)
+def _label_sums(nuclei, cells, image, n, width):
+    nuc_count = np.zeros(n + 1, np.int64)
+    cell_count = np.zeros(n + 1, np.int64)
+    sum_y = np.zeros(n + 1, np.float64)
+    sum_x = np.zeros(n + 1, np.float64)
+    sums = np.zeros((image.shape[0], n + 1), np.float64)
+    for p in range(nuclei.size):
+        a = nuclei[p]
+        if a > 0:
+            nuc_count[a] += 1
+            sum_y[a] += p // width
+            sum_x[a] += p % width
+        b = cells[p]
+        if b > 0:
+            cell_count[b] += 1
+            for c in range(image.shape[0]):
+                sums[c, b] += image[c, p]
+    return nuc_count, sum_y, sum_x, cell_count, sums
 
 
 def crop_cells(
@@ -86,22 +108,19 @@ def crop_cells(
                *[f"Intensity_Mean_{c}" for c in channel_names]]
     if n == 0:
         return np.zeros((0, image.shape[0], crop_size, crop_size), np.uint16), pd.DataFrame(columns=columns)
-    flat_nuc = nuclei.ravel()
-    nuc_count = np.bincount(flat_nuc, minlength=n + 1)
+    # counts, centroids and mean intensities in one compiled pass over the pixels (the same sums,
+    # in the same raster order, as weighted bincounts; ~10x cheaper than one bincount per quantity)
+    nuc_count, sum_y, sum_x, cell_count, sums = _label_sums(np.ascontiguousarray(nuclei).ravel(),
+                                                            np.ascontiguousarray(cells).ravel(),
+                                                            np.ascontiguousarray(image).reshape(image.shape[0], -1),
+                                                            max(n, int(cells.max())), nuclei.shape[1])
     ids = np.nonzero(nuc_count[1:])[0] + 1
     H, W = nuclei.shape
-    # centroids, areas and mean intensities by weighted bincounts (one pass each, no per-object work)
-    yy = np.repeat(np.arange(H, dtype=np.float64), W)
-    xx = np.tile(np.arange(W, dtype=np.float64), H)
     nuc_area = nuc_count[ids]
-    centroids = np.stack([np.bincount(flat_nuc, weights=yy, minlength=n + 1)[ids] / nuc_area,
-                          np.bincount(flat_nuc, weights=xx, minlength=n + 1)[ids] / nuc_area], axis=1).reshape(-1, 2)
+    centroids = np.stack([sum_y[ids] / nuc_area, sum_x[ids] / nuc_area], axis=1).reshape(-1, 2)
     slices = ndi.find_objects(nuclei)
-    flat_cells = cells.ravel()
-    cell_count = np.bincount(flat_cells, minlength=n + 1)
     cell_area = cell_count[ids]
-    means = np.stack([np.bincount(flat_cells, weights=image[c].ravel(), minlength=n + 1)[ids]
-                      / np.maximum(cell_area, 1) for c in range(image.shape[0])], axis=1).reshape(-1, image.shape[0])
+    means = (sums[:, ids] / np.maximum(cell_area, 1)).T.reshape(-1, image.shape[0])
     means[cell_area == 0] = np.nan
     half = crop_size // 2
     cy = np.rint(centroids[:, 0]).astype(int)
