@@ -2,9 +2,10 @@
 
 A 16-bit image's percentiles need no partition of its pixels: its cumulative histogram gives
 every order statistic at once. Used for display windows and illumination thresholds, where the
-same values as ``np.percentile`` are needed several times per plane. Values below 65536 are
-counted by their high byte, then, for the buckets holding the wanted ranks only, by their low
-byte (two compiled passes, whatever the value range and the number of groups).
+same values as ``np.percentile`` are needed several times per plane. Where full histograms
+would outnumber the values (many groups, wide ranges), values below 65536 are counted by their
+high byte, then, for the buckets holding the wanted ranks only, by their low byte (two compiled
+passes).
 """
 
 from __future__ import annotations
@@ -40,12 +41,12 @@ def int_percentiles(values: np.ndarray, q, *, groups: np.ndarray | None = None, 
     if v.size and v.min() < 0:
         raise ValueError("int_percentiles needs non-negative integers")
     width = int(v.max()) + 1 if v.size else 1
-    if width <= 65536 and v.size:
-        g = np.zeros(v.size, np.int64) if groups is None else np.asarray(groups, np.int64).ravel()
-        if g.size != v.size:
-            raise ValueError(f"groups has {g.size} values for {v.size} values")
-        return _byte_percentiles(v.astype(np.uint16, copy=False), g, 1 if groups is None else int(n_groups), qs)
-    if n_groups * width > 4 * v.size + 65536:  # histograms larger than the data: partition instead
+    if n_groups * width > 4 * v.size + 65536:  # full histograms larger than the data
+        if width <= 65536:  # high-byte, then low-byte histograms
+            g = np.zeros(v.size, np.int64) if groups is None else np.asarray(groups, np.int64).ravel()
+            if g.size != v.size:
+                raise ValueError(f"groups has {g.size} values for {v.size} values")
+            return _byte_percentiles(v.astype(np.uint16, copy=False), g, 1 if groups is None else int(n_groups), qs)
         return _partition_percentiles(v, qs, groups, n_groups)
     if groups is None:
         hist = np.bincount(v, minlength=width)[None, :]
