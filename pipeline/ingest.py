@@ -22,6 +22,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -605,8 +606,9 @@ def acquisition_record(listing: PlateListing) -> dict:
 
 
 def compute_illumination(plan: PlatePlan, fields: pd.DataFrame, settings: IngestSettings,
-                         stats: IlluminationStats | None = None) -> np.ndarray:
-    """Illumination functions (C, Y, X) float32 of the staged plate, saved with QC PNGs.
+                         stats: IlluminationStats | None = None, *, qc: bool = True) -> np.ndarray:
+    """Illumination functions (C, Y, X) float32 of the staged plate, saved with QC PNGs
+    (``qc=False``: without; :func:`illumination_qc` writes them).
 
     From the plate's streaming statistics (``stats``, gathered by :func:`write_images` while it
     wrote the fields; when absent or not covering every field, one pass over the staged fields
@@ -668,8 +670,34 @@ def compute_illumination(plan: PlatePlan, fields: pd.DataFrame, settings: Ingest
                       "filter_fraction": ff, "dark": dark, "dark_estimated": settings.illumination_dark is None,
                       "flatness": flat, "harmony_rms": harmony, "n_fields": int(len(fields)),
                       "n_fields_used": len(used)})
-    _illumination_png(funcs, plan.staging / "illumination_qc", channels=plan.listing.channels)
+    if qc:
+        illumination_qc(plan, funcs)
     return funcs
+
+
+def illumination_qc(plan: PlatePlan, funcs: np.ndarray) -> None:
+    """The illumination QC PNGs of :func:`compute_illumination` (one per channel)."""
+    _illumination_png(funcs, plan.staging / "illumination_qc", channels=plan.listing.channels)
+
+
+class _Background(threading.Thread):
+    """A thread whose exception, if any, is raised again by :meth:`result`."""
+
+    def __init__(self, fn, *args) -> None:
+        super().__init__(name=f"cmcl-{fn.__name__}", daemon=True)
+        self._call, self._error = (fn, args), None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self._call[0](*self._call[1])
+        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+            self._error = err
+
+    def result(self) -> None:
+        self.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _vendor_flatfield_rms(listing: PlateListing, funcs: np.ndarray) -> dict[str, float]:
@@ -1144,12 +1172,19 @@ def ingest_plate(
                                                   processes=n_proc, pool=pool, timings=work)
             t["write"] = time.perf_counter() - t0
             t0 = time.perf_counter()
+            qc = None
             if len(fields):
-                run_stage("illumination", compute_illumination, plan, fields, settings, stats)
+                funcs = run_stage("illumination", compute_illumination, plan, fields, settings, stats, qc=False)
+                # the QC PNGs are drawn while the workers segment (the main thread mostly waits then)
+                qc = _Background(illumination_qc, plan, funcs)
             t["illumination"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            cells, field_table = run_stage("segment-and-tile", segment_and_tile, plan, fields, settings,
-                                           processes=n_proc, progress=progress, pool=pool, timings=work)
+            try:
+                cells, field_table = run_stage("segment-and-tile", segment_and_tile, plan, fields, settings,
+                                               processes=n_proc, progress=progress, pool=pool, timings=work)
+            finally:
+                if qc is not None:
+                    qc.result()
             t["segment_tile"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         result = run_stage("publish", publish, plan, store, fields=field_table, cells=cells, quarantine=quarantine,

@@ -227,3 +227,20 @@ def test_one_and_two_processes_write_identical_stores(faulty_plate, tmp_path):
                 assert a[k] == b[k], k
             else:
                 np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_illumination_qc_pngs_are_published_and_a_failing_qc_thread_fails_the_plate(ingested, small_plate, tmp_path,
+                                                                                    monkeypatch):
+    """The QC PNGs are drawn in a thread while the workers segment; they are in the store after
+    ingestion, and an error there is the plate's error, not a silent loss."""
+    store, _ = ingested
+    plate = store.read("fields")["Metadata_Plate"].iloc[0]
+    pngs = sorted(p.name for p in (store.root / "illumination" / plate).glob("*.png"))
+    assert pngs == sorted(f"{c}.png" for c in CHANNELS)
+
+    def broken(plan, funcs):
+        raise OSError("disk full while drawing the QC")
+
+    monkeypatch.setattr(ing, "illumination_qc", broken)
+    with pytest.raises(OSError, match="disk full"):
+        ingest_plate(small_plate, Store(tmp_path / "s"), IngestSettings(crop_size=32, features="none"))
