@@ -163,6 +163,23 @@ def test_render_field_labels_match_rendered_nuclei() -> None:
     assert np.mean(toxic) < 0.7 * np.mean(counts)
 
 
+def test_bleed_through_is_off_by_default_and_leaks_the_named_channel() -> None:
+    kw = dict(size=128, nucleus_radius=6.0, debris=False)
+    clean, nuclei, cells = render_field(DMSO, rng=np.random.default_rng(3), **kw)
+    leaky, nuclei2, cells2 = render_field(DMSO, rng=np.random.default_rng(3), bleed_through={("DNA", "ER"): 0.1}, **kw)
+    assert (nuclei == nuclei2).all() and (cells == cells2).all() and nuclei.max() > 0
+    dna, er = CHANNELS.index("DNA"), CHANNELS.index("ER")
+    inside = nuclei > 0
+    extra = (leaky[er].astype(float) - clean[er])[inside].mean()
+    signal = (clean[dna].astype(float) - np.median(clean[dna]))[inside].mean()
+    assert 0.08 * signal < extra < 0.12 * signal, (extra, signal)
+    others = [c for c in range(len(CHANNELS)) if c != er]
+    assert (leaky[others] == clean[others]).all()
+    assert (render_field(DMSO, rng=np.random.default_rng(3), bleed_through=0.0, **kw)[0] == clean).all()
+    with pytest.raises(ValueError, match="bleed_through"):
+        render_field(DMSO, rng=np.random.default_rng(3), bleed_through={("DNA", "GFP"): 0.1}, **kw)
+
+
 def test_illumination_is_recoverable_from_dmso_fields() -> None:
     size = 128
     illum = illumination_fields(size, seed=3)
