@@ -35,11 +35,11 @@ _CELL_DENSITY = 0.012
 #: Median area of a cell's outline / its nucleus (real fields: 7.1 and 8.3, cmcl's segmentation).
 _CELL_AREA_RATIO = 8.0
 #: Probability that a new cell settles against an earlier one (touching groups and clumps).
-_P_JOIN = 0.3
+_P_JOIN = 0.2
 #: Probability that a new cell is the sister of an earlier one (nuclei touching, as after mitosis).
 _P_SISTER = 0.05
 #: Signal levels (ADU above offset) before illumination: nucleus DNA, ER, RNA, AGP, Mito.
-_LEVELS = np.array([10000.0, 19000.0, 7000.0, 5000.0, 30000.0])
+_LEVELS = np.array([10000.0, 12000.0, 7500.0, 4500.0, 24000.0])
 #: Background (unbound dye and autofluorescence, ADU above offset) per channel, before
 #: illumination: median backgrounds of the real fields lie between 300 and 950 ADU with offset.
 _BACKGROUND = np.array([380.0, 400.0, 205.0, 440.0, 850.0])
@@ -52,9 +52,11 @@ def illumination_fields(size: int, seed: int) -> np.ndarray:
     """Flat fields of the simulated microscope ``seed``.
 
     Each channel is a smooth vignetting (quadratic fall-off about a point near the centre) times
-    a weak linear gradient, different per channel. The fall-off follows the flat-field profiles
-    that Harmony fitted on the real Phenix field in ``tests/data/phenix_BR00121482``: corners at
-    0.3-0.5 of the centre, 5th percentile at ~0.7 of the median.
+    a weak linear gradient, different per channel. The fall-off follows the backgrounds of the
+    real Phenix fields in ``tests/data`` (9 x 9 blocks, above a 100 ADU offset: centre ~1.4x and
+    corners ~0.35x the median): corners at 0.2-0.35 of the centre, 5th percentile at ~0.5 of the
+    median; the far-red Mito channel falls off less (corners ~0.55), as in Harmony's fitted
+    profiles, which are flatter overall (corners 0.23-0.5 of the centre).
 
     Returns
     -------
@@ -66,8 +68,9 @@ def illumination_fields(size: int, seed: int) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / max(size - 1, 1) - 0.5
     out = np.empty((len(CHANNELS), size, size), dtype=np.float32)
     for c in range(len(CHANNELS)):
-        cy, cx = rng.uniform(-0.05, 0.05, 2)
-        vignette = 1.0 - rng.uniform(0.5, 0.7) * ((yy - cy) ** 2 + (xx - cx) ** 2) / 0.5
+        cy, cx = rng.uniform(-0.03, 0.03, 2)
+        a = rng.uniform(0.65, 0.8) * (0.6 if CHANNELS[c] == "Mito" else 1.0)
+        vignette = 1.0 - a * ((yy - cy) ** 2 + (xx - cx) ** 2) / 0.5
         gy, gx = rng.uniform(-0.1, 0.1, 2)
         field = vignette * (1.0 + gy * yy + gx * xx)
         out[c] = field / field.mean()
@@ -105,7 +108,8 @@ def _texture_bank(size: int, s: float, radius: float) -> dict[str, np.ndarray]:
         return np.exp(-k2 * length**2 / 2)
 
     ridge = np.clip(1.0 - np.abs(_fourier_noise(size, 3, dog(1.2 * s, 4.0 * s))) / 0.45, 0, 1) ** 2
-    dots = (np.random.default_rng([0x7E57, size, 4]).random((size, size)) < 0.05).astype(float)
+    # ~0.05 puncta per pixel at s = 1, fewer per pixel (the same per area) at larger scales
+    dots = (np.random.default_rng([0x7E57, size, 4]).random((size, size)) < 0.05 / s**2).astype(float)
     sigma = 0.9 * s
     puncta = np.fft.irfft2(np.fft.rfft2(dots) * smooth(sigma), s=(size, size))
     bank = {
@@ -181,7 +185,7 @@ def _place_cells(
                 idx = np.asarray(placed)
                 dist = np.hypot(*(pos[idx] - p).T)
                 # a cell that lands on its own keeps clear of the others while there is room
-                spacing = 0.5 if join or attempt >= 10 else 0.9
+                spacing = 0.5 if join or attempt >= 10 else 1.0
                 clash = dist < 0.99 * (r_nuc[i] + r_nuc[idx])
                 crowd = dist < spacing * (r_cell[i] + r_cell[idx])
                 if u < _P_SISTER:  # only its sister may come this close
@@ -343,7 +347,7 @@ def render_field(
     n_nominal = _CELL_DENSITY * size * size / (r * r) * cell_density
     n = int(rng.poisson(n_nominal * (1.0 - min(ph.toxicity, 0.95))))
     special = rng.random(n) < 0.03 + 0.15 * ph.toxicity  # rounded: mitotic / apoptotic
-    area = ph.nuclear_area * rng.lognormal(0.0, 0.22, n)
+    area = ph.nuclear_area * rng.lognormal(0.0, 0.2, n)
     area[special] *= 0.3
     r_nuc = r * np.sqrt(area)
     r_cell = r * math.sqrt(_CELL_AREA_RATIO) * ph.cell_size * np.sqrt(ph.nuclear_area) * rng.lognormal(0.0, 0.25, n)
@@ -395,11 +399,12 @@ def render_field(
     nuclei[rho >= 1.0] = 0
     # cells: each pixel to the cell nearest in units of its own outline
     q = np.full(shape, np.inf, dtype=np.float32)
-    pn = np.ones(shape, dtype=np.float32)  # distance from the own nucleus's centre / cell radius
+    pn = np.ones(shape, dtype=np.float32)  # distance beyond the own nucleus's radius / cell radius
     cells = np.zeros(shape, dtype=np.uint32)
     for i in range(n):
         radius = r_cell[i] / norm[i]
-        sy, sx, dy, dx = box(ccy[i], ccx[i], 1.25 * radius * reach[i] + 2)
+        # the outline reaches r_cell * reach; the ragged edge (below) at most 1 / 0.75 beyond
+        sy, sx, dy, dx = box(ccy[i], ccx[i], 1.34 * r_cell[i] * reach[i] + 2)
         ct, st = math.cos(theta[i]), math.sin(theta[i])
         u = dx * f32(ct) + dy * f32(st)
         v = dy * f32(ct) - dx * f32(st)
@@ -410,9 +415,10 @@ def render_field(
         np.copyto(view, d, where=closer)
         own[closer] = i + 1
         oy, ox = f32(cy[i] - ccy[i]), f32(cx[i] - ccx[i])
-        np.copyto(pn[sy, sx], np.sqrt((dy - oy) ** 2 + (dx - ox) ** 2) / f32(r_cell[i]), where=closer)
+        beyond = np.maximum(np.sqrt((dy - oy) ** 2 + (dx - ox) ** 2) - f32(r_nuc[i]), 0) / f32(r_cell[i])
+        np.copyto(pn[sy, sx], beyond, where=closer)
     # ragged free edges (the factor is shared by neighbours, so borders between cells stay smooth)
-    edge_noise = 1.0 + 0.12 * _draw(bank["limit"], rng) + 0.03 * _draw(bank["rough"], rng)
+    edge_noise = np.maximum(1.0 + 0.12 * _draw(bank["limit"], rng) + 0.03 * _draw(bank["rough"], rng), 0.75)
     cells[q * edge_noise >= 1.0] = 0
     in_nuc = nuclei > 0
     cells[in_nuc] = nuclei[in_nuc]
@@ -450,12 +456,12 @@ def render_field(
 
     # ER: perinuclear reticulum (also above and below the nucleus) + nuclear rim
     reticulum = _draw(bank["reticulum"], rng)
-    er = np.exp(-2.5 * pn) * (1.0 + (0.25 + 0.3 * ph.texture) * reticulum) * thick
+    er = np.exp(-3.0 * pn) * (1.0 + (0.25 + 0.3 * ph.texture) * reticulum) * thick
     er = np.where(in_nuc, 0.45 * er, er) + 0.15 * np.exp(-(((rho - 1.0) * r / (1.2 * s)) ** 2))
     sig[1] = _LEVELS[1] * ph.er_intensity * np.maximum(er, 0.0) * gain[1] * in_cell
 
     # RNA: nucleoli + cytoplasm
-    rna_cyto = np.exp(-1.5 * pn) * (1.0 + (0.12 + 0.3 * ph.texture) * reticulum) * thick
+    rna_cyto = np.exp(-2.0 * pn) * (1.0 + (0.12 + 0.3 * ph.texture) * reticulum) * thick
     rna = np.where(in_nuc, 0.7 + 0.9 * nucleoli, np.maximum(rna_cyto, 0.0))
     sig[2] = _LEVELS[2] * ph.rna_intensity * rna * gain[2] * in_cell
 
@@ -465,7 +471,7 @@ def render_field(
     edge[1:] |= cells[:-1] != cells[1:]
     edge[:, :-1] |= cells[:, :-1] != cells[:, 1:]
     edge[:, 1:] |= cells[:, :-1] != cells[:, 1:]
-    membrane = ndi.gaussian_filter(edge.astype(np.float32), 0.8 * s)
+    membrane = ndi.gaussian_filter(edge.astype(np.float32), 0.8 * s) * np.float32(s)  # scale-free
     phi = theta + np.pi * (shift > 0) + rng.normal(0.0, 0.6, n)  # towards the cell body
     golgi = ndi.gaussian_filter(
         _impulses(shape, cy + 1.15 * b * np.sin(phi), cx + 1.15 * b * np.cos(phi), np.ones(n)),
@@ -478,7 +484,7 @@ def render_field(
     ridges = _draw(bank["ridge"], rng)
     puncta = _draw(bank["puncta"], rng)
     f = per_label(frag)[cells]
-    mito = (0.08 + np.exp(-5.0 * pn)) * ((1.0 - f) * 1.4 * ridges + f * 1.2 * puncta)
+    mito = (0.03 + np.exp(-5.0 * pn)) * ((1.0 - f) * 1.4 * ridges + f * 1.2 * puncta)
     sig[4] = _LEVELS[4] * ph.mito_intensity * mito * gain[4] * np.where(in_nuc, 0.5, in_cell)
 
     sig[0] *= gain[0]

@@ -91,10 +91,12 @@ def test_background_method_matches_the_true_flat_field(dmso_fields):
                 raw = images[:, c].astype(np.float32) - DARK_OFFSET
                 corrected = np.stack([il.apply(f, func, dark=DARK_OFFSET) for f in images[:, c]])
                 reductions.append(_background_cv(raw, ~masks) / _background_cv(corrected, ~masks))
-    # measured (seed 7, 48 fields, dark 100; generator calibrated to real fields, cells cover
-    # ~28 %): background 0.8-2.0 % per channel, mean 3.3-12 %, median 0.8-1.5 %
-    assert max(errors["background"]) < 0.025, errors
-    assert min(reductions) > 5, reductions  # measured 8.6-19.5x (the true field gives ~100x)
+    # measured (seed 7, 48 fields, dark 100; generator calibrated to real fields: cells cover
+    # ~28 %, cytoplasm 2-5x the background, corners at 0.2-0.35 of the centre): background
+    # 1.0-3.3 % per channel (AGP worst: dim cell edges and membrane halos in the dark corners pass
+    # for background), mean 6-15 %, median 0.7-1.9 %
+    assert max(errors["background"]) < 0.04, errors
+    assert min(reductions) > 4, reductions  # measured 4.8x (AGP) to 18x (the true field gives ~100x)
     assert all(b < m for b, m in zip(errors["background"], errors["mean"])), errors
 
 
@@ -111,8 +113,8 @@ def test_background_method_survives_dense_wells_where_the_median_fails():
         for c in range(images.shape[1]):
             func = il.estimate(images[:, c], method=method, dark=DARK_OFFSET)
             errs.append(float(np.abs((func / func.mean()) / (true[c] / true[c].mean()) - 1).mean()))
-    # measured: background 0.9-3.2 % per channel, median 0.9-40 %
-    assert max(errors["background"]) < 0.045, errors
+    # measured: background 1.3-7.3 % per channel (AGP worst), median 1.2-39 %
+    assert max(errors["background"]) < 0.09, errors
     assert max(errors["median"]) > 4 * max(errors["background"]), errors
 
 
@@ -239,9 +241,9 @@ def test_sampled_statistics_of_large_fields_agree_with_full_resolution(dmso_fiel
         sampled.add(image)
     assert (full.stride, sampled.stride) == (1, 2)
     deviation = np.abs(sampled.background() / full.background() - 1)
-    # measured: 99th percentile 0.8-1.4 % per channel, worst bin 1.4-5.3 % (AGP: 4 sampled pixels
-    # per 4 px bin and field, where a dim cell in a vignetted corner passes for background in one
-    # field and counts 1 pixel in the full statistics, 4 in the sampled ones)
+    # measured: 99th percentile 0.9-2.0 % per channel (1.2 % over all), worst bin 1.6-4.1 % (AGP:
+    # 4 sampled pixels per 4 px bin and field, where a dim cell in a vignetted corner passes for
+    # background in one field and counts 1 pixel in the full statistics, 4 in the sampled ones)
     assert np.percentile(deviation, 99) < 0.02, np.percentile(deviation, 99)
     assert deviation.max() < 0.08, deviation.max()
     for c in range(images.shape[1]):
