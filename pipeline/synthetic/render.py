@@ -457,7 +457,7 @@ def render_field(
     # ER: perinuclear reticulum (also above and below the nucleus) + nuclear rim
     reticulum = _draw(bank["reticulum"], rng)
     er = np.exp(-3.0 * pn) * (1.0 + (0.25 + 0.3 * ph.texture) * reticulum) * thick
-    er = np.where(in_nuc, 0.45 * er, er) + 0.15 * np.exp(-(((rho - 1.0) * r / (1.2 * s)) ** 2))
+    er = np.where(in_nuc, 0.7 * er, er) + 0.15 * np.exp(-(((rho - 1.0) * r / (1.2 * s)) ** 2))
     sig[1] = _LEVELS[1] * ph.er_intensity * np.maximum(er, 0.0) * gain[1] * in_cell
 
     # RNA: nucleoli + cytoplasm
