@@ -551,7 +551,7 @@ DEMO_SIZES = {
                     preset="demo", overrides={"split_fractions": [0.7, 0.1, 0.2]}),
 }
 #: The generator's camera adds a 100 ADU dark offset; knowing it, the background illumination
-#: method recovers the true flat field to about 1 % (see pipeline/illumination.py).
+#: method recovers the true flat field to 1-3 % (tests/pipeline/test_illumination.py).
 DEMO_INGEST = dict(illumination_method="background", illumination_dark=100.0, features="default")
 
 

@@ -11,7 +11,9 @@ tested and demonstrated without real data. It has four layers, one module each:
    compounds spilling over plates, replicates on different plates).
 3. :mod:`~pipeline.synthetic.render`, :func:`render_field`: one 5-channel field (DNA, ER, RNA, AGP, Mito) plus its nuclei and cell
    label images, with camera offset, shot and read noise, illumination, debris, saturation and
-   optional defocus. :func:`illumination_fields` gives the microscope's flat fields.
+   optional defocus. :func:`illumination_fields` gives the microscope's flat fields. The defaults
+   are calibrated to real JUMP Phenix fields: :mod:`~pipeline.synthetic.calibration` holds the
+   statistics and their tolerances (``docs/realism.md``).
 4. :mod:`~pipeline.synthetic.layouts`, :func:`write_plate`: a plate folder in ImageXpress, Phenix/Harmony or LoadData layout, with
    ``platemap.csv``, ground truth and, optionally, deliberate file faults. :func:`generate` and
    :func:`generate_demo` are the entry points of the CLI.

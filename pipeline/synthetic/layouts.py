@@ -107,6 +107,7 @@ def write_plate(
     faults: bool = False,
     ground_truth: bool = True,
     defocus_rate: float = 0.03,
+    bleed_through: float = 0.0,
 ) -> Path:
     """Render and write one plate folder ``out_dir / plate_id``.
 
@@ -151,6 +152,8 @@ def write_plate(
         Write the ``ground_truth/`` folder.
     defocus_rate : float
         Probability that a field is out of focus.
+    bleed_through : float
+        Spectral bleed-through between neighbouring channels (see :func:`render_field`); 0: off.
 
     Returns
     -------
@@ -207,7 +210,8 @@ def write_plate(
         wrng = _field_rng(seed, plate_id, well, 0)
         pheno, active = _well_phenotype(row, wrng)
         edge = well[0] in ("A", chr(64 + rows)) or int(well[1:]) in (1, cols)
-        density = float(wrng.lognormal(0.0, 0.08)) * (0.85 if edge else 1.0)
+        # cell count varies from well to well (seeding, growth; ~20 %), edge wells grow fewer
+        density = float(wrng.lognormal(0.0, 0.2)) * (0.85 if edge else 1.0)
         brightness = plate_brightness * float(wrng.lognormal(0.0, 0.03))
         pheno_rows.append(
             {"Metadata_Well": well, "Metadata_CompoundID": row["Metadata_CompoundID"],
@@ -221,7 +225,7 @@ def write_plate(
             blurred = bool(frng.random() < defocus_rate)
             image, nuclei, cells = render_field(
                 pheno, size=size, nucleus_radius=nucleus_radius, rng=frng, illumination=illum,
-                out_of_focus=blurred, cell_density=density, brightness=brightness,
+                out_of_focus=blurred, cell_density=density, brightness=brightness, bleed_through=bleed_through,
             )
             field_rows.append({"Metadata_Well": well, "Metadata_Site": site,
                                "n_nuclei": int(nuclei.max()), "out_of_focus": blurred})

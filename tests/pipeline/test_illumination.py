@@ -91,10 +91,31 @@ def test_background_method_matches_the_true_flat_field(dmso_fields):
                 raw = images[:, c].astype(np.float32) - DARK_OFFSET
                 corrected = np.stack([il.apply(f, func, dark=DARK_OFFSET) for f in images[:, c]])
                 reductions.append(_background_cv(raw, ~masks) / _background_cv(corrected, ~masks))
-    # measured (seed 7, 48 fields, dark 100): background 0.4-1.3 % per channel, mean 4.5-10 %, median 0.7-50 %
-    assert max(errors["background"]) < 0.025, errors
-    assert min(reductions) > 5, reductions  # measured 7.2-12.9x (the true field gives ~100x)
-    assert max(errors["background"]) < min(max(errors["mean"]), max(errors["median"]))
+    # measured (seed 7, 48 fields, dark 100; generator calibrated to real fields: cells cover
+    # ~28 %, cytoplasm 2-5x the background, corners at 0.2-0.35 of the centre): background
+    # 1.0-3.3 % per channel (AGP worst: dim cell edges and membrane halos in the dark corners pass
+    # for background), mean 6-15 %, median 0.7-1.9 %
+    assert max(errors["background"]) < 0.04, errors
+    assert min(reductions) > 4, reductions  # measured 4.8x (AGP) to 18x (the true field gives ~100x)
+    assert all(b < m for b, m in zip(errors["background"], errors["mean"])), errors
+
+
+def test_background_method_survives_dense_wells_where_the_median_fails():
+    """Twice the usual density (cells cover ~48 % of a field): a per-pixel median then often
+    lands on a cell, the background method does not."""
+    from pipeline.synthetic import DARK_OFFSET, DMSO, illumination_fields, render_field
+
+    true = illumination_fields(256, 7)
+    images = np.stack([render_field(DMSO, size=256, rng=np.random.default_rng([1, i]), illumination=true,
+                                    cell_density=2.0)[0] for i in range(48)])
+    errors = {"background": [], "median": []}
+    for method, errs in errors.items():
+        for c in range(images.shape[1]):
+            func = il.estimate(images[:, c], method=method, dark=DARK_OFFSET)
+            errs.append(float(np.abs((func / func.mean()) / (true[c] / true[c].mean()) - 1).mean()))
+    # measured: background 1.3-7.3 % per channel (AGP worst), median 1.2-39 %
+    assert max(errors["background"]) < 0.09, errors
+    assert max(errors["median"]) > 4 * max(errors["background"]), errors
 
 
 def test_dark_offset_and_subsample():
@@ -219,8 +240,12 @@ def test_sampled_statistics_of_large_fields_agree_with_full_resolution(dmso_fiel
         full.add(image)
         sampled.add(image)
     assert (full.stride, sampled.stride) == (1, 2)
-    ratio = sampled.background() / full.background()
-    assert np.abs(ratio - 1).max() < 0.02, np.abs(ratio - 1).max()
+    deviation = np.abs(sampled.background() / full.background() - 1)
+    # measured: 99th percentile 0.9-2.0 % per channel (1.2 % over all), worst bin 1.6-4.1 % (AGP:
+    # 4 sampled pixels per 4 px bin and field, where a dim cell in a vignetted corner passes for
+    # background in one field and counts 1 pixel in the full statistics, 4 in the sampled ones)
+    assert np.percentile(deviation, 99) < 0.02, np.percentile(deviation, 99)
+    assert deviation.max() < 0.08, deviation.max()
     for c in range(images.shape[1]):
         d_full = il.estimate_dark(full.noise()[c], full.background()[c])
         d_sampled = il.estimate_dark(sampled.noise()[c], sampled.background()[c])
