@@ -42,6 +42,11 @@ def _check_image(image: np.ndarray, name: str) -> np.ndarray:
 
 
 def _threshold(image: np.ndarray, method: Threshold) -> float:
+    """The automatic threshold of ``image`` with its brightest 0.1 % clipped: a few saturated
+    specks or debris, after illumination correction far above any nucleus, otherwise pull Otsu's
+    split between them and everything else, and dim nuclei are lost (a generated field with 10
+    nuclei and a saturated speck: 4 found, 10 with the clip)."""
+    image = np.minimum(image, np.float32(np.percentile(image, 99.9)))
     if method == "otsu":
         return float(threshold_otsu(image))
     if method == "li":
