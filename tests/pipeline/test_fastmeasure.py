@@ -111,7 +111,7 @@ def test_generated_field_through_measure_objects_matches_plain_cp_measure():
     from pipeline.segmentation import segment_cells, segment_nuclei
     from pipeline.synthetic import DMSO, render_field
 
-    image, _, _ = render_field(DMSO, size=256, nucleus_radius=8.0, rng=np.random.default_rng(1))
+    image, _, _ = render_field(DMSO, size=384, nucleus_radius=8.0, rng=np.random.default_rng(1), cell_density=1.5)
     image = image.astype(np.float32)
     nuclei = segment_nuclei(image[0])
     cells = segment_cells(nuclei, image[3])
