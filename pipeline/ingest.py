@@ -742,7 +742,7 @@ def _illumination_png(funcs: np.ndarray, out: Path, *, channels: tuple[str, ...]
 
 def _focus_score(dna: np.ndarray, nuclei: np.ndarray) -> float:
     """Sharpness of the nuclei's edges, about one over the edge's width in pixels: per nucleus,
-    the median Sobel gradient on its boundary pixels over its contrast (its median DNA minus the
+    the median Sobel gradient on its boundary pixels over its contrast (its mean DNA minus the
     median outside all nuclei); the field's score is the median over nuclei, so one blurred
     object (debris, a mitotic cell) does not decide it. Unlike the variance of the Laplacian it
     depends neither on how many nuclei a field holds nor on a few saturated specks (on the
@@ -766,7 +766,9 @@ def _focus_score(dna: np.ndarray, nuclei: np.ndarray) -> float:
     gy = (x[r + 1, c - 1] + 2 * x[r + 1, c] + x[r + 1, c + 1]) - (x[r - 1, c - 1] + 2 * x[r - 1, c] + x[r - 1, c + 1])
     ids = np.unique(lab[r, c])
     edge = np.asarray(ndi.median(np.hypot(gx, gy) / 8, labels=lab[r, c], index=ids), np.float64)
-    contrast = np.asarray(ndi.median(x, labels=lab, index=ids), np.float64) - float(np.median(outside))
+    flat = lab[fg].astype(np.int64)
+    inside = np.bincount(flat, weights=x[fg], minlength=int(ids[-1]) + 1)[ids] / np.bincount(flat)[ids]
+    contrast = inside - float(np.median(outside))
     return float(np.median(edge / np.maximum(contrast, 1e-6)))
 
 
