@@ -41,12 +41,13 @@ def _check_image(image: np.ndarray, name: str) -> np.ndarray:
     return image.astype(np.float32, copy=False)
 
 
-def _threshold(image: np.ndarray, method: Threshold) -> float:
+def _threshold(image: np.ndarray, method: Threshold, cap: float | None = None) -> float:
     """The automatic threshold of ``image`` with its brightest 0.1 % clipped: a few saturated
     specks or debris, after illumination correction far above any nucleus, otherwise pull Otsu's
     split between them and everything else, and dim nuclei are lost (a generated field with 10
-    nuclei and a saturated speck: 4 found, 10 with the clip)."""
-    image = np.minimum(image, np.float32(np.percentile(image, 99.9)))
+    nuclei and a saturated speck: 4 found, 10 with the clip). ``cap``: the clip value, when
+    already known (the blocks of an adaptive threshold use the whole image's)."""
+    image = np.minimum(image, np.float32(np.percentile(image, 99.9) if cap is None else cap))
     if method == "otsu":
         return float(threshold_otsu(image))
     if method == "li":
@@ -153,7 +154,8 @@ def _adaptive_threshold(image: np.ndarray, method: Threshold, *, grid: int, low:
     """Global threshold, or per-block thresholds clipped to [background + low * (global -
     background), global] and bilinearly interpolated (see :func:`segment_nuclei`)."""
     sub = image[::2, ::2]  # thresholds are statistics of the histogram: a quarter of the pixels will do
-    t = _threshold(sub, method)
+    cap = float(np.percentile(sub, 99.9))
+    t = _threshold(sub, method, cap)
     y, x = image.shape
     by, bx = y // max(grid, 1), x // max(grid, 1)
     if grid < 2 or by < 16 or bx < 16:
@@ -165,7 +167,7 @@ def _adaptive_threshold(image: np.ndarray, method: Threshold, *, grid: int, low:
     for i in range(grid):
         for j in range(grid):
             block = image[i * by:(i + 1) * by:2, j * bx:(j + 1) * bx:2]
-            local[i, j] = _threshold(block, method) if float(block.max()) > float(block.min()) else t
+            local[i, j] = _threshold(block, method, cap) if float(block.max()) > float(block.min()) else t
     local = np.clip(local, lo, t)
     return upsample_grid(local, image.shape)
 
