@@ -45,7 +45,7 @@ from pipeline.provenance import code_fingerprint
 from pipeline.plates import (LAYOUTS, PlateListing, discover_plate, fingerprint_files, parse_channel_map, read_platemap,
                              split_well)
 from pipeline.schema import arrow_schema, read_table, write_table
-from pipeline.segmentation import SEGMENTERS, segment_field
+from pipeline.segmentation import SEGMENTERS, segment_cells, segment_field, segment_nuclei
 from pipeline.store import CHANNELS, Store
 from pipeline.workers import process_pool
 from pipeline.tiles import CROPS_CHUNK, CROPS_SHARD, CropArrayWriter, crop_cells, field_tiles
@@ -680,6 +680,23 @@ def illumination_qc(plan: PlatePlan, funcs: np.ndarray) -> None:
     _illumination_png(funcs, plan.staging / "illumination_qc", channels=plan.listing.channels)
 
 
+def _warm_worker(features: str) -> None:
+    """Run segmentation, crops and (unless ``'none'``) features once on a tiny field, so that a
+    worker loads their compiled (numba) kernels from the on-disk cache, ~1 s, while the main
+    process computes the illumination functions rather than on its first field. Best effort."""
+    try:
+        yy, xx = np.mgrid[:48, :48]
+        dna = np.where((yy - 24) ** 2 + (xx - 24) ** 2 < 64, 3000.0, 100.0).astype(np.float32)
+        nuclei = segment_nuclei(dna)
+        cells = segment_cells(nuclei, dna)
+        image = np.stack([dna] * len(CHANNELS))
+        crop_cells(image, nuclei, cells, crop_size=16, border="pad", channel_names=CHANNELS)
+        if features != "none":
+            measure_objects(image, nuclei, cells, channel_names=CHANNELS, feature_set=features)
+    except Exception:  # noqa: BLE001 - a warm-up only; the real call reports any problem
+        pass
+
+
 class _Background(threading.Thread):
     """A thread whose exception, if any, is raised again by :meth:`result`."""
 
@@ -1199,6 +1216,9 @@ def ingest_plate(
             t["write"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             qc = None
+            if pool is not None and len(fields):  # idle workers load pass 2's compiled kernels meanwhile
+                for _ in range(n_proc):
+                    pool.submit(_warm_worker, settings.features)
             if len(fields):
                 funcs = run_stage("illumination", compute_illumination, plan, fields, settings, stats, qc=False)
                 # the QC PNGs are drawn while the workers segment (the main thread mostly waits then)
