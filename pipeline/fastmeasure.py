@@ -28,7 +28,7 @@ import numpy as np
 from cp_measure.core.numba._texture import DELTAS_2D, haralick_object
 from numba import njit
 
-__all__ = ["sizeshape", "intensity", "pearson", "texture", "segments", "bounding_boxes"]
+__all__ = ["sizeshape", "intensity", "sort_keys", "pearson", "texture", "segments", "bounding_boxes"]
 
 
 # ---- pixel grouping ------------------------------------------------------------------------------
@@ -234,7 +234,17 @@ _INTENSITY_KEYS = ("Intensity_IntegratedIntensity", "Intensity_MeanIntensity", "
                    "Intensity_UpperQuartileIntensity")
 
 
-def _sort_keys(image: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sort_keys(image: np.ndarray) -> np.ndarray:
+    """(Y * X,) uint32 sort keys of a field: the bit patterns of ``max(image, 0)`` as float32
+    (non-negative float32 values order like their bit patterns; negative values clip to 0 in
+    CellProfiler's scale anyway). Computed once per channel when several label images are
+    measured on it (:func:`intensity`'s ``keys``)."""
+    image32 = np.ascontiguousarray(image, dtype=np.float32)
+    return (np.maximum(image32, np.float32(0)) + np.float32(0)).ravel().view(np.uint32)  # -0.0 -> +0.0
+
+
+def _sort_keys(image: np.ndarray, pixels: np.ndarray, keys: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The given pixels of ``image`` sorted by value.
 
     Parameters
@@ -256,12 +266,13 @@ def _sort_keys(image: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, np.nd
     image32 = np.ascontiguousarray(image, dtype=np.float32)
     if image32.size >= 2**31:
         raise ValueError(f"images of 2**31 pixels or more are not supported, got shape {image32.shape}")
-    keys = (np.maximum(image32, np.float32(0)) + np.float32(0)).ravel().view(np.uint32)  # -0.0 -> +0.0
+    keys = sort_keys(image32) if keys is None else keys
     sorted_keys, sorted_pixels = _radix_sort(keys, np.ascontiguousarray(pixels, dtype=np.int64))
     return image32, sorted_keys, sorted_pixels
 
 
-def intensity(masks: np.ndarray, image: np.ndarray, *, scale: float = 1.0, groups=None) -> dict[str, np.ndarray]:
+def intensity(masks: np.ndarray, image: np.ndarray, *, scale: float = 1.0, groups=None,
+              keys: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """MeasureObjectIntensity without edge features, for every object of ``masks`` at once.
 
     The pixels measured are ``clip(image / scale, 0, 1)`` in float64, as CellProfiler loads an
@@ -278,6 +289,8 @@ def intensity(masks: np.ndarray, image: np.ndarray, *, scale: float = 1.0, group
         Divisor of ``image`` before clipping to [0, 1].
     groups : tuple, optional
         :func:`segments` of ``masks``, when several channels are measured on the same objects.
+    keys : (Y * X,) uint32 ndarray, optional
+        :func:`sort_keys` of ``image``, when several label images are measured on it.
 
     Returns
     -------
@@ -286,7 +299,7 @@ def intensity(masks: np.ndarray, image: np.ndarray, *, scale: float = 1.0, group
     """
     masks = np.ascontiguousarray(masks)
     idx, off, width = groups if groups is not None else segments(masks)
-    image32, sorted_keys, sorted_pixels = _sort_keys(image, idx)
+    image32, sorted_keys, sorted_pixels = _sort_keys(image, idx, keys)
     grouped = _group_sorted(sorted_keys, sorted_pixels, masks.ravel(), off)
     out = _intensity(image32.ravel(), grouped, idx, off, width, float(scale))
     return dict(zip(_INTENSITY_KEYS, out))

@@ -78,19 +78,20 @@ def _core() -> tuple[dict, dict]:
     return core, dict(get_correlation_measurements(sanitize=False))
 
 
-def _functions(core: dict, corr: dict, shared) -> dict:
+def _functions(core: dict, corr: dict, shared, raw: np.ndarray, channel_keys) -> dict:
     """Every measurement by plan name, with cp_measure's signatures. ``fast:<name>`` is the
     all-objects-at-once version of cp_measure's ``<name>`` (:mod:`pipeline.fastmeasure`: same
     keys and values); ``shared(what, labels)`` gives the compartment's pixel groups
     (``'segments'``) or bounding boxes (``'boxes'``), computed once for all channels (None for
-    other labels)."""
+    other labels). Fast intensity takes the channel's index: it reads the field in ADU (``raw``)
+    and its per-channel sort keys (``channel_keys(c)``, shared by the compartments)."""
     from pipeline import fastmeasure as fm
 
     out = {**core, **corr}
     out.update({
         "fast:sizeshape": lambda labels, pixels: fm.sizeshape(labels, boxes=shared("boxes", labels)),
-        "fast:intensity": lambda labels, image: fm.intensity(labels, image, scale=_FULL_SCALE,
-                                                             groups=shared("segments", labels)),
+        "fast:intensity": lambda labels, c: fm.intensity(labels, raw[c], scale=_FULL_SCALE,
+                                                         groups=shared("segments", labels), keys=channel_keys(c)),
         "fast:texture": lambda labels, pixels, scale: fm.texture(labels, pixels, scale=scale,
                                                                  boxes=shared("boxes", labels)),
         "fast:pearson": lambda first, second, labels: fm.pearson(first, second, labels,
@@ -238,6 +239,14 @@ def measure_objects(
     ids = np.asarray(ids, dtype=np.int64)
     core, corr = _core()
     raw = np.asarray(image, dtype=np.float32)
+    keys: dict[int, np.ndarray] = {}
+
+    def channel_keys(c: int) -> np.ndarray:  # sort keys of channel c, once for all compartments
+        if c not in keys:
+            from pipeline.fastmeasure import sort_keys
+
+            keys[c] = sort_keys(raw[c])
+        return keys[c]
     pixels = np.clip(image.astype(np.float64) / _FULL_SCALE, 0.0, 1.0)
     columns: dict[str, np.ndarray] = {"Metadata_CellID": ids.astype(np.int32)}
     for compartment, labels in _compartment_labels(np.asarray(nuclei), np.asarray(cells)).items():
@@ -270,7 +279,7 @@ def measure_objects(
                 cache[what] = fastmeasure.segments(clean) if what == "segments" else fastmeasure.bounding_boxes(clean)
             return cache[what]
 
-        functions = _functions(core, corr, shared)
+        functions = _functions(core, corr, shared, raw, channel_keys)
         for func, kw in plan["shape"].get(compartment, []):
             vals = functions[func](clean, pixels[0], **kw) if n else _empty(func, functions[func], kw)
             for key, v in vals.items():
@@ -282,7 +291,7 @@ def measure_objects(
                 if not n:
                     vals = _empty(func, functions[func], kw)
                 else:  # fast intensity sorts the field in ADU and applies CellProfiler's scale itself
-                    vals = functions[func](clean, (raw if func == "fast:intensity" else pixels)[c], **kw)
+                    vals = functions[func](clean, c if func == "fast:intensity" else pixels[c], **kw)
                 for key, v in vals.items():
                     if key.startswith("Location_"):
                         continue
@@ -307,6 +316,8 @@ def _empty(name: str, func, kw) -> dict:
         lab = np.zeros((32, 32), np.int64)
         lab[8:24, 8:24] = 1
         px = np.linspace(0.1, 0.9, 32 * 32).reshape(32, 32)
+        if name == "fast:intensity":  # called with a channel index in measure_objects
+            from pipeline.fastmeasure import intensity as func
         _EMPTY_CACHE[key] = {k: [] for k in func(lab, px, **kw)}
     return _EMPTY_CACHE[key]
 
