@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
-from skimage.filters import sobel, threshold_li, threshold_otsu
+from skimage.filters import threshold_li, threshold_otsu
 from skimage.measure import regionprops_table
 from skimage.segmentation import clear_border, relabel_sequential, watershed
 
@@ -224,6 +224,14 @@ def _edt_by_component(mask: np.ndarray, comp: np.ndarray) -> np.ndarray:
     return dist
 
 
+def _sobel(image: np.ndarray) -> np.ndarray:
+    """``skimage.filters.sobel`` (gradient magnitude, its /4-normalised kernels) from separable
+    1-D passes: the same values to float rounding, half the time of its 2-D correlations."""
+    gy = ndi.sobel(image, axis=0)
+    gx = ndi.sobel(image, axis=1)
+    return np.sqrt((gy * gy + gx * gx) / 2) / 4
+
+
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
     """``mask`` with its holes (background regions not touching the border) filled; the same as
     ``ndi.binary_fill_holes`` with 4-connected background, in one labelling pass."""
@@ -289,7 +297,7 @@ def segment_cells(
     mask &= ndi.maximum_filter(nuclei > 0, size=reach, mode="constant", cval=False)
     # edges and bright membranes both separate cells: the gradient alone puts the line beside a
     # membrane ridge, and blurred (out-of-focus) ridges have weak gradients
-    edges = sobel(work)
+    edges = _sobel(work)
     elevation = (edges / (float(np.percentile(edges[::2, ::2], 99)) + 1e-9)
                  + (work - lo) / (float(np.percentile(work[::2, ::2], 99)) - lo + 1e-9))
     cells = _watershed(elevation, nuclei.astype(np.int32), mask)
