@@ -14,8 +14,8 @@ offset (``dark``), in one of three ways:
     per-pixel): in each field a pixel counts as background when it is below
     ``p25 + 3 * (p25 - p5)`` of that field (cells are bright; the threshold lies a few noise widths
     above the background). Cell placement then no longer matters: on 48 generated DMSO fields
-    with the dark offset given, its error against the true flat field is 0.4-1.3 % per channel
-    (mean: 4.5-10 %, median: up to 50 %) and it flattens the background 7-13x
+    (generator calibrated to real fields) with the dark offset given, its error against the true
+    flat field is 1.0-3.3 % per channel (mean: 6-15 %) and it flattens the background 4.8-18x
     (``tests/pipeline/test_illumination.py``). Streaming (:class:`BackgroundAccumulator`).
 
 The camera's dark offset is estimated when it is not given (:func:`estimate_dark`, photon
