@@ -22,8 +22,8 @@ import json
 import multiprocessing
 import os
 import shutil
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from dataclasses import replace as _with_fields
@@ -697,26 +697,6 @@ def _warm_worker(features: str) -> None:
         pass
 
 
-class _Background(threading.Thread):
-    """A thread whose exception, if any, is raised again by :meth:`result`."""
-
-    def __init__(self, fn, *args) -> None:
-        super().__init__(name=f"cmcl-{fn.__name__}", daemon=True)
-        self._call, self._error = (fn, args), None
-        self.start()
-
-    def run(self) -> None:
-        try:
-            self._call[0](*self._call[1])
-        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
-            self._error = err
-
-    def result(self) -> None:
-        self.join()
-        if self._error is not None:
-            raise self._error
-
-
 def _vendor_flatfield_rms(listing: PlateListing, funcs: np.ndarray) -> dict[str, float]:
     """Channel -> RMS difference between cmcl's function and the vendor's flat-field profile."""
     from pipeline.acquisition import AcquisitionError, flatfield_image
@@ -1219,18 +1199,17 @@ def ingest_plate(
             if pool is not None and len(fields):  # idle workers load pass 2's compiled kernels meanwhile
                 for _ in range(n_proc):
                     pool.submit(_warm_worker, settings.features)
-            if len(fields):
-                funcs = run_stage("illumination", compute_illumination, plan, fields, settings, stats, qc=False)
-                # the QC PNGs are drawn while the workers segment (the main thread mostly waits then)
-                qc = _Background(illumination_qc, plan, funcs)
-            t["illumination"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            try:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cmcl-illumination-qc") as drawer:
+                if len(fields):
+                    funcs = run_stage("illumination", compute_illumination, plan, fields, settings, stats, qc=False)
+                    # the QC PNGs are drawn while the workers segment (the main thread mostly waits then)
+                    qc = drawer.submit(illumination_qc, plan, funcs)
+                t["illumination"] = time.perf_counter() - t0
+                t0 = time.perf_counter()
                 cells, field_table = run_stage("segment-and-tile", segment_and_tile, plan, fields, settings,
                                                processes=n_proc, progress=progress, pool=pool, timings=work)
-            finally:
-                if qc is not None:
-                    qc.result()
+            if qc is not None:
+                qc.result()  # the drawing's error, if any, is the plate's
             t["segment_tile"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         result = run_stage("publish", publish, plan, store, fields=field_table, cells=cells, quarantine=quarantine,
