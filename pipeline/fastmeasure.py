@@ -439,11 +439,6 @@ def _cross(o0, o1, a0, a1, b0, b1):
 
 
 @njit(cache=True)
-def _floor_div(a, b):  # b > 0
-    return a // b
-
-
-@njit(cache=True)
 def _convex_area(obj):
     """Number of pixel centres inside or on the convex hull of the object's pixel-edge midpoints:
     skimage's ``convex_hull_image(obj)`` summed (``offset_coordinates=True``, borders included).
@@ -529,8 +524,8 @@ def _convex_area(obj):
         if not found:
             continue
         # doubled x in [lo, hi]: pixel columns c with lo <= 2c <= hi
-        c_lo = -_floor_div(-lo_num, 2 * lo_den)  # ceil(lo / 2)
-        c_hi = _floor_div(hi_num, 2 * hi_den)  # floor(hi / 2)
+        c_lo = -(-lo_num // (2 * lo_den))  # ceil(lo / 2); denominators are > 0
+        c_hi = hi_num // (2 * hi_den)  # floor(hi / 2)
         if c_hi >= c_lo:
             count += c_hi - c_lo + 1
     return count

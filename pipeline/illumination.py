@@ -501,7 +501,6 @@ class BackgroundAccumulator:
         elif field.shape != self.shape:
             raise ValueError(f"field shape {field.shape} differs from earlier fields {self.shape}")
         s = self.stride
-        n = self.nbins[0] * self.nbins[1]
         dark = np.float32(self.dark)
         for c, plane in enumerate(field):
             sample = plane[::s, ::s].astype(np.float32)

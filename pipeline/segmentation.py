@@ -119,7 +119,8 @@ def segment_nuclei(
     typical = float(np.median(areas[areas >= max(4, 0.2 * np.median(areas))]))
     radius = np.sqrt(typical / np.pi)
     md = min_distance if min_distance is not None else max(2, int(round(0.4 * radius)))
-    dist = _edt_by_component(mask, comp)
+    boxes = ndi.find_objects(comp)  # one search for the EDT, the seedless components and the flood
+    dist = _edt_by_component(mask, comp, boxes)
     dist = ndi.gaussian_filter(dist, sigma=max(0.5, radius / 10), truncate=3.0)
     # one peak search over the whole image (the distance is 0 outside the nuclei, so every peak
     # lies in one): the per-label search of peak_local_max(labels=...) loops over the objects
@@ -131,13 +132,12 @@ def segment_nuclei(
     seeded = np.unique(comp[tuple(peaks.T)]) if len(peaks) else np.array([], int)
     missing = np.setdiff1d(np.arange(1, n + 1), seeded)
     if missing.size:  # its highest point, found in its bounding box (the component is one basin)
-        boxes = ndi.find_objects(comp)
         for k, lab in enumerate(missing, start=len(peaks) + 1):
             sl = boxes[lab - 1]
             local = np.where(comp[sl] == lab, dist[sl], -np.inf)
             y, x = np.unravel_index(int(np.argmax(local)), local.shape)
             markers[sl[0].start + y, sl[1].start + x] = k
-    labels = _watershed(-dist, markers, mask, (comp, n))
+    labels = _watershed(-dist, markers, mask, (comp, n, boxes))
     min_a = min_area if min_area is not None else max(4, int(0.15 * typical))
     sizes = np.bincount(labels.ravel())
     drop = sizes < min_a
@@ -173,7 +173,7 @@ def _adaptive_threshold(image: np.ndarray, method: Threshold, *, grid: int, low:
 
 
 def _watershed(elevation: np.ndarray, markers: np.ndarray, mask: np.ndarray,
-               components: tuple[np.ndarray, int] | None = None) -> np.ndarray:
+               components: tuple[np.ndarray, int, list] | None = None) -> np.ndarray:
     """``skimage.segmentation.watershed(elevation, markers, mask=mask)``, flooding only where it
     has a choice to make.
 
@@ -184,21 +184,23 @@ def _watershed(elevation: np.ndarray, markers: np.ndarray, mask: np.ndarray,
     the labels are the same as one watershed over the whole field (tested; the exception is
     marker pixels of exactly equal elevation, which skimage pushes at the same age and so orders
     by its heap's layout), for a fraction of the cost on fields where most objects stand alone.
-    ``components``: ``ndi.label(mask)`` when known.
+    ``components``: ``ndi.label(mask)`` and ``ndi.find_objects`` of its labels, when known.
     """
-    comp, n = components if components is not None else ndi.label(mask)
-    out = np.zeros(mask.shape, np.int32)
+    if components is None:
+        comp, n = ndi.label(mask)
+        boxes = ndi.find_objects(comp)
+    else:
+        comp, n, boxes = components
     if n == 0:
-        return out
+        return np.zeros(mask.shape, np.int32)
     seeded = (markers > 0) & mask
-    pairs = np.unique(comp[seeded].astype(np.int64) * (int(markers.max()) + 1) + markers[seeded])
-    owner_comp, owner_label = np.divmod(pairs, int(markers.max()) + 1)
+    base = int(markers.max()) + 1
+    owner_comp, owner_label = np.divmod(np.unique(comp[seeded].astype(np.int64) * base + markers[seeded]), base)
     per_comp = np.bincount(owner_comp, minlength=n + 1)
     single = np.zeros(n + 1, np.int32)
     one = per_comp[owner_comp] == 1
     single[owner_comp[one]] = owner_label[one]
     out = single[comp]
-    boxes = ndi.find_objects(comp)
     for c in np.flatnonzero(per_comp >= 2):
         sl = boxes[c - 1]
         region = comp[sl] == c
@@ -207,15 +209,16 @@ def _watershed(elevation: np.ndarray, markers: np.ndarray, mask: np.ndarray,
     return out
 
 
-def _edt_by_component(mask: np.ndarray, comp: np.ndarray) -> np.ndarray:
+def _edt_by_component(mask: np.ndarray, comp: np.ndarray, boxes: list | None = None) -> np.ndarray:
     """``ndi.distance_transform_edt(mask)`` as float32, computed in each component's bounding box
     grown by one pixel: the nearest background pixel of an object pixel is always in that box
     (walking from the pixel towards any farther background pixel leaves the object, 4-connected,
     onto background inside the box first), so the values are exact, and the background that is
-    far from every object, most of a real field, is never visited."""
+    far from every object, most of a real field, is never visited. ``boxes``: ``ndi.find_objects(comp)``
+    when known."""
     dist = np.zeros(mask.shape, np.float32)
     y, x = mask.shape
-    for c, sl in enumerate(ndi.find_objects(comp), start=1):
+    for c, sl in enumerate(ndi.find_objects(comp) if boxes is None else boxes, start=1):
         if sl is None:
             continue
         box = (slice(max(sl[0].start - 1, 0), min(sl[0].stop + 1, y)), slice(max(sl[1].start - 1, 0), min(sl[1].stop + 1, x)))
