@@ -26,7 +26,7 @@ demo-quick: install
 # Exit 5 (no test collected) is reported, never taken for a pass: a suite must exist.
 test: install
 	$(BIN)/python -m pytest -ra; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is missing" >&2; exit 0; fi; exit $$rc
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is missing" >&2; exit 1; fi; exit $$rc
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py
