@@ -46,7 +46,7 @@ from numba import njit
 from scipy import ndimage as ndi
 from skimage.transform import resize
 
-from pipeline.histo import int_percentiles
+from pipeline.histo import block_percentiles, int_percentiles
 
 __all__ = ["METHODS", "estimate", "estimate_dark", "theil_sen", "flatness", "compare_profiles", "smooth", "apply", "subsample",
            "upsample_grid", "MeanAccumulator", "BackgroundAccumulator"]
@@ -555,9 +555,8 @@ class BackgroundAccumulator:
         if ints is not None:  # unsigned integer pixels: every percentile from histograms, exactly
             p5, p25 = int_percentiles(ints, [5, 25])[0] - self.dark
             if blocked:
-                block_id = (np.arange(g * by) // by)[:, None] * g + (np.arange(g * bx) // bx)[None, :]
-                qb = int_percentiles(ints[:g * by, :g * bx], [5, 25], groups=block_id, n_groups=g * g) - self.dark
-                q5, q25 = qb[:, 0].reshape(g, g), qb[:, 1].reshape(g, g)
+                qb = block_percentiles(ints, [5, 25], grid=g) - self.dark
+                q5, q25 = qb[..., 0], qb[..., 1]
         else:
             p5, p25 = np.percentile(plane, [5, 25])
             if blocked:

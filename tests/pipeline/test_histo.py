@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.histo import int_percentiles
+from pipeline.histo import block_percentiles, int_percentiles
 
 
 def test_grouped_histogram_percentiles_equal_numpy():
@@ -34,3 +34,27 @@ def test_wide_value_ranges_give_the_same_result():
     got = int_percentiles(few, [0, 10, 50, 90, 100], groups=grp, n_groups=3)
     for g in range(3):
         np.testing.assert_allclose(got[g], np.percentile(few[grp == g], [0, 10, 50, 90, 100]), atol=1e-9)
+
+
+@pytest.mark.parametrize("shape,grid", [((540, 540), 8), ((37, 53), 4), ((16, 16), 1)])
+def test_block_percentiles_equal_numpy_per_block(shape, grid):
+    """Blocks read in place (the illumination thresholds' path) give np.percentile of each
+    block, with values across the whole uint16 range, ties, and rows/columns left over."""
+    rng = np.random.default_rng(7)
+    image = np.where(rng.random(shape) < 0.1, rng.integers(0, 65536, shape),
+                     rng.poisson(400, shape)).astype(np.uint16)
+    image[: shape[0] // grid, : shape[1] // grid] = 9  # one constant block
+    q = [0, 5, 25, 50, 99.9, 100]
+    got = block_percentiles(image, q, grid=grid)
+    by, bx = shape[0] // grid, shape[1] // grid
+    assert got.shape == (grid, grid, len(q))
+    for i in range(grid):
+        for j in range(grid):
+            block = image[i * by:(i + 1) * by, j * bx:(j + 1) * bx]
+            np.testing.assert_allclose(got[i, j], np.percentile(block, q), rtol=0, atol=1e-9)
+    strided = image[::2, ::2]  # a view, as the illumination statistics pass it
+    np.testing.assert_allclose(block_percentiles(strided, q, grid=2)[1, 0],
+                               np.percentile(strided[strided.shape[0] // 2:2 * (strided.shape[0] // 2),
+                                                     :strided.shape[1] // 2], q), atol=1e-9)
+    with pytest.raises(ValueError, match="2-D uint8/uint16"):
+        block_percentiles(image.astype(np.float32), 50, grid=2)
