@@ -31,15 +31,13 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Literal
 
-import multiprocessing as mp
-
 import numpy as np
 import pandas as pd
 from rdkit import Chem, rdBase
 from rdkit.Chem.MolStandardize import rdMolStandardize
 from rdkit.Chem.Scaffolds import MurckoScaffold
 
-from pipeline.workers import process_pool
+from pipeline.workers import pool_context, process_pool
 
 __all__ = [
     "StandardizationError",
@@ -626,12 +624,7 @@ def _smiles_list(records: pd.DataFrame, todo: np.ndarray) -> list[str]:
 
 def _executor(n_jobs: int) -> ProcessPoolExecutor:
     """Worker pool; forkserver (thread-safe, unlike fork) with RDKit and this module preloaded."""
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["pipeline.compounds", "pipeline.graphs"])
-    else:
-        ctx = mp.get_context("spawn")
-    return process_pool(n_jobs, ctx)
+    return process_pool(n_jobs, pool_context(["pipeline.compounds", "pipeline.graphs"]))
 
 
 def _split(items: list[str], parts: int) -> list[list[str]]:

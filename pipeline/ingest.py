@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from dataclasses import replace as _with_fields
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 import pandas as pd
@@ -47,7 +47,7 @@ from pipeline.plates import (LAYOUTS, PlateListing, discover_plate, fingerprint_
 from pipeline.schema import arrow_schema, read_table, write_table
 from pipeline.segmentation import SEGMENTERS, segment_cells, segment_field, segment_nuclei
 from pipeline.store import CHANNELS, Store
-from pipeline.workers import process_pool
+from pipeline.workers import pool_context, process_pool
 from pipeline.tiles import CROPS_CHUNK, CROPS_SHARD, CropArrayWriter, crop_cells, field_tiles
 
 __all__ = [
@@ -548,8 +548,9 @@ def write_images(plan: PlatePlan, settings: IngestSettings | None = None, *, pro
                    stains=stains, with_mean=settings.illumination_method == "mean")
     records, stats = [], IlluminationStats()
     with _executor(processes or default_processes(len(jobs)), pool) as ex:
-        results = ex.map(work, batches) if ex is not None else map(work, batches)
-        for batch_records, batch_stats, batch_seconds in results:  # in batch order: deterministic merge
+        # this process writes the first batch itself while a new pool's workers start
+        for batch_records, batch_stats, batch_seconds in _map_in_order(ex, work, batches, help_first=True):
+            # in batch order: a deterministic merge
             records += batch_records
             stats.merge(batch_stats)
             if timings is not None:
@@ -680,13 +681,17 @@ def illumination_qc(plan: PlatePlan, funcs: np.ndarray) -> None:
     _illumination_png(funcs, plan.staging / "illumination_qc", channels=plan.listing.channels)
 
 
-def _warm_worker(features: str) -> None:
-    """Run segmentation, crops and (unless ``'none'``) features once on a tiny field, so that a
-    worker loads their compiled (numba) kernels from the on-disk cache, ~1 s, while the main
-    process computes the illumination functions rather than on its first field. Best effort."""
+def warm_kernels(features: str) -> None:
+    """Run the illumination statistics, segmentation, crops and (unless ``'none'``) features
+    once on a tiny field, so that a process loads their compiled (numba) kernels from the
+    on-disk cache (~1 s) before its first real field: the workers' fork server does it once for
+    all workers (:mod:`pipeline.warm`), and idle workers do it for the features while the main
+    process computes the illumination functions. Best effort."""
     try:
         yy, xx = np.mgrid[:48, :48]
         dna = np.where((yy - 24) ** 2 + (xx - 24) ** 2 < 64, 3000.0, 100.0).astype(np.float32)
+        # sampled every other pixel, as real fields are (the kernels are compiled per array layout)
+        illum.BackgroundAccumulator(full_resolution_below=1).add(np.stack([dna.astype(np.uint16)] * 2))
         nuclei = segment_nuclei(dna)
         cells = segment_cells(nuclei, dna)
         image = np.stack([dna] * len(CHANNELS))
@@ -985,17 +990,37 @@ def _tile_table(plate: str, well: str, site: int, grid: tuple[int, int], *, star
     })
 
 
+def _map_in_order(ex, fn: Callable, items: list, *, help_first: bool = False) -> Iterator:
+    """``fn`` over ``items``, results in order: on the pool ``ex`` (here when None). With
+    ``help_first`` this process computes the first item itself while the others are submitted
+    from a thread: starting a new pool's workers blocks until its fork server has imported and
+    warmed up (~1.5 s, on one core), which would otherwise leave the other core idle."""
+    if ex is None:
+        yield from map(fn, items)
+        return
+    if not help_first or len(items) < 2:
+        yield from ex.map(fn, items)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cmcl-submit") as submitter:
+        submitted = submitter.submit(lambda: [ex.submit(fn, item) for item in items[1:]])
+        yield fn(items[0])
+        for future in submitted.result():
+            yield future.result()
+
+
 @contextmanager
 def _executor(processes: int, pool=None):
-    """``pool`` when given (an executor the caller keeps), else a spawn-based process pool (safe
-    beside threads, e.g. Prefect's) of ``processes`` workers, or None for one process."""
+    """``pool`` when given (an executor the caller keeps), else a process pool of ``processes``
+    workers forked from a warm fork server (:func:`pipeline.workers.pool_context`, which imports
+    :mod:`pipeline.warm`: this module and its compiled kernels, loaded once), or None for one
+    process."""
     if pool is not None:
         yield pool
         return
     if processes <= 1:
         yield None
         return
-    with process_pool(processes, multiprocessing.get_context("spawn")) as pool:
+    with process_pool(processes, pool_context(["pipeline.warm"])) as pool:
         yield pool
 
 
@@ -1198,7 +1223,7 @@ def ingest_plate(
             qc = None
             if pool is not None and len(fields):  # idle workers load pass 2's compiled kernels meanwhile
                 for _ in range(n_proc):
-                    pool.submit(_warm_worker, settings.features)
+                    pool.submit(warm_kernels, settings.features)
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cmcl-illumination-qc") as drawer:
                 if len(fields):
                     funcs = run_stage("illumination", compute_illumination, plan, fields, settings, stats, qc=False)
