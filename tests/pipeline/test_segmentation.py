@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
@@ -113,8 +115,6 @@ def test_out_of_focus_nuclei_keep_their_size():
 def test_nuclei_on_real_fields_agree_with_cellprofiler_and_manual_masks():
     """Real images in tests/data: a JUMP Phenix field with CellProfiler's own outlines, and a
     Data Science Bowl 2018 image with manual masks (shipped in the stardist wheel)."""
-    from pathlib import Path
-
     import tifffile
     from skimage.segmentation import clear_border
 
@@ -140,8 +140,6 @@ def test_component_watershed_and_edt_equal_the_whole_field_ones():
     elevations are smoothed, as in segmentation: skimage pushes every marker pixel at the same
     age, so between marker pixels of exactly equal elevation its order follows its heap's layout,
     which no flooding by parts can reproduce."""
-    from pathlib import Path
-
     import tifffile
     from skimage.segmentation import watershed
 
@@ -168,3 +166,31 @@ def test_component_watershed_and_edt_equal_the_whole_field_ones():
         elevation = -ndi.gaussian_filter(cyto, 2)
         np.testing.assert_array_equal(_watershed(elevation, nuclei.astype(np.int32), cmask),
                                       watershed(elevation, nuclei.astype(np.int32), mask=cmask))
+
+
+def test_compiled_otsu_equals_skimage_on_the_clipped_image():
+    """The thresholds' histogram is counted by a compiled loop that clips on the fly: the value
+    must be skimage's threshold_otsu of the clipped copy, bin for bin, including values exactly
+    on bin edges, negative and huge values, a cap inside the range and an image constant after
+    clipping."""
+    import tifffile
+    from skimage.filters import threshold_otsu
+
+    from pipeline.segmentation import _otsu
+
+    rng = np.random.default_rng(11)
+    images = Path(__file__).resolve().parents[1] / "data" / "phenix_BR00143976_C03" / "Images"
+    real = tifffile.imread(next(images.glob("*ch5*"))).astype(np.float32)
+    cases = [
+        (real, np.float32(np.percentile(real, 99.9))),
+        (real[::2, ::2], np.float32(real.max())),
+        (rng.normal(0, 1e4, 5000).astype(np.float32), np.float32(3e3)),
+        (np.linspace(-3, 5, 257 * 7, dtype=np.float32), np.float32(5)),  # values on the edges
+        (rng.integers(0, 9, 3000).astype(np.float32), np.float32(4)),  # ties, cap between values
+        (rng.lognormal(5, 2, 4000).astype(np.float32), np.float32(1e9)),
+    ]
+    for image, cap in cases:
+        assert _otsu(image, cap) == float(threshold_otsu(np.minimum(image, cap)))
+    flat = np.full((30, 30), 7.0, np.float32)
+    flat[0, 0] = 900
+    assert _otsu(flat, np.float32(7)) == 7.0
