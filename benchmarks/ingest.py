@@ -148,11 +148,75 @@ def run_cli(plate_dir: Path, store: Path, features: str) -> dict:
     return dict(seconds=time.perf_counter() - t0)
 
 
+class _Descendants:
+    """CPU seconds and peak RSS of this process's descendants, read from ``/proc``.
+
+    ``RUSAGE_CHILDREN`` counts only children this process has waited for: cmcl's workers are
+    forked by multiprocessing's fork server (a child that outlives the run), not by this
+    process, so their CPU time reaches the server's ``cutime`` once it reaps them, and their
+    peak RSS (``VmHWM``) is read while they live by a thread sampling every 50 ms."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _tree() -> list[int]:
+        children: dict[int, list[int]] = {}
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                children.setdefault(ppid, []).append(int(d))
+        out, todo = [], [os.getpid()]
+        while todo:
+            for c in children.get(todo.pop(), []):
+                out.append(c)
+                todo.append(c)
+        return out
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            for pid in self._tree():
+                try:
+                    for line in open(f"/proc/{pid}/status"):
+                        if line.startswith("VmHWM:"):
+                            self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+                except OSError:
+                    pass
+
+    def stop(self) -> tuple[float, float]:
+        """(CPU seconds of every descendant, reaped or alive; peak RSS in MB of any one)."""
+        import resource
+
+        self._stop.set()
+        self._thread.join()
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = ru.ru_utime + ru.ru_stime
+        tick = os.sysconf("SC_CLK_TCK")
+        for pid in self._tree():
+            if int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1]) != os.getpid():
+                continue  # a grandchild: counted in its parent's cutime once reaped (or still running: its own)
+            try:
+                f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            cpu += sum(int(x) for x in f[11:15]) / tick  # utime, stime, cutime, cstime
+        return cpu, max(self.peak_kb, ru.ru_maxrss) / 1024
+
+
 def _child(argv: list[str]) -> None:
     """``--child KIND ...``: one measurement in this fresh process; prints ``RESULT {json}``."""
     import resource
 
     kind, plate_dir, out, processes, features = argv[0], Path(argv[1]), Path(argv[2]), int(argv[3]), argv[4]
+    workers = _Descendants()
     if kind == "script":
         res = run_script(plate_dir, out, processes)
     elif kind == "cmcl":
@@ -161,9 +225,7 @@ def _child(argv: list[str]) -> None:
         res = run_cli(plate_dir, out, features)
     res["rss_main_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     res["cpu_main_s"] = resource.getrusage(resource.RUSAGE_SELF).ru_utime + resource.getrusage(resource.RUSAGE_SELF).ru_stime
-    res["cpu_workers_s"] = (resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
-                            + resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime)
-    res["rss_worker_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    res["cpu_workers_s"], res["rss_worker_mb"] = workers.stop()
     print("RESULT " + json.dumps(res))
 
 

@@ -319,7 +319,7 @@ def apply(image: np.ndarray, function: np.ndarray, *, dark: float = 0.0) -> np.n
         out -= d[:, None, None]
     elif np.any(d):
         out -= d
-    return out / function
+    return np.divide(out, function, out=out)  # in place: one float32 copy of the image, not two
 
 
 class MeanAccumulator:
@@ -375,51 +375,71 @@ class MeanAccumulator:
         return (self._sum / self.count).astype(np.float32)
 
 
+def _grid_axis(n: int, g: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For ``n`` pixels over ``g`` block centres: each pixel's two nearest centres (edges held)
+    and its float32 weight on the second."""
+    pos = np.clip((np.arange(n) + 0.5) * g / n - 0.5, 0, g - 1)
+    i0 = np.floor(pos).astype(np.intp)
+    return i0, np.minimum(i0 + 1, g - 1), (pos - i0).astype(np.float32)
+
+
+def _grid_rows(values: np.ndarray, n: int) -> np.ndarray:
+    """The first (row) pass of :func:`upsample_grid`: (n, gx) float32."""
+    y0, y1, wy = _grid_axis(n, values.shape[0])
+    a = np.asarray(values, np.float32)
+    return a[y0] * (1 - wy)[:, None] + a[y1] * wy[:, None]
+
+
 def upsample_grid(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Bilinear upsampling of a (gy, gx) grid of block values (at block centres) to ``shape``,
     edges held: what ``skimage.transform.resize(order=1, mode='edge')`` computes, in two
     separable passes of float32. Used for illumination thresholds and functions, and for the
     nuclei's block thresholds (:mod:`pipeline.segmentation`)."""
-    gy, gx = values.shape
-
-    def axis(n: int, g: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        pos = np.clip((np.arange(n) + 0.5) * g / n - 0.5, 0, g - 1)
-        i0 = np.floor(pos).astype(np.intp)
-        return i0, np.minimum(i0 + 1, g - 1), (pos - i0).astype(np.float32)
-
-    y0, y1, wy = axis(shape[0], gy)
-    x0, x1, wx = axis(shape[1], gx)
-    a = np.asarray(values, np.float32)
-    rows = a[y0] * (1 - wy)[:, None] + a[y1] * wy[:, None]  # (Y, gx): small
+    rows = _grid_rows(values, shape[0])  # (Y, gx): small
+    x0, x1, wx = _grid_axis(shape[1], values.shape[1])
     return rows[:, x0] * (1 - wx) + rows[:, x1] * wx
 
 
 @njit(cache=True)
-def _accumulate_background(sample, odd, sampled, narrow, wide, bins, total, count, sq, sqn):
-    """One plane's background sums per bin (values at or below ``narrow``) and squared second
-    differences / 6 (centre and both horizontal neighbours at or below ``wide``), in raster
-    order; ``narrow`` / ``wide`` are maps of the plane's shape or (1, 1) scalars."""
+def _accumulate_background(sample, odd, sampled, rows, x0, x1, wx, spreads, glob, bins, total, count, sq, sqn):
+    """One plane's background sums per bin (values at or below the narrow threshold) and
+    squared second differences / 6 (centre and both horizontal neighbours at or below the wide
+    one), in raster order.
+
+    Threshold ``j`` (0 narrow, 1 wide) of a pixel is ``min(base + spreads[j] * width,
+    glob[j])``, where ``base`` and ``width`` are the block grids' values interpolated to the
+    pixel: ``rows[0]`` / ``rows[1]`` hold them interpolated to each row, ``x0``, ``x1``, ``wx``
+    each column's two block columns and weight (:func:`upsample_grid`'s second pass, here per
+    pixel in the same float32 arithmetic, so no full-size map is built). With ``rows`` of width
+    0 the thresholds are ``glob`` alone."""
     h, w = sample.shape
     k = min(w - 1, odd.shape[1] - 1) if sampled else w - 2
-    map_n = narrow.shape[0] > 1
-    map_w = wide.shape[0] > 1
+    blocked = rows.shape[2] > 0
     six = np.float32(6)
+    one = np.float32(1)
     for r in range(h):
         for col in range(w):
+            narrow = glob[0]
+            wide = glob[1]
+            if blocked:
+                a = wx[col]
+                base = rows[0, r, x0[col]] * (one - a) + rows[0, r, x1[col]] * a
+                width = rows[1, r, x0[col]] * (one - a) + rows[1, r, x1[col]] * a
+                narrow = min(base + spreads[0] * width, glob[0])
+                wide = min(base + spreads[1] * width, glob[1])
             b = bins[r * w + col]
             v = sample[r, col]
-            if v <= (narrow[r, col] if map_n else narrow[0, 0]):
+            if v <= narrow:
                 total[b] += v
                 count[b] += 1
             if 1 <= col <= k:
-                lim = wide[r, col] if map_w else wide[0, 0]
                 if sampled:
                     left = odd[r, col - 1]
                     right = odd[r, col]
                 else:
                     left = sample[r, col - 1]
                     right = sample[r, col + 1]
-                if v <= lim and left <= lim and right <= lim:
+                if v <= wide and left <= wide and right <= wide:
                     d = np.float32(2) * v - left - right
                     sq[b] += d * d / six
                     sqn[b] += 1
@@ -507,7 +527,8 @@ class BackgroundAccumulator:
             if self.dark:
                 sample -= dark
             ints = plane[::s, ::s] if np.issubdtype(plane.dtype, np.unsignedinteger) else None
-            narrow, wide = self._thresholds(sample, (self.spread, 2 * self.spread), ints=ints)
+            spreads = (self.spread, 2 * self.spread)
+            glob, rows = self._thresholds(sample, spreads, ints=ints)
             # pixel-scale noise of the background (photon transfer, see estimate_dark): the
             # squared second difference of a sampled pixel and its two horizontal neighbours at
             # full resolution, / 6 (the noise variance for white noise; a linear gradient, e.g. a
@@ -515,7 +536,9 @@ class BackgroundAccumulator:
             # tighter one cuts the noise's upper tail and biases the variance low); with sampling
             # the neighbours are the unsampled columns either side
             odd = plane[::s, 1::s].astype(np.float32) - dark if s > 1 else sample
-            _accumulate_background(sample, odd, s > 1, np.atleast_2d(np.float32(narrow)), np.atleast_2d(np.float32(wide)),
+            x0, x1, wx = _grid_axis(sample.shape[1], rows.shape[2]) if rows.shape[2] else (
+                np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0, np.float32))
+            _accumulate_background(sample, odd, s > 1, rows, x0, x1, wx, np.array(spreads, np.float32), glob,
                                    self._bins, self._sum[c], self._count[c], self._sq[c], self._sqn[c])
         self.count += 1
 
@@ -540,14 +563,19 @@ class BackgroundAccumulator:
         self.count += other.count
 
     def _thresholds(self, plane: np.ndarray, spreads: tuple[float, ...], *,
-                    ints: np.ndarray | None = None) -> list[np.ndarray | float]:
+                    ints: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``p25 + spread * (p25 - p5)`` of the plane, and of each of its ``grid`` x ``grid``
         blocks (bilinearly upsampled), whichever is lower, for each spread: the global value alone
         lies far above the background of vignetted corners (there ``p25 - p5`` measures the
         vignetting, not the noise) and lets dim cells into their background; a block's own value
         is wrong where cells cover the whole block. The percentiles are computed once for all
-        spreads (upsampling is linear, so each threshold map is one multiply-add away); from
-        histograms of ``ints`` (the same pixels as unsigned integers, before ``dark``) when given."""
+        spreads (upsampling is linear, so each threshold is one multiply-add away); from
+        histograms of ``ints`` (the same pixels as unsigned integers, before ``dark``) when given.
+
+        Returns the global thresholds (float32, one per spread) and the blocks' ``p25`` and
+        ``p25 - p5`` grids interpolated to each row, (2, Y, grid) float32 ((2, Y, 0) when the
+        plane is too small for blocks), which :func:`_accumulate_background` interpolates along
+        each row: the same values as :func:`upsample_grid` of the grids."""
         g = self.grid
         y, x = plane.shape
         by, bx = y // g, x // g
@@ -563,12 +591,10 @@ class BackgroundAccumulator:
                 blocks = plane[:g * by, :g * bx].reshape(g, by, g, bx).transpose(0, 2, 1, 3).reshape(g, g, -1)
                 q5, q25 = np.percentile(blocks, [5, 25], axis=-1)
         width = max(float(p25 - p5), 1e-6)
-        glob = [float(p25) + sp * width for sp in spreads]
+        glob = np.array([float(p25) + sp * width for sp in spreads], np.float32)
         if not blocked:
-            return glob
-        base = upsample_grid(q25, plane.shape)
-        wid = upsample_grid(np.maximum(q25 - q5, 1e-6), plane.shape)
-        return [np.minimum(base + np.float32(sp) * wid, np.float32(t)) for sp, t in zip(spreads, glob)]
+            return glob, np.zeros((2, y, 0), np.float32)
+        return glob, np.stack([_grid_rows(q25, y), _grid_rows(np.maximum(q25 - q5, 1e-6), y)])
 
     def background(self) -> np.ndarray:
         """(C, Y, X) float32 mean background, pooled in ``block``-sized bins and interpolated back
