@@ -24,6 +24,7 @@ from skimage.filters import threshold_li, threshold_otsu
 from skimage.measure import regionprops_table
 from skimage.segmentation import clear_border, relabel_sequential, watershed
 
+from pipeline.filters import gaussian_filter, sobel
 from pipeline.illumination import upsample_grid
 
 __all__ = ["SEGMENTERS", "segment_nuclei", "segment_cells", "segment_field"]
@@ -147,7 +148,7 @@ def segment_nuclei(
     img = _check_image(dna, "dna")
     if float(img.max()) == float(img.min()):
         return np.zeros(img.shape, np.uint32)
-    work = ndi.gaussian_filter(img, sigma=sigma, mode="nearest", truncate=4.0) if sigma > 0 else img
+    work = gaussian_filter(img, sigma, mode="nearest", truncate=4.0) if sigma > 0 else img
     mask = _fill_holes(work > _adaptive_threshold(work, threshold, grid=grid, low=low))
     comp, n = ndi.label(mask)
     if n == 0:
@@ -158,7 +159,7 @@ def segment_nuclei(
     md = min_distance if min_distance is not None else max(2, int(round(0.4 * radius)))
     boxes = ndi.find_objects(comp)  # one search for the EDT, the seedless components and the flood
     dist = _edt_by_component(mask, comp, boxes)
-    dist = ndi.gaussian_filter(dist, sigma=max(0.5, radius / 10), truncate=3.0)
+    dist = gaussian_filter(dist, max(0.5, radius / 10), truncate=3.0)
     # one peak search over the whole image (the distance is 0 outside the nuclei, so every peak
     # lies in one): the per-label search of peak_local_max(labels=...) loops over the objects
     # and costs ~4x more; a component left without a peak gets one below
@@ -267,8 +268,8 @@ def _edt_by_component(mask: np.ndarray, comp: np.ndarray, boxes: list | None = N
 def _sobel(image: np.ndarray) -> np.ndarray:
     """``skimage.filters.sobel`` (gradient magnitude, its /4-normalised kernels) from separable
     1-D passes: the same values to float rounding, half the time of its 2-D correlations."""
-    gy = ndi.sobel(image, axis=0)
-    gx = ndi.sobel(image, axis=1)
+    gy = sobel(image, 0)
+    gx = sobel(image, 1)
     return np.sqrt((gy * gy + gx * gx) / 2) / 4
 
 
@@ -325,7 +326,7 @@ def segment_cells(
     if nuclei.max() == 0:
         return np.zeros(img.shape, np.uint32)
     work = np.log1p(np.maximum(img - float(np.percentile(img[::2, ::2], 0.5)), 0))
-    work = ndi.gaussian_filter(work, sigma=sigma, mode="nearest", truncate=4.0) if sigma > 0 else work
+    work = gaussian_filter(work, sigma, mode="nearest", truncate=4.0) if sigma > 0 else work
     lo = float(np.percentile(work[::2, ::2], 1))  # percentiles of every other pixel: a quarter of the cost
     thr = lo + threshold_factor * (_threshold(work[::2, ::2], threshold) - lo)
     mask = (work > thr) | (nuclei > 0)
