@@ -225,7 +225,7 @@ class CropArrayWriter:
         self.array = group.create_array(
             name, shape=(0, n_channels, size, size), chunks=(chunk, n_channels, size, size),
             shards=(shard, n_channels, size, size), dtype="uint16", dimension_names=("n", "c", "y", "x"),
-            compressors=(ZstdCodec(level=0), Crc32cCodec()),  # a checksum per chunk: corruption is found
+            compressors=(ZstdCodec(level=1), Crc32cCodec()),  # a checksum per chunk: corruption is found
             config={"write_empty_chunks": True},  # crops are never blank: skip zarr's compare-to-fill pass
         )
         self._buffer: list[np.ndarray] = []
