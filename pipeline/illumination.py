@@ -100,7 +100,7 @@ def smooth(
     size = max(3, int(round(filter_fraction * min(small_shape))) | 1)
     small = ndi.median_filter(small, size=size, mode="reflect")
     func = upsample_grid(small, combined.shape)
-    low = np.percentile(func, robust_percentile)
+    low = func.min() if robust_percentile == 0 else np.percentile(func, robust_percentile)  # same value
     if not np.isfinite(low) or low <= 0:
         low = float(func[func > 0].min()) if np.any(func > 0) else 1.0
     return np.maximum(func / low, 1.0).astype(np.float32)

