@@ -49,7 +49,7 @@ from skimage.transform import resize
 from pipeline.histo import block_percentiles, int_percentiles
 
 __all__ = ["METHODS", "estimate", "estimate_dark", "theil_sen", "flatness", "compare_profiles", "smooth", "apply", "subsample",
-           "upsample_grid", "MeanAccumulator", "BackgroundAccumulator"]
+           "upsample_grid", "above_grid", "MeanAccumulator", "BackgroundAccumulator"]
 
 Method = Literal["mean", "median", "background"]
 #: Valid ``method`` values of :func:`estimate`.
@@ -393,11 +393,33 @@ def _grid_rows(values: np.ndarray, n: int) -> np.ndarray:
 def upsample_grid(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Bilinear upsampling of a (gy, gx) grid of block values (at block centres) to ``shape``,
     edges held: what ``skimage.transform.resize(order=1, mode='edge')`` computes, in two
-    separable passes of float32. Used for illumination thresholds and functions, and for the
-    nuclei's block thresholds (:mod:`pipeline.segmentation`)."""
+    separable passes of float32. Used for illumination functions; :func:`above_grid` and the
+    background statistics interpolate the same way pixel by pixel, without the full-size map."""
     rows = _grid_rows(values, shape[0])  # (Y, gx): small
     x0, x1, wx = _grid_axis(shape[1], values.shape[1])
     return rows[:, x0] * (1 - wx) + rows[:, x1] * wx
+
+
+def above_grid(image: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``image > upsample_grid(values, image.shape)`` for a float32 (Y, X) image, without
+    building the full-size map: the grid is interpolated to each row (small), then to each
+    pixel inside one compiled pass, in the same float32 arithmetic (the same mask)."""
+    img = np.ascontiguousarray(image, dtype=np.float32)
+    rows = _grid_rows(values, img.shape[0])
+    x0, x1, wx = _grid_axis(img.shape[1], rows.shape[1])
+    return _above_rows(img, rows, x0, x1, wx)
+
+
+@njit(cache=True)
+def _above_rows(img, rows, x0, x1, wx):
+    h, w = img.shape
+    out = np.empty((h, w), np.bool_)
+    one = np.float32(1)
+    for r in range(h):
+        for c in range(w):
+            a = wx[c]
+            out[r, c] = img[r, c] > rows[r, x0[c]] * (one - a) + rows[r, x1[c]] * a
+    return out
 
 
 @njit(cache=True)

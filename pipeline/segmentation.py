@@ -25,7 +25,7 @@ from skimage.measure import regionprops_table
 from skimage.segmentation import clear_border, relabel_sequential, watershed
 
 from pipeline.filters import gaussian_filter, sobel
-from pipeline.illumination import upsample_grid
+from pipeline.illumination import above_grid
 
 __all__ = ["SEGMENTERS", "segment_nuclei", "segment_cells", "segment_field"]
 
@@ -149,7 +149,8 @@ def segment_nuclei(
     if float(img.max()) == float(img.min()):
         return np.zeros(img.shape, np.uint32)
     work = gaussian_filter(img, sigma, mode="nearest", truncate=4.0) if sigma > 0 else img
-    mask = _fill_holes(work > _adaptive_threshold(work, threshold, grid=grid, low=low))
+    thresholds = _adaptive_threshold(work, threshold, grid=grid, low=low)
+    mask = _fill_holes(work > thresholds if np.isscalar(thresholds) else above_grid(work, thresholds))
     comp, n = ndi.label(mask)
     if n == 0:
         return np.zeros(img.shape, np.uint32)
@@ -189,8 +190,9 @@ def segment_nuclei(
 
 
 def _adaptive_threshold(image: np.ndarray, method: Threshold, *, grid: int, low: float) -> np.ndarray | float:
-    """Global threshold, or per-block thresholds clipped to [background + low * (global -
-    background), global] and bilinearly interpolated (see :func:`segment_nuclei`)."""
+    """Global threshold, or the (grid, grid) per-block thresholds clipped to [background + low *
+    (global - background), global], to be bilinearly interpolated (:func:`pipeline.illumination.above_grid`;
+    see :func:`segment_nuclei`)."""
     sub = image[::2, ::2]  # thresholds are statistics of the histogram: a quarter of the pixels will do
     cap = float(np.percentile(sub, 99.9))
     t = _threshold(sub, method, cap)
@@ -206,8 +208,7 @@ def _adaptive_threshold(image: np.ndarray, method: Threshold, *, grid: int, low:
         for j in range(grid):
             block = image[i * by:(i + 1) * by:2, j * bx:(j + 1) * bx:2]
             local[i, j] = _threshold(block, method, cap) if float(block.max()) > float(block.min()) else t
-    local = np.clip(local, lo, t)
-    return upsample_grid(local, image.shape)
+    return np.clip(local, lo, t)
 
 
 def _watershed(elevation: np.ndarray, markers: np.ndarray, mask: np.ndarray,
@@ -327,8 +328,9 @@ def segment_cells(
         return np.zeros(img.shape, np.uint32)
     work = np.log1p(np.maximum(img - float(np.percentile(img[::2, ::2], 0.5)), 0))
     work = gaussian_filter(work, sigma, mode="nearest", truncate=4.0) if sigma > 0 else work
-    lo = float(np.percentile(work[::2, ::2], 1))  # percentiles of every other pixel: a quarter of the cost
-    thr = lo + threshold_factor * (_threshold(work[::2, ::2], threshold) - lo)
+    sub = work[::2, ::2]  # percentiles of every other pixel: a quarter of the cost, all in one partition
+    lo, hi, cap = (float(v) for v in np.percentile(sub, [1, 99, 99.9]))
+    thr = lo + threshold_factor * (_threshold(sub, threshold, cap) - lo)
     mask = (work > thr) | (nuclei > 0)
     if max_distance is None:
         areas = np.bincount(nuclei.ravel())[1:]
@@ -340,7 +342,7 @@ def segment_cells(
     # membrane ridge, and blurred (out-of-focus) ridges have weak gradients
     edges = _sobel(work)
     elevation = (edges / (float(np.percentile(edges[::2, ::2], 99)) + 1e-9)
-                 + (work - lo) / (float(np.percentile(work[::2, ::2], 99)) - lo + 1e-9))
+                 + (work - lo) / (hi - lo + 1e-9))
     cells = _watershed(elevation, nuclei.astype(np.int32), mask)
     return cells.astype(np.uint32)
 

@@ -262,3 +262,18 @@ def test_theil_sen_equals_scipy():
         np.testing.assert_allclose(il.theil_sen(x, y), theilslopes(y, x)[:2], rtol=1e-12, atol=1e-12)
     slope, _ = il.theil_sen(np.ones(5), np.arange(5.0))
     assert np.isnan(slope)
+
+
+def test_above_grid_is_the_comparison_with_the_upsampled_map():
+    """The nuclei's adaptive threshold compares each pixel with the block grid interpolated to
+    it, inside one compiled pass: the same mask as against upsample_grid's full-size map, also
+    for pixels exactly on the interpolated value and odd shapes."""
+    from pipeline.illumination import above_grid, upsample_grid
+
+    rng = np.random.default_rng(4)
+    for shape, g in (((1080, 1080), 4), ((37, 53), 3), ((8, 8), 1)):
+        grid = rng.normal(100, 30, (g, g))
+        image = rng.normal(100, 40, shape).astype(np.float32)
+        full = upsample_grid(grid, shape)
+        image[::7, ::5] = full[::7, ::5]  # ties: equal is not above
+        np.testing.assert_array_equal(above_grid(image, grid), image > full)
