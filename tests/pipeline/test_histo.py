@@ -58,3 +58,18 @@ def test_block_percentiles_equal_numpy_per_block(shape, grid):
                                                      :strided.shape[1] // 2], q), atol=1e-9)
     with pytest.raises(ValueError, match="2-D uint8/uint16"):
         block_percentiles(image.astype(np.float32), 50, grid=2)
+
+
+def test_ungrouped_16_bit_percentiles_from_one_histogram_pass():
+    """8/16-bit images without groups take the compiled single-histogram path: np.percentile's
+    values on a real field, ties, one value and no value."""
+    from pathlib import Path
+
+    import tifffile
+
+    real = tifffile.imread(next((Path(__file__).resolve().parents[1] / "data" / "phenix_BR00143976_C03"
+                                 / "Images").glob("*ch2*")))
+    q = [0, 0.5, 5, 25, 50, 99, 99.9, 100]
+    for a in (real, real[::3, ::2], np.array([7, 7, 300, 65535], np.uint16), np.array([3], np.uint8)):
+        np.testing.assert_allclose(int_percentiles(a, q)[0], np.percentile(a, q), rtol=0, atol=1e-9)
+    assert np.isnan(int_percentiles(np.zeros(0, np.uint16), [5, 50])).all()
