@@ -251,7 +251,11 @@ def read_table(name: str, path: str | os.PathLike, columns: Sequence[str] | None
     then loaded at the width the caller needs, not at full width.
     """
     schema = arrow_schema(name, columns)  # an undeclared column fails here, naming the table
-    tbl = pq.read_table(path, columns=schema.names if columns is not None else None)
+    # one open file: a path lets pyarrow open the file again for the data after
+    # reading its footer, and a writer's os.replace in between (another process updating the
+    # ledger) then mixes the old footer with the new pages ("Page was smaller than expected")
+    with pa.OSFile(str(path)) as source:
+        tbl = pq.read_table(source, columns=schema.names if columns is not None else None)
     if columns is None and table_schema(name).get("column_patterns"):
         # the pattern columns stay in the file's order, after the declared ones
         declared = schema.names
