@@ -78,26 +78,36 @@ def _core() -> tuple[dict, dict]:
     return core, dict(get_correlation_measurements(sanitize=False))
 
 
-def _functions(core: dict, corr: dict, shared, raw: np.ndarray, channel_keys) -> dict:
-    """Every measurement by plan name, with cp_measure's signatures. ``fast:<name>`` is the
-    all-objects-at-once version of cp_measure's ``<name>`` (:mod:`pipeline.fastmeasure`: same
-    keys and values); ``shared(what, labels)`` gives the compartment's pixel groups
-    (``'segments'``) or bounding boxes (``'boxes'``), computed once for all channels (None for
-    other labels). Fast intensity takes the channel's index: it reads the field in ADU (``raw``)
-    and its per-channel sort keys (``channel_keys(c)``, shared by the compartments)."""
+def _functions(core: dict, corr: dict, shared, raw: np.ndarray) -> dict:
+    """Every measurement by plan name. cp_measure's take its arguments (pixels in [0, 1]);
+    ``fast:<name>`` is the all-objects-at-once version of cp_measure's ``<name>``
+    (:mod:`pipeline.fastmeasure`: same keys and values) and takes channel indices instead of
+    pixels: it reads the field in ADU (``raw``) and applies CellProfiler's scale itself, so no
+    float64 copy of the field is made. ``shared(what, labels, channel)`` gives what is computed
+    once per compartment (``'segments'``, ``'boxes'``) or per compartment and channel
+    (``'sorted'``: sorted values for intensity, ``'levels'``: grey levels for texture), or None
+    for labels that are not a compartment's."""
     from pipeline import fastmeasure as fm
 
     out = {**core, **corr}
     out.update({
-        "fast:sizeshape": lambda labels, pixels: fm.sizeshape(labels, boxes=shared("boxes", labels)),
+        "fast:sizeshape": lambda labels, c: fm.sizeshape(labels, boxes=shared("boxes", labels)),
         "fast:intensity": lambda labels, c: fm.intensity(labels, raw[c], scale=_FULL_SCALE,
-                                                         groups=shared("segments", labels), keys=channel_keys(c)),
-        "fast:texture": lambda labels, pixels, scale: fm.texture(labels, pixels, scale=scale,
-                                                                 boxes=shared("boxes", labels)),
-        "fast:pearson": lambda first, second, labels: fm.pearson(first, second, labels,
-                                                                 groups=shared("segments", labels)),
+                                                         groups=shared("segments", labels),
+                                                         ordered=shared("sorted", labels, c)),
+        "fast:texture": lambda labels, c, scale: fm.texture(labels, None, scale=scale,
+                                                            groups=shared("segments", labels),
+                                                            levels=_levels(raw[c], shared("levels", labels, c))),
+        "fast:pearson": lambda a, b, labels: fm.pearson(raw[a], raw[b], labels, scale=_FULL_SCALE,
+                                                        groups=shared("segments", labels)),
     })
     return out
+
+
+def _levels(image: np.ndarray, levels: np.ndarray | None) -> np.ndarray:
+    from pipeline.fastmeasure import gray_levels
+
+    return levels if levels is not None else gray_levels(image, scale=_FULL_SCALE)
 
 
 def _plan(feature_set: str, channel_names: tuple[str, ...]) -> dict:
@@ -232,26 +242,53 @@ def measure_objects(
     ValueError
         On shapes that disagree, a wrong number of channel names or an unknown feature set.
     """
+    from pipeline import fastmeasure as fm
+
     image = check_field_arrays(image, nuclei, cells, channel_names)
     plan = _plan(feature_set, tuple(channel_names))
+    labels_of = _compartment_labels(np.asarray(nuclei), np.asarray(cells))
+    present_of = {name: _present(labels) for name, labels in labels_of.items()}  # label of clean label 1..n
     if ids is None:
-        ids = _present(np.asarray(nuclei))
+        ids = present_of["Nuclei"]
     ids = np.asarray(ids, dtype=np.int64)
+    clean_of = {name: _sequential(labels, present_of[name]) for name, labels in labels_of.items()}
     core, corr = _core()
     raw = np.asarray(image, dtype=np.float32)
-    keys: dict[int, np.ndarray] = {}
+    converted: list[np.ndarray] = []
 
-    def channel_keys(c: int) -> np.ndarray:  # sort keys of channel c, once for all compartments
-        if c not in keys:
-            from pipeline.fastmeasure import sort_keys
+    def pixels(c: int) -> np.ndarray:  # cp_measure's own functions take the field in [0, 1] (float64)
+        if not converted:
+            converted.append(np.clip(image.astype(np.float64) / _FULL_SCALE, 0.0, 1.0))
+        return converted[0][c]
 
-            keys[c] = sort_keys(raw[c])
-        return keys[c]
-    pixels = np.clip(image.astype(np.float64) / _FULL_SCALE, 0.0, 1.0)
+    cache: dict = {}
+
+    def get(name: str | None, what: str, c: int | None = None):
+        """Computed once per field: a compartment's segments, boxes, cell parts, and per channel
+        its sort keys, sorted values and grey levels."""
+        key = (name, what, c)
+        if key not in cache:
+            if what == "segments":
+                cache[key] = fm.segments(clean_of[name])
+            elif what == "boxes":
+                cache[key] = fm.bounding_boxes(clean_of[name])
+            elif what == "keys":
+                cache[key] = fm.sort_keys(raw[c])
+            elif what == "levels":
+                cache[key] = fm.gray_levels(raw[c], scale=_FULL_SCALE, groups=get(name, "segments"))
+            elif what == "parts":  # a cell whose nucleus lies inside it is that nucleus + its cytoplasm
+                cache[key] = fm.union_parts(clean_of["Cells"], clean_of["Nuclei"], clean_of["Cytoplasm"])
+            elif what == "sorted" and name == "Cells":  # merged from the two parts' sorted values
+                cache[key] = fm.sorted_values(get(None, "keys", c), get(name, "segments"), parts=get(name, "parts"),
+                                              first=(get("Nuclei", "sorted", c), get("Nuclei", "segments")),
+                                              second=(get("Cytoplasm", "sorted", c), get("Cytoplasm", "segments")))
+            elif what == "sorted":
+                cache[key] = fm.sorted_values(get(None, "keys", c), get(name, "segments"))
+        return cache[key]
+
     columns: dict[str, np.ndarray] = {"Metadata_CellID": ids.astype(np.int32)}
-    for compartment, labels in _compartment_labels(np.asarray(nuclei), np.asarray(cells)).items():
-        present = _present(labels)  # original label of clean label 1..n
-        clean = _sequential(labels, present)
+    for compartment in labels_of:
+        present, clean = present_of[compartment], clean_of[compartment]
         n = len(present)
         # position in ``ids`` of each measured object, -1 when not asked for
         where = np.full(n, -1, np.int64)
@@ -268,20 +305,13 @@ def measure_objects(
                 out[where[where >= 0]] = v[where >= 0]
             results[name] = out
 
-        cache: dict = {}
+        def shared(what: str, labels, c: int | None = None, compartment=compartment, clean=clean):
+            return get(compartment, what, c) if labels is clean else None
 
-        def shared(what: str, labels):  # computed once per compartment, not per channel
-            from pipeline import fastmeasure
-
-            if labels is not clean:
-                return None
-            if what not in cache:
-                cache[what] = fastmeasure.segments(clean) if what == "segments" else fastmeasure.bounding_boxes(clean)
-            return cache[what]
-
-        functions = _functions(core, corr, shared, raw, channel_keys)
+        functions = _functions(core, corr, shared, raw)
         for func, kw in plan["shape"].get(compartment, []):
-            vals = functions[func](clean, pixels[0], **kw) if n else _empty(func, functions[func], kw)
+            vals = (functions[func](clean, 0 if func.startswith("fast:") else pixels(0), **kw) if n
+                    else _empty(func, kw))
             for key, v in vals.items():
                 if key.startswith("Location_") or key.startswith("Center_"):
                     continue  # positions are not phenotypes (the cells table keeps the centroid)
@@ -289,17 +319,21 @@ def measure_objects(
         for func, kw in plan["channel"].get(compartment, []):
             for c, ch in enumerate(channel_names):
                 if not n:
-                    vals = _empty(func, functions[func], kw)
-                else:  # fast intensity sorts the field in ADU and applies CellProfiler's scale itself
-                    vals = functions[func](clean, c if func == "fast:intensity" else pixels[c], **kw)
+                    vals = _empty(func, kw)
+                else:
+                    vals = functions[func](clean, c if func.startswith("fast:") else pixels(c), **kw)
                 for key, v in vals.items():
                     if key.startswith("Location_"):
                         continue
                     put(_channel_name(compartment, func.removeprefix("fast:"), key, ch), v)
         for func, kw, pairs in plan["pairs"].get(compartment, []):
             for a, b in pairs:
-                vals = (functions[func](pixels[a], pixels[b], clean, **kw) if n
-                        else _empty_pair(func, functions[func], kw))
+                if not n:
+                    vals = _empty_pair(func, kw)
+                elif func.startswith("fast:"):
+                    vals = functions[func](a, b, clean, **kw)
+                else:
+                    vals = functions[func](pixels(a), pixels(b), clean, **kw)
                 for key, v in vals.items():
                     put(_pair_name(compartment, key, channel_names[a], channel_names[b]), v)
         columns.update(results)
@@ -309,26 +343,30 @@ def measure_objects(
 _EMPTY_CACHE: dict = {}
 
 
-def _empty(name: str, func, kw) -> dict:
-    """The keys ``func`` returns, with empty values (a field without objects of a compartment)."""
+def _small_field() -> tuple[np.ndarray, np.ndarray]:
+    lab = np.zeros((32, 32), np.int64)
+    lab[8:24, 8:24] = 1
+    return lab, np.linspace(0.1, 0.9, 32 * 32).reshape(32, 32)
+
+
+def _empty(name: str, kw) -> dict:
+    """The keys measurement ``name`` returns, with empty values (a field without objects of a
+    compartment)."""
     key = (name, tuple(sorted(kw.items())))
     if key not in _EMPTY_CACHE:
-        lab = np.zeros((32, 32), np.int64)
-        lab[8:24, 8:24] = 1
-        px = np.linspace(0.1, 0.9, 32 * 32).reshape(32, 32)
-        if name == "fast:intensity":  # called with a channel index in measure_objects
-            from pipeline.fastmeasure import intensity as func
-        _EMPTY_CACHE[key] = {k: [] for k in func(lab, px, **kw)}
+        lab, px = _small_field()
+        functions = _functions(*_core(), lambda *args: None, px[None] * _FULL_SCALE)
+        _EMPTY_CACHE[key] = {k: [] for k in functions[name](lab, 0 if name.startswith("fast:") else px, **kw)}
     return _EMPTY_CACHE[key]
 
 
-def _empty_pair(name: str, func, kw) -> dict:
+def _empty_pair(name: str, kw) -> dict:
     key = (name, tuple(sorted(kw.items())), "pair")
     if key not in _EMPTY_CACHE:
-        lab = np.zeros((32, 32), np.int64)
-        lab[8:24, 8:24] = 1
-        px = np.linspace(0.1, 0.9, 32 * 32).reshape(32, 32)
-        _EMPTY_CACHE[key] = {k: [] for k in func(px, px[::-1].copy(), lab, **kw)}
+        lab, px = _small_field()
+        functions = _functions(*_core(), lambda *args: None, np.stack([px, px[::-1]]) * _FULL_SCALE)
+        first, second = (0, 1) if name.startswith("fast:") else (px, px[::-1].copy())
+        _EMPTY_CACHE[key] = {k: [] for k in functions[name](first, second, lab, **kw)}
     return _EMPTY_CACHE[key]
 
 
