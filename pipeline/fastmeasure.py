@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from cp_measure.core.numba._texture import DELTAS_2D, _haralick_13
+from cp_measure.core.numba._texture import DELTAS_2D
 from numba import njit
 
 __all__ = ["sizeshape", "intensity", "sort_keys", "sorted_values", "union_parts", "pearson", "texture", "gray_levels",
@@ -201,9 +201,10 @@ def _sort_run(run, buf, count):
 
 
 @njit(cache=True)
-def _sorted_runs(keys, idx, off, todo, out):
-    """``out[off[k]:off[k+1]] = sort(keys[idx[off[k]:off[k+1]]])`` for every object ``k`` with
-    ``todo[k]``: each object's keys gathered and sorted on their own (they fit in cache)."""
+def _sorted_runs(bits, idx, off, todo, out):
+    """``out[off[k]:off[k+1]]``: the sort keys (:func:`sort_keys`) of the float32 bit patterns
+    ``bits[idx[off[k]:off[k+1]]]``, ascending, for every object ``k`` with ``todo[k]``: each
+    object's keys gathered and sorted on their own (they fit in cache)."""
     n = off.size - 1
     longest = 0
     for k in range(n):
@@ -216,7 +217,10 @@ def _sorted_runs(keys, idx, off, todo, out):
         s = off[k]
         e = off[k + 1]
         for t in range(s, e):
-            out[t] = keys[idx[t]]
+            u = bits[idx[t]]
+            # max(v, 0) + 0: negative values (sign bit, not NaN) and -0.0 sort as +0.0; sort keys
+            # are left as they are
+            out[t] = 0 if np.uint32(0x80000000) <= u <= np.uint32(0xFF800000) else u
         _sort_run(out[s:e], buf, count)
     return out
 
@@ -311,14 +315,15 @@ def union_parts(whole: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.
     return _union_parts(whole, first, second, *top)
 
 
-def sorted_values(keys: np.ndarray, groups, *, parts: np.ndarray | None = None,
+def sorted_values(bits: np.ndarray, groups, *, parts: np.ndarray | None = None,
                   first=None, second=None) -> np.ndarray:
     """Each object's :func:`sort_keys` in ascending order, object after object.
 
     Parameters
     ----------
-    keys : (Y * X,) uint32 ndarray
-        :func:`sort_keys` of the channel.
+    bits : (Y * X,) uint32 ndarray
+        The channel's float32 values viewed as uint32 (``image.ravel().view(numpy.uint32)``),
+        or its :func:`sort_keys`.
     groups : tuple
         :func:`segments` of the objects.
     parts : (N, 2) int64 ndarray, optional
@@ -340,7 +345,7 @@ def sorted_values(keys: np.ndarray, groups, *, parts: np.ndarray | None = None,
         todo = parts[:, 0] < 0
         if not todo.any():
             return out
-    return _sorted_runs(keys, idx, off, todo, out)
+    return _sorted_runs(bits, idx, off, todo, out)
 
 
 @njit(cache=True)
@@ -462,7 +467,7 @@ def intensity(masks: np.ndarray, image: np.ndarray, *, scale: float = 1.0, group
     groups = groups if groups is not None else segments(masks)
     image32 = np.ascontiguousarray(image, dtype=np.float32)
     if ordered is None:
-        ordered = sorted_values(sort_keys(image32) if keys is None else keys, groups)
+        ordered = sorted_values(image32.ravel().view(np.uint32) if keys is None else keys, groups)
     idx, off, width = groups
     out = _intensity(image32.ravel(), ordered, idx, off, width, float(scale))
     return dict(zip(_INTENSITY_KEYS, out))
@@ -887,20 +892,112 @@ def _gray_levels(image, idx, scale):
     return out
 
 
+@njit(cache=True, error_model="numpy")
+def _entropy(values, size):
+    """``-sum(v * log2(v))`` over the positive ``values[:size]``, in index order."""
+    total = 0.0
+    for i in range(size):
+        v = values[i]
+        if v > 0.0:
+            total -= v * np.log2(v)
+    return total
+
+
+@njit(cache=True, error_model="numpy")
+def _haralick(counts, first, fm1, pairs, table, stamp, tag, px, sums, diffs, out):
+    """The 13 Haralick features (mahotas' definitions, with cp_measure's two simplifications for
+    a symmetric matrix: HXY1 = HXY2 = 2 HX, centred variance) of one co-occurrence matrix,
+    ``counts[i * fm1 + j] + counts[j * fm1 + i]`` for grey levels ``i, j`` in ``first..fm1 - 1``
+    (lower rows and columns are empty), normalized by ``pairs``. Every sum runs in the order of
+    cp_measure's ``_haralick_13`` (row by row), so the values are the same to the last bit; the
+    probability ``c / pairs`` of a count ``c`` and its ``p * log2(p)`` are computed once per
+    distinct count (``table[c]``, valid where ``stamp[c] == tag``), not once per matrix entry."""
+    px[:fm1] = 0.0
+    sums[:2 * fm1] = 0.0
+    diffs[:fm1] = 0.0
+    asm = 0.0
+    entropy = 0.0
+    ij_sum = 0.0
+    idm = 0.0
+    for i in range(first, fm1):
+        for j in range(first, fm1):
+            c = counts[i * fm1 + j] + counts[j * fm1 + i]
+            if c == 0:
+                continue
+            if stamp[c] != tag:
+                p = c / pairs
+                table[c, 0] = p
+                table[c, 1] = p * np.log2(p)
+                stamp[c] = tag
+            p = table[c, 0]
+            asm += p * p
+            entropy -= table[c, 1]
+            ij_sum += i * j * p
+            idm += p / ((i - j) * (i - j) + 1)
+            px[j] += p
+            sums[i + j] += p
+            diffs[i - j if i >= j else j - i] += p
+    ux = 0.0
+    for k in range(fm1):
+        ux += k * px[k]
+    vx = 0.0
+    for k in range(fm1):
+        vx += (k - ux) * (k - ux) * px[k]
+    sum_avg = 0.0
+    for k in range(2 * fm1):
+        sum_avg += k * sums[k]
+    sum_var = 0.0
+    for k in range(2 * fm1):
+        sum_var += k * k * sums[k]
+    sum_var -= sum_avg * sum_avg
+    contrast = 0.0
+    for k in range(fm1):
+        contrast += k * k * diffs[k]
+    mean_diff = 0.0
+    for k in range(fm1):
+        mean_diff += diffs[k]
+    mean_diff /= fm1
+    diff_var = 0.0
+    for k in range(fm1):
+        diff_var += (diffs[k] - mean_diff) * (diffs[k] - mean_diff)
+    diff_var /= fm1
+    hx = _entropy(px, fm1)
+    sx = np.sqrt(vx)
+    out[0] = asm
+    out[1] = contrast
+    out[2] = 1.0 if sx == 0.0 else (ij_sum - ux * ux) / (sx * sx)
+    out[3] = vx
+    out[4] = idm
+    out[5] = sum_avg
+    out[6] = sum_var
+    out[7] = _entropy(sums, 2 * fm1)
+    out[8] = entropy
+    out[9] = diff_var
+    out[10] = _entropy(diffs, fm1)
+    out[11] = (entropy - 2.0 * hx) if hx == 0.0 else (entropy - 2.0 * hx) / hx
+    arg = 1.0 - np.exp(-2.0 * (2.0 * hx - entropy))
+    out[12] = np.sqrt(arg if arg > 0.0 else 0.0)
+
+
 @njit(cache=True)
 def _texture_loop(levels, flat_labels, idx, off, width, steps):
     """Haralick features of every object: per object and direction, the symmetric co-occurrence
     matrix of the grey levels of the object's pixel pairs ``steps[d]`` (dy, dx) apart, counting
     only pairs of two object pixels with nonzero grey levels (a crop of the object counts more
-    pairs, but ``ignore_zeros`` drops those with the background or a zero level), reduced by
-    cp_measure's ``_haralick_13``."""
+    pairs, but ``ignore_zeros`` drops those with the background or a zero level)."""
     n = off.size - 1
     nd = steps.shape[0]
     height = flat_labels.size // width
     out = np.full((nd, 13, n), np.nan)
-    counts = np.zeros((nd, 256, 256), np.int32)  # one way round; the matrix is counts + counts.T
-    glcm = np.zeros((256, 256), np.int64)
-    res = np.empty((nd, 13), np.float64)
+    longest = 0
+    for k in range(n):
+        longest = max(longest, off[k + 1] - off[k])
+    counts = np.zeros((nd, 256 * 256), np.int32)  # one way round, rows of fm1; the matrix is counts + counts.T
+    table = np.empty((2 * longest + 1, 2), np.float64)
+    stamp = np.full(2 * longest + 1, -1, np.int64)
+    px = np.empty(256, np.float64)
+    sums = np.empty(512, np.float64)
+    diffs = np.empty(256, np.float64)
     pairs = np.zeros(nd, np.int64)
     for k in range(n):
         s = off[k]
@@ -908,9 +1005,13 @@ def _texture_loop(levels, flat_labels, idx, off, width, steps):
         if e == s:
             continue
         fm1 = 1  # grey levels 0..max, as the crop's ``max() + 1`` (its background is 0)
+        first = 256  # lowest nonzero level
         for t in range(s, e):
-            fm1 = max(fm1, levels[idx[t]] + 1)
-        counts[:, :fm1, :fm1] = 0
+            v = levels[idx[t]]
+            fm1 = max(fm1, v + 1)
+            if v > 0:
+                first = min(first, v)
+        counts[:, :fm1 * fm1] = 0
         pairs[:] = 0
         y = idx[s] // width
         row = y * width
@@ -931,7 +1032,7 @@ def _texture_loop(levels, flat_labels, idx, off, width, steps):
                     if flat_labels[q] == k + 1:
                         b = levels[q]
                         if b != 0:
-                            counts[d, a, b] += 1
+                            counts[d, a * fm1 + b] += 1
                             pairs[d] += 2
         empty = False
         for d in range(nd):
@@ -940,11 +1041,7 @@ def _texture_loop(levels, flat_labels, idx, off, width, steps):
         if empty:
             continue
         for d in range(nd):
-            for i in range(fm1):
-                for j in range(fm1):
-                    glcm[i, j] = counts[d, i, j] + counts[d, j, i]
-            _haralick_13(glcm, fm1, pairs[d], res, d)
-        out[:, :, k] = res
+            _haralick(counts[d], first, fm1, pairs[d], table, stamp, k * nd + d, px, sums, diffs, out[d, :, k])
     return out
 
 
@@ -974,7 +1071,8 @@ def texture(masks: np.ndarray, pixels: np.ndarray | None, *, scale: int = 3, gro
             levels: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Haralick texture (MeasureTexture, 256 gray levels) of every object in one compiled loop
     over the objects' pixels, the co-occurrences of all four directions counted in one pass and
-    reduced with cp_measure's own per-direction kernel (``_haralick_13``).
+    reduced in the order of cp_measure's numba kernel (``_haralick_13``: the same values to the
+    last bit), each distinct count's probability and entropy term computed once.
 
     Parameters
     ----------

@@ -265,25 +265,25 @@ def measure_objects(
 
     def get(name: str | None, what: str, c: int | None = None):
         """Computed once per field: a compartment's segments, boxes, cell parts, and per channel
-        its sort keys, sorted values and grey levels."""
+        its bit patterns, sorted values and grey levels."""
         key = (name, what, c)
         if key not in cache:
             if what == "segments":
                 cache[key] = fm.segments(clean_of[name])
             elif what == "boxes":
                 cache[key] = fm.bounding_boxes(clean_of[name])
-            elif what == "keys":
-                cache[key] = fm.sort_keys(raw[c])
+            elif what == "bits":  # float32 bit patterns, sort keys once clipped at 0
+                cache[key] = np.ascontiguousarray(raw[c]).ravel().view(np.uint32)
             elif what == "levels":
                 cache[key] = fm.gray_levels(raw[c], scale=_FULL_SCALE, groups=get(name, "segments"))
             elif what == "parts":  # a cell whose nucleus lies inside it is that nucleus + its cytoplasm
                 cache[key] = fm.union_parts(clean_of["Cells"], clean_of["Nuclei"], clean_of["Cytoplasm"])
             elif what == "sorted" and name == "Cells":  # merged from the two parts' sorted values
-                cache[key] = fm.sorted_values(get(None, "keys", c), get(name, "segments"), parts=get(name, "parts"),
+                cache[key] = fm.sorted_values(get(None, "bits", c), get(name, "segments"), parts=get(name, "parts"),
                                               first=(get("Nuclei", "sorted", c), get("Nuclei", "segments")),
                                               second=(get("Cytoplasm", "sorted", c), get("Cytoplasm", "segments")))
             elif what == "sorted":
-                cache[key] = fm.sorted_values(get(None, "keys", c), get(name, "segments"))
+                cache[key] = fm.sorted_values(get(None, "bits", c), get(name, "segments"))
         return cache[key]
 
     columns: dict[str, np.ndarray] = {"Metadata_CellID": ids.astype(np.int32)}

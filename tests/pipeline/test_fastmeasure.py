@@ -198,9 +198,11 @@ def test_merged_sorted_values_equal_sorted_ones():
     image = rng.normal(3000, 1000, cells.shape).astype(np.float32)
     image[rng.random(cells.shape) < 0.2] = 1500.0  # ties
     image[rng.random(cells.shape) < 0.05] = -3.0
+    image[rng.random(cells.shape) < 0.05] = -0.0
     keys = fm.sort_keys(image)
+    bits = image.ravel().view(np.uint32)
     groups = {k: fm.segments(v) for k, v in clean.items()}
-    runs = {k: fm.sorted_values(keys, groups[k]) for k in ("n", "y")}
+    runs = {k: fm.sorted_values(bits, groups[k]) for k in ("n", "y")}
     got = fm.sorted_values(keys, groups["c"], parts=parts, first=(runs["n"], groups["n"]),
                            second=(runs["y"], groups["y"]))
     np.testing.assert_array_equal(got, fm.sorted_values(keys, groups["c"]))
