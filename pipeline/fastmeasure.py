@@ -37,7 +37,7 @@ from cp_measure.core.numba._texture import DELTAS_2D
 from numba import njit
 
 __all__ = ["sizeshape", "intensity", "sort_keys", "sorted_values", "union_parts", "pearson", "texture", "gray_levels",
-           "segments", "bounding_boxes"]
+           "neighbours", "segments", "bounding_boxes"]
 
 
 # ---- pixel grouping ------------------------------------------------------------------------------
@@ -980,14 +980,41 @@ def _haralick(counts, first, fm1, pairs, table, stamp, tag, px, sums, diffs, out
 
 
 @njit(cache=True)
-def _texture_loop(levels, flat_labels, idx, off, width, steps):
+def _neighbours(flat_labels, idx, off, width, steps):
+    """For every object pixel (``idx`` order): bit ``d`` set when the pixel ``steps[d]`` (dy, dx)
+    away is in the image and of the same object."""
+    height = flat_labels.size // width
+    out = np.zeros(idx.size, np.uint8)
+    for k in range(off.size - 1):
+        s = off[k]
+        if off[k + 1] == s:
+            continue
+        y = idx[s] // width
+        row = y * width
+        for t in range(s, off[k + 1]):
+            p = idx[t]
+            while p >= row + width:  # pixels come in raster order: no division per pixel
+                y += 1
+                row += width
+            x = p - row
+            bits = 0
+            for d in range(steps.shape[0]):
+                y2 = y + steps[d, 0]
+                x2 = x + steps[d, 1]
+                if 0 <= y2 < height and 0 <= x2 < width and flat_labels[p + steps[d, 0] * width + steps[d, 1]] == k + 1:
+                    bits |= 1 << d
+            out[t] = bits
+    return out
+
+
+@njit(cache=True)
+def _texture_loop(levels, neighbours, idx, off, width, steps):
     """Haralick features of every object: per object and direction, the symmetric co-occurrence
-    matrix of the grey levels of the object's pixel pairs ``steps[d]`` (dy, dx) apart, counting
-    only pairs of two object pixels with nonzero grey levels (a crop of the object counts more
-    pairs, but ``ignore_zeros`` drops those with the background or a zero level)."""
+    matrix of the grey levels of the object's pixel pairs ``steps[d]`` (dy, dx) apart
+    (``neighbours``), counting only pairs of nonzero grey levels (a crop of the object counts
+    more pairs, but ``ignore_zeros`` drops those with the background or a zero level)."""
     n = off.size - 1
     nd = steps.shape[0]
-    height = flat_labels.size // width
     out = np.full((nd, 13, n), np.nan)
     longest = 0
     for k in range(n):
@@ -999,6 +1026,9 @@ def _texture_loop(levels, flat_labels, idx, off, width, steps):
     sums = np.empty(512, np.float64)
     diffs = np.empty(256, np.float64)
     pairs = np.zeros(nd, np.int64)
+    delta = np.empty(nd, np.int64)
+    for d in range(nd):
+        delta[d] = steps[d, 0] * width + steps[d, 1]
     for k in range(n):
         s = off[k]
         e = off[k + 1]
@@ -1013,27 +1043,18 @@ def _texture_loop(levels, flat_labels, idx, off, width, steps):
                 first = min(first, v)
         counts[:, :fm1 * fm1] = 0
         pairs[:] = 0
-        y = idx[s] // width
-        row = y * width
         for t in range(s, e):
             p = idx[t]
-            while p >= row + width:  # pixels come in raster order: no division per pixel
-                y += 1
-                row += width
             a = levels[p]
-            if a == 0:
+            bits = neighbours[t]
+            if a == 0 or bits == 0:
                 continue
-            x = p - row
             for d in range(nd):
-                y2 = y + steps[d, 0]
-                x2 = x + steps[d, 1]
-                if 0 <= y2 < height and 0 <= x2 < width:
-                    q = p + steps[d, 0] * width + steps[d, 1]
-                    if flat_labels[q] == k + 1:
-                        b = levels[q]
-                        if b != 0:
-                            counts[d, a * fm1 + b] += 1
-                            pairs[d] += 2
+                if bits & (1 << d):
+                    b = levels[p + delta[d]]
+                    if b != 0:
+                        counts[d, a * fm1 + b] += 1
+                        pairs[d] += 2
         empty = False
         for d in range(nd):
             if pairs[d] == 0:  # mahotas raises, cp_measure gives NaN for every direction
@@ -1043,6 +1064,27 @@ def _texture_loop(levels, flat_labels, idx, off, width, steps):
         for d in range(nd):
             _haralick(counts[d], first, fm1, pairs[d], table, stamp, k * nd + d, px, sums, diffs, out[d, :, k])
     return out
+
+
+def neighbours(masks: np.ndarray, *, scale: int = 3, groups=None) -> np.ndarray:
+    """Which of the four texture directions (mahotas' (0, 1), (1, 1), (1, 0), (1, -1), times
+    ``scale``) lead from each object pixel to a pixel of the same object: shared by the channels
+    measured on the same objects (:func:`texture`'s ``pairs``).
+
+    Returns
+    -------
+    (P,) uint8 ndarray
+        Bit ``d`` of entry ``t`` for direction ``d`` from pixel ``idx[t]`` of :func:`segments`.
+    """
+    masks = np.ascontiguousarray(masks)
+    idx, off, width = groups if groups is not None else segments(masks)
+    return _neighbours(masks.ravel(), idx, off, width, _texture_steps(scale))
+
+
+def _texture_steps(scale: int) -> np.ndarray:
+    if scale < 1:
+        raise ValueError(f"scale must be at least 1 pixel, got {scale}")
+    return np.ascontiguousarray(scale * DELTAS_2D[:, 1:])  # (dy, dx) of mahotas' four 2-D directions
 
 
 def gray_levels(image: np.ndarray, *, scale: float = 1.0, groups=None) -> np.ndarray:
@@ -1068,7 +1110,7 @@ def gray_levels(image: np.ndarray, *, scale: float = 1.0, groups=None) -> np.nda
 
 
 def texture(masks: np.ndarray, pixels: np.ndarray | None, *, scale: int = 3, groups=None,
-            levels: np.ndarray | None = None) -> dict[str, np.ndarray]:
+            levels: np.ndarray | None = None, pairs: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Haralick texture (MeasureTexture, 256 gray levels) of every object in one compiled loop
     over the objects' pixels, the co-occurrences of all four directions counted in one pass and
     reduced in the order of cp_measure's numba kernel (``_haralick_13``: the same values to the
@@ -1088,6 +1130,8 @@ def texture(masks: np.ndarray, pixels: np.ndarray | None, *, scale: int = 3, gro
     levels : (Y, X) uint8 ndarray, optional
         The grey levels (:func:`gray_levels`) instead of ``pixels``; only the objects' pixels
         are read.
+    pairs : (P,) uint8 ndarray, optional
+        :func:`neighbours` of ``masks`` at this ``scale``.
 
     Returns
     -------
@@ -1097,14 +1141,15 @@ def texture(masks: np.ndarray, pixels: np.ndarray | None, *, scale: int = 3, gro
     import skimage.util
     from cp_measure.core.measuretexture import _pack
 
-    if scale < 1:
-        raise ValueError(f"scale must be at least 1 pixel, got {scale}")
+    steps = _texture_steps(scale)
     masks = np.ascontiguousarray(masks)
-    idx, off, width = groups if groups is not None else segments(masks)
+    groups = groups if groups is not None else segments(masks)
+    idx, off, width = groups
     if levels is None:
         levels = skimage.util.img_as_ubyte(pixels)
-    steps = np.ascontiguousarray(scale * DELTAS_2D[:, 1:])  # (dy, dx) of mahotas' four 2-D directions
-    features = _texture_loop(np.ascontiguousarray(levels).ravel(), masks.ravel(), idx, off, width, steps)
+    if pairs is None:
+        pairs = neighbours(masks, scale=scale, groups=groups)
+    features = _texture_loop(np.ascontiguousarray(levels).ravel(), pairs, idx, off, width, steps)
     return _pack(features, scale, 256)
 
 

@@ -85,8 +85,9 @@ def _functions(core: dict, corr: dict, shared, raw: np.ndarray) -> dict:
     pixels: it reads the field in ADU (``raw``) and applies CellProfiler's scale itself, so no
     float64 copy of the field is made. ``shared(what, labels, channel)`` gives what is computed
     once per compartment (``'segments'``, ``'boxes'``) or per compartment and channel
-    (``'sorted'``: sorted values for intensity, ``'levels'``: grey levels for texture), or None
-    for labels that are not a compartment's."""
+    (``'sorted'``: sorted values for intensity, ``'levels'``: grey levels for texture) or scale
+    (``'neighbours'``: the pixel pairs texture counts), or None for labels that are not a
+    compartment's."""
     from pipeline import fastmeasure as fm
 
     out = {**core, **corr}
@@ -97,7 +98,8 @@ def _functions(core: dict, corr: dict, shared, raw: np.ndarray) -> dict:
                                                          ordered=shared("sorted", labels, c)),
         "fast:texture": lambda labels, c, scale: fm.texture(labels, None, scale=scale,
                                                             groups=shared("segments", labels),
-                                                            levels=_levels(raw[c], shared("levels", labels, c))),
+                                                            levels=_levels(raw[c], shared("levels", labels, c)),
+                                                            pairs=shared("neighbours", labels, scale)),
         "fast:pearson": lambda a, b, labels: fm.pearson(raw[a], raw[b], labels, scale=_FULL_SCALE,
                                                         groups=shared("segments", labels)),
     })
@@ -274,6 +276,8 @@ def measure_objects(
                 cache[key] = fm.bounding_boxes(clean_of[name])
             elif what == "bits":  # float32 bit patterns, sort keys once clipped at 0
                 cache[key] = np.ascontiguousarray(raw[c]).ravel().view(np.uint32)
+            elif what == "neighbours":  # c: the texture scale
+                cache[key] = fm.neighbours(clean_of[name], scale=c, groups=get(name, "segments"))
             elif what == "levels":
                 cache[key] = fm.gray_levels(raw[c], scale=_FULL_SCALE, groups=get(name, "segments"))
             elif what == "parts":  # a cell whose nucleus lies inside it is that nucleus + its cytoplasm
