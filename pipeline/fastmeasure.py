@@ -733,72 +733,76 @@ def _convex_area(obj):
 @njit(cache=True)
 def _edt_radii(obj):
     """Max, mean and median of the exact Euclidean distance from each object pixel to the nearest
-    non-object pixel of the zero-padded crop (scipy.ndimage.distance_transform_edt), by the
-    Felzenszwalb-Huttenlocher squared distance transform along columns then rows."""
+    non-object pixel of the zero-padded crop (scipy.ndimage.distance_transform_edt): squared
+    distances along each column by two running scans, then along each row by the
+    Felzenszwalb-Huttenlocher lower envelope of parabolas; the median from a histogram of the
+    (integer) squared distances."""
     h, w = obj.shape
     H = h + 2
     W = w + 2
-    big = (H + W) * (H + W)
-    g = np.empty((H, W), np.int64)
-    for c in range(W):  # 1-D: squared distance along the column to the nearest background pixel
-        for r in range(H):
-            inside = 1 <= r <= h and 1 <= c <= w and obj[r - 1, c - 1]
-            g[r, c] = big if inside else 0
-    f = np.empty(max(H, W), np.int64)
-    d = np.empty(max(H, W), np.int64)
-    v = np.empty(max(H, W), np.int64)
-    z = np.empty(max(H, W) + 1, np.float64)
-    for axis in range(2):
-        length = H if axis == 0 else W
-        lines = W if axis == 0 else H
-        for line in range(lines):
-            for i in range(length):
-                f[i] = g[i, line] if axis == 0 else g[line, i]
-            # lower envelope of parabolas (i - q)^2 + f(q); f = big means "no site"
-            kk = 0
-            v[0] = 0
-            z[0] = -np.inf
-            z[1] = np.inf
-            for q in range(1, length):
+    g = np.zeros((H, W), np.int64)  # rows 0 and H - 1, columns 0 and W - 1: the padding
+    for r in range(1, h + 1):  # down the columns: rows to the nearest background above
+        for c in range(1, w + 1):
+            if obj[r - 1, c - 1]:
+                g[r, c] = g[r - 1, c] + 1
+    for r in range(h, 0, -1):  # up: or below, whichever is nearer; then squared
+        for c in range(1, w + 1):
+            g[r, c] = min(g[r, c], g[r + 1, c] + 1)
+    for r in range(1, h + 1):
+        for c in range(1, w + 1):
+            g[r, c] *= g[r, c]
+    f = np.empty(W, np.int64)
+    v = np.empty(W, np.int64)
+    z = np.empty(W + 1, np.float64)
+    for r in range(1, h + 1):  # along the rows (the padding rows stay 0)
+        for i in range(W):
+            f[i] = g[r, i]
+        kk = 0
+        v[0] = 0
+        z[0] = -np.inf
+        z[1] = np.inf
+        for q in range(1, W):
+            s = ((f[q] + q * q) - (f[v[kk]] + v[kk] * v[kk])) / (2.0 * (q - v[kk]))
+            while s <= z[kk]:
+                kk -= 1
                 s = ((f[q] + q * q) - (f[v[kk]] + v[kk] * v[kk])) / (2.0 * (q - v[kk]))
-                while s <= z[kk]:
-                    kk -= 1
-                    s = ((f[q] + q * q) - (f[v[kk]] + v[kk] * v[kk])) / (2.0 * (q - v[kk]))
+            kk += 1
+            v[kk] = q
+            z[kk] = s
+            z[kk + 1] = np.inf
+        kk = 0
+        for q in range(W):
+            while z[kk + 1] < q:
                 kk += 1
-                v[kk] = q
-                z[kk] = s
-                z[kk + 1] = np.inf
-            kk = 0
-            for q in range(length):
-                while z[kk + 1] < q:
-                    kk += 1
-                d[q] = (q - v[kk]) * (q - v[kk]) + f[v[kk]]
-            for i in range(length):
-                if axis == 0:
-                    g[i, line] = d[i]
-                else:
-                    g[line, i] = d[i]
+            g[r, q] = (q - v[kk]) * (q - v[kk]) + f[v[kk]]
     m = 0
-    for r in range(h):
-        for c in range(w):
-            if obj[r, c]:
-                m += 1
-    vals = np.empty(m, np.int64)
-    m = 0
-    for r in range(h):
-        for c in range(w):
-            if obj[r, c]:
-                vals[m] = g[r + 1, c + 1]
-                m += 1
-    vals.sort()
+    top = 0
     total = 0.0
-    for i in range(m):
-        total += math.sqrt(vals[i])
-    if m % 2:
-        median = math.sqrt(vals[m // 2])
-    else:
-        median = (math.sqrt(vals[m // 2 - 1]) + math.sqrt(vals[m // 2])) / 2.0
-    return math.sqrt(vals[m - 1]), total / m, median
+    for r in range(h):
+        for c in range(w):
+            if obj[r, c]:
+                d2 = g[r + 1, c + 1]
+                m += 1
+                top = max(top, d2)
+                total += math.sqrt(d2)
+    counts = np.zeros(top + 1, np.int64)
+    for r in range(h):
+        for c in range(w):
+            if obj[r, c]:
+                counts[g[r + 1, c + 1]] += 1
+    # the (m - 1) // 2-th and m // 2-th smallest squared distances (0-based)
+    lower = -1
+    upper = -1
+    seen = 0
+    for d2 in range(top + 1):
+        seen += counts[d2]
+        if lower < 0 and seen > (m - 1) // 2:
+            lower = d2
+        if seen > m // 2:
+            upper = d2
+            break
+    median = (math.sqrt(lower) + math.sqrt(upper)) / 2.0 if m % 2 == 0 else math.sqrt(upper)
+    return math.sqrt(top), total / m, median
 
 
 @njit(cache=True)
