@@ -908,14 +908,15 @@ def _entropy(values, size):
 
 
 @njit(cache=True, error_model="numpy")
-def _haralick(counts, first, fm1, pairs, table, stamp, tag, px, sums, diffs, out):
+def _haralick(counts, first, fm1, pairs, table, stamp, tag, px, sums, diffs, row, out):
     """The 13 Haralick features (mahotas' definitions, with cp_measure's two simplifications for
     a symmetric matrix: HXY1 = HXY2 = 2 HX, centred variance) of one co-occurrence matrix,
     ``counts[i * fm1 + j] + counts[j * fm1 + i]`` for grey levels ``i, j`` in ``first..fm1 - 1``
     (lower rows and columns are empty), normalized by ``pairs``. Every sum runs in the order of
     cp_measure's ``_haralick_13`` (row by row), so the values are the same to the last bit; the
     probability ``c / pairs`` of a count ``c`` and its ``p * log2(p)`` are computed once per
-    distinct count (``table[c]``, valid where ``stamp[c] == tag``), not once per matrix entry."""
+    distinct count (``table[c]``, valid where ``stamp[c] == tag``), not once per matrix entry.
+    ``row`` ((2, 256) int64) holds a row's nonzero entries, gathered without branching."""
     px[:fm1] = 0.0
     sums[:2 * fm1] = 0.0
     diffs[:fm1] = 0.0
@@ -924,10 +925,15 @@ def _haralick(counts, first, fm1, pairs, table, stamp, tag, px, sums, diffs, out
     ij_sum = 0.0
     idm = 0.0
     for i in range(first, fm1):
+        nonzero = 0
         for j in range(first, fm1):
             c = counts[i * fm1 + j] + counts[j * fm1 + i]
-            if c == 0:
-                continue
+            row[0, nonzero] = j
+            row[1, nonzero] = c
+            nonzero += c != 0
+        for t in range(nonzero):
+            j = row[0, t]
+            c = row[1, t]
             if stamp[c] != tag:
                 p = c / pairs
                 table[c, 0] = p
@@ -1029,6 +1035,7 @@ def _texture_loop(levels, neighbours, idx, off, width, steps):
     px = np.empty(256, np.float64)
     sums = np.empty(512, np.float64)
     diffs = np.empty(256, np.float64)
+    row = np.empty((2, 256), np.int64)
     pairs = np.zeros(nd, np.int64)
     delta = np.empty(nd, np.int64)
     for d in range(nd):
@@ -1066,7 +1073,7 @@ def _texture_loop(levels, neighbours, idx, off, width, steps):
         if empty:
             continue
         for d in range(nd):
-            _haralick(counts[d], first, fm1, pairs[d], table, stamp, k * nd + d, px, sums, diffs, out[d, :, k])
+            _haralick(counts[d], first, fm1, pairs[d], table, stamp, k * nd + d, px, sums, diffs, row, out[d, :, k])
     return out
 
 
