@@ -37,7 +37,7 @@ from cp_measure.core.numba._texture import DELTAS_2D
 from numba import njit
 
 __all__ = ["sizeshape", "intensity", "sort_keys", "sorted_values", "union_parts", "pearson", "texture", "gray_levels",
-           "neighbours", "segments", "bounding_boxes"]
+           "neighbours", "segments", "bounding_boxes", "present_labels"]
 
 
 # ---- pixel grouping ------------------------------------------------------------------------------
@@ -64,6 +64,40 @@ def _segments(flat_labels, n):
     return idx, off
 
 
+@njit(cache=True)
+def _presence(flat):
+    """Smallest label and which labels 0..max occur."""
+    low = 0
+    top = 0
+    for p in range(flat.size):
+        low = min(low, flat[p])
+        top = max(top, flat[p])
+    seen = np.zeros(np.int64(top) + 1, np.bool_)
+    if low < 0:
+        return low, seen
+    for p in range(flat.size):
+        seen[flat[p]] = True
+    return low, seen
+
+
+def present_labels(labels: np.ndarray) -> np.ndarray:
+    """The labels > 0 present in an integer label image, ascending (int64), in two passes
+    without a converted copy of the image.
+
+    Raises
+    ------
+    ValueError
+        On negative labels.
+    """
+    flat = np.ascontiguousarray(labels).ravel()
+    if flat.size == 0:
+        return np.zeros(0, np.int64)
+    low, seen = _presence(flat)
+    if low < 0:
+        raise ValueError("label images must not hold negative labels")
+    return np.flatnonzero(seen[1:]).astype(np.int64) + 1
+
+
 def segments(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Object pixels grouped by label, to share between channels and measurements.
 
@@ -83,7 +117,10 @@ def segments(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """
     masks = np.ascontiguousarray(masks)
     n = int(masks.max()) if masks.size else 0
-    idx, off = _segments(masks.ravel().astype(np.int64, copy=False), max(n, 0))
+    flat = masks.ravel()
+    if flat.dtype.itemsize > 4:  # compiled for 8-, 16- and 32-bit labels as they are, and int64
+        flat = flat.astype(np.int64, copy=False)
+    idx, off = _segments(flat, max(n, 0))
     return idx, off, int(masks.shape[1])
 
 

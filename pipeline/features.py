@@ -183,12 +183,9 @@ def _pair_name(compartment: str, key: str, first: str, second: str) -> str:
 
 def _present(labels: np.ndarray) -> np.ndarray:
     """The labels > 0 present in an integer label image, ascending (int64)."""
-    flat = labels.ravel()
-    if flat.size == 0:
-        return np.zeros(0, np.int64)
-    if flat.min() < 0:
-        raise ValueError("label images must not hold negative labels")
-    return np.flatnonzero(np.bincount(flat)[1:]).astype(np.int64) + 1
+    from pipeline.fastmeasure import present_labels
+
+    return present_labels(labels)
 
 
 def _sequential(labels: np.ndarray, present: np.ndarray) -> np.ndarray:
@@ -198,6 +195,15 @@ def _sequential(labels: np.ndarray, present: np.ndarray) -> np.ndarray:
     forward = np.zeros(int(present[-1]) + 1 if present.size else 1, np.int64)
     forward[present] = np.arange(1, present.size + 1)
     return forward[labels]
+
+
+def _clean(labels: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """:func:`_sequential`, but ``labels`` itself (no copy) when they already are 1..n in an
+    integer type of at most 32 bits or int64."""
+    small = labels.dtype.kind in "iu" and (labels.dtype.itemsize <= 4 or labels.dtype == np.int64)
+    if small and (present.size == 0 or present[-1] == present.size):
+        return labels
+    return _sequential(labels, present)
 
 
 def _compartment_labels(nuclei: np.ndarray, cells: np.ndarray) -> dict[str, np.ndarray]:
@@ -253,7 +259,7 @@ def measure_objects(
     if ids is None:
         ids = present_of["Nuclei"]
     ids = np.asarray(ids, dtype=np.int64)
-    clean_of = {name: _sequential(labels, present_of[name]) for name, labels in labels_of.items()}
+    clean_of = {name: _clean(labels, present_of[name]) for name, labels in labels_of.items()}
     core, corr = _core()
     raw = np.asarray(image, dtype=np.float32)
     converted: list[np.ndarray] = []
@@ -314,8 +320,12 @@ def measure_objects(
 
         functions = _functions(core, corr, shared, raw)
         for func, kw in plan["shape"].get(compartment, []):
-            vals = (functions[func](clean, 0 if func.startswith("fast:") else pixels(0), **kw) if n
-                    else _empty(func, kw))
+            if not n:
+                vals = _empty(func, kw)
+            elif func.startswith("fast:"):
+                vals = functions[func](clean, 0, **kw)
+            else:
+                vals = functions[func](clean.astype(np.int64, copy=False), pixels(0), **kw)
             for key, v in vals.items():
                 if key.startswith("Location_") or key.startswith("Center_"):
                     continue  # positions are not phenotypes (the cells table keeps the centroid)
@@ -324,8 +334,10 @@ def measure_objects(
             for c, ch in enumerate(channel_names):
                 if not n:
                     vals = _empty(func, kw)
+                elif func.startswith("fast:"):
+                    vals = functions[func](clean, c, **kw)
                 else:
-                    vals = functions[func](clean, c if func.startswith("fast:") else pixels(c), **kw)
+                    vals = functions[func](clean.astype(np.int64, copy=False), pixels(c), **kw)
                 for key, v in vals.items():
                     if key.startswith("Location_"):
                         continue
@@ -337,7 +349,7 @@ def measure_objects(
                 elif func.startswith("fast:"):
                     vals = functions[func](a, b, clean, **kw)
                 else:
-                    vals = functions[func](pixels(a), pixels(b), clean, **kw)
+                    vals = functions[func](pixels(a), pixels(b), clean.astype(np.int64, copy=False), **kw)
                 for key, v in vals.items():
                     put(_pair_name(compartment, key, channel_names[a], channel_names[b]), v)
         columns.update(results)
