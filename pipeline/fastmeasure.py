@@ -14,7 +14,8 @@ The functions here return **the same values under the same keys** as cp_measure'
 * ``get_texture(masks, pixels, scale)`` (:func:`texture`, cp_measure's numba Haralick reduction),
 
 with each pass over the pixels done once for all objects in compiled loops (numba, cached on
-disk). The moment-derived shape features reuse cp_measure's own batched moment functions. Equality
+disk). The moment-derived shape features use cp_measure's own inertia and axis formulas on
+moments summed per object in its bounding box (per row, then over rows, as cp_measure). Equality
 with cp_measure is tested on real and generated fields (``tests/pipeline/test_fastmeasure.py``).
 
 Intensity needs each object's values in order (quartiles, median, MAD): every object's float32
@@ -843,9 +844,52 @@ def _edt_radii(obj):
 
 
 @njit(cache=True)
+def _moments(obj, out, k):
+    """Raw moments (0, 0), (1, 0), (0, 1) and central moments (2, 0), (1, 1), (0, 2) of a crop in
+    its own frame (as regionprops): the central ones summed as cp_measure's
+    ``spatial_moments_2d`` does, per row over the columns, then over the rows."""
+    h, w = obj.shape
+    m00 = 0.0
+    m10 = 0.0
+    m01 = 0.0
+    for r in range(h):
+        for c in range(w):
+            if obj[r, c]:
+                m00 += 1.0
+                m10 += r
+                m01 += c
+    cr = m10 / m00
+    cc = m01 / m00
+    mu20 = 0.0
+    mu11 = 0.0
+    mu02 = 0.0
+    for r in range(h):
+        count = 0.0
+        first = 0.0
+        second = 0.0
+        for c in range(w):
+            if obj[r, c]:
+                dc = c - cc
+                count += 1.0
+                first += dc
+                second += dc * dc
+        dr = r - cr
+        mu20 += dr * dr * count
+        mu11 += dr * first
+        mu02 += second
+    out[7, k] = m00
+    out[8, k] = m10
+    out[9, k] = m01
+    out[10, k] = mu20
+    out[11, k] = mu11
+    out[12, k] = mu02
+
+
+@njit(cache=True)
 def _shape_loop(masks, box, weights, coefs):
     n = box.shape[0]
-    out = np.zeros((7, n), np.float64)  # area, perimeter, euler, convex area, max/mean/median radius
+    # area, perimeter, euler, convex area, max/mean/median radius, then the moments (_moments)
+    out = np.zeros((13, n), np.float64)
     for k in range(n):
         r0, c0, r1, c1 = box[k, 0], box[k, 1], box[k, 2], box[k, 3]
         if r1 <= r0:
@@ -856,6 +900,7 @@ def _shape_loop(masks, box, weights, coefs):
         out[2, k] = _euler8(obj, coefs)
         out[3, k] = _convex_area(obj)
         out[4, k], out[5, k], out[6, k] = _edt_radii(obj)
+        _moments(obj, out, k)
     return out
 
 
@@ -876,18 +921,18 @@ def sizeshape(masks: np.ndarray, *, boxes: np.ndarray | None = None) -> dict[str
         new_features=False)``: ``Area``, ``Perimeter``, ``Solidity``, ``EulerNumber``,
         ``MaximumRadius``, ``BoundingBoxMinimum_X``, ``Center_Y``, ...
     """
-    from cp_measure.core.measureobjectsizeshape import (
-        axes_eccentricity_orientation,
-        inertia_2d,
-        spatial_moments_2d,
-    )
+    from cp_measure.core.measureobjectsizeshape import axes_eccentricity_orientation, inertia_2d
 
     masks = np.ascontiguousarray(masks)
     if masks.ndim != 2:
         raise ValueError(f"masks must be 2-D, got shape {masks.shape}")
     box = boxes if boxes is not None else bounding_boxes(masks)
-    area, perimeter, euler, convex, max_r, mean_r, median_r = _shape_loop(masks, box, _PERIMETER_WEIGHTS, _EULER8)
-    raw, central, _, _ = spatial_moments_2d(masks)
+    area, perimeter, euler, convex, max_r, mean_r, median_r, *moments = _shape_loop(masks, box, _PERIMETER_WEIGHTS,
+                                                                                   _EULER8)
+    raw = np.zeros((box.shape[0], 4, 4))
+    central = np.zeros((box.shape[0], 4, 4))
+    raw[:, 0, 0], raw[:, 1, 0], raw[:, 0, 1], central[:, 2, 0], central[:, 1, 1], central[:, 0, 2] = moments
+    central[:, 0, 0] = raw[:, 0, 0]
     major, minor, eccentricity, orientation = axes_eccentricity_orientation(inertia_2d(central))
     bbox_area = ((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
