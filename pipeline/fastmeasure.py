@@ -990,11 +990,12 @@ def _entropy(values, size):
 
 
 @njit(cache=True, error_model="numpy")
-def _haralick(counts, first, fm1, pairs, table, stamp, tag, px, sums, diffs, row, out):
+def _haralick(counts, used, nused, fm1, pairs, table, stamp, tag, px, sums, diffs, row, out):
     """The 13 Haralick features (mahotas' definitions, with cp_measure's two simplifications for
     a symmetric matrix: HXY1 = HXY2 = 2 HX, centred variance) of one co-occurrence matrix,
-    ``counts[i * fm1 + j] + counts[j * fm1 + i]`` for grey levels ``i, j`` in ``first..fm1 - 1``
-    (lower rows and columns are empty), normalized by ``pairs``. Every sum runs in the order of
+    ``counts[i * fm1 + j] + counts[j * fm1 + i]`` for grey levels ``i, j`` among the object's
+    nonzero levels ``used[:nused]`` (ascending; other rows and columns are empty), normalized by
+    ``pairs``. Every sum runs in the order of
     cp_measure's ``_haralick_13`` (row by row), so the values are the same to the last bit; the
     probability ``c / pairs`` of a count ``c`` and its ``p * log2(p)`` are computed once per
     distinct count (``table[c]``, valid where ``stamp[c] == tag``), not once per matrix entry.
@@ -1006,9 +1007,11 @@ def _haralick(counts, first, fm1, pairs, table, stamp, tag, px, sums, diffs, row
     entropy = 0.0
     ij_sum = 0.0
     idm = 0.0
-    for i in range(first, fm1):
+    for ii in range(nused):
+        i = used[ii]
         nonzero = 0
-        for j in range(first, fm1):
+        for jj in range(nused):
+            j = used[jj]
             c = counts[i * fm1 + j] + counts[j * fm1 + i]
             row[0, nonzero] = j
             row[1, nonzero] = c
@@ -1118,6 +1121,8 @@ def _texture_loop(levels, neighbours, idx, off, width, steps):
     sums = np.empty(512, np.float64)
     diffs = np.empty(256, np.float64)
     row = np.empty((2, 256), np.int64)
+    seen = np.zeros(256, np.bool_)
+    used = np.empty(256, np.int64)  # the object's nonzero grey levels, ascending
     pairs = np.zeros(nd, np.int64)
     delta = np.empty(nd, np.int64)
     for d in range(nd):
@@ -1127,13 +1132,16 @@ def _texture_loop(levels, neighbours, idx, off, width, steps):
         e = off[k + 1]
         if e == s:
             continue
-        fm1 = 1  # grey levels 0..max, as the crop's ``max() + 1`` (its background is 0)
-        first = 256  # lowest nonzero level
+        seen[:] = False
         for t in range(s, e):
-            v = levels[idx[t]]
-            fm1 = max(fm1, v + 1)
-            if v > 0:
-                first = min(first, v)
+            seen[levels[idx[t]]] = True
+        nused = 0
+        fm1 = 1  # grey levels 0..max, as the crop's ``max() + 1`` (its background is 0)
+        for v in range(1, 256):
+            if seen[v]:
+                used[nused] = v
+                nused += 1
+                fm1 = v + 1
         counts[:, :fm1 * fm1] = 0
         pairs[:] = 0
         for t in range(s, e):
@@ -1155,7 +1163,8 @@ def _texture_loop(levels, neighbours, idx, off, width, steps):
         if empty:
             continue
         for d in range(nd):
-            _haralick(counts[d], first, fm1, pairs[d], table, stamp, k * nd + d, px, sums, diffs, row, out[d, :, k])
+            _haralick(counts[d], used, nused, fm1, pairs[d], table, stamp, k * nd + d, px, sums, diffs, row,
+                      out[d, :, k])
     return out
 
 
