@@ -20,8 +20,9 @@ with cp_measure is tested on real and generated fields (``tests/pipeline/test_fa
 
 Intensity needs each object's values in order (quartiles, median, MAD): every object's float32
 bit patterns are radix-sorted on their own (:func:`sorted_values`, in cache), a cell made of its
-nucleus and its cytoplasm gets its order by merging theirs (:func:`union_parts`), and the
-quartiles and the MAD then read O(log m) of the m sorted values. Measured on the field in ADU,
+nucleus and its cytoplasm gets its order by merging theirs (:func:`union_parts`) and its sums
+(total, moments, squared deviations) by combining theirs, and the quartiles and the MAD then
+read O(log m) of the m sorted values. Measured on the field in ADU,
 intensity, texture and Pearson apply CellProfiler's scale (``clip(v / 65535, 0, 1)`` in float64)
 pixel by pixel, with the same float64 operations as the converted field would see.
 
@@ -387,9 +388,42 @@ def sorted_values(bits: np.ndarray, groups, *, parts: np.ndarray | None = None,
 
 
 @njit(cache=True)
-def _intensity(flat, ordered_keys, idx, off, width, scale):
+def _finish(out, k, run, m, total, ss, lo, hi, sx, sy, sxi, syi, scale):
+    """The ten intensity features of object ``k`` from its sums and its sorted ``run``."""
+    mean = total / m
+    cm_x = sx / m
+    cm_y = sy / m
+    cmi_x = sxi / total
+    cmi_y = syi / total
+    med = _interp(run, m, 0.5, scale)
+    split = _lower_bound(run, m, med, scale)
+    # MAD: the textbook median of |v - median|, interpolated as numpy.percentile does
+    pos = (m - 1) * 0.5
+    a = int(pos)
+    b = min(a + 1, m - 1)
+    f = pos - a
+    mad_a, mad_b = _kth_abs_dev(run, m, split, med, a, scale)
+    if b == a:
+        mad_b = mad_a
+    out[0, k] = total
+    out[1, k] = mean
+    out[2, k] = math.sqrt(ss / m)
+    out[3, k] = lo
+    out[4, k] = hi
+    out[5, k] = math.sqrt((cm_x - cmi_x) ** 2 + (cm_y - cmi_y) ** 2)
+    out[6, k] = _interp(run, m, 0.25, scale)
+    out[7, k] = med
+    out[8, k] = mad_a * (1.0 - f) + mad_b * f
+    out[9, k] = _interp(run, m, 0.75, scale)
+
+
+@njit(cache=True)
+def _intensity(flat, ordered_keys, idx, off, width, scale, todo):
+    """Intensity features (``out``) and sums (``sums``: pixels, total, x, y, x * v, y * v, min,
+    max, squared deviations from the mean) of every object ``k`` with ``todo[k]``."""
     n = off.size - 1
     out = np.zeros((10, n), np.float64)
+    sums = np.zeros((9, n), np.float64)
     ordered = ordered_keys.view(np.float32)
     longest = 0
     for k in range(n):
@@ -398,7 +432,7 @@ def _intensity(flat, ordered_keys, idx, off, width, scale):
     for k in range(n):
         s = off[k]
         m = off[k + 1] - s
-        if m == 0:
+        if m == 0 or not todo[k]:
             continue
         total = 0.0
         sx = 0.0
@@ -430,32 +464,52 @@ def _intensity(flat, ordered_keys, idx, off, width, scale):
         for t in range(m):
             d = vals[t] - mean
             ss += d * d
-        cm_x = sx / m
-        cm_y = sy / m
-        cmi_x = sxi / total
-        cmi_y = syi / total
-        run = ordered[s:s + m]
-        med = _interp(run, m, 0.5, scale)
-        split = _lower_bound(run, m, med, scale)
-        # MAD: the textbook median of |v - median|, interpolated as numpy.percentile does
-        pos = (m - 1) * 0.5
-        a = int(pos)
-        b = min(a + 1, m - 1)
-        f = pos - a
-        mad_a, mad_b = _kth_abs_dev(run, m, split, med, a, scale)
-        if b == a:
-            mad_b = mad_a
-        out[0, k] = total
-        out[1, k] = mean
-        out[2, k] = math.sqrt(ss / m)
-        out[3, k] = lo
-        out[4, k] = hi
-        out[5, k] = math.sqrt((cm_x - cmi_x) ** 2 + (cm_y - cmi_y) ** 2)
-        out[6, k] = _interp(run, m, 0.25, scale)
-        out[7, k] = med
-        out[8, k] = mad_a * (1.0 - f) + mad_b * f
-        out[9, k] = _interp(run, m, 0.75, scale)
-    return out
+        sums[0, k] = m
+        sums[1, k] = total
+        sums[2, k] = sx
+        sums[3, k] = sy
+        sums[4, k] = sxi
+        sums[5, k] = syi
+        sums[6, k] = lo
+        sums[7, k] = hi
+        sums[8, k] = ss
+        _finish(out, k, ordered[s:s + m], m, total, ss, lo, hi, sx, sy, sxi, syi, scale)
+    return out, sums
+
+
+@njit(cache=True)
+def _intensity_of_unions(out, sums, parts, first, second, ordered_keys, off, scale):
+    """Features and sums of every object made of two parts (``parts[k] >= 0``) from the parts'
+    sums: counts, totals and coordinate sums add up, the squared deviations combine as
+    ``ss1 + m1 (mean1 - mean)**2 + ss2 + m2 (mean2 - mean)**2``; the quantiles come from the
+    object's own (merged) sorted values."""
+    ordered = ordered_keys.view(np.float32)
+    for k in range(off.size - 1):
+        a = parts[k, 0]
+        b = parts[k, 1]
+        if a < 0 or off[k + 1] == off[k]:
+            continue
+        acc = np.zeros(9)
+        acc[6] = np.inf
+        acc[7] = -np.inf
+        for part, src in ((a, first), (b, second)):
+            if part > 0:
+                for r in range(6):
+                    acc[r] += src[r, part - 1]
+                acc[6] = min(acc[6], src[6, part - 1])
+                acc[7] = max(acc[7], src[7, part - 1])
+        m = acc[0]
+        mean = acc[1] / m
+        ss = 0.0
+        for part, src in ((a, first), (b, second)):
+            if part > 0:
+                d = src[1, part - 1] / src[0, part - 1] - mean
+                ss += src[8, part - 1] + src[0, part - 1] * d * d
+        acc[8] = ss
+        sums[:, k] = acc
+        s = off[k]
+        _finish(out, k, ordered[s:off[k + 1]], off[k + 1] - s, acc[1], ss, acc[6], acc[7], acc[2], acc[3],
+                acc[4], acc[5], scale)
 
 
 _INTENSITY_KEYS = ("Intensity_IntegratedIntensity", "Intensity_MeanIntensity", "Intensity_StdIntensity",
@@ -474,7 +528,9 @@ def sort_keys(image: np.ndarray) -> np.ndarray:
 
 
 def intensity(masks: np.ndarray, image: np.ndarray, *, scale: float = 1.0, groups=None,
-              keys: np.ndarray | None = None, ordered: np.ndarray | None = None) -> dict[str, np.ndarray]:
+              keys: np.ndarray | None = None, ordered: np.ndarray | None = None,
+              parts: np.ndarray | None = None, first: np.ndarray | None = None,
+              second: np.ndarray | None = None, sums: bool = False) -> dict[str, np.ndarray]:
     """MeasureObjectIntensity without edge features, for every object of ``masks`` at once.
 
     The pixels measured are ``clip(image / scale, 0, 1)`` in float64, as CellProfiler loads an
@@ -495,6 +551,14 @@ def intensity(masks: np.ndarray, image: np.ndarray, *, scale: float = 1.0, group
         :func:`sort_keys` of ``image``, when several label images are measured on it.
     ordered : (P,) uint32 ndarray, optional
         :func:`sorted_values` of ``keys`` for these objects (e.g. merged from those of parts).
+    parts : (N, 2) int64 ndarray, optional
+        :func:`union_parts` of the objects: an object made of two parts whose ``sums`` are
+        ``first`` and ``second`` is measured from them (its sums combined, its quantiles from
+        ``ordered``) instead of from its pixels; the values agree to rounding.
+    first, second : (9, N1), (9, N2) float64 ndarray, optional
+        The ``sums`` of the two label images of ``parts``.
+    sums : bool
+        Also return the objects' sums under ``'sums'`` (for objects made of these).
 
     Returns
     -------
@@ -507,8 +571,14 @@ def intensity(masks: np.ndarray, image: np.ndarray, *, scale: float = 1.0, group
     if ordered is None:
         ordered = sorted_values(image32.ravel().view(np.uint32) if keys is None else keys, groups)
     idx, off, width = groups
-    out = _intensity(image32.ravel(), ordered, idx, off, width, float(scale))
-    return dict(zip(_INTENSITY_KEYS, out))
+    todo = np.ones(off.size - 1, np.bool_) if parts is None else parts[:, 0] < 0
+    out, acc = _intensity(image32.ravel(), ordered, idx, off, width, float(scale), todo)
+    if parts is not None:
+        _intensity_of_unions(out, acc, parts, first, second, ordered, off, float(scale))
+    result = dict(zip(_INTENSITY_KEYS, out))
+    if sums:
+        result["sums"] = acc
+    return result
 
 
 # ---- Pearson correlation -------------------------------------------------------------------------

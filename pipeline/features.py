@@ -85,7 +85,8 @@ def _functions(core: dict, corr: dict, shared, raw: np.ndarray) -> dict:
     pixels: it reads the field in ADU (``raw``) and applies CellProfiler's scale itself, so no
     float64 copy of the field is made. ``shared(what, labels, channel)`` gives what is computed
     once per compartment (``'segments'``, ``'boxes'``) or per compartment and channel
-    (``'sorted'``: sorted values for intensity, ``'levels'``: grey levels for texture) or scale
+    (``'sorted'``: sorted values, ``'intensity'``: the intensity features, ``'levels'``: grey
+    levels for texture) or scale
     (``'neighbours'``: the pixel pairs texture counts), or None for labels that are not a
     compartment's."""
     from pipeline import fastmeasure as fm
@@ -93,9 +94,8 @@ def _functions(core: dict, corr: dict, shared, raw: np.ndarray) -> dict:
     out = {**core, **corr}
     out.update({
         "fast:sizeshape": lambda labels, c: fm.sizeshape(labels, boxes=shared("boxes", labels)),
-        "fast:intensity": lambda labels, c: fm.intensity(labels, raw[c], scale=_FULL_SCALE,
-                                                         groups=shared("segments", labels),
-                                                         ordered=shared("sorted", labels, c)),
+        "fast:intensity": lambda labels, c: _features_only(shared("intensity", labels, c)
+                                                           or fm.intensity(labels, raw[c], scale=_FULL_SCALE)),
         "fast:texture": lambda labels, c, scale: fm.texture(labels, None, scale=scale,
                                                             groups=shared("segments", labels),
                                                             levels=_levels(raw[c], shared("levels", labels, c)),
@@ -104,6 +104,10 @@ def _functions(core: dict, corr: dict, shared, raw: np.ndarray) -> dict:
                                                         groups=shared("segments", labels)),
     })
     return out
+
+
+def _features_only(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k != "sums"}
 
 
 def _levels(image: np.ndarray, levels: np.ndarray | None) -> np.ndarray:
@@ -294,6 +298,14 @@ def measure_objects(
                                               second=(get("Cytoplasm", "sorted", c), get("Cytoplasm", "segments")))
             elif what == "sorted":
                 cache[key] = fm.sorted_values(get(None, "bits", c), get(name, "segments"))
+            elif what == "intensity" and name == "Cells":  # whole cells from their two parts' sums
+                cache[key] = fm.intensity(clean_of[name], raw[c], scale=_FULL_SCALE, groups=get(name, "segments"),
+                                          ordered=get(name, "sorted", c), parts=get(name, "parts"),
+                                          first=get("Nuclei", "intensity", c)["sums"],
+                                          second=get("Cytoplasm", "intensity", c)["sums"])
+            elif what == "intensity":
+                cache[key] = fm.intensity(clean_of[name], raw[c], scale=_FULL_SCALE, groups=get(name, "segments"),
+                                          ordered=get(name, "sorted", c), sums=True)
         return cache[key]
 
     columns: dict[str, np.ndarray] = {"Metadata_CellID": ids.astype(np.int32)}

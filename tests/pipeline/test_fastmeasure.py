@@ -211,6 +211,12 @@ def test_merged_sorted_values_equal_sorted_ones():
         np.testing.assert_array_equal(got[off[k]:off[k + 1]], np.sort(keys[idx[off[k]:off[k + 1]]]))
     for key, values in fm.intensity(clean["c"], image, scale=65535.0, groups=groups["c"], ordered=got).items():
         np.testing.assert_array_equal(values, fm.intensity(clean["c"], image, scale=65535.0)[key])
+    # cells made of a nucleus and a cytoplasm measured from their sums: equal to rounding
+    part_sums = {k: fm.intensity(clean[k], image, scale=65535.0, sums=True)["sums"] for k in ("n", "y")}
+    from_parts = fm.intensity(clean["c"], image, scale=65535.0, ordered=got, parts=parts, first=part_sums["n"],
+                              second=part_sums["y"])
+    for key, values in fm.intensity(clean["c"], image, scale=65535.0).items():
+        np.testing.assert_allclose(from_parts[key], values, rtol=1e-12, atol=1e-15, err_msg=key)
 
 
 def test_measure_objects_on_odd_compartments_equals_cp_measure():
