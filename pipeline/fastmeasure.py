@@ -11,7 +11,7 @@ The functions here return **the same values under the same keys** as cp_measure'
 * ``get_intensity(masks, pixels, edge_measurements=False)`` (:func:`intensity`, numpy-style
   'linear' quartiles and the textbook MAD, as cp_measure's default), and
 * ``get_correlation_pearson(pixels_1, pixels_2, masks)`` (:func:`pearson`), and
-* ``get_texture(masks, pixels, scale)`` (:func:`texture`, cp_measure's numba Haralick reduction),
+* ``get_texture(masks, pixels, scale)`` (:func:`texture`, as cp_measure's numba kernel computes it),
 
 with each pass over the pixels done once for all objects in compiled loops (numba, cached on
 disk). The moment-derived shape features use cp_measure's own inertia and axis formulas on

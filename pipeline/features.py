@@ -83,12 +83,11 @@ def _functions(core: dict, corr: dict, shared, raw: np.ndarray) -> dict:
     ``fast:<name>`` is the all-objects-at-once version of cp_measure's ``<name>``
     (:mod:`pipeline.fastmeasure`: same keys and values) and takes channel indices instead of
     pixels: it reads the field in ADU (``raw``) and applies CellProfiler's scale itself, so no
-    float64 copy of the field is made. ``shared(what, labels, channel)`` gives what is computed
-    once per compartment (``'segments'``, ``'boxes'``) or per compartment and channel
+    float64 copy of the field is made. ``shared(what, labels, c)`` gives what is computed once
+    per compartment (``'segments'``, ``'boxes'``), per compartment and channel ``c``
     (``'sorted'``: sorted values, ``'intensity'``: the intensity features, ``'levels'``: grey
-    levels for texture) or scale
-    (``'neighbours'``: the pixel pairs texture counts), or None for labels that are not a
-    compartment's."""
+    levels for texture) or per compartment and texture scale ``c`` (``'neighbours'``: the pixel
+    pairs texture counts), or None for labels that are not a compartment's."""
     from pipeline import fastmeasure as fm
 
     out = {**core, **corr}
@@ -107,6 +106,7 @@ def _functions(core: dict, corr: dict, shared, raw: np.ndarray) -> dict:
 
 
 def _features_only(result: dict) -> dict:
+    """Intensity features without the sums kept for whole cells (``'sums'``)."""
     return {k: v for k, v in result.items() if k != "sums"}
 
 
@@ -276,8 +276,9 @@ def measure_objects(
     cache: dict = {}
 
     def get(name: str | None, what: str, c: int | None = None):
-        """Computed once per field: a compartment's segments, boxes, cell parts, and per channel
-        its bit patterns, sorted values and grey levels."""
+        """Computed once per field: a compartment's segments, boxes, texture pairs and cell parts,
+        and per channel the field's bit patterns and a compartment's sorted values, intensity
+        features and grey levels (Cells' from those of Nuclei and Cytoplasm where it can)."""
         key = (name, what, c)
         if key not in cache:
             if what == "segments":
