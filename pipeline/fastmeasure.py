@@ -9,7 +9,7 @@ The functions here return **the same values under the same keys** as cp_measure'
 * ``get_sizeshape(masks, pixels, calculate_advanced=False, new_features=False)``
   (:func:`sizeshape`; CellProfiler 4's MeasureObjectSizeShape without Zernike/Feret),
 * ``get_intensity(masks, pixels, edge_measurements=False)`` (:func:`intensity`, numpy-style
-  'linear' quartiles and the textbook MAD, as cp_measure's default), and
+  'linear' quartiles and the textbook MAD, as cp_measure's default),
 * ``get_correlation_pearson(pixels_1, pixels_2, masks)`` (:func:`pearson`), and
 * ``get_texture(masks, pixels, scale)`` (:func:`texture`, as cp_measure's numba kernel computes it),
 
