@@ -78,26 +78,42 @@ def _core() -> tuple[dict, dict]:
     return core, dict(get_correlation_measurements(sanitize=False))
 
 
-def _functions(core: dict, corr: dict, shared, raw: np.ndarray, channel_keys) -> dict:
-    """Every measurement by plan name, with cp_measure's signatures. ``fast:<name>`` is the
-    all-objects-at-once version of cp_measure's ``<name>`` (:mod:`pipeline.fastmeasure`: same
-    keys and values); ``shared(what, labels)`` gives the compartment's pixel groups
-    (``'segments'``) or bounding boxes (``'boxes'``), computed once for all channels (None for
-    other labels). Fast intensity takes the channel's index: it reads the field in ADU (``raw``)
-    and its per-channel sort keys (``channel_keys(c)``, shared by the compartments)."""
+def _functions(core: dict, corr: dict, shared, raw: np.ndarray) -> dict:
+    """Every measurement by plan name. cp_measure's take its arguments (pixels in [0, 1]);
+    ``fast:<name>`` is the all-objects-at-once version of cp_measure's ``<name>``
+    (:mod:`pipeline.fastmeasure`: same keys and values) and takes channel indices instead of
+    pixels: it reads the field in ADU (``raw``) and applies CellProfiler's scale itself, so no
+    float64 copy of the field is made. ``shared(what, labels, c)`` gives what is computed once
+    per compartment (``'segments'``, ``'boxes'``), per compartment and channel ``c``
+    (``'sorted'``: sorted values, ``'intensity'``: the intensity features, ``'levels'``: grey
+    levels for texture) or per compartment and texture scale ``c`` (``'neighbours'``: the pixel
+    pairs texture counts), or None for labels that are not a compartment's."""
     from pipeline import fastmeasure as fm
 
     out = {**core, **corr}
     out.update({
-        "fast:sizeshape": lambda labels, pixels: fm.sizeshape(labels, boxes=shared("boxes", labels)),
-        "fast:intensity": lambda labels, c: fm.intensity(labels, raw[c], scale=_FULL_SCALE,
-                                                         groups=shared("segments", labels), keys=channel_keys(c)),
-        "fast:texture": lambda labels, pixels, scale: fm.texture(labels, pixels, scale=scale,
-                                                                 boxes=shared("boxes", labels)),
-        "fast:pearson": lambda first, second, labels: fm.pearson(first, second, labels,
-                                                                 groups=shared("segments", labels)),
+        "fast:sizeshape": lambda labels, c: fm.sizeshape(labels, boxes=shared("boxes", labels)),
+        "fast:intensity": lambda labels, c: _features_only(shared("intensity", labels, c)
+                                                           or fm.intensity(labels, raw[c], scale=_FULL_SCALE)),
+        "fast:texture": lambda labels, c, scale: fm.texture(labels, None, scale=scale,
+                                                            groups=shared("segments", labels),
+                                                            levels=_levels(raw[c], shared("levels", labels, c)),
+                                                            pairs=shared("neighbours", labels, scale)),
+        "fast:pearson": lambda a, b, labels: fm.pearson(raw[a], raw[b], labels, scale=_FULL_SCALE,
+                                                        groups=shared("segments", labels)),
     })
     return out
+
+
+def _features_only(result: dict) -> dict:
+    """Intensity features without the sums kept for whole cells (``'sums'``)."""
+    return {k: v for k, v in result.items() if k != "sums"}
+
+
+def _levels(image: np.ndarray, levels: np.ndarray | None) -> np.ndarray:
+    from pipeline.fastmeasure import gray_levels
+
+    return levels if levels is not None else gray_levels(image, scale=_FULL_SCALE)
 
 
 def _plan(feature_set: str, channel_names: tuple[str, ...]) -> dict:
@@ -171,12 +187,9 @@ def _pair_name(compartment: str, key: str, first: str, second: str) -> str:
 
 def _present(labels: np.ndarray) -> np.ndarray:
     """The labels > 0 present in an integer label image, ascending (int64)."""
-    flat = labels.ravel()
-    if flat.size == 0:
-        return np.zeros(0, np.int64)
-    if flat.min() < 0:
-        raise ValueError("label images must not hold negative labels")
-    return np.flatnonzero(np.bincount(flat)[1:]).astype(np.int64) + 1
+    from pipeline.fastmeasure import present_labels
+
+    return present_labels(labels)
 
 
 def _sequential(labels: np.ndarray, present: np.ndarray) -> np.ndarray:
@@ -186,6 +199,15 @@ def _sequential(labels: np.ndarray, present: np.ndarray) -> np.ndarray:
     forward = np.zeros(int(present[-1]) + 1 if present.size else 1, np.int64)
     forward[present] = np.arange(1, present.size + 1)
     return forward[labels]
+
+
+def _clean(labels: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """:func:`_sequential`, but ``labels`` itself (no copy) when they already are 1..n in an
+    integer type of at most 32 bits or int64."""
+    small = labels.dtype.kind in "iu" and (labels.dtype.itemsize <= 4 or labels.dtype == np.int64)
+    if small and (present.size == 0 or present[-1] == present.size):
+        return labels
+    return _sequential(labels, present)
 
 
 def _compartment_labels(nuclei: np.ndarray, cells: np.ndarray) -> dict[str, np.ndarray]:
@@ -232,26 +254,64 @@ def measure_objects(
     ValueError
         On shapes that disagree, a wrong number of channel names or an unknown feature set.
     """
+    from pipeline import fastmeasure as fm
+
     image = check_field_arrays(image, nuclei, cells, channel_names)
     plan = _plan(feature_set, tuple(channel_names))
+    labels_of = _compartment_labels(np.asarray(nuclei), np.asarray(cells))
+    present_of = {name: _present(labels) for name, labels in labels_of.items()}  # label of clean label 1..n
     if ids is None:
-        ids = _present(np.asarray(nuclei))
+        ids = present_of["Nuclei"]
     ids = np.asarray(ids, dtype=np.int64)
+    clean_of = {name: _clean(labels, present_of[name]) for name, labels in labels_of.items()}
     core, corr = _core()
     raw = np.asarray(image, dtype=np.float32)
-    keys: dict[int, np.ndarray] = {}
+    converted: list[np.ndarray] = []
 
-    def channel_keys(c: int) -> np.ndarray:  # sort keys of channel c, once for all compartments
-        if c not in keys:
-            from pipeline.fastmeasure import sort_keys
+    def pixels(c: int) -> np.ndarray:  # cp_measure's own functions take the field in [0, 1] (float64)
+        if not converted:
+            converted.append(np.clip(image.astype(np.float64) / _FULL_SCALE, 0.0, 1.0))
+        return converted[0][c]
 
-            keys[c] = sort_keys(raw[c])
-        return keys[c]
-    pixels = np.clip(image.astype(np.float64) / _FULL_SCALE, 0.0, 1.0)
+    cache: dict = {}
+
+    def get(name: str | None, what: str, c: int | None = None):
+        """Computed once per field: a compartment's segments, boxes, texture pairs and cell parts,
+        and per channel the field's bit patterns and a compartment's sorted values, intensity
+        features and grey levels (Cells' from those of Nuclei and Cytoplasm where it can)."""
+        key = (name, what, c)
+        if key not in cache:
+            if what == "segments":
+                cache[key] = fm.segments(clean_of[name])
+            elif what == "boxes":
+                cache[key] = fm.bounding_boxes(clean_of[name])
+            elif what == "bits":  # float32 bit patterns, sort keys once clipped at 0
+                cache[key] = np.ascontiguousarray(raw[c]).ravel().view(np.uint32)
+            elif what == "neighbours":  # c: the texture scale
+                cache[key] = fm.neighbours(clean_of[name], scale=c, groups=get(name, "segments"))
+            elif what == "levels":
+                cache[key] = fm.gray_levels(raw[c], scale=_FULL_SCALE, groups=get(name, "segments"))
+            elif what == "parts":  # a cell whose nucleus lies inside it is that nucleus + its cytoplasm
+                cache[key] = fm.union_parts(clean_of["Cells"], clean_of["Nuclei"], clean_of["Cytoplasm"])
+            elif what == "sorted" and name == "Cells":  # merged from the two parts' sorted values
+                cache[key] = fm.sorted_values(get(None, "bits", c), get(name, "segments"), parts=get(name, "parts"),
+                                              first=(get("Nuclei", "sorted", c), get("Nuclei", "segments")),
+                                              second=(get("Cytoplasm", "sorted", c), get("Cytoplasm", "segments")))
+            elif what == "sorted":
+                cache[key] = fm.sorted_values(get(None, "bits", c), get(name, "segments"))
+            elif what == "intensity" and name == "Cells":  # whole cells from their two parts' sums
+                cache[key] = fm.intensity(clean_of[name], raw[c], scale=_FULL_SCALE, groups=get(name, "segments"),
+                                          ordered=get(name, "sorted", c), parts=get(name, "parts"),
+                                          first=get("Nuclei", "intensity", c)["sums"],
+                                          second=get("Cytoplasm", "intensity", c)["sums"])
+            elif what == "intensity":
+                cache[key] = fm.intensity(clean_of[name], raw[c], scale=_FULL_SCALE, groups=get(name, "segments"),
+                                          ordered=get(name, "sorted", c), sums=True)
+        return cache[key]
+
     columns: dict[str, np.ndarray] = {"Metadata_CellID": ids.astype(np.int32)}
-    for compartment, labels in _compartment_labels(np.asarray(nuclei), np.asarray(cells)).items():
-        present = _present(labels)  # original label of clean label 1..n
-        clean = _sequential(labels, present)
+    for compartment in labels_of:
+        present, clean = present_of[compartment], clean_of[compartment]
         n = len(present)
         # position in ``ids`` of each measured object, -1 when not asked for
         where = np.full(n, -1, np.int64)
@@ -268,20 +328,17 @@ def measure_objects(
                 out[where[where >= 0]] = v[where >= 0]
             results[name] = out
 
-        cache: dict = {}
+        def shared(what: str, labels, c: int | None = None, compartment=compartment, clean=clean):
+            return get(compartment, what, c) if labels is clean else None
 
-        def shared(what: str, labels):  # computed once per compartment, not per channel
-            from pipeline import fastmeasure
-
-            if labels is not clean:
-                return None
-            if what not in cache:
-                cache[what] = fastmeasure.segments(clean) if what == "segments" else fastmeasure.bounding_boxes(clean)
-            return cache[what]
-
-        functions = _functions(core, corr, shared, raw, channel_keys)
+        functions = _functions(core, corr, shared, raw)
         for func, kw in plan["shape"].get(compartment, []):
-            vals = functions[func](clean, pixels[0], **kw) if n else _empty(func, functions[func], kw)
+            if not n:
+                vals = _empty(func, kw)
+            elif func.startswith("fast:"):
+                vals = functions[func](clean, 0, **kw)
+            else:
+                vals = functions[func](clean.astype(np.int64, copy=False), pixels(0), **kw)
             for key, v in vals.items():
                 if key.startswith("Location_") or key.startswith("Center_"):
                     continue  # positions are not phenotypes (the cells table keeps the centroid)
@@ -289,17 +346,23 @@ def measure_objects(
         for func, kw in plan["channel"].get(compartment, []):
             for c, ch in enumerate(channel_names):
                 if not n:
-                    vals = _empty(func, functions[func], kw)
-                else:  # fast intensity sorts the field in ADU and applies CellProfiler's scale itself
-                    vals = functions[func](clean, c if func == "fast:intensity" else pixels[c], **kw)
+                    vals = _empty(func, kw)
+                elif func.startswith("fast:"):
+                    vals = functions[func](clean, c, **kw)
+                else:
+                    vals = functions[func](clean.astype(np.int64, copy=False), pixels(c), **kw)
                 for key, v in vals.items():
                     if key.startswith("Location_"):
                         continue
                     put(_channel_name(compartment, func.removeprefix("fast:"), key, ch), v)
         for func, kw, pairs in plan["pairs"].get(compartment, []):
             for a, b in pairs:
-                vals = (functions[func](pixels[a], pixels[b], clean, **kw) if n
-                        else _empty_pair(func, functions[func], kw))
+                if not n:
+                    vals = _empty_pair(func, kw)
+                elif func.startswith("fast:"):
+                    vals = functions[func](a, b, clean, **kw)
+                else:
+                    vals = functions[func](pixels(a), pixels(b), clean.astype(np.int64, copy=False), **kw)
                 for key, v in vals.items():
                     put(_pair_name(compartment, key, channel_names[a], channel_names[b]), v)
         columns.update(results)
@@ -309,26 +372,30 @@ def measure_objects(
 _EMPTY_CACHE: dict = {}
 
 
-def _empty(name: str, func, kw) -> dict:
-    """The keys ``func`` returns, with empty values (a field without objects of a compartment)."""
+def _small_field() -> tuple[np.ndarray, np.ndarray]:
+    lab = np.zeros((32, 32), np.int64)
+    lab[8:24, 8:24] = 1
+    return lab, np.linspace(0.1, 0.9, 32 * 32).reshape(32, 32)
+
+
+def _empty(name: str, kw) -> dict:
+    """The keys measurement ``name`` returns, with empty values (a field without objects of a
+    compartment)."""
     key = (name, tuple(sorted(kw.items())))
     if key not in _EMPTY_CACHE:
-        lab = np.zeros((32, 32), np.int64)
-        lab[8:24, 8:24] = 1
-        px = np.linspace(0.1, 0.9, 32 * 32).reshape(32, 32)
-        if name == "fast:intensity":  # called with a channel index in measure_objects
-            from pipeline.fastmeasure import intensity as func
-        _EMPTY_CACHE[key] = {k: [] for k in func(lab, px, **kw)}
+        lab, px = _small_field()
+        functions = _functions(*_core(), lambda *args: None, px[None] * _FULL_SCALE)
+        _EMPTY_CACHE[key] = {k: [] for k in functions[name](lab, 0 if name.startswith("fast:") else px, **kw)}
     return _EMPTY_CACHE[key]
 
 
-def _empty_pair(name: str, func, kw) -> dict:
+def _empty_pair(name: str, kw) -> dict:
     key = (name, tuple(sorted(kw.items())), "pair")
     if key not in _EMPTY_CACHE:
-        lab = np.zeros((32, 32), np.int64)
-        lab[8:24, 8:24] = 1
-        px = np.linspace(0.1, 0.9, 32 * 32).reshape(32, 32)
-        _EMPTY_CACHE[key] = {k: [] for k in func(px, px[::-1].copy(), lab, **kw)}
+        lab, px = _small_field()
+        functions = _functions(*_core(), lambda *args: None, np.stack([px, px[::-1]]) * _FULL_SCALE)
+        first, second = (0, 1) if name.startswith("fast:") else (px, px[::-1].copy())
+        _EMPTY_CACHE[key] = {k: [] for k in functions[name](first, second, lab, **kw)}
     return _EMPTY_CACHE[key]
 
 

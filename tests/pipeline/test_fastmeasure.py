@@ -46,9 +46,12 @@ def _check_all(labels: np.ndarray, image: np.ndarray, other: np.ndarray) -> None
     assert set(got) == {k for k in inten if k.startswith("Intensity_")}
     _same(inten, got, keys=got)
     _same(corr, fm.pearson(pixels, second, labels))
+    _same(corr, fm.pearson(image, other, labels, scale=65535.0))  # from ADU, no converted copy
     got_tex = fm.texture(labels, pixels, scale=3)
     assert list(got_tex) == list(tex)
     _same(tex, got_tex)
+    levels = fm.gray_levels(image, scale=65535.0, groups=fm.segments(labels))  # from ADU, object pixels only
+    _same(tex, fm.texture(labels, None, scale=3, levels=levels))
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +145,112 @@ def test_segments_and_boxes():
     assert width == 3 and off.tolist() == [0, 3, 6]
     assert idx[:3].tolist() == [3, 6, 7] and idx[3:].tolist() == [1, 2, 5]
     assert fm.bounding_boxes(labels).tolist() == [[1, 0, 3, 2], [0, 1, 2, 3]]
+
+
+def test_gray_levels_are_img_as_ubyte_of_cellprofiler_pixels():
+    from skimage.util import img_as_ubyte
+
+    rng = np.random.default_rng(0)
+    image = np.concatenate([np.arange(-3, 70_001), rng.uniform(-100, 70_000, 200_000)]).astype(np.float32)[None]
+    expected = img_as_ubyte(np.clip(image.astype(np.float64) / 65535, 0, 1))  # rounds half to even
+    np.testing.assert_array_equal(fm.gray_levels(image, scale=65535.0), expected)
+    labels = (rng.random(image.shape) < 0.3).astype(np.int64)
+    got = fm.gray_levels(image, scale=65535.0, groups=fm.segments(labels))
+    np.testing.assert_array_equal(got, np.where(labels > 0, expected, 0))
+
+
+def _odd_compartments():
+    """Nuclei and cells that do not pair up one to one: a nucleus reaching out of its cell, two
+    nuclei in one cell, a nucleus without a cell, cells without a nucleus, a cell that is only its
+    nucleus, one-pixel objects, and labels numbered differently in the two images."""
+    yy, xx = np.mgrid[:80, :90]
+    cells = np.zeros((80, 90), np.int64)
+    nuclei = np.zeros((80, 90), np.int64)
+    disc = lambda y, x, r: (yy - y) ** 2 + (xx - x) ** 2 <= r * r  # noqa: E731
+    cells[disc(15, 15, 12)] = 1
+    nuclei[disc(15, 15, 5)] = 5  # inside cell 1, another number
+    cells[disc(15, 45, 12)] = 2
+    nuclei[disc(15, 55, 6)] = 2  # reaches out of cell 2
+    cells[disc(50, 20, 14)] = 3
+    nuclei[disc(46, 14, 4)] = 3  # two nuclei in cell 3
+    nuclei[disc(54, 26, 4)] = 8
+    cells[disc(50, 55, 10)] = 4  # no nucleus
+    nuclei[disc(72, 80, 5)] = 9  # no cell
+    cells[5:8, 80:84] = 6  # a cell that is only its nucleus
+    nuclei[5:8, 80:84] = 6
+    cells[40, 85] = 7  # one pixel, with a one-pixel nucleus
+    nuclei[40, 85] = 7
+    cells[75, 5] = 10  # one pixel, no nucleus
+    return nuclei, cells
+
+
+def test_merged_sorted_values_equal_sorted_ones():
+    nuclei, cells = _odd_compartments()
+    cyto = np.where(nuclei > 0, 0, cells)
+    clean = {k: _sequential(v, _present(v)) for k, v in (("n", nuclei), ("c", cells), ("y", cyto))}
+    parts = fm.union_parts(clean["c"], clean["n"], clean["y"])
+    # cells 1, 4, 6, 7 and 10 are unions of (at most) one nucleus and their cytoplasm; 2 and 3 are not
+    merged = [k for k in range(len(parts)) if parts[k, 0] >= 0]
+    assert _present(cells)[merged].tolist() == [1, 4, 6, 7, 10]
+    assert parts[_present(cells).tolist().index(6)].tolist() == [_present(nuclei).tolist().index(6) + 1, 0]
+    assert parts[_present(cells).tolist().index(4), 0] == 0
+    rng = np.random.default_rng(2)
+    image = rng.normal(3000, 1000, cells.shape).astype(np.float32)
+    image[rng.random(cells.shape) < 0.2] = 1500.0  # ties
+    image[rng.random(cells.shape) < 0.05] = -3.0
+    image[rng.random(cells.shape) < 0.05] = -0.0
+    keys = fm.sort_keys(image)
+    bits = image.ravel().view(np.uint32)
+    groups = {k: fm.segments(v) for k, v in clean.items()}
+    runs = {k: fm.sorted_values(bits, groups[k]) for k in ("n", "y")}
+    got = fm.sorted_values(keys, groups["c"], parts=parts, first=(runs["n"], groups["n"]),
+                           second=(runs["y"], groups["y"]))
+    np.testing.assert_array_equal(got, fm.sorted_values(keys, groups["c"]))
+    idx, off, _ = groups["c"]
+    for k in range(len(off) - 1):
+        np.testing.assert_array_equal(got[off[k]:off[k + 1]], np.sort(keys[idx[off[k]:off[k + 1]]]))
+    for key, values in fm.intensity(clean["c"], image, scale=65535.0, groups=groups["c"], ordered=got).items():
+        np.testing.assert_array_equal(values, fm.intensity(clean["c"], image, scale=65535.0)[key])
+    # cells made of a nucleus and a cytoplasm measured from their sums: equal to rounding
+    part_sums = {k: fm.intensity(clean[k], image, scale=65535.0, sums=True)["sums"] for k in ("n", "y")}
+    from_parts = fm.intensity(clean["c"], image, scale=65535.0, ordered=got, parts=parts, first=part_sums["n"],
+                              second=part_sums["y"])
+    for key, values in fm.intensity(clean["c"], image, scale=65535.0).items():
+        np.testing.assert_allclose(from_parts[key], values, rtol=1e-12, atol=1e-15, err_msg=key)
+
+
+def test_measure_objects_on_odd_compartments_equals_cp_measure():
+    """Every default feature of every compartment, through measure_objects (merged sorted values
+    for Cells, grey levels and Pearson from ADU), against cp_measure at rtol 1e-9."""
+    from pipeline.features import measure_objects
+
+    nuclei, cells = _odd_compartments()
+    rng = np.random.default_rng(4)
+    image = rng.normal(3000, 1500, (5,) + cells.shape).astype(np.float32)
+    image[:, rng.random(cells.shape) < 0.02] = 70_000.0
+    names = ("DNA", "ER", "RNA", "AGP", "Mito")
+    f = measure_objects(image, nuclei, cells, channel_names=names, ids=np.union1d(_present(cells), _present(nuclei)))
+    pixels = np.clip(image.astype(np.float64) / 65535, 0, 1)
+    cyto = np.where(nuclei > 0, 0, cells)
+    for comp, lab in (("Nuclei", nuclei), ("Cells", cells), ("Cytoplasm", cyto)):
+        present = _present(lab)
+        rows = np.searchsorted(f["Metadata_CellID"].to_numpy(), present)
+        clean = _sequential(lab, present)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for c, ch in enumerate(names):
+                inten = get_intensity(clean, pixels[c], edge_measurements=False)
+                for key in (k for k in inten if k.startswith("Intensity_")):
+                    got = f[f"{comp}_{key}_{ch}"].to_numpy()[rows]
+                    np.testing.assert_allclose(got, inten[key].astype(np.float32), rtol=1e-9, err_msg=key)
+                if comp == "Cells":
+                    tex = get_texture(clean, pixels[c], scale=3)
+                    for key, v in tex.items():
+                        got = f[f"Cells_Texture_{key.split('_3_')[0]}_{ch}_3_{key.split('_3_')[1]}"].to_numpy()[rows]
+                        np.testing.assert_allclose(got, np.asarray(v, np.float64).astype(np.float32), rtol=1e-9,
+                                                   err_msg=key)
+            if comp == "Cells":
+                corr = PEARSON(pixels[1], pixels[4], clean)
+                got = f["Cells_Correlation_Correlation_ER_Mito"].to_numpy()[rows]
+                expected = np.asarray(corr["Correlation_Pearson"], np.float64).astype(np.float32)
+                np.testing.assert_allclose(got, expected, rtol=1e-9)
