@@ -523,9 +523,6 @@ class BackgroundAccumulator:
             self.block = b + (b % 2) if self.stride == 2 and b > 1 else b
         b, s = self.block, self.stride
         self.nbins = (-(-y // b), -(-x // b))
-        rows = (np.arange(0, y, s) // b).astype(np.intp)
-        cols = (np.arange(0, x, s) // b).astype(np.intp)
-        self._bins = (rows[:, None] * self.nbins[1] + cols[None, :]).ravel()
         n = self.nbins[0] * self.nbins[1]
         self._sum = np.zeros((c, n), np.float64)
         self._count = np.zeros((c, n), np.int64)
@@ -543,6 +540,10 @@ class BackgroundAccumulator:
         elif field.shape != self.shape:
             raise ValueError(f"field shape {field.shape} differs from earlier fields {self.shape}")
         s = self.stride
+        if self._bins is None:  # each sampled pixel's bin (not pickled: a worker's partial travels small)
+            rows = (np.arange(0, field.shape[1], s) // self.block).astype(np.intp)
+            cols = (np.arange(0, field.shape[2], s) // self.block).astype(np.intp)
+            self._bins = (rows[:, None] * self.nbins[1] + cols[None, :]).ravel()
         dark = np.float32(self.dark)
         for c, plane in enumerate(field):
             sample = plane[::s, ::s].astype(np.float32)
@@ -563,6 +564,9 @@ class BackgroundAccumulator:
             _accumulate_background(sample, odd, s > 1, rows, x0, x1, wx, np.array(spreads, np.float32), glob,
                                    self._bins, self._sum[c], self._count[c], self._sq[c], self._sqn[c])
         self.count += 1
+
+    def __getstate__(self) -> dict:
+        return {**vars(self), "_bins": None}  # derived from the shape; 8 bytes per sampled pixel
 
     def merge(self, other: "BackgroundAccumulator") -> None:
         """Add the fields of ``other``: an accumulator of other fields of the same shape, built

@@ -41,14 +41,14 @@ from scipy import ndimage as ndi
 from pipeline import illumination as illum
 from pipeline.features import FEATURE_SETS, measure_objects
 from pipeline.ledger import file_lock, ledger_entry, update_ledger
-from pipeline.omezarr import PlateWriter, field_path, open_plate, read_field
+from pipeline.omezarr import PlateWriter, field_path, open_plate, preload_metadata_writer, read_field
 from pipeline.provenance import code_fingerprint
 from pipeline.plates import (LAYOUTS, PlateListing, discover_plate, fingerprint_files, parse_channel_map, read_platemap,
                              split_well)
 from pipeline.schema import arrow_schema, read_table, write_table
 from pipeline.segmentation import SEGMENTERS, segment_cells, segment_field, segment_nuclei
 from pipeline.store import CHANNELS, Store
-from pipeline.workers import pool_context, process_pool
+from pipeline.workers import pool_context, process_pool, start_pool_server
 from pipeline.tiles import CROPS_CHUNK, CROPS_SHARD, CropArrayWriter, crop_cells, field_tiles
 
 __all__ = [
@@ -521,6 +521,7 @@ def write_images(plan: PlatePlan, settings: IngestSettings | None = None, *, pro
         shutil.rmtree(stage)
     stage.mkdir(parents=True, exist_ok=True)
     marker.write_text(plan.fingerprint)
+    preload_metadata_writer()  # ome_zarr's ~1 s import happens while the fields are written
     channels = listing.channels
     acq = listing.acquisition
     stains = {}
@@ -1042,8 +1043,9 @@ def _map_in_order(ex, fn: Callable, items: list, *, help_first: bool = False) ->
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cmcl-submit") as submitter:
         submitted = submitter.submit(lambda: [ex.submit(fn, item) for item in items[1:]])
         yield fn(items[0])
-        for future in submitted.result():
-            yield future.result()
+        futures = submitted.result()[::-1]
+        while futures:  # dropped once consumed: a plate's results are never all held at once
+            yield futures.pop().result()
 
 
 @contextmanager
@@ -1244,6 +1246,8 @@ def ingest_plate(
     PlateConflictError
         If another folder owns the plate ID (checked before any work; names both folders).
     """
+    if processes is None or processes > 1:
+        start_pool_server(["pipeline.warm"])  # its imports overlap the planning below
     plan = run_stage("preflight", preflight, plate_dir, store, settings, plate_id=plate_id)
     with file_lock(store.root / "locks" / f"{plan.plate}.lock", timeout=lock_timeout):
         check_plate_source(plan, store, replace=replace)

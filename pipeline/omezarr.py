@@ -12,6 +12,7 @@ fast. ``ome_zarr`` and napari read the plate.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,8 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 from pipeline.histo import int_percentiles
 from pipeline.plates import split_well
 
-__all__ = ["CHANNEL_COLORS", "PlateWriter", "field_path", "read_field", "read_labels", "open_plate"]
+__all__ = ["CHANNEL_COLORS", "PlateWriter", "field_path", "preload_metadata_writer", "read_field", "read_labels",
+           "open_plate"]
 
 #: Display colours (hex) of the Cell Painting channels in OMERO metadata.
 CHANNEL_COLORS = {"DNA": "0000FF", "ER": "00FF00", "RNA": "FFFF00", "AGP": "FF0000", "Mito": "FF00FF"}
@@ -50,6 +52,19 @@ def _percentile(plane: np.ndarray, q: float) -> float:
     if plane.dtype not in (np.uint8, np.uint16) or plane.size == 0:
         return float(np.percentile(plane, q))
     return float(int_percentiles(plane, q)[0, 0])
+
+
+def _import_metadata_writer() -> None:
+    import ome_zarr.format  # noqa: F401
+    import ome_zarr.writer  # noqa: F401
+
+
+def preload_metadata_writer() -> None:
+    """Import ``ome_zarr``'s writer (~1 s: pydantic models) in a background thread, so that
+    :meth:`PlateWriter.finalize` finds it loaded: a process that waits for its workers anyway
+    starts this before them. Imports are serialised by Python's import lock, so a finalize that
+    comes first simply waits for it."""
+    threading.Thread(target=_import_metadata_writer, name="cmcl-import-ome-zarr", daemon=True).start()
 
 
 def field_path(well: str, field_index: int) -> str:
