@@ -193,11 +193,12 @@ def _present(labels: np.ndarray) -> np.ndarray:
 
 
 def _sequential(labels: np.ndarray, present: np.ndarray) -> np.ndarray:
-    """``labels`` renumbered 1..n in the order of ``present`` (int64), 0 kept."""
+    """``labels`` renumbered 1..n in the order of ``present`` (int32: half the memory traffic
+    of int64 for a full-field lookup), 0 kept."""
     if present.size and present[-1] == present.size:  # already 1..n
-        return labels.astype(np.int64)
-    forward = np.zeros(int(present[-1]) + 1 if present.size else 1, np.int64)
-    forward[present] = np.arange(1, present.size + 1)
+        return labels.astype(np.int32)
+    forward = np.zeros(int(present[-1]) + 1 if present.size else 1, np.int32)
+    forward[present] = np.arange(1, present.size + 1, dtype=np.int32)
     return forward[labels]
 
 

@@ -689,7 +689,7 @@ def illumination_qc(plan: PlatePlan, funcs: np.ndarray) -> None:
 
 
 def warm_kernels(features: str) -> None:
-    """Run the illumination statistics, segmentation, crops and (unless ``'none'``) features
+    """Run the illumination statistics, segmentation, crops, focus score and (unless ``'none'``) features
     once on a tiny field, so that a process loads their compiled (numba) kernels from the
     on-disk cache (~1 s) before its first real field: the workers' fork server does it once for
     all workers (:mod:`pipeline.warm`), and idle workers do it for the features while the main
@@ -703,6 +703,7 @@ def warm_kernels(features: str) -> None:
         cells = segment_cells(nuclei, dna)
         image = np.stack([dna] * len(CHANNELS))
         crop_cells(image, nuclei, cells, crop_size=16, border="pad", channel_names=CHANNELS)
+        _focus_score(dna, nuclei)
         if features != "none":
             measure_objects(image, nuclei, cells, channel_names=CHANNELS, feature_set=features)
     except Exception:  # noqa: BLE001 - a warm-up only; the real call reports any problem
@@ -1246,8 +1247,8 @@ def ingest_plate(
     PlateConflictError
         If another folder owns the plate ID (checked before any work; names both folders).
     """
-    if processes is None or processes > 1:
-        start_pool_server(["pipeline.warm"])  # its imports overlap the planning below
+    if processes is None or processes > 1:  # its imports overlap the planning below
+        start_pool_server(["pipeline.warm"] + (["pipeline.warm_features"] if settings.features != "none" else []))
     plan = run_stage("preflight", preflight, plate_dir, store, settings, plate_id=plate_id)
     with file_lock(store.root / "locks" / f"{plan.plate}.lock", timeout=lock_timeout):
         check_plate_source(plan, store, replace=replace)
