@@ -482,8 +482,9 @@ class BackgroundAccumulator:
 
     Fields of at least ``full_resolution_below`` pixels on their shorter side are sampled on
     every other row and column (a quarter of the pixels; each bin still pools dozens of
-    background pixels per field): the statistics of a 1080 x 1080 field then cost ~15 ms per
-    channel instead of ~160 ms.
+    background pixels per field): the statistics of a 1080 x 1080 field then cost ~6 ms per
+    channel (block percentiles read in place, thresholds interpolated inside the accumulation
+    pass) instead of ~160 ms.
 
     Parameters
     ----------
