@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
-from numba import njit
 import pandas as pd
 import tifffile
 import zarr
+from numba import njit
 from scipy import ndimage as ndi
 
 from pipeline import illumination as illum
@@ -689,9 +689,9 @@ def illumination_qc(plan: PlatePlan, funcs: np.ndarray) -> None:
 
 
 def warm_kernels(features: str) -> None:
-    """Run the illumination statistics, segmentation, crops, focus score and (unless ``'none'``) features
-    once on a tiny field, so that a process loads their compiled (numba) kernels from the
-    on-disk cache (~1 s) before its first real field: the workers' fork server does it once for
+    """Run the illumination statistics, segmentation, crops, focus score and (unless
+    ``'none'``) features once on a tiny field, so that a process loads their compiled (numba)
+    kernels from the on-disk cache (~1 s) before its first real field: the workers' fork server does it once for
     all workers (:mod:`pipeline.warm`), and idle workers do it for the features while the main
     process computes the illumination functions. Best effort."""
     try:
