@@ -165,19 +165,25 @@ class _Descendants:
         self._thread.start()
 
     @staticmethod
-    def _tree() -> list[int]:
+    def _stat(pid: int) -> list[str] | None:
+        """The fields of ``/proc/PID/stat`` after the command name (ppid first), or None."""
+        try:
+            return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+
+    @classmethod
+    def _tree(cls) -> dict[int, list[str]]:
+        """Every descendant's PID -> its ``/proc/PID/stat`` fields."""
+        stats = {int(d): cls._stat(int(d)) for d in os.listdir("/proc") if d.isdigit()}
         children: dict[int, list[int]] = {}
-        for d in os.listdir("/proc"):
-            if d.isdigit():
-                try:
-                    ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
-                except (OSError, IndexError, ValueError):
-                    continue
-                children.setdefault(ppid, []).append(int(d))
-        out, todo = [], [os.getpid()]
+        for pid, f in stats.items():
+            if f is not None:
+                children.setdefault(int(f[1]), []).append(pid)
+        out, todo = {}, [os.getpid()]
         while todo:
             for c in children.get(todo.pop(), []):
-                out.append(c)
+                out[c] = stats[c]
                 todo.append(c)
         return out
 
@@ -200,14 +206,9 @@ class _Descendants:
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = ru.ru_utime + ru.ru_stime
         tick = os.sysconf("SC_CLK_TCK")
-        for pid in self._tree():
-            if int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1]) != os.getpid():
-                continue  # a grandchild: counted in its parent's cutime once reaped (or still running: its own)
-            try:
-                f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            cpu += sum(int(x) for x in f[11:15]) / tick  # utime, stime, cutime, cstime
+        for f in self._tree().values():
+            if int(f[1]) == os.getpid():  # a child; a grandchild is in its parent's cutime once reaped
+                cpu += sum(int(x) for x in f[11:15]) / tick  # utime, stime, cutime, cstime
         return cpu, max(self.peak_kb, ru.ru_maxrss) / 1024
 
 

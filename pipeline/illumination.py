@@ -411,14 +411,20 @@ def above_grid(image: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
+def _at_column(row, x0, x1, wx, c):
+    """A row of block values (one pass of :func:`upsample_grid` done) interpolated to column
+    ``c``: the second pass for one pixel, in the same float32 arithmetic."""
+    a = wx[c]
+    return row[x0[c]] * (np.float32(1) - a) + row[x1[c]] * a
+
+
+@njit(cache=True)
 def _above_rows(img, rows, x0, x1, wx):
     h, w = img.shape
     out = np.empty((h, w), np.bool_)
-    one = np.float32(1)
     for r in range(h):
         for c in range(w):
-            a = wx[c]
-            out[r, c] = img[r, c] > rows[r, x0[c]] * (one - a) + rows[r, x1[c]] * a
+            out[r, c] = img[r, c] > _at_column(rows[r], x0, x1, wx, c)
     return out
 
 
@@ -438,15 +444,13 @@ def _accumulate_background(sample, odd, sampled, rows, x0, x1, wx, spreads, glob
     k = min(w - 1, odd.shape[1] - 1) if sampled else w - 2
     blocked = rows.shape[2] > 0
     six = np.float32(6)
-    one = np.float32(1)
     for r in range(h):
         for col in range(w):
             narrow = glob[0]
             wide = glob[1]
             if blocked:
-                a = wx[col]
-                base = rows[0, r, x0[col]] * (one - a) + rows[0, r, x1[col]] * a
-                width = rows[1, r, x0[col]] * (one - a) + rows[1, r, x1[col]] * a
+                base = _at_column(rows[0, r], x0, x1, wx, col)
+                width = _at_column(rows[1, r], x0, x1, wx, col)
                 narrow = min(base + spreads[0] * width, glob[0])
                 wide = min(base + spreads[1] * width, glob[1])
             b = bins[r * w + col]

@@ -760,7 +760,7 @@ def _focus_score(dna: np.ndarray, nuclei: np.ndarray) -> float:
     the defocused ones'; this score's is ~0.38-0.43 against ~0.18-0.20). NaN without nuclei."""
     x = np.ascontiguousarray(dna, np.float32)
     lab = np.ascontiguousarray(nuclei)
-    labels, gx, gy, sums, counts = _boundary_sobel(x, lab)
+    labels, gx, gy, sums, counts = _boundary_sobel(x, lab, int(lab.max()))
     fg = lab[::4, ::4] > 0
     outside = x[::4, ::4][~fg]
     if labels.size == 0 or outside.size == 0:
@@ -772,16 +772,20 @@ def _focus_score(dna: np.ndarray, nuclei: np.ndarray) -> float:
 
 
 @njit(cache=True)
-def _boundary_sobel(x, lab):
+def _on_boundary(lab, r, c, k):
+    """Pixel (r, c) of object ``k`` touches another label (4-neighbours), away from the edge."""
+    h, w = lab.shape
+    return 0 < r < h - 1 and 0 < c < w - 1 and (
+        lab[r - 1, c] != k or lab[r + 1, c] != k or lab[r, c - 1] != k or lab[r, c + 1] != k)
+
+
+@njit(cache=True)
+def _boundary_sobel(x, lab, n_lab):
     """For :func:`_focus_score`, in one pass: the label and the Sobel gradients (float32) of
     every boundary pixel of an object away from the image's edge (a pixel whose 4-neighbours
     hold another label), in raster order, and each object's pixel sum (float64, raster order)
-    and count."""
+    and count (labels up to ``n_lab``)."""
     h, w = lab.shape
-    n_lab = 0
-    for r in range(h):
-        for c in range(w):
-            n_lab = max(n_lab, lab[r, c])
     sums = np.zeros(n_lab + 1)
     counts = np.zeros(n_lab + 1, np.int64)
     n = 0
@@ -792,8 +796,7 @@ def _boundary_sobel(x, lab):
                 continue
             sums[k] += x[r, c]
             counts[k] += 1
-            if 0 < r < h - 1 and 0 < c < w - 1 and (
-                    lab[r - 1, c] != k or lab[r + 1, c] != k or lab[r, c - 1] != k or lab[r, c + 1] != k):
+            if _on_boundary(lab, r, c, k):
                 n += 1
     labels = np.empty(n, lab.dtype)
     gx = np.empty(n, np.float32)
@@ -803,7 +806,7 @@ def _boundary_sobel(x, lab):
     for r in range(1, h - 1):
         for c in range(1, w - 1):
             k = lab[r, c]
-            if k == 0 or (lab[r - 1, c] == k and lab[r + 1, c] == k and lab[r, c - 1] == k and lab[r, c + 1] == k):
+            if k == 0 or not _on_boundary(lab, r, c, k):
                 continue
             labels[i] = k
             gx[i] = (x[r - 1, c + 1] + two * x[r, c + 1] + x[r + 1, c + 1]) - (
@@ -958,8 +961,7 @@ def segment_and_tile(
     n_total = done = 0
     cell_tables, field_rows, feature_tables = [], [], []
     with _executor(n_proc, pool) as ex:
-        results = ex.map(work, batches) if ex is not None else map(work, batches)
-        for batch, seconds in results:
+        for batch, seconds in _map_in_order(ex, work, batches):
             if timings is not None:
                 _add_seconds(timings, seconds)
             for crops, table, qc, tiles, feats in batch:
