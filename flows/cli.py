@@ -226,7 +226,8 @@ def _check_compound_files(files: list[Path], smiles_col: str, id_col: Optional[s
     from pipeline.compound_io import check_compound_file
 
     for f in files:
-        _run(check_compound_file, f, smiles_col=smiles_col, id_col=id_col)
+        console.print(_run(check_compound_file, f, smiles_col=smiles_col, id_col=id_col), soft_wrap=True,
+                      markup=False, highlight=False)  # which column gave the IDs, or how records are named
 
 
 def _check_plate_sources(plate_dirs: list[Path], root: Path, settings: dict[str, Any], *, replace: bool,
@@ -340,7 +341,9 @@ def _print_plates(results: list[dict]) -> None:
 def compounds(files: list[Path] = typer.Argument(None, help="CSV/TSV/.smi/SDF/Parquet compound files (plate maps in the store are always included)."),
               store: Optional[Path] = StoreOpt,
               smiles_col: str = typer.Option("smiles", help="SMILES column of CSV/TSV/Parquet inputs."),
-              id_col: Optional[str] = typer.Option(None, help="Identifier column."),
+              id_col: Optional[str] = typer.Option(None, help="Identifier column (default: the first of id, compound_id, "
+                                                   "Metadata_JCP2022, Metadata_broad_sample, pert_id, chembl_id, name, ... "
+                                                   "present; see pipeline.compound_io.ID_COLUMNS)."),
               tautomers: bool = typer.Option(False, "--tautomers", help="Canonicalize tautomers."),
               fresh: bool = typer.Option(False, "--fresh", help="Forget compound files read by earlier runs (they accumulate otherwise)."),
               jobs: int = typer.Option(2, help="Worker processes.")) -> None:
