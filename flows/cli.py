@@ -78,6 +78,9 @@ OutsideOpt = typer.Option(False, "--allow-outside", help="LoadData: accept image
 PlatemapOpt = typer.Option(None, "--platemap", help="A JUMP/LINCS plate map (well_position, broad_sample) or a TOML "
                            "config naming it, its compound metadata and barcode_platemap.csv (pipeline/platemaps.py).")
 FeaturesOpt = typer.Option("default", help="CellProfiler features per cell (cp_measure): default | full | none.")
+NegconOpt = typer.Option(None, "--negcon", help="Negative-control labels, matched without case against the plate map's "
+                         "control type and compound ID (default: DMSO,negcon,vehicle). A plate without any is "
+                         "normalized against all its wells and flagged.")
 
 
 def _settings(*, layout, channels, crop_size, illumination, dark, segmenter, cellpose_model, cellpose_cell_model,
@@ -463,25 +466,46 @@ def _print_metrics(m: dict[str, Any]) -> None:
     split = m.get("split", {})
     if split:
         console.print("compounds by scaffold split: " + ", ".join(f"{k} {v}" for k, v in split.items()))
+    unscored = sorted({p for a in (m.get("activity") or {}).values() for p in a.get("plates_not_scored", [])})
+    if unscored:
+        console.print(f"[yellow]phenotypic activity: plate(s) {', '.join(unscored)} not scored[/] (no negative-control "
+                      f"well; see `cmcl profile --negcon`)", soft_wrap=True)
 
 
 # --------------------------------------------------------------------------------------- profiles
 @app.command()
 def profile(store: Optional[Path] = StoreOpt,
-            null_size: int = typer.Option(10000, help="Random rankings per mAP p-value (copairs null distribution).")) -> None:
+            null_size: int = typer.Option(10000, help="Random rankings per mAP p-value (copairs null distribution)."),
+            negcon: Optional[str] = NegconOpt) -> None:
     """Well profiles (pycytominer: median, plate map, mad_robustize vs DMSO, feature selection), consensus
     profiles and per-compound phenotypic activity (copairs mAP); only plates whose inputs changed are redone."""
     from flows.profiles import profile_flow
 
-    out = _run(profile_flow, str(_store(store)), null_size)
+    labels = _negcon_labels(negcon)
+    out = _run(profile_flow, str(_store(store)), null_size, labels)
     console.print(f"profiles: {len(out['plates_profiled'])} plate(s) profiled, {len(out['plates_unchanged'])} unchanged")
     if isinstance(out["sources"], dict):
         for source, s in out["sources"].items():
             console.print(f"  {source}: {s['wells']} wells x {s['features']} features; {s['retrieved']} of "
                           f"{s['compounds']} compounds retrieved (phenotypically active) at corrected p < 0.05"
                           + (f"; {s['moas_consistent']} of {s['moas']} mechanisms consistent" if s.get("moas") else ""))
+    _print_negcon(out)
     st = _store(store)
     console.print(f"activity: {st / 'tables' / 'profiles' / 'activity.parquet'}")
+
+
+def _negcon_labels(negcon: Optional[str]) -> Optional[list[str]]:
+    """``--negcon A,B`` as a list of labels (None: the defaults); a list naming nothing fails here, as one line."""
+    from pipeline.controls import parse_negcon
+
+    return None if negcon is None else list(_run(parse_negcon, negcon))
+
+
+def _print_negcon(profiles: dict[str, Any]) -> None:
+    """One line per plate without a negative-control well (normalized against all its wells, activity not scored)."""
+    for plate in profiles.get("plates_without_negcon", []):
+        console.print(f"[yellow]plate {plate!r} has no negative-control well[/] ({', '.join(profiles['negcon'])}; "
+                      f"see --negcon): normalized against all its wells; its activity is not scored", soft_wrap=True)
 
 
 @app.command("import-profiles")
@@ -515,7 +539,8 @@ def run(inbox: Path = typer.Argument(..., help="Folder of plate folders."),
         illumination: str = IllumOpt, dark: Optional[float] = DarkOpt, segmenter: str = SegmenterOpt,
         cellpose_model: Optional[Path] = CellposeOpt, cellpose_cell_model: Optional[Path] = CellposeCellOpt,
         field_tile_size: Optional[int] = TileOpt, allow_outside: bool = OutsideOpt,
-        platemap: Optional[Path] = PlatemapOpt, features: str = FeaturesOpt) -> None:
+        platemap: Optional[Path] = PlatemapOpt, features: str = FeaturesOpt,
+        negcon: Optional[str] = NegconOpt) -> None:
     """Everything: ingest new/changed plates, compounds, profiles, train, evaluate."""
     _need_dirs([inbox], "inbox")
     settings = _settings(layout=layout, channels=channels, crop_size=crop_size, illumination=illumination, dark=dark,
@@ -523,13 +548,14 @@ def run(inbox: Path = typer.Argument(..., help="Folder of plate folders."),
                          field_tile_size=field_tile_size, allow_outside=allow_outside, platemap=platemap,
                          features=features)
     overrides = _parse_overrides(set_) or None
+    labels = _negcon_labels(negcon)
     _check_compound_files(compound_file, "smiles", None)
     from flows.pipeline import run_flow
 
     t0 = time.perf_counter()
     out = _run(run_flow, str(inbox), str(_store(store)), ingest_settings=settings,
                compound_files=[str(f) for f in compound_file], preset=preset, train_overrides=overrides,
-               train=not no_train, workers=workers, dask_address=dask_address)
+               train=not no_train, workers=workers, dask_address=dask_address, negcon=labels)
     _report_run(out, time.perf_counter() - t0)
 
 
@@ -537,6 +563,7 @@ def _report_run(out: dict[str, Any], seconds: float) -> None:
     _print_plates(out["plates"])
     c = out["compounds"]
     console.print(f"compounds: {c['read']} records -> {c['unique_parents']} parents, {c['failed']} failed")
+    _print_negcon(out.get("profiles", {}))
     if "metrics" in out:
         _print_metrics(out["metrics"])
         console.print(f"run: {out['run']}\nreport: {out['report']}\nmetrics: {Path(out['report']).with_name('metrics.json')}")
