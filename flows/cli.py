@@ -105,15 +105,29 @@ class _State:
 
 @app.callback()
 def main(quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, Prefect warnings only."),
-         debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+         debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors, and library warnings.")) -> None:
     """Set logging before Prefect is imported (verbs import flows lazily)."""
     _State.debug = debug
     _State.quiet = quiet
     _State.api_checked = False
+    _library_warnings(show=debug)
     if quiet:
         os.environ["CMCL_PROGRESS"] = "0"
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+
+
+def _library_warnings(*, show: bool) -> None:
+    """Library warnings (pandas, torch, zarr, ...) reach the user only with --debug: otherwise they are
+    ignored in this process, the workers it forks and, unless PYTHONWARNINGS says otherwise, the
+    processes it starts."""
+    import warnings
+
+    if show:
+        warnings.simplefilter("default")
+        return
+    warnings.simplefilter("ignore")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
 
 
 def _store(store: Optional[Path]) -> Path:
@@ -344,9 +358,9 @@ def _print_plates(results: list[dict]) -> None:
 def compounds(files: list[Path] = typer.Argument(None, help="CSV/TSV/.smi/SDF/Parquet compound files (plate maps in the store are always included)."),
               store: Optional[Path] = StoreOpt,
               smiles_col: str = typer.Option("smiles", help="SMILES column of CSV/TSV/Parquet inputs."),
-              id_col: Optional[str] = typer.Option(None, help="Identifier column (default: the first of id, compound_id, "
-                                                   "Metadata_JCP2022, Metadata_broad_sample, pert_id, chembl_id, name, ... "
-                                                   "present; see pipeline.compound_io.ID_COLUMNS)."),
+              id_col: Optional[str] = typer.Option(None, help="Identifier column (default: the first of Metadata_CompoundID, "
+                                                   "compound_id, id, Metadata_JCP2022, Metadata_broad_sample, pert_id, "
+                                                   "chembl_id, name, ... present: pipeline.compound_io.ID_COLUMNS)."),
               tautomers: bool = typer.Option(False, "--tautomers", help="Canonicalize tautomers."),
               fresh: bool = typer.Option(False, "--fresh", help="Forget compound files read by earlier runs (they accumulate otherwise)."),
               jobs: int = typer.Option(2, help="Worker processes.")) -> None:
