@@ -42,7 +42,7 @@ class _OneLineUsageErrors(TyperGroup):
                 raise
             where = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "cmcl"
             msg = " ".join(exc.format_message().split())
-            typer.echo(f"error: {msg} (see `{where} --help`)", err=True)
+            typer.echo(f"error: {msg}{_store_hint(msg, args)} (see `{where} --help`)", err=True)
             sys.exit(exc.exit_code)
         except typer.Abort:
             if not standalone_mode:
@@ -54,6 +54,16 @@ class _OneLineUsageErrors(TyperGroup):
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _store_hint(msg: str, args: Optional[list[str]]) -> str:
+    """``'; did you mean --store DIR?'`` when an unexpected extra argument is an existing folder."""
+    if "unexpected extra argument" not in msg:
+        return ""
+    for a in (sys.argv[1:] if args is None else args):
+        if not str(a).startswith("-") and f"{a}" in msg and Path(a).is_dir():
+            return f"; did you mean --store {a}?"
+    return ""
 
 
 app = typer.Typer(cls=_OneLineUsageErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -234,9 +244,13 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def _need_dirs(paths: list[Path], what: str) -> None:
     """Fail (one line, before Prefect starts) unless every path is an existing folder."""
+    from flows.inspect import looks_like_store
+
     for p in paths:
         if not Path(p).is_dir():
             _fail(FileNotFoundError(f"{what} {p} does not exist or is not a folder"))
+        if looks_like_store(p):  # `cmcl run STORE`: the store where the inbox is meant
+            _fail(ValueError(f"{p} is a cmcl store, not a {what}; give the {what} and the store as --store {p}"))
 
 
 def _check_compound_files(files: list[Path], smiles_col: str, id_col: Optional[str]) -> None:
@@ -679,14 +693,16 @@ def server(host: str = typer.Option("127.0.0.1", help="Address to bind (loopback
 
 # ----------------------------------------------------------------------------------------- verify
 @app.command()
-def verify(store: Optional[Path] = StoreOpt,
+def verify(store_dir: Optional[Path] = typer.Argument(None, metavar="[STORE]", help="The store (same as --store)."),
+           store: Optional[Path] = StoreOpt,
            deep: bool = typer.Option(False, "--deep", help="Also decode every chunk (checksums) and name each damaged one."),
            repair: bool = typer.Option(False, "--repair", help="Remove half-written leftovers so the next run redoes them; "
                                        "with --deep, re-derive damaged crops and labels from the plate.")) -> None:
     """Check a whole store against schemas/ and itself; exit 1 listing the problems."""
+    from flows.inspect import store_argument
     from pipeline.verify import format_problems, verify_store
 
-    store = _store(store)
+    store = _store(_run(store_argument, store_dir, store) if store_dir is not None else store)
     problems = _run(verify_store, store, repair=repair, deep=deep)
     if problems:
         err.print(f"[bold red]{len(problems)} problem(s)[/] in {store}" + (" left after repair" if repair else ""))
@@ -793,8 +809,11 @@ def inspect(what: str = typer.Argument("summary", help="summary | plates | plate
             store: Optional[Path] = StoreOpt,
             as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables.")) -> None:
     """Show what a store holds; `plate ID` also writes heatmaps and a field with outlines."""
-    from flows.inspect import VIEWS, VIEWS_WITH_ARG
+    from flows.inspect import VIEWS, VIEWS_WITH_ARG, store_argument
 
+    if what not in VIEWS and what not in VIEWS_WITH_ARG and Path(what).is_dir():  # `cmcl inspect STORE [VIEW]`
+        store = _run(store_argument, Path(what), store)
+        what, arg = (arg or "summary"), None
     store = _store(store)
     if what not in VIEWS and what not in VIEWS_WITH_ARG:
         _fail(ValueError(f"unknown view {what!r}; choose one of {', '.join([*VIEWS, *VIEWS_WITH_ARG])}"))
