@@ -89,7 +89,7 @@ PlatemapOpt = typer.Option(None, "--platemap", help="A JUMP/LINCS plate map (wel
                            "config naming it, its compound metadata and barcode_platemap.csv (pipeline/platemaps.py).")
 FeaturesOpt = typer.Option("default", help="CellProfiler features per cell (cp_measure): default | full | none.")
 NegconOpt = typer.Option(None, "--negcon", help="Negative-control labels, matched without case against the plate map's "
-                         "control type and compound ID (default: DMSO,negcon,vehicle). A plate without any is "
+                         "control type and compound ID (default: DMSO,negcon,vehicle,negative). A plate without any is "
                          "normalized against all its wells and flagged.")
 
 

@@ -6,7 +6,7 @@ columns
 * ``Metadata_Source``: the file name;
 * ``Metadata_CompoundID``: the identifier from the file, or ``<file>:<record>`` (1-based
   record number) where the file gives none; a table's ID column is ``id_col`` when given,
-  else the first of :data:`ID_COLUMNS` it has (case-insensitive);
+  else the first of :data:`ID_COLUMNS` it has (without case, blanks or punctuation);
 * ``Input_SMILES``: the SMILES as given ('' when absent);
 * ``Error``: None, or why the record could not be read (a broken SDF record); such rows are
   carried through :func:`pipeline.compounds.standardize_table` as failed.
@@ -51,23 +51,28 @@ SUFFIXES: dict[str, str] = {
 }
 
 #: Identifier columns a table is searched for when no ``id_col`` is given, in priority order
-#: (matched case-insensitively): cmcl's own, generic ones, then the field's registries (JUMP,
-#: Broad / Drug Repurposing Hub, LINCS, ChEMBL), then names.
+#: (compared without case, blanks and punctuation): cmcl's own, generic ones, then the field's
+#: registries (JUMP, Broad / Drug Repurposing Hub, LINCS, ChEMBL), then names.
 ID_COLUMNS: tuple[str, ...] = (
-    "Metadata_CompoundID", "compound_id", "compoundid", "id",
+    "Metadata_CompoundID", "compound_id", "id",
     "Metadata_JCP2022", "jcp2022", "Metadata_broad_sample", "broad_sample", "broad_id", "Metadata_pert_id", "pert_id",
     "chembl_id", "molecule_chembl_id", "Metadata_Name", "name", "compound_name", "title",
 )
 
 
+def _squash(name: str) -> str:
+    return "".join(ch for ch in str(name).lower() if ch.isalnum())
+
+
 def find_id_column(columns: Iterable[str], *, exclude: Iterable[str] = ()) -> str | None:
-    """The first of :data:`ID_COLUMNS` among ``columns`` (case-insensitive; ``exclude``, e.g. the
-    SMILES column, never counts), as spelled in ``columns``; None when there is none."""
-    skip = {str(c).lower() for c in exclude}
-    by_lower: dict[str, str] = {}
+    """The first of :data:`ID_COLUMNS` among ``columns``, as spelled in ``columns``; None when there
+    is none. Names are compared without case, blanks and punctuation (``Compound Name`` is
+    ``compound_name``); ``exclude`` (e.g. the SMILES column) never counts."""
+    skip = {_squash(c) for c in exclude}
+    by_key: dict[str, str] = {}
     for c in columns:
-        by_lower.setdefault(str(c).lower(), str(c))
-    return next((by_lower[k.lower()] for k in ID_COLUMNS if k.lower() in by_lower and k.lower() not in skip), None)
+        by_key.setdefault(_squash(c), str(c))
+    return next((by_key[_squash(k)] for k in ID_COLUMNS if _squash(k) in by_key and _squash(k) not in skip), None)
 
 
 def _format(path: Path) -> tuple[str, bool]:

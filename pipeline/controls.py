@@ -1,7 +1,7 @@
 """Negative controls: which wells a plate is normalized and scored against.
 
 Plate maps name their negative controls differently: a solvent well with no compound, a compound
-ID ``DMSO``, a control type ``negcon`` (JUMP), ``vehicle`` or ``control`` (LINCS ``pert_type``).
+ID ``DMSO``, a control type ``negcon`` (JUMP), ``vehicle``, ``Negative`` (IDR0133's ``Control Type``).
 The plate-map readers keep the map's own control type in ``Metadata_ControlType``; this module
 decides, from a list of labels the user can set (``cmcl profile --negcon``), which wells are
 negative controls, and which plates have none.
@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_NEGCON", "NegconError", "parse_negcon", "negcon_mask", "mark_negcon", "plates_without_negcon",
            "plates_normalized_to_all"]
 
-#: Default negative-control labels (matched against control type and compound ID).
-DEFAULT_NEGCON: tuple[str, ...] = ("DMSO", "negcon", "vehicle")
+#: Default negative-control labels (matched against control type and compound ID): JUMP's
+#: ``negcon``, solvent names, and ``Negative`` (the cell-injury screen's ``Control Type``).
+DEFAULT_NEGCON: tuple[str, ...] = ("DMSO", "negcon", "vehicle", "negative")
 
 
 class NegconError(ValueError):

@@ -125,6 +125,9 @@ def test_common_id_columns_are_found_without_a_flag(tmp_path) -> None:
     assert find_id_column(["name", "SMILES", "Metadata_broad_sample", "CHEMBL_ID"]) == "Metadata_broad_sample"
     assert find_id_column(["Name", "smiles"]) == "Name"
     assert find_id_column(["id", "smiles"], exclude=["ID"]) is None
+    # blanks and punctuation do not count: the cell-injury screen's (IDR0133) header
+    assert find_id_column(["Compound SMILES", "Compound InChIKey", "Compound Name", "Plate"],
+                          exclude=["Compound SMILES"]) == "Compound Name"
     jump = tmp_path / "jump.tsv"
     jump.write_text("Metadata_JCP2022\tMetadata_InChIKey\tname\tsmiles\nJCP2022_000001\tK\tn1\tCCN\n")
     assert _all(jump)["Metadata_CompoundID"].tolist() == ["JCP2022_000001"]

@@ -17,7 +17,7 @@ LINCS = Path(__file__).resolve().parents[1] / "data" / "profiles_lincs_SQ0001505
 def test_parse_negcon_strips_dedups_and_refuses_nothing():
     assert parse_negcon(" DMSO, negcon,,dmso ,Vehicle") == ("DMSO", "negcon", "Vehicle")
     assert parse_negcon(["empty"]) == ("empty",)
-    assert parse_negcon(None) == ("DMSO", "negcon", "vehicle")
+    assert parse_negcon(None) == ("DMSO", "negcon", "vehicle", "negative")
     with pytest.raises(NegconError, match="--negcon"):
         parse_negcon(" , ")
 
@@ -27,6 +27,9 @@ def test_negcon_mask_matches_control_type_or_compound_without_case():
                       "Metadata_CompoundID": [None, "x", " dmso", "y", "DMSO", "BRD-1"]})
     assert negcon_mask(t).tolist() == [True, True, True, False, True, False]
     assert negcon_mask(t, ["empty"]).tolist() == [False] * 6
+    # IDR0133's 'Control Type' column says Negative / Positive
+    injury = pd.DataFrame({"Metadata_ControlType": ["Negative", "Positive", None], "Metadata_CompoundID": ["x", "y", "z"]})
+    assert negcon_mask(injury).tolist() == [True, False, False]
     marked = mark_negcon(t, ["vehicle"])  # the labels are the definition: 'negcon' unmatched -> 'trt'
     got = marked["Metadata_ControlType"]
     assert got.isna().tolist() == [False] * 4 + [True, False]
