@@ -46,7 +46,7 @@ def _plate_fingerprint(store: Store, plate: str, negcon: tuple[str, ...]) -> str
     files = [store.table_path(n, plate=plate) for n in ("features", "platemap")] + [store.table_path("compounds")]
     return fingerprint_files(store.root, [str(f.relative_to(store.root)) for f in files],
                              extra=code_fingerprint("pipeline.profiles", "pipeline.features", "pipeline.controls")
-                             + "negcon=" + ",".join(negcon))
+                             + "negcon=" + ",".join(sorted(s.lower() for s in negcon)))  # order, case: no matter
 
 
 @task(name="well-profiles", cache_policy=NO_CACHE)
