@@ -250,7 +250,8 @@ def _need_dirs(paths: list[Path], what: str) -> None:
         if not Path(p).is_dir():
             _fail(FileNotFoundError(f"{what} {p} does not exist or is not a folder"))
         if looks_like_store(p):  # `cmcl run STORE`: the store where the inbox is meant
-            _fail(ValueError(f"{p} is a cmcl store, not a {what}; give the {what} and the store as --store {p}"))
+            _fail(ValueError(f"{p} is a cmcl store, not {'an' if what[0] in 'aeiou' else 'a'} {what}; give the {what} "
+                             f"and the store as --store {p}"))
 
 
 def _check_compound_files(files: list[Path], smiles_col: str, id_col: Optional[str]) -> None:
