@@ -697,6 +697,56 @@ def _train_step(step_model: torch.nn.Module, loss_fn: GICLoss, optimizer: torch.
     return float(loss.detach()), parts
 
 
+@dataclass
+class _LoopState:
+    """Where the loop stands: next batch, early-stopping score, this epoch's running sums."""
+
+    position: dict[str, int] = dataclasses.field(default_factory=lambda: {"epoch": 0, "batch": 0, "step": 0})
+    best: float | None = None
+    bad_epochs: int = 0
+    epoch_acc: list = dataclasses.field(default_factory=lambda: [0.0, 0])  # sum of batch losses, batches
+    epoch_parts: dict[str, float] = dataclasses.field(default_factory=dict)  # sum of each loss term
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any]) -> "_LoopState":
+        return cls(dict(state["position"]), state["best"], state["bad_epochs"], list(state["epoch_acc"]),
+                   dict(state.get("epoch_parts", {})))
+
+    def add_step(self, loss: float, parts: dict[str, float]) -> None:
+        self.epoch_acc[0] += loss
+        self.epoch_acc[1] += 1
+        for name, value in parts.items():
+            self.epoch_parts[name] = self.epoch_parts.get(name, 0.0) + value
+        self.position["batch"] += 1
+        self.position["step"] += 1
+
+    def epoch_means(self) -> dict[str, float]:
+        n = max(1, self.epoch_acc[1])
+        return {"train_loss": self.epoch_acc[0] / n,
+                **{f"train_{name}": total / n for name, total in sorted(self.epoch_parts.items())}}
+
+    def end_epoch(self, score: float) -> bool:
+        """Close the epoch with its validation ``score`` (higher is better); True if it improved."""
+        improved = self.best is None or score > self.best
+        if improved:
+            self.best, self.bad_epochs = score, 0
+        else:
+            self.bad_epochs += 1
+        self.position = {"epoch": self.position["epoch"] + 1, "batch": 0, "step": self.position["step"]}
+        self.epoch_acc, self.epoch_parts = [0.0, 0], {}
+        return improved
+
+
+def _progress_bar(total: int, completed: int):
+    """(rich Progress, task id) of the training bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                   TimeRemainingColumn(), transient=True)
+    bar.start()
+    return bar, bar.add_task("train", total=total, completed=completed, info="")
+
+
 def train(
     store_root: str | os.PathLike,
     config: TrainConfig,
@@ -760,15 +810,9 @@ def train(
     total_steps = steps_per_epoch * config.epochs
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
 
-    position = {"epoch": 0, "batch": 0, "step": 0}
-    best, bad_epochs = None, 0
-    epoch_acc = [0.0, 0]  # sum of batch losses, batches, this epoch
-    epoch_parts: dict[str, float] = {}  # sum of each loss term (infonce, margin, mgm, ggim) this epoch
+    st = _LoopState() if state is None else _LoopState.from_checkpoint(state)
+    position = st.position
     if state is not None:
-        position = dict(state["position"])
-        best, bad_epochs = state["best"], state["bad_epochs"]
-        epoch_acc = list(state["epoch_acc"])
-        epoch_parts = dict(state.get("epoch_parts", {}))
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         if main:
@@ -784,22 +828,18 @@ def train(
     def save(name: str) -> None:
         if not main:
             return
-        ckpt = _checkpoint(model, loss_fn, optimizer, config, data.full, position, best, bad_epochs, epoch_acc, epoch_parts)
+        ckpt = _checkpoint(model, loss_fn, optimizer, config, data.full, st.position, st.best, st.bad_epochs,
+                           st.epoch_acc, st.epoch_parts)
         if scaler is not None:
             ckpt["scaler"] = scaler.state_dict()
         _atomic_save(ckpt, ckpt_dir / name)
 
-    bar = None
-    if progress and main:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True)
-        bar.start()
-        task = bar.add_task("train", total=total_steps, completed=position["step"], info="")
+    bar, task = _progress_bar(total_steps, position["step"]) if progress and main else (None, None)
     stopped = None
     try:
         model.train()
-        while position["epoch"] < config.epochs and stopped is None:
+        while st.position["epoch"] < config.epochs and stopped is None:
+            position = st.position
             epoch = position["epoch"]
             t_epoch = time.monotonic()
             data.train_ds.set_epoch(epoch)
@@ -810,13 +850,8 @@ def train(
                 lr = _lr_at(position["step"], total_steps, warmup, config)
                 loss, parts = _train_step(step_model, loss_fn, optimizer, params, scaler, batch, config,
                                           step=position["step"], lr=lr, ctx=ctx, amp=amp)
-                epoch_acc[0] += loss
-                epoch_acc[1] += 1
-                for name, value in parts.items():
-                    epoch_parts[name] = epoch_parts.get(name, 0.0) + value
+                st.add_step(loss, parts)
                 n_samples += len(batch) * world
-                position["batch"] += 1
-                position["step"] += 1
                 if bar is not None:
                     bar.update(task, advance=1, info=f"epoch {epoch + 1}/{config.epochs} loss {loss:.3f}")
                 if config.max_steps is not None and position["step"] >= config.max_steps:
@@ -835,29 +870,21 @@ def train(
                 "epoch": epoch + 1,
                 "step": position["step"],
                 "lr": optimizer.param_groups[0]["lr"],
-                "train_loss": epoch_acc[0] / max(1, epoch_acc[1]),
-                **{f"train_{name}": total / max(1, epoch_acc[1]) for name, total in sorted(epoch_parts.items())},
+                **st.epoch_means(),
                 "seconds": time.monotonic() - t_epoch,
                 "train_samples_per_s": n_samples / max(1e-9, time.monotonic() - t_epoch),
             }
             if data.val_loader is not None:
                 record.update(_validate(model, loss_fn, data.val_loader, device, config))
             record = broadcast_object(record, ctx)  # type: ignore[assignment]  # rank 0's validation decides
-            score = record.get("val_mrr", -record["train_loss"])
-            improved = best is None or score > best
-            if improved:
-                best, bad_epochs = score, 0
-            else:
-                bad_epochs += 1
-            position = {"epoch": epoch + 1, "batch": 0, "step": position["step"]}
-            epoch_acc, epoch_parts = [0.0, 0], {}
+            improved = st.end_epoch(record.get("val_mrr", -record["train_loss"]))
             if main:
                 with open(metrics_path, "a") as f:
                     f.write(json.dumps(record) + "\n")
             if improved:
                 save("best.pt")
             save("last.pt")
-            if config.patience is not None and bad_epochs >= config.patience:
+            if config.patience is not None and st.bad_epochs >= config.patience:
                 stopped = "early_stopping"
     finally:
         if bar is not None:

@@ -132,3 +132,20 @@ def test_bf16_on_cpu_trains_close_to_fp32(store):
     assert 0 < max(diffs) < 0.05
     with pytest.raises(ValueError, match="needs CUDA"):
         train(store.root, _config(precision="fp16", device="cpu"), run_id="20260101-000000-fp16", progress=False)
+
+
+def test_torchrun_launcher_runs_two_ranks_and_rejects_bad_settings(store, tmp_path, capsys):
+    from cmcl_model.distributed import launch, torchrun_command
+    from cmcl_model.launch import main
+
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(_config(epochs=1).to_dict()))
+    # what `cmcl train --nproc 2` runs: torchrun, env:// rendezvous, gloo
+    launch(2, ["--store", str(store.root), "--config", str(cfg), "--run-id", "20260101-000000-trun00", "--quiet"])
+    run = store.run_dir("20260101-000000-trun00")
+    assert json.loads((run / "config.json").read_text())["world_size"] == 2
+    assert len(_rows(run)) == 1 and (run / "checkpoints" / "best.pt").is_file()
+    assert torchrun_command(3, ["--store", "S"])[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=3",
+                                                         "-m", "cmcl_model.launch", "--store", "S"]
+    assert main(["--store", str(store.root), "--set", "epochs=zero"]) == 2
+    assert "epochs must be an integer" in capsys.readouterr().err
