@@ -39,21 +39,21 @@ if [ "$DEV" = cuda ]; then
 else
   NGPU=0; N=60; LONG=6; SHORT=2; EP=1; F=1; W=0
 fi
-step store 90 "$PY" benchmarks/gpu_check.py store "$WORK/store" --compounds $N
-step train_bf16 120 "$PY" benchmarks/gpu_check.py train "$WORK/store" --steps $LONG --precision bf16 --device $DEV --workers $W --export "$WORK/model.pt"
-[ "$DEV" = cuda ] && step train_fp16 60 "$PY" benchmarks/gpu_check.py train "$WORK/store" --steps $SHORT --precision fp16 --workers $W
-step train_fp32 60 "$PY" benchmarks/gpu_check.py train "$WORK/store" --steps $SHORT --precision fp32 --device $DEV --workers $W
+step store 60 "$PY" benchmarks/gpu_check.py store "$WORK/store" --compounds $N
+step train_bf16 120 "$PY" benchmarks/gpu_check.py train "$WORK/store" --steps $LONG --precision bf16 --device $DEV --workers $W --max-minutes 1.5 --export "$WORK/model.pt"
+[ "$DEV" = cuda ] && step train_fp16 45 "$PY" benchmarks/gpu_check.py train "$WORK/store" --steps $SHORT --precision fp16 --workers $W --max-minutes 0.5
+step train_fp32 45 "$PY" benchmarks/gpu_check.py train "$WORK/store" --steps $SHORT --precision fp32 --device $DEV --workers $W --max-minutes 0.5
 if [ "$NGPU" -gt 1 ]; then
   step train_ddp 120 "$PY" -m torch.distributed.run --standalone --nproc-per-node "$NGPU" -m cmcl_model.launch \
     --store "$WORK/store" --preset quick --set device=cuda --set precision=bf16 --set epochs=10000 \
-    --set max_steps=300 --set batch_size=$((32 * NGPU)) --quiet
+    --set max_steps=300 --set max_minutes=1.5 --set batch_size=$((32 * NGPU)) --quiet
 fi
 if [ -f "$WORK/model.pt" ]; then
-  step finetune 90 "$PY" benchmarks/gpu_check.py finetune "$WORK/model.pt" --dataset bbbp --epochs $EP --device $DEV
+  step finetune 120 "$PY" benchmarks/gpu_check.py finetune "$WORK/model.pt" --dataset bbbp --epochs $EP --device $DEV
 else
   echo "== finetune skipped: training exported no model"; failed+=("finetune")
 fi
-step cellpose 60 "$PY" benchmarks/gpu_check.py cellpose --fields $F --device $DEV
+step cellpose 90 "$PY" benchmarks/gpu_check.py cellpose --fields $F --device $DEV
 echo "== total $(( $(date +%s) - t0 )) s"
 if [ ${#failed[@]} -gt 0 ]; then
   echo "FAILED: ${failed[*]}" >&2
