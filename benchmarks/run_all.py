@@ -79,8 +79,8 @@ def _parse(name: str, out: str) -> list[dict]:
                 dict(stage="featurize", cmcl=feat["mol_per_s"], peer=feat["reference_mol_per_s"], unit="mol/s",
                      cmcl_name="smiles_to_graph", peer_name="ogb smiles2graph")]
     if name == "train":
-        loader = _num(r"^loader alone:\s+([\d.,]+) samples/s", out)
-        model = _num(r"^model step \(median\):.*?([\d.,]+) samples/s", out)
+        loader = _num(r"^loader, \d+ workers:\s+([\d.,]+) samples/s", out)
+        model = _num(r"^model step \w+ \(median\):.*?([\d.,]+) samples/s", out)
         return [dict(stage="loader", cmcl=loader, peer=model, unit="samples/s", cmcl_name="data loader alone",
                      peer_name="trainer model step")]
     raise KeyError(f"no parser for benchmark {name!r}; known: {', '.join(BENCHMARKS)}")

@@ -2,7 +2,8 @@
 
 Usage::
 
-    python benchmarks/train.py [--store PATH] [--preset demo|quick] [--steps 10] [--workers 0]
+    python benchmarks/train.py [--store PATH] [--preset demo|quick|default] [--steps 10] [--workers 0,2,4]
+        [--precision fp32,bf16] [--device cpu|cuda]
     python benchmarks/train.py --memory [--compounds 150] [--cells 16] [--scales 1,4] [--steps 6]
 
 ``--memory`` measures, on synthetic stores whose crop arrays grow by the given factors (more
@@ -130,7 +131,9 @@ def main() -> None:
     ap.add_argument("--preset", choices=["demo", "quick", "default"], default="demo",
                     help="default = the paper-sized model (GIN 5x300, ResNet 64-512)")
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--workers", default="0", help="DataLoader worker counts to measure, e.g. 0,2,4")
+    ap.add_argument("--precision", default="fp32", help="step precisions to measure, e.g. fp32,bf16 (first: the ratio's)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda")
     ap.add_argument("--compounds", type=int, default=500)
     ap.add_argument("--memory", action="store_true", help="peak RSS vs crop-store size instead of throughput")
     ap.add_argument("--cells", type=int, default=16, help="--memory: cells per well at scale 1")
@@ -143,8 +146,10 @@ def main() -> None:
         if args.steps == 10:
             args.steps = 6
         return memory(args)
-    config = (TrainConfig(num_workers=args.workers) if args.preset == "default"
-              else getattr(TrainConfig, args.preset)(num_workers=args.workers))
+    workers = [int(w) for w in str(args.workers).split(",")]
+    precisions = args.precision.split(",")
+    device = torch.device(args.device)
+    config = (TrainConfig() if args.preset == "default" else getattr(TrainConfig, args.preset)())
     torch.manual_seed(0)
     tmp = None
     root = args.store
@@ -160,8 +165,32 @@ def main() -> None:
                      cache_bytes=config.cache_mb * 2**20)
     print(f"dataset: {len(ds)} compounds, init (incl. normalisation) {time.perf_counter() - t:.2f} s")
     bs = min(config.batch_size, len(ds))
+    loaders = {w: _loader_rates(ds, bs, w, args.steps) for w in workers}
     sampler = UniqueCompoundBatchSampler(ds.keys, bs, seed=0)
-    loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate_pairs, num_workers=args.workers)
+    batch = next(iter(DataLoader(ds, batch_sampler=sampler, collate_fn=collate_pairs))).to(device)
+    steps = {p: _step_seconds(config, batch, p, device, args.steps) for p in precisions}
+    print(f"preset={args.preset} batch={bs} K={config.crops_per_sample} crops/step={bs * config.crops_per_sample} "
+          f"threads={torch.get_num_threads()} device={device}")
+    for p, (step_s, loss) in steps.items():
+        print(f"model step {p} (median): {step_s:.3f} s/step = {1 / step_s:.2f} steps/s, {bs / step_s:.1f} samples/s "
+              f"(loss after the timed steps {loss:.4f})")
+    model_sps = bs / steps[precisions[0]][0]
+    for w, (cold, warm) in loaders.items():
+        print(f"loader, {w} workers: {cold:.1f} samples/s cold cache, {warm:.1f} cached; ratio to the {precisions[0]} step "
+              f"{cold / model_sps:.2f} cold, {warm / model_sps:.2f} cached (> 1: the loader keeps up)")
+    if tmp is not None:
+        tmp.cleanup()
+
+
+def _loader_rates(ds: PairDataset, bs: int, workers: int, steps: int) -> tuple[float, float]:
+    """(cold, cached) samples/s of the training loader with ``workers`` DataLoader processes.
+
+    Cold: the first ``steps`` batches of an epoch in fresh worker processes (empty chunk caches,
+    what a store larger than the cache sees all the time); cached: after one full epoch.
+    """
+    sampler = UniqueCompoundBatchSampler(ds.keys, bs, seed=0)
+    loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate_pairs, num_workers=workers,
+                        persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
 
     def batches():
         epoch = 0
@@ -171,56 +200,48 @@ def main() -> None:
             yield from loader
             epoch += 1
 
-    # 1. loader alone: a first pass with a cold chunk cache (what a store larger than the cache
-    #    sees all the time), then a pass over batches whose chunks are cached
     it = batches()
-    t = time.perf_counter()
-    n = 0
-    for _ in range(args.steps):
+    next(it)  # start the workers (process start-up is not throughput)
+    t, n = time.perf_counter(), 0
+    for _ in range(steps):
         n += len(next(it))
-    loader_sps = n / (time.perf_counter() - t)
-    for _ in range(max(0, len(sampler) - args.steps)):  # finish the epoch: every chunk is read once
+    cold = n / (time.perf_counter() - t)
+    for _ in range(max(0, len(sampler) - steps - 1)):  # finish the epoch: every chunk is read once
         next(it)
-    t = time.perf_counter()
-    n = 0
-    for _ in range(args.steps):
+    t, n = time.perf_counter(), 0
+    for _ in range(steps):
         n += len(next(it))
-    warm_sps = n / (time.perf_counter() - t)
-    # 2. model alone on a fixed batch
-    model, loss_fn = build_model(config), build_loss(config)
-    opt = torch.optim.AdamW(list(model.parameters()), lr=config.lr)
-    batch = next(it)
-    model.train()
-    for _ in range(2):  # warm-up
-        loss, *_ = compute_losses(model, loss_fn, batch, config)
-        opt.zero_grad(); loss.backward(); opt.step()
-    times = []
-    for _ in range(args.steps):
-        t = time.perf_counter()
-        loss, *_ = compute_losses(model, loss_fn, batch, config)
-        opt.zero_grad(); loss.backward(); opt.step()
-        times.append(time.perf_counter() - t)
-    step_s = float(np.median(times))  # median: robust to other processes on a shared machine
-    # 3. end to end (loader + model), median seconds per step
-    times = []
-    for _ in range(args.steps):
-        t = time.perf_counter()
-        b = next(it)
-        loss, *_ = compute_losses(model, loss_fn, b, config)
-        opt.zero_grad(); loss.backward(); opt.step()
-        times.append(time.perf_counter() - t)
-    e2e_sps = bs / float(np.median(times))
-    model_sps = bs / step_s
-    print(f"preset={args.preset} batch={bs} K={config.crops_per_sample} crops/step={bs * config.crops_per_sample} "
-          f"threads={torch.get_num_threads()} workers={args.workers}")
-    print(f"model step (median): {step_s:.3f} s/step = {1 / step_s:.2f} steps/s, {model_sps:.1f} samples/s")
-    print(f"loader alone, cold cache: {loader_sps:.1f} samples/s; cached: {warm_sps:.1f} samples/s")
-    print(f"end to end (median): {e2e_sps:.1f} samples/s")
-    print(f"loader/model ratio: {loader_sps / model_sps:.2f} cold, {warm_sps / model_sps:.2f} cached "
-          f"(target >= 5; > 1: the loader keeps up)")
-    if tmp is not None:
-        tmp.cleanup()
+    warm = n / (time.perf_counter() - t)
+    del it, loader
+    return cold, warm
 
+
+def _step_seconds(config: TrainConfig, batch, precision: str, device: torch.device, steps: int) -> tuple[float, float]:
+    """(median seconds of one optimizer step on a fixed batch, last loss) at ``precision``."""
+    from cmcl_model.train import amp_dtype
+
+    torch.manual_seed(0)
+    amp = amp_dtype(precision, device)
+    model, loss_fn = build_model(config).to(device), build_loss(config).to(device)
+    opt = torch.optim.AdamW(list(model.parameters()), lr=config.lr)
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+    model.train()
+    times, loss = [], None
+    for k in range(steps + 2):  # two warm-up steps
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        loss, *_ = compute_losses(model, loss_fn, batch, config, step=k, amp=amp)
+        opt.zero_grad()
+        if scaler is not None:
+            scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
+        else:
+            loss.backward(); opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if k >= 2:
+            times.append(time.perf_counter() - t)
+    return float(np.median(times)), float(loss.detach())
 
 if __name__ == "__main__":
     main()

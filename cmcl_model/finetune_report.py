@@ -190,8 +190,8 @@ def run_finetune(
 ) -> tuple[dict[str, Any], Path]:
     """Fine-tune on a shipped set (``dataset``) or a user CSV and write the results.
 
-    ``init`` is ``'random'`` (GIN of ``config``'s architecture) or a run id in ``store``
-    (its pre-trained graph encoder). ``linear_probe`` fits linear models on the frozen
+    ``init`` is ``'random'`` (GIN of ``config``'s architecture), a run id in ``store`` (its
+    pre-trained graph encoder) or a ``cmcl export`` file (``*.pt``; no store needed). ``linear_probe`` fits linear models on the frozen
     embeddings instead of fine-tuning. ``baselines`` adds, on the same split: the random-init
     GIN (both the run's and ``config``'s architecture when ``init`` is a run), Morgan +
     logistic regression / random forest and, with a run, the attribute-masking SSL GIN
@@ -208,7 +208,7 @@ def run_finetune(
     ValueError
         Neither or both of ``dataset`` and ``csv``; unknown dataset or split mode.
     FileNotFoundError
-        ``init`` names a run that the store does not hold.
+        ``init`` names a run that the store does not hold, or a ``.pt`` file that does not exist.
     """
     from cmcl_model.finetune import random_encoder, run_encoder, run_methods, ssl_encoder, store_train_graphs
     from cmcl_model.labelled import load_shipped, prepare_labelled, read_labelled_csv, split_molecules, split_table
@@ -236,6 +236,13 @@ def run_finetune(
     report_dir = None
     if init == "random":
         methods = [f"{family}_random"]
+    elif init.endswith(".pt") or Path(init).is_file():  # a `cmcl export` file: no store needed
+        from cmcl_model.export import exported_graph_encoder
+
+        encoders["pretrained"], run_config = exported_graph_encoder(init)
+        extra["pretrained_run"] = {"file": str(init), "gin_layers": run_config.gin_layers,
+                                   "gin_hidden": run_config.gin_hidden, "epochs": run_config.epochs}
+        methods = [f"{family}_pretrained"]
     else:
         if store is None:
             raise ValueError(f"--init {init!r} names a run: give --store")

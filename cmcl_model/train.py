@@ -8,7 +8,6 @@ fingerprints, code version), ``metrics.jsonl`` (one line per epoch) and
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -17,6 +16,7 @@ import os
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,14 +35,26 @@ from cmcl_model.data import (
     load_or_create_split,
 )
 from cmcl_model.encoders import GINEncoder, ImageEncoder
-from cmcl_model.losses import GICLoss, ggim_loss, hard_negatives, mgm_loss
+from cmcl_model.distributed import (
+    DistContext,
+    ShardedBatches,
+    all_reduce_sum,
+    any_rank,
+    broadcast_object,
+    convert_batchnorm,
+    gather_counts,
+    gather_rows,
+    init_from_env,
+)
+from cmcl_model.losses import GICLoss, ggim_loss, hard_negatives
 from cmcl_model.metrics import hit101
 from cmcl_model.model import CMCLModel
 from pipeline.store import Store
 
-__all__ = ["TrainConfig", "build_model", "build_loss", "train", "load_model", "load_checkpoint", "new_run_id", "resolve_device"]
+__all__ = ["TrainConfig", "build_model", "build_loss", "amp_dtype", "train", "load_model", "load_checkpoint", "new_run_id", "resolve_device"]
 
 Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -108,6 +120,9 @@ class TrainConfig:
     min_lr_ratio: float = 0.01
     grad_clip: float = 1.0
     device: Device = "auto"
+    #: 'auto' (bf16 autocast on CUDA, fp32 on CPU), 'fp32', 'bf16' (autocast, CPU or CUDA) or
+    #: 'fp16' (CUDA autocast with a gradient scaler)
+    precision: Precision = "auto"
     seed: int = 0
     # graph encoder
     gin_layers: int = 5
@@ -158,6 +173,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.checkpoint_every_steps must be >= 1 or None, got {self.checkpoint_every_steps}")
         if self.image_source not in ("crops", "tiles"):
             raise ValueError(f"TrainConfig.image_source={self.image_source!r} is not one of 'crops', 'tiles'")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"TrainConfig.precision={self.precision!r} is not one of 'auto', 'fp32', 'bf16', 'fp16'")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"TrainConfig.device={self.device!r} is not one of 'auto', 'cpu', 'cuda'")
         object.__setattr__(self, "cnn_widths", tuple(int(w) for w in self.cnn_widths))
@@ -353,61 +370,80 @@ def _lr_at(step: int, total: int, warmup: int, config: TrainConfig) -> float:
     return lo + 0.5 * (config.lr - lo) * (1 + math.cos(math.pi * t))
 
 
-def _mask_atoms(x: torch.Tensor, rate: float, mask_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Replace a random ``rate`` of atoms (at least one) by mask tokens -> (masked x, mask bool)."""
-    mask = torch.rand(x.size(0)) < rate
+def _step_generator(seed: int, step: int, stream: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator seeded by (run seed, optimizer step, stream): the loss's random choices are a
+    pure function of the step, the same in every process of a data-parallel run."""
+    state = int(np.random.SeedSequence((seed, step, stream)).generate_state(1)[0])
+    return torch.Generator(device=device).manual_seed(state)
+
+
+def _mask_atoms(
+    x: torch.Tensor, rate: float, mask_index: torch.Tensor, *, generator: torch.Generator, ctx: DistContext | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace a random ``rate`` of atoms (at least one) by mask tokens -> (masked x, mask bool).
+
+    The draw covers the atoms of the global batch (every rank's, in rank order) and each rank
+    keeps its own rows, so N processes mask exactly the atoms one process would.
+    """
+    counts = gather_counts(x.size(0), ctx, device=x.device)
+    total, offset = sum(counts), sum(counts[: 0 if ctx is None else ctx.rank])
+    mask = torch.rand(total, generator=generator) < rate
     if not mask.any():
-        mask[torch.randint(x.size(0), (1,))] = True
-    mask = mask.to(x.device)
+        mask[torch.randint(total, (1,), generator=generator)] = True
+    mask = mask[offset:offset + x.size(0)].to(x.device)
     xm = x.clone()
     xm[mask] = mask_index.to(x.device)
     return xm, mask
 
 
-@contextlib.contextmanager
-def _frozen_running_stats(module: torch.nn.Module) -> Iterator[None]:
-    """Batch norm inside uses batch statistics but leaves its running statistics untouched.
-
-    The masked-graph (MGM) pass must not move them: evaluation sees unmasked graphs, and
-    running statistics that mix in mask tokens made validation loss climb above chance while
-    the training loss fell (demo store, seed 1: test Hit@10 0.22 -> 0.52 with this guard).
-    """
-    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
-    for m in norms:
-        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
-    try:
-        yield
-    finally:
-        for m, (momentum, tracked) in zip(norms, saved):
-            m.momentum = momentum
-            if tracked is not None:
-                m.num_batches_tracked.copy_(tracked)
-
-
 def compute_losses(
-    model: CMCLModel, loss_fn: GICLoss, batch: PairBatch, config: TrainConfig
+    model: torch.nn.Module,
+    loss_fn: GICLoss,
+    batch: PairBatch,
+    config: TrainConfig,
+    *,
+    step: int = 0,
+    ctx: DistContext | None = None,
+    amp: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor, torch.Tensor]:
-    """Total loss of a batch, its parts, and the (graph, image) embeddings."""
-    g = model.embed_graphs(batch.graphs)
-    i = model.embed_images(batch.crops)
-    loss, parts = loss_fn(g, i)
-    if config.mgm_weight > 0 and model.training:
-        gr = batch.graphs
-        xm, mask = _mask_atoms(gr.x, config.mask_rate, model.graph_encoder.atom_encoder.mask_index)
-        with _frozen_running_stats(model.graph_encoder):
-            nodes = model.graph_encoder.node_forward(xm, gr.edge_index, gr.edge_attr)
-        logits = model.mgm_logits(nodes[mask], gr.batch[mask], i)
-        lm = mgm_loss(logits, gr.x[mask, 0])
+    """Total loss of a batch, its parts, and this process's (graph, image) embeddings.
+
+    ``model`` is a :class:`CMCLModel` or its DDP wrapper. With ``ctx`` (a data-parallel run) the
+    contrastive and matching terms are computed on the embeddings of the global batch
+    (:func:`~cmcl_model.distributed.gather_rows`); the MGM term is a sum over ranks, so its
+    gradient here is scaled by the number of ranks (DDP averages). The returned loss's *value*
+    is the global batch's loss on every rank. ``step`` seeds the MGM masks and GGIM negatives;
+    ``amp`` is the autocast dtype of the encoders' forward (losses run in float32).
+    """
+    core = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    training = core.training
+    mgm, ggim = config.mgm_weight > 0 and training, config.ggim_weight > 0 and training
+    gr = batch.graphs
+    xm = mask = None
+    if mgm:
+        gen = _step_generator(config.seed, step, 0)
+        xm, mask = _mask_atoms(gr.x, config.mask_rate, core.graph_encoder.atom_encoder.mask_index, generator=gen, ctx=ctx)
+    with torch.autocast(gr.x.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        g, i, nodes = model(gr, batch.crops, masked_x=xm)
+    g, i = g.float(), i.float()
+    gg, ii = gather_rows(g, ctx), gather_rows(i, ctx)
+    loss, parts = loss_fn(gg, ii)
+    if mgm:
+        logits = core.mgm_logits(nodes.float()[mask], gr.batch[mask], i)
+        n_masked = float(sum(gather_counts(int(mask.sum()), ctx, device=mask.device)))
+        local = torch.nn.functional.cross_entropy(logits, gr.x[mask, 0].long(), reduction="sum") / n_masked
+        value = all_reduce_sum(local.detach(), ctx)
+        scale = 1 if ctx is None else ctx.world_size
+        lm = value + scale * (local - local.detach())  # value: the global mean; gradient: scale x this rank's part
         loss = loss + config.mgm_weight * lm
-        parts["mgm"] = float(lm.detach())
-    if config.ggim_weight > 0 and model.training:
-        gn, inn = torch.nn.functional.normalize(g, dim=-1), torch.nn.functional.normalize(i, dim=-1)
-        sim = gn @ inn.T
-        neg_img = hard_negatives(sim)  # for each graph a, a hard image
-        neg_gra = hard_negatives(sim.T)  # for each image b, a hard graph
-        pos = model.ggim_logits(g, i)
-        neg = model.ggim_logits(torch.cat([g, g[neg_gra]]), torch.cat([i[neg_img], i]))
+        parts["mgm"] = float(value)
+    if ggim:
+        gen = _step_generator(config.seed, step, 1, gg.device)
+        sim = torch.nn.functional.normalize(gg, dim=-1) @ torch.nn.functional.normalize(ii, dim=-1).T
+        neg_img = hard_negatives(sim, generator=gen)  # for each graph a, a hard image
+        neg_gra = hard_negatives(sim.T, generator=gen)  # for each image b, a hard graph
+        pos = core.ggim_logits(gg, ii)
+        neg = core.ggim_logits(torch.cat([gg, gg[neg_gra]]), torch.cat([ii[neg_img], ii]))
         lg = ggim_loss(pos, neg)
         loss = loss + config.ggim_weight * lg
         parts["ggim"] = float(lg.detach())
@@ -483,66 +519,67 @@ _RESUME_FREE = {
 }
 
 
-def train(
-    store_root: str | os.PathLike,
-    config: TrainConfig,
-    *,
-    run_id: str | None = None,
-    progress: bool | Callable[[int, int, str], None] = True,
-    resume: bool = False,
-) -> Path:
-    """Train a :class:`CMCLModel` on the treatment compounds of a store.
+def amp_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` on ``device`` (None: float32 throughout)."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if precision == "fp32":
+        return None
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision='fp16' needs CUDA (it needs a gradient scaler); on CPU use --set precision=bf16")
+    return torch.bfloat16 if precision == "bf16" else torch.float16
 
-    Parameters
-    ----------
-    store_root : path
-        The cmcl store; ``tables/split.parquet`` is created (scaffold split) if absent.
-    config : TrainConfig
-    run_id : str, optional
-        Default: a new time-sortable id. Required with ``resume=True``.
-    progress : bool or callable
-        True: show a rich progress bar; a callable ``progress(step, total_steps, info)`` is
-        called after every step instead (e.g. ``flows.progress.StepProgress.update``-like).
-    resume : bool
-        Continue ``runs/<run_id>`` from ``checkpoints/last.pt`` exactly where it stopped
-        (same next batch, optimizer state and RNG state). ``config`` must equal the stored
-        one except for stopping limits, workers and device.
 
-    Returns
-    -------
-    Path of the run directory.
-
-    Raises
-    ------
-    ValueError
-        If the store has too few training compounds, or on a resume mismatch.
-    FileNotFoundError
-        If resuming a run without ``last.pt``.
-    """
-    store = Store(Path(store_root))
+def _check_run(store: Store, config: TrainConfig, run_id: str | None, resume: bool) -> str:
+    """The run id to use, after checking that the run can start or resume (see :func:`train`)."""
     if resume and run_id is None:
         raise ValueError("resume=True needs the run_id of the run to continue")
     run_id = run_id or new_run_id(json.dumps(config.to_dict(), sort_keys=True))
     run_dir = store.run_dir(run_id)
-    ckpt_dir = run_dir / "checkpoints"
-    state = None
     if resume:
-        last = ckpt_dir / "last.pt"
+        last = run_dir / "checkpoints" / "last.pt"
         if not last.exists():
             raise FileNotFoundError(f"cannot resume: {last} does not exist")
-        state = torch.load(last, weights_only=True, map_location="cpu")
-        stored = state["config"]
+        stored = torch.load(last, weights_only=True, map_location="cpu")["config"]
         stored = TrainConfig.from_dict(stored).to_dict()  # fields added since take their defaults
         diff = sorted(k for k, v in config.to_dict().items() if k not in _RESUME_FREE and stored.get(k) != v)
         if diff:
             raise ValueError(f"cannot resume {run_id}: config differs from the stored one in {diff}")
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise ValueError(f"run directory {run_dir} already exists; pass resume=True or a new run_id")
+    return run_id
 
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
 
+def _open_run(store: Store, config: TrainConfig, run_id: str | None, resume: bool,
+              ctx: DistContext | None) -> tuple[str, dict[str, Any] | None]:
+    """(run id, resumed checkpoint or None); rank 0 decides and every rank follows (or raises its error)."""
+    error: Exception | None = None
+    if ctx is None or ctx.is_main:
+        try:
+            run_id = _check_run(store, config, run_id, resume)
+        except (ValueError, FileNotFoundError) as exc:
+            error = exc
+    run_id, error = broadcast_object((run_id, error), ctx)  # type: ignore[misc]
+    if error is not None:
+        raise error
+    assert run_id is not None
+    last = store.run_dir(run_id) / "checkpoints" / "last.pt"
+    return run_id, torch.load(last, weights_only=True, map_location="cpu") if resume else None
+
+
+@dataclass
+class _Data:
+    full: PairDataset
+    splits: dict[str, list[str]]
+    sampler: UniqueCompoundBatchSampler
+    train_ds: PairDataset
+    train_loader: DataLoader
+    val_loader: DataLoader | None
+
+
+def _build_data(store: Store, config: TrainConfig, state: dict[str, Any] | None, device: torch.device,
+                ctx: DistContext | None) -> _Data:
+    """Datasets, the global batch sampler and this rank's loaders."""
     norm = None
     if state is not None:
         norm = {p: PlateNorm.from_dict(d) for p, d in state["normalization"].items()}
@@ -562,116 +599,269 @@ def train(
         else None
     )
     bs = min(config.batch_size, len(train_ds))
+    world = 1 if ctx is None else ctx.world_size
+    if bs % world:
+        raise ValueError(f"batch_size {bs} cannot be split over {world} processes; set batch_size to a multiple of {world}")
     sampler = UniqueCompoundBatchSampler(train_ds.keys, bs, shuffle=True, drop_last=True, seed=config.seed)
-    loader_kw = dict(collate_fn=collate_pairs, num_workers=config.num_workers, pin_memory=device.type == "cuda")
-    train_loader = DataLoader(train_ds, batch_sampler=sampler, generator=torch.Generator().manual_seed(config.seed), **loader_kw)
-    val_loader = (
-        DataLoader(
-            val_ds,
-            batch_sampler=UniqueCompoundBatchSampler(val_ds.keys, min(config.eval_batch_size, len(val_ds)), shuffle=False, drop_last=False),
-            generator=torch.Generator().manual_seed(config.seed),
-            **loader_kw,
-        )
-        if val_ds is not None
-        else None
-    )
+    batches = sampler if ctx is None else ShardedBatches(sampler, rank=ctx.rank, world_size=world)
+    loader_kw = dict(collate_fn=collate_pairs, num_workers=config.num_workers, pin_memory=device.type == "cuda",
+                     persistent_workers=config.num_workers > 0)
+    train_loader = DataLoader(train_ds, batch_sampler=batches, generator=torch.Generator().manual_seed(config.seed), **loader_kw)
+    val_loader = None
+    if val_ds is not None and (ctx is None or ctx.is_main):
+        val_batches = UniqueCompoundBatchSampler(val_ds.keys, min(config.eval_batch_size, len(val_ds)), shuffle=False, drop_last=False)
+        val_loader = DataLoader(val_ds, batch_sampler=val_batches, generator=torch.Generator().manual_seed(config.seed), **loader_kw)
+    return _Data(full, splits, sampler, train_ds, train_loader, val_loader)
 
-    model = build_model(config).to(device)
+
+def _write_run_config(store: Store, run_dir: Path, run_id: str, config: TrainConfig, data: _Data, world_size: int) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "run_id": run_id,
+        "config": config.to_dict(),
+        "world_size": world_size,
+        "data": {
+            "store": str(store.root.resolve()),
+            "fingerprints": data_fingerprints(store, data.full.plates),
+            "dataset": data.full.fingerprint(),
+            "n_compounds": {k: len(v) for k, v in data.splits.items()},
+            # treatment compounds the split does not cover (0: the split grows with new compounds)
+            "n_unsplit": len(data.full) - sum(len(v) for v in data.splits.values()),
+        },
+        "code": code_version(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    _atomic_write_text(json.dumps(meta, indent=2), run_dir / "config.json")
+
+
+def _note_resume(run_dir: Path, world_size: int, step: int) -> None:
+    """Append ``{"world_size", "step"}`` to config.json's ``resumes`` (a run may resume on other hardware)."""
+    path = run_dir / "config.json"
+    if path.is_file():
+        meta = json.loads(path.read_text())
+        meta.setdefault("resumes", []).append({"world_size": world_size, "step": step})
+        _atomic_write_text(json.dumps(meta, indent=2), path)
+
+
+def _build_trainable(config: TrainConfig, device: torch.device, state: dict[str, Any] | None,
+                     ctx: DistContext | None) -> tuple[CMCLModel, torch.nn.Module, GICLoss, list, torch.optim.Optimizer]:
+    """(model, the module the step calls: the model or its DDP wrapper, loss, parameters, optimizer)."""
+    model = build_model(config)
+    if state is not None:
+        model.load_state_dict(state["model"])
+    model = model.to(device)
+    if ctx is not None:
+        convert_batchnorm(model, ctx)
     loss_fn = build_loss(config).to(device)
+    if state is not None:
+        loss_fn.load_state_dict(state["loss"])
     params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    step_model: torch.nn.Module = model
+    if ctx is not None:
+        with warnings.catch_warnings():  # broadcast_buffers=False is what we mean (batch norm is global already)
+            warnings.simplefilter("ignore", FutureWarning)
+            step_model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+            )
+    return model, step_model, loss_fn, params, optimizer
+
+
+def _train_step(step_model: torch.nn.Module, loss_fn: GICLoss, optimizer: torch.optim.Optimizer, params: list,
+                scaler: torch.amp.GradScaler | None, batch: PairBatch, config: TrainConfig, *, step: int, lr: float,
+                ctx: DistContext | None, amp: torch.dtype | None) -> tuple[float, dict[str, float]]:
+    """One optimizer step on this rank's share of a global batch -> (global loss, its parts).
+
+    Dropout draws from the torch RNG seeded by (seed, step, rank), so a resumed run redraws
+    exactly what an uninterrupted one drew.
+    """
+    torch.manual_seed(int(np.random.SeedSequence((config.seed, step, 2, 0 if ctx is None else ctx.rank)).generate_state(1)[0]))
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss, parts, _, _ = compute_losses(step_model, loss_fn, batch, config, step=step, ctx=ctx, amp=amp)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if config.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return float(loss.detach()), parts
+
+
+@dataclass
+class _LoopState:
+    """Where the loop stands: next batch, early-stopping score, this epoch's running sums."""
+
+    position: dict[str, int] = dataclasses.field(default_factory=lambda: {"epoch": 0, "batch": 0, "step": 0})
+    best: float | None = None
+    bad_epochs: int = 0
+    epoch_acc: list = dataclasses.field(default_factory=lambda: [0.0, 0])  # sum of batch losses, batches
+    epoch_parts: dict[str, float] = dataclasses.field(default_factory=dict)  # sum of each loss term
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any]) -> "_LoopState":
+        return cls(dict(state["position"]), state["best"], state["bad_epochs"], list(state["epoch_acc"]),
+                   dict(state.get("epoch_parts", {})))
+
+    def add_step(self, loss: float, parts: dict[str, float]) -> None:
+        self.epoch_acc[0] += loss
+        self.epoch_acc[1] += 1
+        for name, value in parts.items():
+            self.epoch_parts[name] = self.epoch_parts.get(name, 0.0) + value
+        self.position["batch"] += 1
+        self.position["step"] += 1
+
+    def epoch_means(self) -> dict[str, float]:
+        n = max(1, self.epoch_acc[1])
+        return {"train_loss": self.epoch_acc[0] / n,
+                **{f"train_{name}": total / n for name, total in sorted(self.epoch_parts.items())}}
+
+    def end_epoch(self, score: float) -> bool:
+        """Close the epoch with its validation ``score`` (higher is better); True if it improved."""
+        improved = self.best is None or score > self.best
+        if improved:
+            self.best, self.bad_epochs = score, 0
+        else:
+            self.bad_epochs += 1
+        self.position = {"epoch": self.position["epoch"] + 1, "batch": 0, "step": self.position["step"]}
+        self.epoch_acc, self.epoch_parts = [0.0, 0], {}
+        return improved
+
+
+def _progress_bar(total: int, completed: int):
+    """(rich Progress, task id) of the training bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                   TimeRemainingColumn(), transient=True)
+    bar.start()
+    return bar, bar.add_task("train", total=total, completed=completed, info="")
+
+
+def train(
+    store_root: str | os.PathLike,
+    config: TrainConfig,
+    *,
+    run_id: str | None = None,
+    progress: bool | Callable[[int, int, str], None] = True,
+    resume: bool = False,
+) -> Path:
+    """Train a :class:`CMCLModel` on the treatment compounds of a store.
+
+    Run under torchrun (or inside an initialised process group) this is one rank of a
+    data-parallel run (:mod:`cmcl_model.distributed`): the global batch ``config.batch_size`` is
+    split over the ranks, losses see the whole global batch, batch norm uses its statistics, and
+    rank 0 alone writes the run directory; N ranks follow one process's loss curve.
+
+    Parameters
+    ----------
+    store_root : path
+        The cmcl store; ``tables/split.parquet`` is created (scaffold split) if absent.
+    config : TrainConfig
+    run_id : str, optional
+        Default: a new time-sortable id. Required with ``resume=True``.
+    progress : bool or callable
+        True: show a rich progress bar; a callable ``progress(step, total_steps, info)`` is
+        called after every step instead (rank 0 only).
+    resume : bool
+        Continue ``runs/<run_id>`` from ``checkpoints/last.pt`` exactly where it stopped
+        (same next batch, optimizer state and random draws), with any number of processes.
+        ``config`` must equal the stored one except for stopping limits, workers and device.
+
+    Returns
+    -------
+    Path of the run directory.
+
+    Raises
+    ------
+    ValueError
+        If the store has too few training compounds, on a resume mismatch, or if the batch
+        size is not a multiple of the number of processes.
+    FileNotFoundError
+        If resuming a run without ``last.pt``.
+    """
+    store = Store(Path(store_root))
+    device = resolve_device(config.device)
+    amp = amp_dtype(config.precision, device)
+    ctx = init_from_env(device)
+    if ctx is not None and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    main = ctx is None or ctx.is_main
+    world = 1 if ctx is None else ctx.world_size
+    run_id, state = _open_run(store, config, run_id, resume, ctx)
+    run_dir = store.run_dir(run_id)
+    ckpt_dir = run_dir / "checkpoints"
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+
+    data = _build_data(store, config, state, device, ctx)
+    sampler = data.sampler
+    model, step_model, loss_fn, params, optimizer = _build_trainable(config, device, state, ctx)
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     steps_per_epoch = len(sampler.batches())
     total_steps = steps_per_epoch * config.epochs
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
 
-    position = {"epoch": 0, "batch": 0, "step": 0}
-    best, bad_epochs = None, 0
-    epoch_acc = [0.0, 0]  # sum of batch losses, batches, this epoch
-    epoch_parts: dict[str, float] = {}  # sum of each loss term (infonce, margin, mgm, ggim) this epoch
+    st = _LoopState() if state is None else _LoopState.from_checkpoint(state)
+    position = st.position
     if state is not None:
-        model.load_state_dict(state["model"])
-        loss_fn.load_state_dict(state["loss"])
-        optimizer.load_state_dict(state["optimizer"])
-        position = dict(state["position"])
-        best, bad_epochs = state["best"], state["bad_epochs"]
-        epoch_acc = list(state["epoch_acc"])
-        epoch_parts = dict(state.get("epoch_parts", {}))
-        torch.set_rng_state(state["rng_torch"])
-        if state.get("rng_cuda") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
-        _truncate_metrics(run_dir / "metrics.jsonl", position["epoch"])
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "run_id": run_id,
-            "config": config.to_dict(),
-            "data": {
-                "store": str(store.root.resolve()),
-                "fingerprints": data_fingerprints(store, full.plates),
-                "dataset": full.fingerprint(),
-                "n_compounds": {k: len(v) for k, v in splits.items()},
-                # treatment compounds the split does not cover (0: the split grows with new compounds)
-                "n_unsplit": len(full) - sum(len(v) for v in splits.values()),
-            },
-            "code": code_version(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        _atomic_write_text(json.dumps(meta, indent=2), run_dir / "config.json")
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        if main:
+            _truncate_metrics(run_dir / "metrics.jsonl", position["epoch"])
+            _note_resume(run_dir, world, position["step"])
+    elif main:
+        _write_run_config(store, run_dir, run_id, config, data, world)
 
-    use_amp = device.type == "cuda"
     t_start = time.monotonic()
     deadline = t_start + 60 * config.max_minutes if config.max_minutes else None
     metrics_path = run_dir / "metrics.jsonl"
 
     def save(name: str) -> None:
-        _atomic_save(
-            _checkpoint(model, loss_fn, optimizer, config, full, position, best, bad_epochs, epoch_acc, epoch_parts),
-            ckpt_dir / name
-        )
+        if not main:
+            return
+        ckpt = _checkpoint(model, loss_fn, optimizer, config, data.full, st.position, st.best, st.bad_epochs,
+                           st.epoch_acc, st.epoch_parts)
+        if scaler is not None:
+            ckpt["scaler"] = scaler.state_dict()
+        _atomic_save(ckpt, ckpt_dir / name)
 
-    bar = None
-    tick = progress if callable(progress) else None
-    if progress and tick is None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True)
-        bar.start()
-        task = bar.add_task("train", total=total_steps, completed=position["step"], info="")
+    tick = progress if callable(progress) and main else None
+    bar, task = (_progress_bar(total_steps, position["step"]) if progress and main and tick is None
+                 else (None, None))
     stopped = None
     try:
         model.train()
-        while position["epoch"] < config.epochs and stopped is None:
+        while st.position["epoch"] < config.epochs and stopped is None:
+            position = st.position
             epoch = position["epoch"]
             t_epoch = time.monotonic()
-            train_ds.set_epoch(epoch)
+            data.train_ds.set_epoch(epoch)
             sampler.set_epoch(epoch, start_batch=position["batch"])
             n_samples = 0
-            for batch in train_loader:
+            for batch in data.train_loader:
                 batch = batch.to(device)
                 lr = _lr_at(position["step"], total_steps, warmup, config)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    loss, parts, _, _ = compute_losses(model, loss_fn, batch, config)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-                optimizer.step()
-                epoch_acc[0] += float(loss.detach())
-                epoch_acc[1] += 1
-                for name, value in parts.items():
-                    epoch_parts[name] = epoch_parts.get(name, 0.0) + value
-                n_samples += len(batch)
-                position["batch"] += 1
-                position["step"] += 1
+                loss, parts = _train_step(step_model, loss_fn, optimizer, params, scaler, batch, config,
+                                          step=position["step"], lr=lr, ctx=ctx, amp=amp)
+                st.add_step(loss, parts)
+                n_samples += len(batch) * world
                 if bar is not None:
-                    bar.update(task, advance=1, info=f"epoch {epoch + 1}/{config.epochs} loss {float(loss):.3f}")
+                    bar.update(task, advance=1, info=f"epoch {epoch + 1}/{config.epochs} loss {loss:.3f}")
                 elif tick is not None:
-                    tick(position["step"], total_steps, f"epoch {epoch + 1}/{config.epochs} loss {float(loss.detach()):.3f}")
+                    tick(position["step"], total_steps, f"epoch {epoch + 1}/{config.epochs} loss {loss:.3f}")
                 if config.max_steps is not None and position["step"] >= config.max_steps:
                     stopped = "max_steps"
-                elif deadline is not None and time.monotonic() > deadline:
+                elif deadline is not None and any_rank(time.monotonic() > deadline, ctx):
                     stopped = "max_minutes"
                 if stopped:
                     break
@@ -685,34 +875,29 @@ def train(
                 "epoch": epoch + 1,
                 "step": position["step"],
                 "lr": optimizer.param_groups[0]["lr"],
-                "train_loss": epoch_acc[0] / max(1, epoch_acc[1]),
-                **{f"train_{name}": total / max(1, epoch_acc[1]) for name, total in sorted(epoch_parts.items())},
+                **st.epoch_means(),
                 "seconds": time.monotonic() - t_epoch,
                 "train_samples_per_s": n_samples / max(1e-9, time.monotonic() - t_epoch),
             }
-            if val_loader is not None:
-                record.update(_validate(model, loss_fn, val_loader, device, config))
-            score = record.get("val_mrr", -record["train_loss"])
-            improved = best is None or score > best
-            if improved:
-                best, bad_epochs = score, 0
-            else:
-                bad_epochs += 1
-            position = {"epoch": epoch + 1, "batch": 0, "step": position["step"]}
-            epoch_acc, epoch_parts = [0.0, 0], {}
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            if data.val_loader is not None:
+                record.update(_validate(model, loss_fn, data.val_loader, device, config))
+            record = broadcast_object(record, ctx)  # type: ignore[assignment]  # rank 0's validation decides
+            improved = st.end_epoch(record.get("val_mrr", -record["train_loss"]))
+            if main:
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
             if improved:
                 save("best.pt")
             save("last.pt")
-            if config.patience is not None and bad_epochs >= config.patience:
+            if config.patience is not None and st.bad_epochs >= config.patience:
                 stopped = "early_stopping"
     finally:
         if bar is not None:
             bar.stop()
-    if not (ckpt_dir / "best.pt").exists() and (ckpt_dir / "last.pt").exists():
+    if main and not (ckpt_dir / "best.pt").exists() and (ckpt_dir / "last.pt").exists():
         # stopped before the first epoch ended: the only weights there are are the best ones
         _atomic_save(torch.load(ckpt_dir / "last.pt", weights_only=True), ckpt_dir / "best.pt")
+    broadcast_object(None, ctx)  # every rank returns once rank 0's files are written
     return run_dir
 
 

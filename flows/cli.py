@@ -402,9 +402,12 @@ def train(store: Optional[Path] = StoreOpt,
           resume: bool = typer.Option(False, "--resume", help="Continue --run-id from its last checkpoint."),
           force: bool = typer.Option(False, "--force", help="Train even if a run on the same data exists."),
           ablation: bool = typer.Option(False, "--ablation", help="Train GIC, GIC+MGM, GIC+GGIM and all; print the table."),
-          ablation_seeds: Optional[str] = typer.Option(None, help="--ablation: comma-separated seeds, e.g. 0,1,2 (mean and sd per variant).")) -> None:
+          ablation_seeds: Optional[str] = typer.Option(None, help="--ablation: comma-separated seeds, e.g. 0,1,2 (mean and sd per variant)."),
+          nproc: int = typer.Option(1, help="Data-parallel processes on this machine (torchrun; one per GPU, or gloo on CPU). The global batch stays --set batch_size.")) -> None:
     """Train the graph <-> image contrastive model on the store."""
     overrides = {**_parse_overrides(set_), "device": device}
+    if nproc < 1 or (nproc > 1 and ablation):
+        _fail(ValueError(f"--nproc must be >= 1 and is for one run, not --ablation (got --nproc {nproc})"))
     _need_compounds(_store(store))
     from flows.model import ablation_flow, train_flow
 
@@ -417,7 +420,7 @@ def train(store: Optional[Path] = StoreOpt,
         _print_ablation(rows)
         return
     run = _run(train_flow, str(_store(store)), preset=preset, overrides=overrides, run_id=run_id, resume=resume,
-               force=force)
+               force=force, nproc=nproc)
     console.print(f"run [bold]{run}[/]: {_store(store) / 'runs' / run}")
 
 
@@ -719,7 +722,7 @@ def finetune(dataset: Optional[str] = typer.Option(None, help="Shipped set: bbbp
              smiles_col: str = typer.Option("smiles", help="SMILES column of --csv."),
              task: list[str] = typer.Option([], help="Label column(s) of --csv (repeat, or comma-separated; default: all other columns)."),
              kind: Optional[str] = typer.Option(None, help="classification | regression (default: inferred from the labels)."),
-             init: str = typer.Option("random", help="random, or a run id of --store (its pre-trained graph encoder)."),
+             init: str = typer.Option("random", help="random, a run id of --store (its pre-trained graph encoder), or a `cmcl export` file (.pt)."),
              store: Optional[Path] = StoreOpt,
              seeds: int = typer.Option(3, help="Seeds (mean ± sd over them)."),
              out: Optional[Path] = typer.Option(None, help="Results JSON (default: reports/<run>/finetune/<dataset>.json for a run, else ./finetune_<dataset>.json)."),
@@ -801,6 +804,65 @@ def query(store: Optional[Path] = StoreOpt,
         console.print(f"compounds nearest well [bold]{plate}:{w}[/] (run {run}):")
     console.print(df.to_string(index=False))
     console.print(f"pictures: {df.attrs.get('out_dir')}")
+
+
+# ------------------------------------------------------------------------------- embed / export
+def _run_dir(store: Optional[Path], run: Optional[str]) -> Path:
+    """The directory of ``--run`` (default: the store's newest run); one-line failure if absent."""
+    from pipeline.store import Store
+
+    st = Store(_store(store))
+    run = run or (st.runs()[-1] if st.runs() else None)
+    if run is None:
+        _fail(FileNotFoundError(f"no training run in {st.root / 'runs'}; run `cmcl train` first"))
+    if not (st.run_dir(run) / "checkpoints").is_dir():
+        _fail(FileNotFoundError(f"run {run!r} not found in {st.root / 'runs'} (runs: {', '.join(st.runs()) or 'none'})"))
+    return st.run_dir(run)
+
+
+@app.command()
+def embed(file: Path = typer.Argument(..., help="CSV/TSV/.smi/SDF/Parquet compound file."),
+          out: Path = typer.Option(..., "--out", help="Embeddings Parquet to write (one row per input record)."),
+          store: Optional[Path] = StoreOpt,
+          run: Optional[str] = typer.Option(None, help="Run id of --store (default: the newest run)."),
+          model: Optional[Path] = typer.Option(None, help="A `cmcl export` file instead of a run (no store needed)."),
+          smiles_col: str = typer.Option("smiles", help="SMILES column of tables."),
+          id_col: Optional[str] = typer.Option(None, help="Identifier column (default: the record number)."),
+          device: str = typer.Option("cpu", help="cpu | cuda | auto")) -> None:
+    """Molecule embeddings of a trained model for a compound file, standardized as `cmcl compounds` does."""
+    from cmcl_model.embed import embed_file, write_embeddings
+    from cmcl_model.export import load_encoder
+    from cmcl_model.train import resolve_device
+
+    if not file.is_file():
+        _fail(FileNotFoundError(f"compound file {file} does not exist"))
+    _check_compound_files([file], smiles_col, id_col)
+    source = model if model is not None else _run_dir(store, run)
+    net, _ = _run(load_encoder, source)
+    table = _run(embed_file, net, file, smiles_col=smiles_col, id_col=id_col, device=_run(resolve_device, device))
+    path = _run(write_embeddings, table, out)
+    failed = table[table["Status"] != "ok"]
+    console.print(f"{len(table) - len(failed)} of {len(table)} records embedded ({source}): {path}")
+    for row in failed.head(10).itertuples(index=False):
+        console.print(f"  failed {row.Metadata_CompoundID}: {row.Error}")
+    if len(failed) > 10:
+        console.print(f"  ... and {len(failed) - 10} more (Status == 'failed' in {path})")
+
+
+@app.command()
+def export(out: Path = typer.Argument(..., help="File to write, e.g. cmcl_encoder.pt."),
+           store: Optional[Path] = StoreOpt,
+           run: Optional[str] = typer.Option(None, help="Run id of --store (default: the newest run)."),
+           which: str = typer.Option("best", help="best | last checkpoint.")) -> None:
+    """One self-contained model file (weights, config, featurizer) that loads without the store."""
+    from cmcl_model.export import export_run
+
+    if which not in ("best", "last"):
+        _fail(ValueError(f"--which must be best or last, got {which!r}"))
+    run_dir = _run_dir(store, run)
+    path = _run(export_run, run_dir, out, which=which)
+    console.print(f"run [bold]{run_dir.name}[/] ({which}) exported: {path}")
+    console.print("load it with: from cmcl_model.export import load_exported; model, config, meta = load_exported(PATH)")
 
 
 # ---------------------------------------------------------------------------------------- inspect

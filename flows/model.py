@@ -10,26 +10,11 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from cmcl_model.launch import PRESETS, resolve_config  # one definition, used by torchrun ranks too
 from flows.progress import count_callback, progress_enabled, step_progress
 from pipeline.store import Store
 
 __all__ = ["train_flow", "evaluate_flow", "ablation_flow", "finetune_flow", "resolve_config", "PRESETS"]
-
-PRESETS = ("quick", "demo", "default")
-
-
-def resolve_config(preset: str = "default", overrides: dict[str, Any] | None = None):
-    """A :class:`~cmcl_model.train.TrainConfig` from a preset name and field overrides."""
-    from cmcl_model.train import TrainConfig
-
-    if preset not in PRESETS:
-        raise ValueError(f"preset {preset!r} is not one of {', '.join(PRESETS)}")
-    overrides = dict(overrides or {})
-    if preset == "quick":
-        return TrainConfig.quick(**overrides)
-    if preset == "demo":
-        return TrainConfig.demo(**overrides)
-    return TrainConfig(**overrides)
 
 
 def _training_key(st: Store, config_dict: dict[str, Any]) -> str:
@@ -38,7 +23,7 @@ def _training_key(st: Store, config_dict: dict[str, Any]) -> str:
     from pipeline.provenance import code_fingerprint
 
     h = hashlib.sha256(json.dumps(config_dict, sort_keys=True).encode())
-    h.update(code_fingerprint("cmcl_model.train", "cmcl_model.model", "cmcl_model.encoders", "cmcl_model.losses",
+    h.update(code_fingerprint("cmcl_model.train", "cmcl_model.distributed", "cmcl_model.model", "cmcl_model.encoders", "cmcl_model.losses",
                               "cmcl_model.data").encode())
     led = st.read("ledger")
     for plate, fp, status in sorted(zip(led["Metadata_Plate"], led["Fingerprint"], led["Status"])):
@@ -57,9 +42,21 @@ def _finished_run_with_key(st: Store, key: str) -> str | None:
 
 
 @task(name="train", cache_policy=NO_CACHE)
-def train_task(store: str, config_dict: dict[str, Any], run_id: str | None, resume: bool) -> str:
-    from cmcl_model.train import TrainConfig, train
+def train_task(store: str, config_dict: dict[str, Any], run_id: str | None, resume: bool, nproc: int = 1) -> str:
+    from cmcl_model.train import TrainConfig, new_run_id, train
 
+    if nproc > 1:  # torchrun on this machine: N ranks of the same trainer (cmcl_model.launch)
+        import tempfile
+
+        from cmcl_model.distributed import launch
+
+        run_id = run_id or new_run_id(json.dumps(config_dict, sort_keys=True))
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = Path(tmp) / "config.json"
+            cfg.write_text(json.dumps(config_dict))
+            launch(nproc, ["--store", store, "--config", str(cfg), "--run-id", run_id, *(["--resume"] if resume else []),
+                           *([] if progress_enabled() else ["--quiet"])])
+        return run_id
     run_dir = train(store, TrainConfig.from_dict(config_dict), run_id=run_id, progress=count_callback("train") or False,
                     resume=resume)
     return run_dir.name
@@ -67,8 +64,9 @@ def train_task(store: str, config_dict: dict[str, Any], run_id: str | None, resu
 
 @flow(name="train", flow_run_name="train", log_prints=True)
 def train_flow(store: str, *, preset: str = "default", overrides: dict[str, Any] | None = None,
-               run_id: str | None = None, resume: bool = False, force: bool = False) -> str:
-    """Train a model on the store; reuse a finished run trained on exactly the same data and config."""
+               run_id: str | None = None, resume: bool = False, force: bool = False, nproc: int = 1) -> str:
+    """Train a model on the store (``nproc`` > 1: data-parallel, that many processes under torchrun);
+    reuse a finished run trained on exactly the same data and config."""
     logger = get_run_logger()
     st = Store(Path(store))
     config = resolve_config(preset, overrides)
@@ -78,7 +76,7 @@ def train_flow(store: str, *, preset: str = "default", overrides: dict[str, Any]
         if done:
             logger.info("run %s already trained on the same data and config: reusing it", done)
             return done
-    run = train_task(store, config.to_dict(), run_id, resume)
+    run = train_task(store, config.to_dict(), run_id, resume, nproc)
     (st.run_dir(run) / "training_key.txt").write_text(key)
     _run_artifact(st, run)
     return run
