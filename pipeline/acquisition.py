@@ -188,8 +188,8 @@ def auto_channel_map(acq: Acquisition) -> dict[str, str]:
 
 
 #: How each channel-map source is said in a summary.
-_SOURCE_TEXT = {"metadata": "from the instrument's metadata", "user": "given with --channels",
-                "pixels": "DNA found from the pixels, no other stain known", "unresolved": "not yet known"}
+_SOURCE_TEXT = {"metadata": "the instrument's metadata", "user": "--channels",
+                "pixels": "the pixels (DNA only; no metadata names the other stains)", "unresolved": "not yet known"}
 
 
 def describe_channel_map(mapping: dict[str, str], acq: Acquisition | None = None, *, source: str | None = None) -> str:
@@ -197,11 +197,12 @@ def describe_channel_map(mapping: dict[str, str], acq: Acquisition | None = None
 
     Channels mapped to no stain (``ch<N>``, kept raw) are listed as ``unassigned``; with
     ``source`` (:data:`pipeline.plates.CHANNEL_SOURCES`) the line ends with where the map
-    comes from (``'[from the instrument's metadata]'``).
+    comes from (``'; source: the instrument's metadata'``). LoadData channels, named by their
+    column, read ``OrigDNA``; vendor channel numbers read ``ch5``.
     """
     def label(vid: str) -> str:
         info = acq.channel(vid) if acq is not None else None
-        return f"ch{vid}" + (f" ({info.name})" if info is not None else "")
+        return (f"ch{vid}" if vid.isdigit() else f"Orig{vid}") + (f" ({info.name})" if info is not None else "")
 
     by_role = {role: vid for vid, role in mapping.items()}
     parts = [f"{r}={label(by_role[r])}" for r in CHANNELS if r in by_role]
@@ -209,7 +210,7 @@ def describe_channel_map(mapping: dict[str, str], acq: Acquisition | None = None
     ignored = [label(c.id) for c in (acq.channels if acq is not None else ()) if c.id not in mapping]
     return (", ".join(parts) + (f"; unassigned: {', '.join(label(v) for v in raw)}" if raw else "")
             + (f"; ignored: {', '.join(ignored)}" if ignored else "")
-            + (f" [{_SOURCE_TEXT.get(source, source)}]" if source else ""))
+            + (f"; source: {_SOURCE_TEXT.get(source, source)}" if source else ""))
 
 
 # ----------------------------------------------------------------------------- Harmony

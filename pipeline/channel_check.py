@@ -9,7 +9,8 @@ scores every channel as a nuclear stain (:mod:`pipeline.stain_detect`) and then:
   plate is refused before anything is written, with one line listing the channels, their
   scores and the ``--channels`` flag;
 * a map from the instrument's metadata that names as DNA a channel the pixels clearly rank
-  below another is refused the same way (one line: both channels, the scores, ``--channels``);
+  below another (another channel is the clear pick and the named one scores at most
+  :data:`FAR_BELOW`) is refused the same way (one line: both channels, the scores, ``--channels``);
 * a map given with ``--channels`` that does so is kept, with a one-line warning in the
   listing's notes.
 """
@@ -26,10 +27,13 @@ import tifffile
 from pipeline.plates import PlateListing, plate_channels, raw_channel, raw_images
 from pipeline.stain_detect import NuclearPick, channel_scores, describe_scores, pick_nuclear
 
-__all__ = ["ChannelMapError", "SAMPLE_FIELDS", "sample_fields", "check_channels"]
+__all__ = ["ChannelMapError", "SAMPLE_FIELDS", "FAR_BELOW", "sample_fields", "check_channels"]
 
+#: A map's DNA channel is questioned when the pixels clearly pick another one and it scores at
+#: most this (of 1: first on every criterion).
+FAR_BELOW = 0.5
 #: Fields read to find DNA (no map), and to check a given map.
-SAMPLE_FIELDS = {"unresolved": 3, "metadata": 2, "user": 2}
+SAMPLE_FIELDS = {"unresolved": 3, "metadata": 1, "user": 1}
 
 
 class ChannelMapError(ValueError):
@@ -125,7 +129,8 @@ def check_channels(listing: PlateListing) -> PlateListing:
                 f"to name them")
         return _with_dna(listing, vendor[pick.channel], note)
     dna = next((vid for vid, name in listing.channel_map.items() if name == "DNA"), None)
-    if pick is None or pick.channel is None or dna is None or pick.channel == _label(listing, dna):
+    if (pick is None or pick.channel is None or dna is None or pick.channel == _label(listing, dna)
+            or pick.score_of(_label(listing, dna)) > FAR_BELOW):
         return listing
     named = _label(listing, dna)
     who = "--channels" if source == "user" else "the instrument's metadata"

@@ -15,7 +15,9 @@ one folder per layout, or pass the layout to ingest.
     ``p02``-``p05`` ingests ``p02``); other planes are listed as ignored, never quarantined.
 ``loaddata``
     A CellProfiler LoadData CSV (``FileName_Orig<Ch>``, ``PathName_Orig<Ch>``, ``Metadata_Plate``,
-    ``Metadata_Well``, ``Metadata_Site``), paths resolved relative to the CSV.
+    ``Metadata_Well``, ``Metadata_Site``), paths resolved relative to the CSV; a path that does
+    not exist (written on another machine) is re-rooted by file name beside the CSV or in the
+    plate folder.
 
 :func:`discover_plate` returns an image listing (a DataFrame, one row per image file) that the
 ingestion stage consumes; it never reads pixels.
@@ -399,62 +401,18 @@ class _MovedFiles:
         return found[0].resolve()
 
     def note(self) -> str:
+        here = os.path.relpath(self.csv.parent.resolve(), self.root.resolve())
+        where = ("beside the CSV" if self.new_dirs == {here} else
+                 f"in {', '.join(sorted(self.new_dirs))} of the plate folder")
         return (f"{self.csv.name}: {self.count} image path(s) re-rooted: PathName {', '.join(sorted(self.old_dirs))} "
-                f"does not exist; the files were found in {', '.join(sorted(self.new_dirs))} of the plate folder")
+                f"does not exist; the files were found {where}")
 
 
-def discover_plate(
-    plate_dir: str | os.PathLike,
-    *,
-    layout: Layout | Literal["auto"] = "auto",
-    channel_map: str | os.PathLike | dict[str, str] | None = None,
-    allow_outside: bool = False,
-) -> PlateListing:
-    """List the images of one plate folder.
-
-    Parameters
-    ----------
-    plate_dir : path
-        The plate folder (images, optionally ``platemap.csv`` and a LoadData CSV).
-    layout : {'auto', 'imagexpress', 'phenix', 'loaddata'}
-        ``'auto'`` reads the Phenix file names when a Harmony index (``Index.idx.xml`` /
-        ``Index.xml``) is present, else a LoadData CSV if one is present, else the file-name
-        layout that matches most TIFFs.
-    channel_map : str or dict, optional
-        Vendor channel number -> name (see :func:`parse_channel_map`). When None, the map is read
-        from the vendor metadata (Harmony index channel names, ImageXpress ``.HTD`` wave names,
-        see :func:`pipeline.acquisition.auto_channel_map`), else the default w1..w5 = DNA, ER,
-        RNA, AGP, Mito. Ignored for LoadData, whose columns name the channels. Channels the map
-        does not name are listed in ``ignored``.
-    allow_outside : bool
-        LoadData only: accept image paths outside the plate folder.
-
-    Returns
-    -------
-    PlateListing
-        Images the listing refuses (see :attr:`PlateListing.refused`) are not in ``images``; a
-        plate whose every image is refused is still a plate (with no image to ingest).
-
-    Raises
-    ------
-    PlateLayoutError
-        When nothing matches (the message lists what was seen), or the plate has no DNA channel.
-    AcquisitionError
-        When vendor metadata cannot be read or its channel names cannot be mapped (two DNA
-        stains, no DNA stain); the message names the file.
-    """
-    root = Path(plate_dir)
-    if not root.is_dir():
-        raise PlateLayoutError(f"plate folder {root} does not exist or is not a folder")
-    if layout not in ("auto", *LAYOUTS):
-        raise ValueError(f"layout {layout!r} is not one of 'auto', {', '.join(map(repr, LAYOUTS))}")
-    given = None if channel_map is None else parse_channel_map(channel_map)
-    csvs = sorted(p for p in root.glob("*.csv") if "FileName_Orig" in p.open().readline())
-    # the instrument's own index is authoritative: with one, 'auto' reads the Phenix file names
-    # (a LoadData CSV beside it may have been written on another machine, with paths of its own)
-    harmony = find_acquisition(root, "phenix") if layout in ("auto", "phenix") else None
+def _candidates(root: Path, layout: str, given: dict[str, str] | None, csvs: list[Path], harmony: Acquisition | None,
+                *, allow_outside: bool, notes: list[str]) -> tuple[list[tuple], dict[str, str]]:
+    """The listing of each layout :func:`discover_plate` tries, with its channel map and
+    acquisition, and where each map comes from (:data:`CHANNEL_SOURCES`)."""
     candidates: list[tuple[str, str | None, list[dict], list[str], list[str], list[dict], dict, Acquisition | None]] = []
-    notes: list[str] = []
     sources: dict[str, str] = {}
     if layout == "loaddata" or (layout == "auto" and csvs and harmony is None):
         if not csvs:
@@ -483,6 +441,67 @@ def discover_plate(
             if cmap is None:
                 cmap = {r["Metadata_Channel"][2:]: r["Metadata_Channel"] for r in listed[1]}
             candidates.append((name, *listed, cmap, acq))
+    return candidates, sources
+
+
+def discover_plate(
+    plate_dir: str | os.PathLike,
+    *,
+    layout: Layout | Literal["auto"] = "auto",
+    channel_map: str | os.PathLike | dict[str, str] | None = None,
+    allow_outside: bool = False,
+) -> PlateListing:
+    """List the images of one plate folder.
+
+    Parameters
+    ----------
+    plate_dir : path
+        The plate folder (images, optionally ``platemap.csv`` and a LoadData CSV).
+    layout : {'auto', 'imagexpress', 'phenix', 'loaddata'}
+        ``'auto'`` reads the Phenix file names when a Harmony index (``Index.idx.xml`` /
+        ``Index.xml``) is present, else a LoadData CSV if one is present, else the file-name
+        layout that matches most TIFFs.
+    channel_map : str or dict, optional
+        Vendor channel number -> name (see :func:`parse_channel_map`; ``channel_source``
+        'user'). When None, the map is read from the vendor metadata (Harmony index channel
+        names, else the Harmony descriptions embedded in the TIFFs, ImageXpress ``.HTD`` wave
+        names, see :func:`pipeline.acquisition.auto_channel_map`; 'metadata'). With neither, no
+        map is guessed: every channel is listed raw as ``ch<N>`` ('unresolved') until
+        :func:`pipeline.channel_check.check_channels` finds DNA from the pixels. Ignored for
+        LoadData, whose columns name the channels ('metadata'). Channels the map does not name
+        are listed in ``ignored``.
+    allow_outside : bool
+        LoadData only: accept image paths outside the plate folder.
+
+    Returns
+    -------
+    PlateListing
+        Its ``notes`` say how it was made (metadata that names no channel, LoadData paths
+        re-rooted: a ``PathName/FileName`` that does not exist is looked for by file name beside
+        the CSV, then anywhere in the plate folder). Images the listing refuses (see :attr:`PlateListing.refused`) are not in ``images``; a
+        plate whose every image is refused is still a plate (with no image to ingest).
+
+    Raises
+    ------
+    PlateLayoutError
+        When nothing matches (the message lists what was seen), the plate's map has no DNA
+        channel, or a moved LoadData file's name matches two files of the folder (naming both).
+    AcquisitionError
+        When vendor metadata cannot be read or its channel names cannot be mapped (two DNA
+        stains, no DNA stain); the message names the file.
+    """
+    root = Path(plate_dir)
+    if not root.is_dir():
+        raise PlateLayoutError(f"plate folder {root} does not exist or is not a folder")
+    if layout not in ("auto", *LAYOUTS):
+        raise ValueError(f"layout {layout!r} is not one of 'auto', {', '.join(map(repr, LAYOUTS))}")
+    given = None if channel_map is None else parse_channel_map(channel_map)
+    csvs = sorted(p for p in root.glob("*.csv") if "FileName_Orig" in p.open().readline())
+    # the instrument's own index is authoritative: with one, 'auto' reads the Phenix file names
+    # (a LoadData CSV beside it may have been written on another machine, with paths of its own)
+    harmony = find_acquisition(root, "phenix") if layout in ("auto", "phenix") else None
+    notes: list[str] = []
+    candidates, sources = _candidates(root, layout, given, csvs, harmony, allow_outside=allow_outside, notes=notes)
     found = [(c[0], len(c[2])) for c in candidates if c[2]]
     if layout == "auto" and len(found) > 1:
         counts = " and ".join(f"{n} {name} images" for name, n in found)

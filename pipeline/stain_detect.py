@@ -20,8 +20,9 @@ Decision rule (:func:`pick_nuclear`)
    contrast (higher) and median object solidity (higher). A channel's score is
    ``1 - (mean rank - 1) / (n - 1)`` over the four criteria (1: first on every criterion; 0: last
    on every one; a single candidate scores 1).
-3. The pick is clear when the best channel is first, alone, on at least :data:`MIN_FIRST` of the
-   four criteria and its score exceeds the runner-up's by at least :data:`MARGIN`. Otherwise no
+3. The pick is clear when the best channel shows at least :data:`MIN_OBJECTS` objects over the
+   fields, is first, alone, on at least :data:`MIN_FIRST` of the four criteria and its score
+   exceeds the runner-up's by at least :data:`MARGIN`. Otherwise no
    channel is picked (the caller stops and asks for ``--channels``).
 
 Ranks, not thresholds on the raw measures, decide: the rule does not depend on the cell density,
@@ -45,6 +46,7 @@ __all__ = [
     "MIN_DYNAMIC_RANGE",
     "MARGIN",
     "MIN_FIRST",
+    "MIN_OBJECTS",
     "channel_scores",
     "pick_nuclear",
     "describe_scores",
@@ -56,8 +58,10 @@ MIN_DYNAMIC_RANGE = 2.0
 MARGIN = 0.2
 #: Criteria (of four) on which a clear pick must rank first.
 MIN_FIRST = 3
-#: Objects kept for the solidity and area medians (the largest).
-_MAX_OBJECTS = 300
+#: Objects the pick must show over the fields sampled (a field of one or two cells tells nothing).
+MIN_OBJECTS = 3
+#: Objects kept for the solidity and area medians (the largest; convex hulls cost ~1 ms each).
+_MAX_OBJECTS = 60
 
 
 @dataclass(frozen=True)
@@ -73,12 +77,15 @@ class ChannelScore:
     foreground : float
         Fraction of the field above its Otsu threshold.
     object_area : float
-        Median area of the foreground's objects, as a fraction of the field's area.
+        Area-weighted median area of the foreground's objects (half the objects' pixels lie in
+        objects at most this large; specks do not pull it down), as a fraction of the field.
     edge_contrast : float
         Mean intensity inside the objects over the mean in a 3-pixel ring around them (both
         above the 1st percentile).
     solidity : float
         Median solidity (area / convex area) of the objects.
+    objects : int
+        Objects measured (summed over fields in a merged score).
     score : float
         Rank score in [0, 1] (:func:`pick_nuclear`); 0 until ranked.
     """
@@ -89,6 +96,7 @@ class ChannelScore:
     object_area: float
     edge_contrast: float
     solidity: float
+    objects: int = 0
     score: float = 0.0
 
     @property
@@ -171,7 +179,7 @@ def _one_channel(plane: np.ndarray, channel: str) -> ChannelScore:
     keep = np.flatnonzero(areas >= min_area) + 1
     if keep.size == 0:
         return ChannelScore(channel, dynamic, foreground, 1.0, 0.0, 0.0)
-    keep = keep[np.argsort(areas[keep - 1])[::-1][:_MAX_OBJECTS]]
+    keep = keep[np.argsort(areas[keep - 1])[::-1][:_MAX_OBJECTS]]  # largest first
     kept = np.isin(labels, keep)
     ring = ndi.binary_dilation(kept, iterations=3) & ~mask
     inside = float(x[kept].mean()) - p1
@@ -179,8 +187,9 @@ def _one_channel(plane: np.ndarray, channel: str) -> ChannelScore:
     edge = inside / max(around, 1e-3 * max(inside, 1.0))
     props = regionprops(np.where(kept, labels, 0))
     solidity = float(np.median([p.solidity for p in props]))
-    area = float(np.median(areas[keep - 1])) / x.size
-    return ChannelScore(channel, dynamic, foreground, area, edge, solidity)
+    sizes = np.sort(areas[keep - 1])
+    area = float(sizes[np.searchsorted(np.cumsum(sizes), sizes.sum() / 2)]) / x.size
+    return ChannelScore(channel, dynamic, foreground, area, edge, solidity, int(keep.size))
 
 
 #: (attribute, True when larger is more nuclear)
@@ -193,8 +202,13 @@ def _median_scores(fields: list[list[ChannelScore]]) -> list[ChannelScore]:
     for k, first in enumerate(fields[0]):
         values = {a: float(np.median([f[k].__getattribute__(a) for f in fields]))
                   for a in ("dynamic_range", "foreground", "object_area", "edge_contrast", "solidity")}
-        out.append(ChannelScore(first.channel, **values))
+        out.append(ChannelScore(first.channel, **values, objects=int(sum(f[k].objects for f in fields))))
     return out
+
+
+def _with_score(s: ChannelScore, score: float) -> ChannelScore:
+    return ChannelScore(s.channel, s.dynamic_range, s.foreground, s.object_area, s.edge_contrast, s.solidity,
+                        s.objects, score)
 
 
 def pick_nuclear(fields: list[list[ChannelScore]]) -> NuclearPick:
@@ -240,13 +254,15 @@ def pick_nuclear(fields: list[list[ChannelScore]]) -> NuclearPick:
         score = 0.0
         if s.channel in ranks:
             score = 1.0 if n == 1 else 1.0 - (float(np.mean(ranks[s.channel])) - 1.0) / (n - 1)
-        scored.append(ChannelScore(s.channel, s.dynamic_range, s.foreground, s.object_area, s.edge_contrast,
-                                   s.solidity, score))
+        scored.append(_with_score(s, score))
     scored.sort(key=lambda s: -s.score)
     if n == 0:
         return NuclearPick(None, tuple(scored), "no channel shows bright objects on a dark background")
     best = scored[0]
     lead = best.score - (scored[1].score if len(scored) > 1 else 0.0)
+    if best.objects < MIN_OBJECTS:
+        return NuclearPick(None, tuple(scored), f"{best.channel} shows only {best.objects} object(s) in the fields "
+                                                f"sampled (at least {MIN_OBJECTS} needed)")
     if firsts[best.channel] < MIN_FIRST:
         return NuclearPick(None, tuple(scored), f"{best.channel} is first on only {firsts[best.channel]} "
                                                 f"of {len(_CRITERIA)} criteria")

@@ -142,7 +142,8 @@ def test_ingested_plate_records_where_its_map_comes_from(tmp_path):
     store = Store(tmp_path / "store")
     result = ingest_plate(folder, store, IngestSettings(crop_size=16), processes=1)
     assert result.channel_source == "pixels" and result.n_fields == 1 and result.n_cells > 20
-    assert result.channel_map.startswith("DNA=ch5; unassigned: ch1, ch2, ch3, ch4, ch6 [DNA found from the pixels")
+    assert result.channel_map == ("DNA=ch5; unassigned: ch1, ch2, ch3, ch4, ch6; source: the pixels (DNA only; "
+                                  "no metadata names the other stains)")
     attrs = open_plate(store.plate_zarr("C03")).attrs["cmcl"]
     assert attrs["channel_source"] == "pixels" and attrs["channels"] == ["DNA", "ch1", "ch2", "ch3", "ch4", "ch6"]
     assert store.read("ledger").iloc[0]["ChannelSource"] == "pixels"
