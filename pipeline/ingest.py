@@ -1234,10 +1234,11 @@ def skipped_result(plan: PlatePlan, store: Store) -> PlateResult:
     n_fields, n_cells = int(done.get("N_Fields", 0)), int(done.get("N_Cells", 0))
     qpath = store.table_path("quarantine", plate=plan.plate)
     quarantine = read_table("quarantine", qpath, ["Reason"]) if qpath.is_file() else pd.DataFrame(columns=["Reason"])
+    source = done.get("ChannelSource")  # absent (None) or NaN in a ledger written before it was recorded
     return PlateResult(plate=plan.plate, source=str(plan.listing.root), status="skipped", layout=plan.listing.layout,
                        n_fields=n_fields, n_quarantined=int(done.get("N_Quarantined", 0)), n_cells=n_cells,
                        summary=plate_summary(plan.plate, n_fields=n_fields, n_cells=n_cells, quarantine=quarantine)
-                       + " (unchanged)", channel_source=str(done["ChannelSource"]) if pd.notna(done.get("ChannelSource")) else "",
+                       + " (unchanged)", channel_source=source if isinstance(source, str) else "",
                        nothing_stored="" if n_fields else nothing_stored(plan.plate, quarantine=quarantine))
 
 

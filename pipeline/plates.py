@@ -261,7 +261,8 @@ def raw_images(listing: PlateListing) -> pd.DataFrame:
     lister = {"imagexpress": _listing_imagexpress, "phenix": _listing_phenix}.get(listing.layout)
     if lister is None:
         return listing.images
-    return pd.DataFrame(lister(listing.root, None)[1], columns=["Metadata_Well", "Metadata_Site", "Metadata_Channel", "File"])
+    return pd.DataFrame(lister(listing.root, None)[1],
+                        columns=["Metadata_Well", "Metadata_Site", "Metadata_Channel", "File"])
 
 
 def _tiffs(root: Path) -> list[Path]:

@@ -16,18 +16,23 @@ Decision rule (:func:`pick_nuclear`)
    (no bright object on a dark background: brightfield, an empty channel) cannot be nuclear; its
    score is 0.
 2. The other channels are ranked on each criterion (the criterion's median over the fields;
-   tied channels share the average of their ranks): foreground fraction (lower is more nuclear), median object area (smaller), edge
-   contrast (higher) and median object solidity (higher). A channel's score is
-   ``1 - (mean rank - 1) / (n - 1)`` over the four criteria (1: first on every criterion; 0: last
-   on every one; a single candidate scores 1).
+   tied channels share the average of their ranks): foreground fraction (lower is more
+   nuclear), area-weighted median object area (smaller), edge contrast (higher) and median
+   object solidity (higher). A channel's score is ``1 - (mean rank - 1) / (n - 1)`` over the four
+   criteria (1: first on every criterion; 0: last on every one; a single candidate scores 1).
 3. The pick is clear when the best channel shows at least :data:`MIN_OBJECTS` objects over the
    fields, is first, alone, on at least :data:`MIN_FIRST` of the four criteria and its score
-   exceeds the runner-up's by at least :data:`MARGIN`. Otherwise no
-   channel is picked (the caller stops and asks for ``--channels``).
+   exceeds the runner-up's by at least :data:`MARGIN`. Otherwise no channel is picked (the
+   caller stops and asks for ``--channels``).
 
 Ranks, not thresholds on the raw measures, decide: the rule does not depend on the cell density,
-the exposure or the pixel size (measured on a sparse and a dense real Phenix field and on
-generated fields; see ``tests/pipeline/test_stain_detect.py``).
+the exposure or the pixel size. Measured (``tests/pipeline/test_stain_detect.py``): on the sparse
+real Phenix field BR00121482 (3 nuclei) Hoechst (ch5) has 0.23 % foreground against 0.45-0.77 %
+for the other stains and edge contrast 3.8 against 3.2-3.6, score 0.94 against at most 0.50;
+on the dense field BR00143976 C03 (~40 cells) 4.1 % against 5.5-15 %, edge contrast 3.4 against
+2.4-2.6 (its solidity, 0.94, is not the highest: one criterion may disagree), score 0.88 against
+at most 0.56; brightfield's 99.9th / 1st percentile is 1.07 and 1.21 there. On generated fields
+of 128 px and more the DNA channel is the pick; on 64 px fields (one or two cells) there is none.
 """
 
 from __future__ import annotations
