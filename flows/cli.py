@@ -349,6 +349,11 @@ def ingest(plate_dirs: list[Path] = typer.Argument(..., help="Plate folders."),
     _print_plates(results)
     if any(r["n_quarantined"] for r in results):
         console.print("[yellow]some fields were quarantined:[/] see `cmcl inspect quarantine --store STORE`")
+    empty = [r["nothing_stored"] for r in results if r.get("nothing_stored")]
+    if empty:  # nothing stored is a failure: a script or an inbox must not read it as success
+        for line in empty:
+            err.print(Text.assemble(("error: ", "bold red"), line), soft_wrap=True)
+        raise typer.Exit(1)
 
 
 def _print_plates(results: list[dict]) -> None:
@@ -362,7 +367,9 @@ def _print_plates(results: list[dict]) -> None:
     for r in results:
         if r.get("channel_map"):
             ignored = f" ({r['n_ignored']} file(s) ignored)" if r.get("n_ignored") else ""
-            console.print(f"{r['plate']} channels: {r['channel_map']}{ignored}")
+            console.print(f"{r['plate']} channels: {r['channel_map']}{ignored}", soft_wrap=True, markup=False)
+        for note in r.get("notes") or []:  # where the map came from, paths re-rooted, a map the pixels doubt
+            console.print(f"{r['plate']}: {note}", soft_wrap=True, markup=False)
     for r in results:  # one line per plate: what was kept, what was refused and why
         if r.get("summary"):
             console.print(r["summary"], soft_wrap=True)
@@ -891,11 +898,22 @@ def inspect(what: str = typer.Argument("summary", help="summary | plates | plate
     if as_json:
         print(frame.to_json(orient="records", indent=2))
         return
+    from flows.inspect import for_terminal
+
+    frame = for_terminal(what, frame)  # fewer, shorter columns; one line per row (--json has them all)
+    cells = [[("" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row]
+             for row in frame.itertuples(index=False)]
+    widths = [max([len(str(c)), *(len(r[k]) for r in cells)]) for k, c in enumerate(frame.columns)]
+    short = [w <= 12 for w in widths]
+    # short columns keep their width; the long ones share the rest of the terminal, cut with '…'
+    room = console.width - 3 * len(widths) - 1 - sum(w for w, s in zip(widths, short) if s)
+    share = max(8, room // max(1, short.count(False)))
     t = Table(title=title)
-    for c in frame.columns:
-        t.add_column(str(c))
-    for row in frame.itertuples(index=False):
-        t.add_row(*[("" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row])
+    for c, w, s in zip(frame.columns, widths, short):
+        t.add_column(str(c), no_wrap=True, overflow="ellipsis", min_width=w if s else None,
+                     max_width=None if s else share)
+    for row in cells:
+        t.add_row(*row)
     console.print(t)
     for f in frame.attrs.get("files", []):
         console.print(f"  {f}")

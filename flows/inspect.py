@@ -10,8 +10,8 @@ import pandas as pd
 
 from pipeline.store import Store
 
-__all__ = ["VIEWS", "summary", "plates", "plate", "cells", "quarantine", "compounds", "runs", "looks_like_store",
-           "store_argument", "NotAStore"]
+__all__ = ["VIEWS", "TERMINAL_COLUMNS", "for_terminal", "summary", "plates", "plate", "cells", "quarantine", "compounds",
+           "runs", "looks_like_store", "store_argument", "NotAStore"]
 
 
 class NotAStore(ValueError):
@@ -65,7 +65,10 @@ def summary(root: Path) -> tuple[str, pd.DataFrame]:
 
 def plates(root: Path) -> tuple[str, pd.DataFrame]:
     led = Store(root).read("ledger")
-    cols = ["Metadata_Plate", "Status", "Layout", "N_Fields", "N_Cells", "N_Quarantined", "UpdatedAt", "Source"]
+    if "ChannelSource" not in led.columns:  # a ledger written before the map's source was recorded
+        led["ChannelSource"] = None
+    cols = ["Metadata_Plate", "Status", "Layout", "N_Fields", "N_Cells", "N_Quarantined", "ChannelSource", "UpdatedAt",
+            "Source"]
     return "plates", led[cols]
 
 
@@ -177,3 +180,31 @@ VIEWS: dict[str, Callable[[Path], tuple[str, pd.DataFrame]]] = {
     "runs": runs, "profiles": profiles}
 #: Views that take an argument (``cmcl inspect plate ID``).
 VIEWS_WITH_ARG: dict[str, Callable[[Path, str], tuple[str, pd.DataFrame]]] = {"plate": plate}
+
+
+#: Per view, the columns a terminal table shows and their short headers (``--json`` prints every
+#: column): an 80-column terminal holds each row on one line, long text cut with an ellipsis.
+TERMINAL_COLUMNS: dict[str, dict[str, str]] = {
+    "plates": {"Metadata_Plate": "plate", "Status": "status", "Layout": "layout", "N_Fields": "fields",
+               "N_Cells": "cells", "N_Quarantined": "quar.", "ChannelSource": "channels"},
+    "quarantine": {"Metadata_Plate": "plate", "Metadata_Well": "well", "Metadata_Site": "site",
+                   "Metadata_Channel": "ch", "File": "file", "Reason": "reason"},
+    "compounds": {"Metadata_CompoundID": "compound", "Input_SMILES": "SMILES", "Error": "error"},
+}
+
+
+def for_terminal(view: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """The columns of ``frame`` a terminal table shows (:data:`TERMINAL_COLUMNS`), renamed short;
+    file paths as their names, a plate column dropped when it holds one plate, a blank site
+    shown empty. Views not listed are returned unchanged."""
+    cols = TERMINAL_COLUMNS.get(view)
+    if cols is None:
+        return frame
+    out = frame[[c for c in cols if c in frame.columns]].copy()
+    if "File" in out.columns:
+        out["File"] = [Path(f).name if isinstance(f, str) else f for f in out["File"]]
+    if view != "plates" and "Metadata_Plate" in out.columns and out["Metadata_Plate"].nunique() <= 1:
+        out = out.drop(columns="Metadata_Plate")
+    if "Metadata_Site" in out.columns:
+        out["Metadata_Site"] = [None if pd.isna(v) else str(int(v)) for v in out["Metadata_Site"]]
+    return out.rename(columns=cols)

@@ -115,7 +115,8 @@ def ingest_inbox_flow(inbox: str, store: str, *, settings: dict[str, Any] | None
         for a folder that could not be ingested), ``refused`` (folder -> error, for this tick's
         failures and earlier ones whose folder is unchanged: those are not attempted again, so
         a bad folder or a plate ID claimed by two folders is reported once and never loops),
-        ``waiting`` (folders still being written), ``compounds`` (summary or None),
+        ``waiting`` (folders still being written), ``empty`` (plate -> one line, for plates that
+        stored no field: every field refused; not counted as landed), ``compounds`` (summary or None),
         ``plates_since_training``, and ``run`` and ``metrics`` when a model was trained. A
         failed folder never stops the others, nor the compound and training stages.
     """
@@ -136,13 +137,19 @@ def ingest_inbox_flow(inbox: str, store: str, *, settings: dict[str, Any] | None
         else:
             refused.pop(str(d), None)
     _write_refused(st, {k: v for k, v in refused.items() if Path(k).is_dir()})
-    landed = [r["plate"] for r in results if r["status"] == "complete"]
+    # a plate that stored no field is no success: reported, never counted as landed
+    empty = {r["plate"]: r["nothing_stored"] for r in results if r.get("nothing_stored")}
+    for line in empty.values():
+        logger.warning("%s", line)
+    landed = [r["plate"] for r in results if r["status"] == "complete" and r["plate"] not in empty]
     failed = [r["source"] for r in results if r["status"] == "failed"]
-    logger.info("inbox %s: %d plates ingested (%s), %d unchanged, %d refused (%s), %d refused before and unchanged",
-                inbox, len(landed), ", ".join(landed) or "-", sum(r["status"] == "skipped" for r in results),
-                len(failed), ", ".join(Path(f).name for f in failed) or "-", len(known))
+    logger.info("inbox %s: %d plates ingested (%s), %d stored nothing (%s), %d unchanged, %d refused (%s), "
+                "%d refused before and unchanged", inbox, len(landed), ", ".join(landed) or "-", len(empty),
+                ", ".join(empty) or "-", sum(r["status"] == "skipped" for r in results), len(failed),
+                ", ".join(Path(f).name for f in failed) or "-", len(known))
     out: dict[str, Any] = {"plates": results, "waiting": [str(d) for d in waiting], "compounds": None,
-                           "refused": {k: refused[k]["error"] for k in [*map(str, known), *failed]}}
+                           "refused": {k: refused[k]["error"] for k in [*map(str, known), *failed]},
+                           "empty": empty}
     if landed:
         if collect_records(st, []).empty:
             logger.info("no plate map lists a compound yet: compounds not updated")

@@ -8,6 +8,10 @@ Readers for the metadata files that sit beside the images:
     channel (a polynomial, see :func:`flatfield_image`).
 ``<plate>.HTD`` (Molecular Devices ImageXpress / MetaXpress)
     wavelength names (``"WaveName1", "DAPI"``), well and site layout.
+a Harmony TIFF's own description (private tag 65500)
+    Harmony V5 writes the measurement's records into every image; the image's ``RecordID`` and
+    ``ChannelID`` select its channel's ``Name`` (:func:`tiff_acquisition`). Later versions
+    (V7) write only the image's ids there: no channel name.
 a CellProfiler LoadData CSV (pe2loaddata style)
     ``Metadata_ChannelName_Orig<X>``, ``Metadata_ImageResolutionX`` (m), wavelengths,
     objective magnification.
@@ -45,6 +49,8 @@ __all__ = [
     "loaddata_acquisition",
     "find_acquisition",
     "flatfield_image",
+    "tiff_channel_name",
+    "tiff_acquisition",
 ]
 
 
@@ -181,16 +187,30 @@ def auto_channel_map(acq: Acquisition) -> dict[str, str]:
     return mapping
 
 
-def describe_channel_map(mapping: dict[str, str], acq: Acquisition | None = None) -> str:
-    """One line: ``'DNA=ch5 (HOECHST 33342), ER=ch4 (Alexa 488), ...; ignored: ch6 (Brightfield)'``."""
+#: How each channel-map source is said in a summary.
+_SOURCE_TEXT = {"metadata": "the instrument's metadata", "user": "--channels",
+                "pixels": "the pixels (DNA only; no metadata names the other stains)", "unresolved": "not yet known"}
+
+
+def describe_channel_map(mapping: dict[str, str], acq: Acquisition | None = None, *, source: str | None = None) -> str:
+    """One line: ``'DNA=ch5 (HOECHST 33342), ER=ch4 (Alexa 488), ...; ignored: ch6 (Brightfield)'``.
+
+    Channels mapped to no stain (``ch<N>``, kept raw) are listed as ``unassigned``; with
+    ``source`` (:data:`pipeline.plates.CHANNEL_SOURCES`) the line ends with where the map
+    comes from (``'; source: the instrument's metadata'``). LoadData channels, named by their
+    column, read ``OrigDNA``; vendor channel numbers read ``ch5``.
+    """
     def label(vid: str) -> str:
         info = acq.channel(vid) if acq is not None else None
-        return f"ch{vid}" + (f" ({info.name})" if info is not None else "")
+        return (f"ch{vid}" if vid.isdigit() else f"Orig{vid}") + (f" ({info.name})" if info is not None else "")
 
     by_role = {role: vid for vid, role in mapping.items()}
     parts = [f"{r}={label(by_role[r])}" for r in CHANNELS if r in by_role]
+    raw = sorted((v for v, r in mapping.items() if r not in CHANNELS), key=lambda v: (len(v), v))
     ignored = [label(c.id) for c in (acq.channels if acq is not None else ()) if c.id not in mapping]
-    return ", ".join(parts) + (f"; ignored: {', '.join(ignored)}" if ignored else "")
+    return (", ".join(parts) + (f"; unassigned: {', '.join(label(v) for v in raw)}" if raw else "")
+            + (f"; ignored: {', '.join(ignored)}" if ignored else "")
+            + (f"; source: {_SOURCE_TEXT.get(source, source)}" if source else ""))
 
 
 # ----------------------------------------------------------------------------- Harmony
@@ -428,3 +448,56 @@ def find_acquisition(root: str | os.PathLike, layout: str) -> Acquisition | None
     if not found:
         return None
     return reader(min(found, key=lambda p: (len(p.relative_to(root).parts), p.name)))
+
+
+# ----------------------------------------------------------------------------- TIFF descriptions
+#: The private TIFF tag in which Harmony writes each image's XML description.
+HARMONY_TIFF_TAG = 65500
+
+
+def tiff_channel_name(path: str | os.PathLike) -> str | None:
+    """The channel name a Harmony TIFF's own description (tag 65500) gives, or None.
+
+    Harmony V5 writes the measurement's records (``Record/Channels/Channel/Name``) into every
+    image, and the image's ``Image/RecordID`` and ``Image/ChannelID``: the name is that
+    record's channel. A description without records (Harmony V7 writes only the image's ids),
+    an unreadable file or a TIFF without the tag gives None.
+    """
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            tag = tif.pages[0].tags.get(HARMONY_TIFF_TAG)
+            value = tag.value if tag is not None else None
+    except Exception:  # noqa: BLE001 - an unreadable file names nothing; ingestion quarantines it
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if not isinstance(value, str) or "<" not in value:
+        return None
+    try:
+        root = _strip_ns(ET.fromstring(value.strip()))
+    except ET.ParseError:
+        return None
+    record_id, channel_id = root.findtext(".//Image/RecordID"), root.findtext(".//Image/ChannelID")
+    records = [r for r in root.iter("Record") if r.find("./Channels/Channel") is not None]
+    try:
+        record = records[int(record_id) - 1]
+        channel = record.findall("./Channels/Channel")[int(channel_id or 1) - 1]
+    except (TypeError, ValueError, IndexError):
+        return None
+    name = channel.findtext("Name")
+    return name.strip() if name and name.strip() else None
+
+
+def tiff_acquisition(files: dict[str, Path]) -> Acquisition | None:
+    """Channel names from Harmony TIFF descriptions, one file per vendor channel id.
+
+    Returns an :class:`Acquisition` (source: the first file) when every file names its channel
+    and no two name the same one; else None (the descriptions do not name the channels).
+    """
+    names = {vid: tiff_channel_name(f) for vid, f in files.items()}
+    if not names or any(n is None for n in names.values()) or len(set(names.values())) < len(names):
+        return None
+    order = sorted(names, key=lambda v: (len(v), v))
+    return Acquisition(source=Path(files[order[0]]), channels=tuple(ChannelInfo(id=v, name=names[v]) for v in order))

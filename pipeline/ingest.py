@@ -39,6 +39,7 @@ from numba import njit
 from scipy import ndimage as ndi
 
 from pipeline import illumination as illum
+from pipeline.channel_check import check_channels
 from pipeline.features import FEATURE_SETS, measure_objects
 from pipeline.ledger import file_lock, ledger_entry, update_ledger
 from pipeline.omezarr import PlateWriter, field_path, open_plate, preload_metadata_writer, read_field
@@ -67,6 +68,7 @@ __all__ = [
     "publish",
     "skipped_result",
     "plate_summary",
+    "nothing_stored",
     "ingest_plate",
 ]
 
@@ -193,8 +195,14 @@ class PlateResult:
     seconds: dict[str, float] = field(default_factory=dict)  # wall-clock seconds per stage
     error: str | None = None
     channel_map: str = ""
+    #: where the channel map comes from: 'metadata', 'user' (--channels) or 'pixels' (DNA only)
+    channel_source: str = ""
+    #: one line each: metadata that names no channel, LoadData paths re-rooted, a map the pixels contradict
+    notes: list[str] = field(default_factory=list)
     n_ignored: int = 0
     summary: str = ""
+    #: one line when the plate stored no field (:func:`nothing_stored`), else empty
+    nothing_stored: str = ""
     #: seconds the worker processes spent per step, summed over fields (read, write,
     #: illumination_stats, read_staged, correct, segment, write_labels, crops, features, tiles_qc)
     worker_seconds: dict[str, float] = field(default_factory=dict)
@@ -595,12 +603,14 @@ def write_images(plan: PlatePlan, settings: IngestSettings | None = None, *, pro
 
 
 def acquisition_record(listing: PlateListing) -> dict:
-    """What the plate's ``cmcl`` attribute records: channels, the map used and why, ignored files."""
+    """What the plate's ``cmcl`` attribute records: channels, the map used, where it comes from
+    (``channel_source``: metadata, user, pixels) and why, the listing's notes, ignored files."""
     from pipeline.acquisition import describe_channel_map
 
     acq = listing.acquisition
     return {"channels": list(listing.channels), "channel_map": dict(listing.channel_map),
             "channel_map_text": describe_channel_map(listing.channel_map, acq),
+            "channel_source": listing.channel_source, "notes": list(listing.notes),
             "metadata_source": str(acq.source.relative_to(listing.root)) if acq is not None
             and acq.source.is_relative_to(listing.root) else (str(acq.source) if acq is not None else None),
             "pixel_size_um": list(acq.pixel_size_um) if acq is not None and acq.pixel_size_um else None,
@@ -1085,7 +1095,8 @@ def publish(plan: PlatePlan, store: Store, *, fields: pd.DataFrame, cells: pd.Da
     platemap["Metadata_Plate"] = plate
     platemap["Metadata_HasImages"] = platemap["Metadata_Well"].isin(imaged)
     update_ledger(store, dict(Metadata_Plate=plate, Source=str(plan.listing.root), Fingerprint=plan.fingerprint,
-                              Status="running", Layout=layout, N_Fields=0, N_Quarantined=0, N_Cells=0, Error=None))
+                              Status="running", Layout=layout, N_Fields=0, N_Quarantined=0, N_Cells=0, Error=None,
+                              ChannelSource=plan.listing.channel_source))
     moves = [(plan.staging / "plate.ome.zarr", store.plate_zarr(plate)),
              (plan.staging / "illumination.zarr", store.illumination_zarr(plate)),
              (plan.staging / "illumination_qc", store.root / "illumination" / plate),
@@ -1112,12 +1123,16 @@ def publish(plan: PlatePlan, store: Store, *, fields: pd.DataFrame, cells: pd.Da
 
     result = PlateResult(plate=plate, source=str(plan.listing.root), status="complete", layout=layout,
                          n_fields=len(fields), n_quarantined=len(quarantine), n_cells=len(cells),
-                         channel_map=describe_channel_map(plan.listing.channel_map, plan.listing.acquisition),
+                         channel_map=describe_channel_map(plan.listing.channel_map, plan.listing.acquisition,
+                                                          source=plan.listing.channel_source),
+                         channel_source=plan.listing.channel_source, notes=list(plan.listing.notes),
                          n_ignored=len(plan.listing.ignored),
-                         summary=plate_summary(plate, n_fields=len(fields), n_cells=len(cells), quarantine=quarantine))
+                         summary=plate_summary(plate, n_fields=len(fields), n_cells=len(cells), quarantine=quarantine),
+                         nothing_stored="" if len(fields) else nothing_stored(plate, quarantine=quarantine))
     update_ledger(store, dict(Metadata_Plate=plate, Source=result.source, Fingerprint=plan.fingerprint,
                               Status="complete", Layout=layout, N_Fields=result.n_fields,
-                              N_Quarantined=result.n_quarantined, N_Cells=result.n_cells, Error=None))
+                              N_Quarantined=result.n_quarantined, N_Cells=result.n_cells, Error=None,
+                              ChannelSource=plan.listing.channel_source))
     return result
 
 
@@ -1162,18 +1177,35 @@ def plate_summary(plate: str, *, n_fields: int, n_cells: int, quarantine: pd.Dat
     """
     line = f"plate {plate}: {n_fields} field(s), {n_cells} cell(s), {len(quarantine)} image(s) quarantined"
     if len(quarantine):
-        kinds = (quarantine["Reason"].astype(str).str.replace(r"^[^:]*row \d+: ", "", regex=True)
-                 .str.split(r"[:(]", n=1, regex=True).str[0].str.strip())
-        line += " (" + "; ".join(f"{n} {k}" for k, n in kinds.value_counts().items()) + ")"
+        line += " (" + "; ".join(f"{n} {k}" for k, n in _reason_counts(quarantine).items()) + ")"
     return line
+
+
+def _reason_counts(quarantine: pd.DataFrame) -> pd.Series:
+    """Quarantine reasons grouped by their text before the first ``:`` or ``(``, most frequent first."""
+    kinds = (quarantine["Reason"].astype(str).str.replace(r"^[^:]*row \d+: ", "", regex=True)
+             .str.split(r"[:(]", n=1, regex=True).str[0].str.strip())
+    return kinds.value_counts()
+
+
+def nothing_stored(plate: str, *, quarantine: pd.DataFrame) -> str:
+    """One line for a plate that stored no field: the three commonest quarantine reasons, or
+    that no field was listed at all. A run whose plate stores nothing is a failure (the CLI
+    exits non-zero, a served inbox reports it)."""
+    counts = _reason_counts(quarantine) if len(quarantine) else pd.Series(dtype=int)
+    why = ("; ".join(f"{n} {k}" for k, n in counts.head(3).items()) if len(counts)
+           else "no field of the folder was listed")
+    return (f"plate {plate}: no field stored ({why}); see `cmcl inspect quarantine` for every refused image")
 
 
 def preflight(plate_dir: str | Path, store: Store, settings: IngestSettings, *,
               plate_id: str | None = None) -> PlatePlan:
-    """Every check that needs no pixel, before any pixel is read.
+    """Every check made before any field is written.
 
     The store must be writable, the folder must be a plate of a known layout (with the channel
-    map applied) and its ``platemap.csv``, if present, must parse. Returns the plate's plan
+    map applied) and its ``platemap.csv``, if present, must parse; then a few fields' pixels find
+    the nuclear stain of a plate without a channel map, or check the map's DNA channel
+    (:func:`pipeline.channel_check.check_channels`). Returns the plate's plan
     (:func:`plan_plate`; ``plate_id`` replaces the folder's plate ID).
 
     Raises
@@ -1183,12 +1215,16 @@ def preflight(plate_dir: str | Path, store: Store, settings: IngestSettings, *,
     ValueError
         If the plate map is empty or malformed, or the folder matches no layout (the message
         names the file or folder).
+    ChannelMapError
+        If the nuclear stain cannot be told from the pixels of a plate without a map, or the
+        instrument's map names as DNA a channel the pixels clearly rank below another.
     """
     _check_writable(store)
     plan = plan_plate(plate_dir, store, settings, plate_id=plate_id)
     if plan.listing.platemap is not None:  # a bad plate map fails now, not after the plate's work
         folder_platemap(plan)
-    return plan
+    # a few fields' pixels find DNA (no map) or check the map's DNA, before anything is written
+    return _with_fields(plan, listing=check_channels(plan.listing))
 
 
 def skipped_result(plan: PlatePlan, store: Store) -> PlateResult:
@@ -1198,10 +1234,12 @@ def skipped_result(plan: PlatePlan, store: Store) -> PlateResult:
     n_fields, n_cells = int(done.get("N_Fields", 0)), int(done.get("N_Cells", 0))
     qpath = store.table_path("quarantine", plate=plan.plate)
     quarantine = read_table("quarantine", qpath, ["Reason"]) if qpath.is_file() else pd.DataFrame(columns=["Reason"])
+    source = done.get("ChannelSource")  # absent (None) or NaN in a ledger written before it was recorded
     return PlateResult(plate=plan.plate, source=str(plan.listing.root), status="skipped", layout=plan.listing.layout,
                        n_fields=n_fields, n_quarantined=int(done.get("N_Quarantined", 0)), n_cells=n_cells,
                        summary=plate_summary(plan.plate, n_fields=n_fields, n_cells=n_cells, quarantine=quarantine)
-                       + " (unchanged)")
+                       + " (unchanged)", channel_source=source if isinstance(source, str) else "",
+                       nothing_stored="" if n_fields else nothing_stored(plan.plate, quarantine=quarantine))
 
 
 def _call(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

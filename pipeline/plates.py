@@ -15,7 +15,9 @@ one folder per layout, or pass the layout to ingest.
     ``p02``-``p05`` ingests ``p02``); other planes are listed as ignored, never quarantined.
 ``loaddata``
     A CellProfiler LoadData CSV (``FileName_Orig<Ch>``, ``PathName_Orig<Ch>``, ``Metadata_Plate``,
-    ``Metadata_Well``, ``Metadata_Site``), paths resolved relative to the CSV.
+    ``Metadata_Well``, ``Metadata_Site``), paths resolved relative to the CSV; a path that does
+    not exist (written on another machine) is re-rooted by file name beside the CSV or in the
+    plate folder.
 
 :func:`discover_plate` returns an image listing (a DataFrame, one row per image file) that the
 ingestion stage consumes; it never reads pixels.
@@ -32,7 +34,8 @@ from typing import Literal
 
 import pandas as pd
 
-from pipeline.acquisition import Acquisition, auto_channel_map, find_acquisition, loaddata_acquisition
+from pipeline.acquisition import (Acquisition, auto_channel_map, find_acquisition, loaddata_acquisition,
+                                  tiff_acquisition)
 from pipeline.store import CHANNELS
 
 __all__ = [
@@ -40,6 +43,10 @@ __all__ = [
     "LAYOUTS",
     "PlateListing",
     "PlateLayoutError",
+    "CHANNEL_SOURCES",
+    "raw_channel",
+    "plate_channels",
+    "raw_images",
     "parse_channel_map",
     "read_channel_map",
     "discover_plate",
@@ -104,6 +111,15 @@ class PlateListing:
         Images the listing names but refuses (quarantined by ingestion), each with the reason
         that applies: ``Metadata_Well``, ``Metadata_Site``, ``Metadata_Channel``, ``File`` (the
         resolved path) and ``Reason`` (a LoadData path outside the plate folder).
+    channel_source : {'metadata', 'user', 'pixels', 'unresolved'}
+        Where the channel map comes from: the instrument's metadata (Harmony index or TIFF
+        descriptions, ``.HTD``, LoadData columns), the user (``--channels``), the pixels (DNA
+        found by :mod:`pipeline.stain_detect`, the other channels unassigned), or nowhere yet
+        (no metadata, no ``--channels``: every channel is listed raw as ``ch<N>`` until
+        :func:`pipeline.channel_check.check_channels` finds DNA from the pixels).
+    notes : list of str
+        One line each about how the listing was made (metadata that names no channel, LoadData
+        paths re-rooted beside the CSV), for the run summary.
     """
 
     plate: str
@@ -117,6 +133,25 @@ class PlateListing:
     acquisition: Acquisition | None = None
     ignored: list[str] = field(default_factory=list)
     refused: list[dict] = field(default_factory=list)
+    channel_source: str = "metadata"
+    notes: list[str] = field(default_factory=list)
+
+
+#: Where a channel map may come from (:attr:`PlateListing.channel_source`).
+CHANNEL_SOURCES = ("metadata", "user", "pixels", "unresolved")
+
+
+def raw_channel(vendor_id: str) -> str:
+    """The name of a channel no stain is assigned to: its vendor number, ``'5' -> 'ch5'``."""
+    return f"ch{vendor_id}"
+
+
+def plate_channels(names) -> tuple[str, ...]:
+    """The plate's channels in store order: the Cell Painting stains in :data:`CHANNELS` order,
+    then the unassigned ``ch<N>`` channels by number."""
+    names = set(names)
+    raw = sorted((n for n in names if n not in CHANNELS), key=lambda n: (len(n), n))
+    return tuple(c for c in CHANNELS if c in names) + tuple(raw)
 
 
 def well_name(row: int | str, col: int) -> str:
@@ -219,6 +254,17 @@ def parse_channel_map(spec: str | os.PathLike | dict[str, str] | None) -> dict[s
     return mapping
 
 
+def raw_images(listing: PlateListing) -> pd.DataFrame:
+    """Every image of an ImageXpress or Phenix listing's folder with its channel named raw
+    (``ch<N>``), whatever the channel map (channels it ignores included); a LoadData listing's
+    images as listed. Columns as :attr:`PlateListing.images`."""
+    lister = {"imagexpress": _listing_imagexpress, "phenix": _listing_phenix}.get(listing.layout)
+    if lister is None:
+        return listing.images
+    return pd.DataFrame(lister(listing.root, None)[1],
+                        columns=["Metadata_Well", "Metadata_Site", "Metadata_Channel", "File"])
+
+
 def _tiffs(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and _TIFF.search(p.name))
 
@@ -227,7 +273,7 @@ def _refusal(well: str | None, site: int | None, channel: str | None, file: str,
     return dict(Metadata_Well=well, Metadata_Site=site, Metadata_Channel=channel, File=file, Reason=reason)
 
 
-def _listing_imagexpress(root: Path, channel_map: dict[str, str]) -> tuple[str | None, list[dict], list[str], list[str], list[dict]]:
+def _listing_imagexpress(root: Path, channel_map: dict[str, str] | None) -> tuple[str | None, list[dict], list[str], list[str], list[dict]]:
     rows, unmatched, ignored, plates = [], [], [], set()
     for p in _tiffs(root):
         if "_thumb" in p.name.lower():
@@ -236,19 +282,20 @@ def _listing_imagexpress(root: Path, channel_map: dict[str, str]) -> tuple[str |
         if not m:
             unmatched.append(str(p.relative_to(root)))
             continue
-        if m["channel"] not in channel_map:
+        if channel_map is not None and m["channel"] not in channel_map:
             ignored.append(f"{p.relative_to(root)}: channel w{m['channel']} is not in the channel map")
             continue
         plates.add(m["plate"])
         well = split_well(m["well"])
+        name = channel_map[m["channel"]] if channel_map is not None else raw_channel(m["channel"])
         rows.append(dict(Metadata_Well=well_name(*well), Metadata_Site=int(m["site"]),
-                         Metadata_Channel=channel_map[m["channel"]], File=str(p.relative_to(root))))
+                         Metadata_Channel=name, File=str(p.relative_to(root))))
     if len(plates) > 1:
         raise PlateLayoutError(f"{root}: ImageXpress files name several plates {sorted(plates)}; one folder per plate")
     return (plates.pop() if plates else None), rows, unmatched, ignored, []
 
 
-def _listing_phenix(root: Path, channel_map: dict[str, str]) -> tuple[str | None, list[dict], list[str], list[str], list[dict]]:
+def _listing_phenix(root: Path, channel_map: dict[str, str] | None) -> tuple[str | None, list[dict], list[str], list[str], list[dict]]:
     unmatched, ignored = [], []
     planes: dict[tuple[str, int, str], list[tuple[int, str]]] = {}
     for p in _tiffs(root):
@@ -256,10 +303,11 @@ def _listing_phenix(root: Path, channel_map: dict[str, str]) -> tuple[str | None
         if not m:
             unmatched.append(str(p.relative_to(root)))
             continue
-        if m["channel"] not in channel_map:
+        if channel_map is not None and m["channel"] not in channel_map:
             ignored.append(f"{p.relative_to(root)}: channel ch{m['channel']} is not in the channel map")
             continue
-        key = (well_name(int(m["row"]), int(m["col"])), int(m["site"]), channel_map[m["channel"]])
+        name = channel_map[m["channel"]] if channel_map is not None else raw_channel(m["channel"])
+        key = (well_name(int(m["row"]), int(m["col"])), int(m["site"]), name)
         planes.setdefault(key, []).append((int(m["plane"]), str(p.relative_to(root))))
     rows = []
     for (well, site, channel), found in sorted(planes.items()):
@@ -273,7 +321,7 @@ def _listing_phenix(root: Path, channel_map: dict[str, str]) -> tuple[str | None
 
 
 def _listing_loaddata(root: Path, csv: Path, allow_outside: bool,
-                      table: pd.DataFrame) -> tuple[str | None, list[dict], list[str], list[str], list[dict]]:
+                      table: pd.DataFrame, notes: list[str] | None = None) -> tuple[str | None, list[dict], list[str], list[str], list[dict]]:
     present = [c for c in CHANNELS if f"FileName_Orig{c}" in table.columns]
     needed = [f"{k}_Orig{c}" for c in (present if "DNA" in present else CHANNELS) for k in ("FileName", "PathName")] + [
         "Metadata_Plate", "Metadata_Well", "Metadata_Site"]
@@ -289,6 +337,7 @@ def _listing_loaddata(root: Path, csv: Path, allow_outside: bool,
     extra = [c[len("FileName_Orig"):] for c in table.columns if c.startswith("FileName_Orig")
              and c[len("FileName_Orig"):] not in CHANNELS]
     ignored = [f"{csv.name}: column FileName_Orig{x} is not a Cell Painting channel" for x in extra]
+    moved = _MovedFiles(root, csv)
     for i, rec in table.iterrows():
         where = f"{csv} row {i + 2}"  # the header is line 1
         try:
@@ -302,13 +351,98 @@ def _listing_loaddata(root: Path, csv: Path, allow_outside: bool,
                                    f"give every row its field number (1, 2, ...)")
         for c in present:
             path = (base / str(rec[f"PathName_Orig{c}"]) / str(rec[f"FileName_Orig{c}"])).resolve()
+            if not path.is_file():  # written on another machine: the file may be beside the CSV
+                path = moved.find(path, str(rec[f"FileName_Orig{c}"]), pathname=str(rec[f"PathName_Orig{c}"]),
+                                  where=f"{csv.name} row {i + 2}")
             if not allow_outside and not path.is_relative_to(root_resolved):
                 refused.append(_refusal(well, int(site), c, str(path), f"{csv.name} row {i + 2}: path outside the plate "
                                                                   f"folder (use --allow-outside)"))
                 continue
             rel = os.path.relpath(path, root_resolved)
             rows.append(dict(Metadata_Well=well, Metadata_Site=int(site), Metadata_Channel=c, File=rel))
+    if notes is not None and moved.count:
+        notes.append(moved.note())
     return plates.pop() if plates else None, rows, [], ignored, refused
+
+
+class _MovedFiles:
+    """Finds LoadData images whose ``PathName`` names another machine's folder: by file name,
+    beside the CSV first, else anywhere in the plate folder (one match, or an error naming two)."""
+
+    def __init__(self, root: Path, csv: Path) -> None:
+        self.root, self.csv = root, csv
+        self.count, self.old_dirs, self.new_dirs = 0, set(), set()
+        self._index: dict[str, list[Path]] | None = None
+
+    def find(self, path: Path, name: str, *, pathname: str, where: str) -> Path:
+        """The moved file, or ``path`` unchanged when no file of that name is found.
+
+        Raises
+        ------
+        PlateLayoutError
+            When two files of the plate folder have that name (naming both).
+        """
+        beside = self.csv.parent / name
+        if beside.is_file():
+            found = [beside]
+        else:
+            if self._index is None:
+                self._index = {}
+                for p in _tiffs(self.root):
+                    self._index.setdefault(p.name, []).append(p)
+            found = self._index.get(name, [])
+        if len(found) > 1:
+            raise PlateLayoutError(f"{where}: {path} does not exist and its file name matches two files of the "
+                                   f"plate folder, {found[0]} and {found[1]}; fix PathName in {self.csv.name}")
+        if not found:
+            return path
+        self.count += 1
+        self.old_dirs.add(pathname)
+        self.new_dirs.add(os.path.relpath(found[0].parent.resolve(), self.root.resolve()))
+        return found[0].resolve()
+
+    def note(self) -> str:
+        here = os.path.relpath(self.csv.parent.resolve(), self.root.resolve())
+        where = ("beside the CSV" if self.new_dirs == {here} else
+                 f"in {', '.join(sorted(self.new_dirs))} of the plate folder")
+        return (f"{self.csv.name}: {self.count} image path(s) re-rooted: PathName {', '.join(sorted(self.old_dirs))} "
+                f"does not exist; the files were found {where}")
+
+
+def _candidates(root: Path, layout: str, given: dict[str, str] | None, csvs: list[Path], harmony: Acquisition | None,
+                *, allow_outside: bool, notes: list[str]) -> tuple[list[tuple], dict[str, str]]:
+    """The listing of each layout :func:`discover_plate` tries, with its channel map and
+    acquisition, and where each map comes from (:data:`CHANNEL_SOURCES`)."""
+    candidates: list[tuple[str, str | None, list[dict], list[str], list[str], list[dict], dict, Acquisition | None]] = []
+    sources: dict[str, str] = {}
+    if layout == "loaddata" or (layout == "auto" and csvs and harmony is None):
+        if not csvs:
+            raise PlateLayoutError(f"{root}: no LoadData CSV (a .csv with FileName_Orig<Ch> columns) found")
+        if len(csvs) > 1:
+            raise PlateLayoutError(f"{root}: several LoadData CSVs {[c.name for c in csvs]}; keep one per plate")
+        table = pd.read_csv(csvs[0])
+        acq = loaddata_acquisition(table, source=csvs[0])
+        listed = _listing_loaddata(root, csvs[0], allow_outside, table, notes)
+        candidates.append(("loaddata", *listed, {c: c for c in CHANNELS if f"FileName_Orig{c}" in table.columns}, acq))
+        sources["loaddata"] = "metadata"
+    else:
+        for name, lister in (("imagexpress", _listing_imagexpress), ("phenix", _listing_phenix)):
+            if layout not in ("auto", name) or (name == "imagexpress" and harmony is not None):
+                continue
+            acq = harmony if name == "phenix" else find_acquisition(root, name)
+            if given is not None:
+                cmap, sources[name] = given, "user"
+            elif acq is not None and acq.channels:
+                cmap, sources[name] = auto_channel_map(acq), "metadata"
+            else:  # no map: every channel listed raw (ch<N>) until the pixels find DNA
+                cmap, sources[name] = None, "unresolved"
+            listed = lister(root, cmap)
+            if cmap is None and name == "phenix" and listed[1]:
+                acq, listed, cmap, sources[name] = _from_tiff_descriptions(root, listed, notes)
+            if cmap is None:
+                cmap = {r["Metadata_Channel"][2:]: r["Metadata_Channel"] for r in listed[1]}
+            candidates.append((name, *listed, cmap, acq))
+    return candidates, sources
 
 
 def discover_plate(
@@ -329,24 +463,30 @@ def discover_plate(
         ``Index.xml``) is present, else a LoadData CSV if one is present, else the file-name
         layout that matches most TIFFs.
     channel_map : str or dict, optional
-        Vendor channel number -> name (see :func:`parse_channel_map`). When None, the map is read
-        from the vendor metadata (Harmony index channel names, ImageXpress ``.HTD`` wave names,
-        see :func:`pipeline.acquisition.auto_channel_map`), else the default w1..w5 = DNA, ER,
-        RNA, AGP, Mito. Ignored for LoadData, whose columns name the channels. Channels the map
-        does not name are listed in ``ignored``.
+        Vendor channel number -> name (see :func:`parse_channel_map`; ``channel_source``
+        'user'). When None, the map is read from the vendor metadata (Harmony index channel
+        names, else the Harmony descriptions embedded in the TIFFs, ImageXpress ``.HTD`` wave
+        names, see :func:`pipeline.acquisition.auto_channel_map`; 'metadata'). With neither, no
+        map is guessed: every channel is listed raw as ``ch<N>`` ('unresolved') until
+        :func:`pipeline.channel_check.check_channels` finds DNA from the pixels. Ignored for
+        LoadData, whose columns name the channels ('metadata'). Channels the map does not name
+        are listed in ``ignored``.
     allow_outside : bool
         LoadData only: accept image paths outside the plate folder.
 
     Returns
     -------
     PlateListing
-        Images the listing refuses (see :attr:`PlateListing.refused`) are not in ``images``; a
+        Its ``notes`` say how it was made (metadata that names no channel, LoadData paths
+        re-rooted: a ``PathName/FileName`` that does not exist is looked for by file name beside
+        the CSV, then anywhere in the plate folder). Images the listing refuses (see :attr:`PlateListing.refused`) are not in ``images``; a
         plate whose every image is refused is still a plate (with no image to ingest).
 
     Raises
     ------
     PlateLayoutError
-        When nothing matches (the message lists what was seen), or the plate has no DNA channel.
+        When nothing matches (the message lists what was seen), the plate's map has no DNA
+        channel, or a moved LoadData file's name matches two files of the folder (naming both).
     AcquisitionError
         When vendor metadata cannot be read or its channel names cannot be mapped (two DNA
         stains, no DNA stain); the message names the file.
@@ -361,24 +501,8 @@ def discover_plate(
     # the instrument's own index is authoritative: with one, 'auto' reads the Phenix file names
     # (a LoadData CSV beside it may have been written on another machine, with paths of its own)
     harmony = find_acquisition(root, "phenix") if layout in ("auto", "phenix") else None
-    candidates: list[tuple[str, str | None, list[dict], list[str], list[str], list[dict], dict, Acquisition | None]] = []
-    if layout == "loaddata" or (layout == "auto" and csvs and harmony is None):
-        if not csvs:
-            raise PlateLayoutError(f"{root}: no LoadData CSV (a .csv with FileName_Orig<Ch> columns) found")
-        if len(csvs) > 1:
-            raise PlateLayoutError(f"{root}: several LoadData CSVs {[c.name for c in csvs]}; keep one per plate")
-        table = pd.read_csv(csvs[0])
-        acq = loaddata_acquisition(table, source=csvs[0])
-        listed = _listing_loaddata(root, csvs[0], allow_outside, table)
-        candidates.append(("loaddata", *listed, {c: c for c in CHANNELS if f"FileName_Orig{c}" in table.columns}, acq))
-    else:
-        for name, lister in (("imagexpress", _listing_imagexpress), ("phenix", _listing_phenix)):
-            if layout not in ("auto", name) or (name == "imagexpress" and harmony is not None):
-                continue
-            acq = harmony if name == "phenix" else find_acquisition(root, name)
-            cmap = given if given is not None else (auto_channel_map(acq) if acq is not None and acq.channels
-                                                    else dict(DEFAULT_CHANNEL_MAP))
-            candidates.append((name, *lister(root, cmap), cmap, acq))
+    notes: list[str] = []
+    candidates, sources = _candidates(root, layout, given, csvs, harmony, allow_outside=allow_outside, notes=notes)
     found = [(c[0], len(c[2])) for c in candidates if c[2]]
     if layout == "auto" and len(found) > 1:
         counts = " and ".join(f"{n} {name} images" for name, n in found)
@@ -401,15 +525,35 @@ def discover_plate(
     ignored = ignored + [f"{u}: not in a folder of the plate's images (file name matches no pattern)"
                          for u in unmatched if name != "loaddata" and str(Path(u).parent) not in image_dirs]
     unmatched = [u for u in unmatched if name == "loaddata" or str(Path(u).parent) in image_dirs]
-    channels = tuple(c for c in CHANNELS if c in set(cmap.values()))
-    if "DNA" not in channels:
+    source = sources[name]
+    channels = plate_channels(cmap.values()) if source == "unresolved" else tuple(
+        c for c in CHANNELS if c in set(cmap.values()))
+    if "DNA" not in channels and source != "unresolved":
         raise PlateLayoutError(f"{root}: the plate has no DNA channel (LoadData columns FileName_OrigDNA / "
                                f"PathName_OrigDNA, or DNA in the channel map)")
     platemap = root / "platemap.csv"
     plate = plate or (acq.plate if acq is not None else None)
     return PlateListing(plate=str(plate or root.name), layout=name, root=root, images=images,
                         unmatched=unmatched, platemap=platemap if platemap.is_file() else None,
-                        channels=channels, channel_map=cmap, acquisition=acq, ignored=ignored, refused=refused)
+                        channels=channels, channel_map=cmap, acquisition=acq, ignored=ignored, refused=refused,
+                        channel_source=source, notes=notes)
+
+
+def _from_tiff_descriptions(root: Path, listed: tuple, notes: list[str]) -> tuple:
+    """A Phenix folder without its Harmony index: the channel names its TIFFs' Harmony
+    descriptions (tag 65500) give, when every channel's file names one; else the raw listing
+    and a note saying they name none. Returns (acquisition, listing, map or None, source)."""
+    first: dict[str, Path] = {}
+    for r in listed[1]:
+        first.setdefault(r["Metadata_Channel"][2:], root / r["File"])
+    acq = tiff_acquisition(first)
+    if acq is None:
+        notes.append(f"{root}: no Harmony index (Index.idx.xml / Index.xml), and the TIFFs' Harmony descriptions "
+                     f"(tag 65500) name no channel")
+        return None, listed, None, "unresolved"
+    cmap = auto_channel_map(acq)
+    notes.append(f"{root}: no Harmony index; channel names read from the TIFFs' Harmony descriptions (tag 65500)")
+    return acq, _listing_phenix(root, cmap), cmap, "metadata"
 
 
 #: Plate formats: wells -> (rows, columns).

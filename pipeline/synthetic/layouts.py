@@ -117,6 +117,10 @@ def write_plate(
       ``<plate>_<well>_s<site>_w<ch>_thumb<GUID>.tif`` beside each (readers must skip thumbs);
       the GUID (36 uppercase characters) is derived from (seed, plate, channel).
     * ``phenix``: ``Images/r<row>c<col>f<site>p01-ch<ch>sk1fk1fl1.tiff`` (two digits each).
+
+    ImageXpress and Phenix plates carry the instrument's channel names, as real exports do: a
+    MetaXpress ``<plate>.HTD`` (wave names DAPI, FITC, Cy3, Texas Red, Cy5) or a Harmony
+    ``Images/Index.idx.xml`` (HOECHST 33342, Alexa 488, 488 long, Alexa 568, Alexa 647).
     * ``loaddata``: ``images/<well>/<well>_s<site>_<Channel>.tiff`` and ``load_data.csv`` with
       ``Metadata_Plate``, ``Metadata_Well``, ``Metadata_Site``, ``FileName_Orig<Ch>`` and
       ``PathName_Orig<Ch>`` (relative to the CSV).
@@ -268,6 +272,8 @@ def write_plate(
 
     if layout == "loaddata":
         _write_load_data(plate_dir / "load_data.csv", load_rows)
+    else:
+        _write_instrument_metadata(plate_dir, layout, plate_id=plate_id, rows=rows, cols=cols, sites=sites)
     if ground_truth:
         pd.DataFrame(pheno_rows).to_csv(gt / "phenotypes.csv", index=False)
         pd.DataFrame(field_rows).to_csv(gt / "fields.csv", index=False)
@@ -276,6 +282,31 @@ def write_plate(
                 gt / "faults.csv", index=False
             )
     return plate_dir
+
+
+#: The stain names an instrument records for channels 1..5 (DNA, ER, RNA, AGP, Mito): MetaXpress
+#: wave names (filter sets, Bray et al. 2016) and Harmony channel names (the JUMP Phenix setup).
+_WAVE_NAMES = ("DAPI", "FITC", "Cy3", "Texas Red", "Cy5")
+_HARMONY_NAMES = ("HOECHST 33342", "Alexa 488", "488 long", "Alexa 568", "Alexa 647")
+
+
+def _write_instrument_metadata(plate_dir: Path, layout: str, *, plate_id: str, rows: int, cols: int, sites: int) -> None:
+    """What the instrument writes beside the images and readers map stains from: a MetaXpress
+    ``<plate>.HTD`` (ImageXpress) or a Harmony ``Images/Index.idx.xml`` (Phenix; channels only)."""
+    if layout == "imagexpress":
+        lines = ['"HTSInfoFile", Version 1.0', f'"Description", "cmcl generator plate {plate_id}"',
+                 f'"XWells", {cols}', f'"YWells", {rows}', f'"Sites", {"TRUE" if sites > 1 else "FALSE"}',
+                 f'"XSites", {sites}', '"YSites", 1', '"Waves", TRUE', f'"NWavelengths", {len(CHANNELS)}',
+                 *[f'"WaveName{k + 1}", "{n}"' for k, n in enumerate(_WAVE_NAMES)], '"EndFile"']
+        (plate_dir / f"{plate_id}.HTD").write_text("\r\n".join(lines) + "\r\n")
+    elif layout == "phenix":
+        images = "".join(f"<Image><Row>1</Row><Col>1</Col><FieldID>1</FieldID><ChannelID>{k + 1}</ChannelID>"
+                         f"<ChannelName>{n}</ChannelName></Image>" for k, n in enumerate(_HARMONY_NAMES))
+        (plate_dir / "Images").mkdir(exist_ok=True)
+        (plate_dir / "Images" / "Index.idx.xml").write_text(
+            '<?xml version="1.0" encoding="utf-8"?>\n<EvaluationInputData xmlns="http://www.perkinelmer.com/PEHH/HarmonyV5">'
+            f"<Plates><Plate><PlateID>{plate_id}</PlateID></Plate></Plates><Images>{images}</Images>"
+            "</EvaluationInputData>\n")
 
 
 def _duplicate_relpath(layout: str, rel: str, plate_id: str, well: str, site: int, ch: int, seed: int) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import os
 import shutil
 from pathlib import Path
@@ -85,9 +87,10 @@ def test_empty_plate_map_fails_naming_the_file(plate, tmp_path):
     assert result.exit_code == 1 and "platemap.csv: plate map is empty" in result.output
 
 
-def test_loaddata_plate_with_only_bad_fields_completes_with_its_quarantine(tmp_path):
+def test_loaddata_plate_with_only_bad_fields_completes_with_its_quarantine_and_exits_non_zero(tmp_path):
     """Every LoadData path points outside the plate folder: 0 fields, one quarantine row per image,
-    each with its own reason, and a one-line summary."""
+    each with its own reason, a one-line summary, and exit 1 with one line saying nothing was
+    stored and why (a script or an inbox must not read it as success)."""
     from pipeline.synthetic import generate
 
     plate = generate(tmp_path / "inbox", layout="loaddata", plate_id="LD", n_wells=3, sites=2, size=64, seed=6)
@@ -100,9 +103,12 @@ def test_loaddata_plate_with_only_bad_fields_completes_with_its_quarantine(tmp_p
     table.to_csv(csv, index=False)
     store = Store(tmp_path / "s")
     result = _ingest(str(plate), "--store", str(store.root))
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
     assert "plate LD: 0 field(s), 0 cell(s), 30 image(s) quarantined (30 path outside the plate folder)" in \
         " ".join(result.output.split())
+    (line,) = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+    assert line == ("error: plate LD: no field stored (30 path outside the plate folder); see `cmcl inspect "
+                    "quarantine` for every refused image")
     q = store.read("quarantine")
     assert len(q) == 3 * 2 * 5 and q["Reason"].str.contains("path outside the plate folder").all()
     assert q[["Metadata_Well", "Metadata_Site", "Metadata_Channel"]].notna().all().all()
@@ -113,7 +119,8 @@ def test_loaddata_plate_with_only_bad_fields_completes_with_its_quarantine(tmp_p
     assert store.read("fields").empty and store.read("cells").empty
     assert verify_store(store.root) == []
     again = _ingest(str(plate), "--store", str(store.root))  # unchanged: skipped, same summary
-    assert again.exit_code == 0 and "30 path outside the plate folder" in " ".join(again.output.split())
+    assert again.exit_code == 1 and "30 path outside the plate folder" in " ".join(again.output.split())
+    assert "no field stored" in again.output
 
 
 def test_one_bad_loaddata_row_quarantines_with_its_true_reason(tmp_path):
@@ -136,3 +143,44 @@ def test_one_bad_loaddata_row_quarantines_with_its_true_reason(tmp_path):
     assert (row["Metadata_Well"], row["Metadata_Site"], row["Metadata_Channel"]) == (table.loc[0, "Metadata_Well"], 1, "ER")
     assert "path outside the plate folder" in row["Reason"] and row["File"] == str((outside / "er.tiff").resolve())
     assert store.read("ledger").iloc[0]["N_Fields"] == 1
+
+
+def test_pe2loaddata_csv_beside_its_tiffs_ingests_its_field(tmp_path):
+    """The real pe2loaddata CSV names its images under another machine's folder
+    (tests/data/Version1/images/); put in one folder with its TIFFs it ingests its field."""
+    src = Path(__file__).resolve().parents[1] / "data" / "phenix_BR00121482"
+    folder = tmp_path / "BR00121482"
+    folder.mkdir()
+    shutil.copy2(src / "load_data_version1.csv", folder)
+    for f in (src / "Images").glob("*.tiff"):
+        shutil.copy2(f, folder)
+    store = Store(tmp_path / "s")
+    result = _ingest(str(folder), "--store", str(store.root), "--features", "none")
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "plate BR00121482: 1 field(s)" in out and "0 image(s) quarantined" in out
+    assert "5 image path(s) re-rooted" in out and "found beside the CSV" in out
+    assert "DNA=OrigDNA (HOECHST 33342)" in out and "source: the instrument's metadata" in out
+    assert store.read("ledger").iloc[0]["ChannelSource"] == "metadata"
+
+
+def test_inspect_tables_fit_80_columns_and_json_keeps_every_column(tmp_path):
+    from pipeline.schema import write_table
+
+    store = Store(tmp_path / "s")
+    long = "/very/long/folder/of/an/export/that/a/user/copied/from/somewhere/" * 2
+    q = pd.DataFrame({"Metadata_Plate": "BR00121482", "Metadata_Well": ["A01", "B02"], "Metadata_Site": [1, 2],
+                      "Metadata_Channel": ["DNA", "Mito"], "File": [long + "r01c01f01p01-ch5sk1fk1fl1.tiff"] * 2,
+                      "Reason": ["missing channel DNA: " + long + "r01c01f01p01-ch5sk1fk1fl1.tiff does not exist",
+                                 "unreadable TIFF: TiffFileError: not a valid TIFF file"]})
+    write_table(q, "quarantine", store.table_path("quarantine", plate="BR00121482"))
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(app, ["inspect", "quarantine", "--store", str(store.root)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(map(len, lines)) <= 80, result.output
+    rows = [ln for ln in lines if "A01" in ln or "B02" in ln]
+    assert len(rows) == 2, result.output  # one line per row: nothing wrapped
+    assert "r01c01f01p01-ch5" in rows[0] and "/very/long" not in rows[0].split("│")[4]  # file names, not paths
+    full = CliRunner().invoke(app, ["inspect", "quarantine", "--store", str(store.root), "--json"])
+    records = json.loads(full.output)
+    assert records[0]["File"] == q["File"][0] and records[0]["Reason"] == q["Reason"][0]

@@ -189,3 +189,26 @@ def test_stop_process_kills_a_process_group_that_ignores_sigterm(tmp_path):
     stop_process(proc, timeout=1)
     assert proc.poll() is not None
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_a_tick_reports_a_plate_that_stored_nothing_and_goes_on(tmp_path):
+    """Every field of one plate refused (its LoadData paths point outside its folder): the tick
+    lists it under 'empty' with the one line, does not count it as landed, and ingests the other."""
+    import shutil
+
+    import flows.serve as serve
+    from pipeline.synthetic import generate
+
+    inbox, store = tmp_path / "inbox", tmp_path / "store"
+    inbox.mkdir()
+    generate(inbox, plate_id="OK1", n_wells=2, sites=1, size=96, seed=1)
+    bad = generate(inbox, layout="loaddata", plate_id="LD1", n_wells=2, sites=1, size=64, seed=2)
+    table = pd.read_csv(bad / "load_data.csv")
+    shutil.move(bad / "images", tmp_path / "elsewhere")
+    for col in [c for c in table.columns if c.startswith("PathName_Orig")]:
+        table[col] = [os.path.relpath(tmp_path / "elsewhere" / Path(p).relative_to("images"), bad) for p in table[col]]
+    table.to_csv(bad / "load_data.csv", index=False)
+    tick = serve.ingest_inbox_flow(str(inbox), str(store), settings={"crop_size": 16}, settle_seconds=0)
+    assert sorted(r["status"] for r in tick["plates"]) == ["complete", "complete"]
+    assert list(tick["empty"]) == ["LD1"] and "no field stored (10 path outside the plate folder)" in tick["empty"]["LD1"]
+    assert tick["plates_since_training"] >= 1 and tick["compounds"] is not None

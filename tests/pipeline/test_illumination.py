@@ -174,7 +174,7 @@ def test_default_illumination_on_an_independent_small_plate_with_unknown_dark_of
 
     plate, flats = _independent_plate(tmp_path / "in")
     store = Store(tmp_path / "store")
-    result = ingest_plate(plate, store, IngestSettings(crop_size=24), processes=1)  # defaults: no dark given
+    result = ingest_plate(plate, store, IngestSettings(crop_size=24, channel_map="DNA=1,ER=2,RNA=3,AGP=4,Mito=5"), processes=1)  # defaults: no dark given
     assert result.status == "complete" and result.n_fields == 16
     grp = zarr.open_group(str(store.illumination_zarr("IND1")), mode="r")
     funcs = grp["function"][:]
