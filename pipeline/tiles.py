@@ -20,7 +20,8 @@ from scipy import ndimage as ndi
 
 from pipeline.borders import PAD_VALUE, cut_windows, edge_labels, window_inside
 
-__all__ = ["crop_cells", "crop_counts", "field_tiles", "check_field_arrays", "CropArrayWriter", "CropArrayReader", "CROPS_CHUNK", "CROPS_SHARD"]
+__all__ = ["crop_cells", "crop_counts", "field_tiles", "check_field_arrays", "CropArrayWriter", "CropArrayReader",
+           "CROPS_CHUNK", "CROPS_SHARD"]
 
 #: rows per compressed chunk of a crop array (what reading one crop decodes)
 CROPS_CHUNK = 16
