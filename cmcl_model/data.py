@@ -269,7 +269,8 @@ def current_well_compounds(store: Store, platemap: pd.DataFrame | None = None) -
     return wells
 
 
-def treatment_crops(store: Store, source: ImageSource = "crops") -> tuple[pd.DataFrame, pd.DataFrame]:
+def treatment_crops(store: Store, source: ImageSource = "crops", *,
+                    exclude_padded: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Join plate maps, compound inputs and the image rows of ``source``.
 
     Parameters
@@ -277,6 +278,9 @@ def treatment_crops(store: Store, source: ImageSource = "crops") -> tuple[pd.Dat
     source : {'crops', 'tiles'}
         Single-cell crops (rows of the ``cells`` table / ``crops`` array) or field tiles (rows
         of the ``tiles`` table / ``tiles`` array, written when ingesting with a field tile size).
+    exclude_padded : bool
+        Leave out crops flagged ``Metadata_CropPadded`` (their box crossed the field's edge and
+        was zero-padded); field tiles are never padded, so it changes nothing for them.
 
     Returns
     -------
@@ -294,7 +298,8 @@ def treatment_crops(store: Store, source: ImageSource = "crops") -> tuple[pd.Dat
     FileNotFoundError
         If ``source='tiles'`` and the store has no tiles table.
     ValueError
-        If a plate's crops lack one of the channels training needs (:data:`REQUIRED_CHANNELS`).
+        If a plate's crops lack one of the channels training needs (:data:`REQUIRED_CHANNELS`),
+        or with ``exclude_padded`` if a cells table predates ``Metadata_CropPadded``.
     pipeline.compounds.CompoundsOutOfDate
         If plate-map wells name structures the compound stage has not seen (plates ingested
         after it ran); the message says what to run.
@@ -309,6 +314,8 @@ def treatment_crops(store: Store, source: ImageSource = "crops") -> tuple[pd.Dat
                                     "(`cmcl ingest --field-tile-size 128`) to train on field tiles")
         images = store.read("tiles", ["Metadata_Plate", "Metadata_Well", "Metadata_TileIndex"]).rename(
             columns={"Metadata_TileIndex": "Metadata_CropIndex"})
+    elif exclude_padded:
+        images = _unpadded_cells(store)
     else:
         images = store.read("cells", ["Metadata_Plate", "Metadata_Well", "Metadata_CropIndex"])
     wells = current_well_compounds(store, pm)
@@ -320,6 +327,16 @@ def treatment_crops(store: Store, source: ImageSource = "crops") -> tuple[pd.Dat
     neg_wells = pm[pm["Metadata_ControlType"] == "negcon"][["Metadata_Plate", "Metadata_Well"]]
     dmso = images.merge(neg_wells, on=["Metadata_Plate", "Metadata_Well"], how="inner")
     return trt, dmso.sort_values(["Metadata_Plate", "Metadata_CropIndex"], ignore_index=True)
+
+
+def _unpadded_cells(store: Store) -> pd.DataFrame:
+    """Plate, well and crop row of every cell whose crop was not padded (``Metadata_CropPadded``)."""
+    old = [p for p in store.table_files("cells") if "Metadata_CropPadded" not in pq.read_schema(p).names]
+    if old:
+        raise ValueError(f"cells table {old[0]} has no Metadata_CropPadded column (ingested before edge crops were "
+                         f"padded); re-ingest its plate or train without exclude_padded_crops")
+    cells = store.read("cells", ["Metadata_Plate", "Metadata_Well", "Metadata_CropIndex", "Metadata_CropPadded"])
+    return cells.loc[~cells["Metadata_CropPadded"], ["Metadata_Plate", "Metadata_Well", "Metadata_CropIndex"]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -530,6 +547,9 @@ class PairDataset(Dataset):
     seed : int
         Sampling is a pure function of (seed, epoch, index): ``set_epoch`` changes the draw, and
         the same item is identical in any worker or after a resume.
+    exclude_padded_crops : bool
+        Leave out crops whose box crossed the field's edge (zero-padded, flagged
+        ``Metadata_CropPadded``; see :func:`treatment_crops`). Default False: they are kept.
 
     Item
     ----
@@ -550,6 +570,7 @@ class PairDataset(Dataset):
         log1p: bool = True,
         cache_bytes: int = 128 * 2**20,
         seed: int = 0,
+        exclude_padded_crops: bool = False,
     ) -> None:
         self.store = Store(Path(store_root))
         if crops_per_sample < 1:
@@ -561,7 +582,7 @@ class PairDataset(Dataset):
             raise FileNotFoundError(f"graphs table {graphs_path} is missing")
         graphs = graphs_from_arrow(pq.read_table(graphs_path))
         self.source = source
-        trt, dmso = treatment_crops(self.store, source)
+        trt, dmso = treatment_crops(self.store, source, exclude_padded=exclude_padded_crops)
         trt = trt[trt["Metadata_InChIKey"].isin(graphs.keys())]
         if keys is not None:
             trt = trt[trt["Metadata_InChIKey"].isin(set(keys))]

@@ -147,6 +147,10 @@ class TrainConfig:
     # data
     #: 'crops' (single cells, the default) or 'tiles' (field tiles; ingest with a field tile size)
     image_source: Literal["crops", "tiles"] = "crops"
+    #: leave out crops zero-padded at the field's edge (cells table ``Metadata_CropPadded``).
+    #: Default False: they are whole, measured cells (their features and profiles include
+    #: them), the padding is the CNN's own zero, and evaluation embeds every crop
+    exclude_padded_crops: bool = False
     augment: bool = True
     jitter: float = 0.05
     log1p: bool = True
@@ -171,6 +175,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.batch_size must be >= 2 for a contrastive loss, got {self.batch_size}")
         if self.checkpoint_every_steps is not None and self.checkpoint_every_steps < 1:
             raise ValueError(f"TrainConfig.checkpoint_every_steps must be >= 1 or None, got {self.checkpoint_every_steps}")
+        if not isinstance(self.exclude_padded_crops, bool):
+            raise ValueError(f"TrainConfig.exclude_padded_crops must be true or false, got {self.exclude_padded_crops!r}")
         if self.image_source not in ("crops", "tiles"):
             raise ValueError(f"TrainConfig.image_source={self.image_source!r} is not one of 'crops', 'tiles'")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
@@ -586,7 +592,7 @@ def _build_data(store: Store, config: TrainConfig, state: dict[str, Any] | None,
     common = dict(
         crops_per_sample=config.crops_per_sample, jitter=config.jitter, log1p=config.log1p,
         norm_crops=config.norm_crops, cache_bytes=config.cache_mb * 2**20, seed=config.seed,
-        source=config.image_source,
+        source=config.image_source, exclude_padded_crops=config.exclude_padded_crops,
     )
     full = PairDataset(store.root, normalization=norm, **common)
     splits = _split_keys(store, full.keys, config)

@@ -50,7 +50,7 @@ from pipeline.schema import arrow_schema, read_table, write_table
 from pipeline.segmentation import SEGMENTERS, segment_cells, segment_field, segment_nuclei
 from pipeline.store import CHANNELS, Store
 from pipeline.workers import pool_context, process_pool, start_pool_server
-from pipeline.tiles import CROPS_CHUNK, CROPS_SHARD, CropArrayWriter, crop_cells, field_tiles
+from pipeline.tiles import CROPS_CHUNK, CROPS_SHARD, CropArrayWriter, crop_cells, crop_counts, field_tiles
 
 __all__ = [
     "IngestSettings",
@@ -126,7 +126,9 @@ class IngestSettings:
     illumination_max_fields: int = 64
     cyto_channel: Literal["RNA", "AGP"] = "AGP"
     crop_size: int = 64
-    border: Literal["skip", "pad"] = "skip"
+    #: a crop whose box crosses the field's edge: zero-padded and flagged (``'pad'``) or left
+    #: out (``'skip'``); nuclei touching the edge never get a row (pipeline.borders)
+    border: Literal["skip", "pad"] = "pad"
     crops_chunk: int = CROPS_CHUNK
     crops_shard: int = CROPS_SHARD
     segmenter: Literal["classical", "cellpose"] = "classical"
@@ -889,7 +891,8 @@ def _process_field(writer: PlateWriter, funcs: np.ndarray, field: tuple[str, int
         tiles = np.clip(np.rint(field_tiles(corrected, tile_size=ts)), 0,
                         np.iinfo(np.uint16).max).astype(np.uint16).reshape(*grid, len(channels), ts, ts)
     qc = dict(Metadata_Plate=plate_id, Metadata_Well=well, Metadata_Site=int(site), Metadata_FieldPath=path,
-              Count_Nuclei=int(nuclei.max()), Count_Crops=len(table), QC_FocusScore=_focus_score(corrected[0], nuclei),
+              Count_Nuclei=int(nuclei.max()), Count_Crops=len(table), **crop_counts(nuclei, table),
+              QC_FocusScore=_focus_score(corrected[0], nuclei),
               QC_SaturatedFraction=np.count_nonzero(raw == np.iinfo(raw.dtype).max) / raw.size)
     clock.lap("tiles_qc")
     return crops, table, qc, tiles, feats

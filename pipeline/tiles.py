@@ -1,8 +1,9 @@
 """Single-cell crops: fixed-size, all channels, centred on each nucleus.
 
-Crops are cut from illumination-corrected fields and returned with a per-cell table. A crop whose
-box would leave the field is skipped (``border='skip'``, the default) or zero-padded
-(``border='pad'``).
+Crops are cut from illumination-corrected fields and returned with a per-cell table. Nuclei that
+touch the field's edge get no crop (CellProfiler's convention, :mod:`pipeline.borders`); a crop
+whose box crosses the edge is zero-padded and flagged ``Metadata_CropPadded`` (``border='pad'``,
+the default) or skipped (``border='skip'``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from numba import njit
 import pandas as pd
 from scipy import ndimage as ndi
 
-__all__ = ["crop_cells", "field_tiles", "check_field_arrays", "CropArrayWriter", "CropArrayReader", "CROPS_CHUNK", "CROPS_SHARD"]
+from pipeline.borders import PAD_VALUE, cut_windows, edge_labels, window_inside
+
+__all__ = ["crop_cells", "crop_counts", "field_tiles", "check_field_arrays", "CropArrayWriter", "CropArrayReader",
+           "CROPS_CHUNK", "CROPS_SHARD"]
 
 #: rows per compressed chunk of a crop array (what reading one crop decodes)
 CROPS_CHUNK = 16
@@ -71,7 +75,8 @@ def crop_cells(
     cells: np.ndarray,
     *,
     crop_size: int = 64,
-    border: Literal["skip", "pad"] = "skip",
+    border: Literal["skip", "pad"] = "pad",
+    exclude_edge: bool = True,
     channel_names: tuple[str, ...] = ("DNA", "ER", "RNA", "AGP", "Mito"),
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Cut one ``crop_size`` x ``crop_size`` crop per nucleus, centred on its centroid.
@@ -84,27 +89,35 @@ def crop_cells(
         Label images; cell ``k`` belongs to nucleus ``k``.
     crop_size : int
         Edge length in pixels.
-    border : {'skip', 'pad'}
-        What to do with nuclei whose crop leaves the field.
+    border : {'pad', 'skip'}
+        What to do with a nucleus whose crop box crosses the field's edge: ``'pad'`` (default)
+        cuts it anyway, with the pixels outside the field set to
+        :data:`pipeline.borders.PAD_VALUE` (0: no signal; mirror padding would invent cells),
+        and flags its row ``Metadata_CropPadded``; ``'skip'`` leaves the nucleus out.
+    exclude_edge : bool
+        Leave out nuclei with a pixel in the field's first or last row or column (default, as
+        CellProfiler discards objects touching the image border).
     channel_names : tuple of str
         Names of the C channels, for the ``Intensity_Mean_<name>`` columns.
 
     Returns
     -------
     crops : (N, C, crop_size, crop_size) uint16 ndarray
-        Rounded and clipped to the uint16 range.
+        Rounded and clipped to the uint16 range. A crop inside the field is exactly the field's
+        (rounded) pixels; a padded one is those pixels inside the field and 0 outside.
     table : DataFrame
-        N rows: ``Metadata_CellID``, ``Location_Center_Y/X``, ``Crop_CenterY/X`` (a nucleus pixel), ``BBox_Min/MaxY/X``,
-        ``AreaShape_NucleusArea``, ``AreaShape_CellArea``, ``Intensity_Mean_<channel>`` (over the
-        cell), in label order. The centre pixel of each crop lies at
-        ``(crop_size // 2, crop_size // 2)`` and is the rounded nucleus centroid.
+        N rows: ``Metadata_CellID``, ``Metadata_CropPadded`` (bool), ``Location_Center_Y/X``,
+        ``Crop_CenterY/X`` (a nucleus pixel), ``BBox_Min/MaxY/X``, ``AreaShape_NucleusArea``,
+        ``AreaShape_CellArea``, ``Intensity_Mean_<channel>`` (over the cell, measured on the
+        whole field: padding never changes them), in label order. The centre pixel of each crop
+        lies at ``(crop_size // 2, crop_size // 2)`` and is the rounded nucleus centroid.
     """
     image = check_field_arrays(image, nuclei, cells, channel_names)
     if border not in ("skip", "pad"):
         raise ValueError(f"border {border!r} is not one of 'skip', 'pad'")
     n = int(nuclei.max())
-    columns = ["Metadata_CellID", "Location_Center_Y", "Location_Center_X", "Crop_CenterY", "Crop_CenterX", "BBox_MinY", "BBox_MinX",
-               "BBox_MaxY", "BBox_MaxX", "AreaShape_NucleusArea", "AreaShape_CellArea",
+    columns = ["Metadata_CellID", "Metadata_CropPadded", "Location_Center_Y", "Location_Center_X", "Crop_CenterY",
+               "Crop_CenterX", "BBox_MinY", "BBox_MinX", "BBox_MaxY", "BBox_MaxX", "AreaShape_NucleusArea", "AreaShape_CellArea",
                *[f"Intensity_Mean_{c}" for c in channel_names]]
     if n == 0:
         return np.zeros((0, image.shape[0], crop_size, crop_size), np.uint16), pd.DataFrame(columns=columns)
@@ -133,27 +146,16 @@ def crop_cells(
         k = np.argmin((yy_ + sl[0].start - centroids[i, 0]) ** 2 + (xx_ + sl[1].start - centroids[i, 1]) ** 2)
         cy[i], cx[i] = yy_[k] + sl[0].start, xx_[k] + sl[1].start
     y0, x0 = cy - half, cx - half
-    inside = (y0 >= 0) & (x0 >= 0) & (y0 + crop_size <= H) & (x0 + crop_size <= W)
+    inside = window_inside(y0, x0, crop_size, (H, W))
     keep = inside if border == "skip" else np.ones_like(inside)
-    # every crop is gathered from a sliding-window view (one copy of the crops' pixels); rounding
-    # and clipping commute with cutting, so they are done on whichever is smaller: the field
-    # (dense fields, whose crops overlap) or the crops (sparse ones)
+    if exclude_edge:
+        keep &= ~np.isin(ids, edge_labels(nuclei))
     sel = np.nonzero(keep)[0]
-    src, off = image, 0
-    to_uint16 = lambda a: np.clip(np.rint(a), 0, np.iinfo(np.uint16).max).astype(np.uint16)  # noqa: E731
-    round_first = len(sel) * crop_size * crop_size > H * W
-    if round_first:
-        src = to_uint16(src)
-    if border == "pad":
-        src = np.pad(src, ((0, 0), (crop_size, crop_size), (crop_size, crop_size)))
-        off = crop_size
-    windows = np.lib.stride_tricks.sliding_window_view(src, (crop_size, crop_size), axis=(1, 2))
-    crops = np.ascontiguousarray(windows[:, y0[sel] + off, x0[sel] + off].transpose(1, 0, 2, 3))
-    if not round_first:
-        crops = to_uint16(crops)
+    crops = _cut(image, y0[sel], x0[sel], inside[sel], crop_size)
     bbox = np.array([[s[0].start, s[1].start, s[0].stop, s[1].stop] for s in (slices[i - 1] for i in ids)]).reshape(-1, 4)
     table = pd.DataFrame({
         "Metadata_CellID": ids[sel].astype(np.int32),
+        "Metadata_CropPadded": ~inside[sel],
         "Location_Center_Y": centroids[sel, 0].astype(np.float32),
         "Location_Center_X": centroids[sel, 1].astype(np.float32),
         "Crop_CenterY": cy[sel].astype(np.int32), "Crop_CenterX": cx[sel].astype(np.int32),
@@ -164,6 +166,52 @@ def crop_cells(
         **{f"Intensity_Mean_{c}": means[sel, k].astype(np.float32) for k, c in enumerate(channel_names)},
     })
     return crops, table
+
+
+def crop_counts(nuclei: np.ndarray, table: pd.DataFrame) -> dict[str, int]:
+    """Why a field's nuclei have or lack a cells-table row, for the fields (QC) table.
+
+    Parameters
+    ----------
+    nuclei : (Y, X) integer ndarray
+        The field's nucleus labels, 1..N.
+    table : DataFrame
+        What :func:`crop_cells` returned for them (``Metadata_CellID``, ``Metadata_CropPadded``).
+
+    Returns
+    -------
+    dict
+        ``Count_NucleiTouchingEdge`` (nuclei touching the field's edge, left out),
+        ``Count_CropsSkipped`` (other nuclei left out because their crop crossed the edge:
+        ``border='skip'`` only) and ``Count_CropsPadded`` (rows whose crop was padded); with
+        ``Count_Crops = len(table)`` they add up to N.
+    """
+    edge = edge_labels(nuclei)
+    ids = table["Metadata_CellID"].to_numpy()
+    n_edge = len(edge) - int(np.isin(ids, edge).sum())
+    return {"Count_NucleiTouchingEdge": n_edge,
+            "Count_CropsSkipped": int(nuclei.max()) - len(table) - n_edge if nuclei.size else 0,
+            "Count_CropsPadded": int(table["Metadata_CropPadded"].sum())}
+
+
+def _cut(image: np.ndarray, y0: np.ndarray, x0: np.ndarray, inside: np.ndarray, size: int) -> np.ndarray:
+    """(N, C, size, size) uint16 crops at corners ``(y0, x0)``: the ``inside`` ones gathered from a
+    sliding-window view of the field (one copy of their pixels), the others cut with zero padding
+    (:func:`pipeline.borders.cut_windows`). Rounding and clipping commute with cutting, so they
+    are done on whichever is smaller: the field (dense fields, whose crops overlap) or the crops."""
+    H, W = image.shape[1:]
+    to_uint16 = lambda a: np.clip(np.rint(a), 0, np.iinfo(np.uint16).max).astype(np.uint16)  # noqa: E731
+    round_first = len(y0) * size * size > H * W
+    src = to_uint16(image) if round_first else image
+    crops = np.empty((len(y0), image.shape[0], size, size), src.dtype)
+    within = np.nonzero(inside)[0]
+    if within.size:  # (a field smaller than one crop has no window inside it)
+        windows = np.lib.stride_tricks.sliding_window_view(src, (size, size), axis=(1, 2))
+        crops[within] = windows[:, y0[within], x0[within]].transpose(1, 0, 2, 3)
+    crossing = np.nonzero(~inside)[0]
+    if crossing.size:
+        crops[crossing] = cut_windows(src, y0[crossing], x0[crossing], size, fill=PAD_VALUE)
+    return crops if round_first else to_uint16(crops)
 
 
 def field_tiles(image: np.ndarray, *, tile_size: int = 128) -> np.ndarray:
