@@ -217,7 +217,7 @@ def import_file_task(file: str, store_root: str, compound_map: str | None = None
         cmap, mroles = pio.read_compound_map(compound_map, ids=ids, id_columns=list(table.columns))
     res = import_profiles(table, source="import:" + name, user_map=user_map, compound_map=cmap, map_roles=mroles,
                           feature_names=pio.read_name_table(feature_names) if feature_names else None,
-                          moa_map=_read_hub(drugs), dose_unit=unit)
+                          moa_map=_read_hub(drugs), dose_unit=unit, n_jobs=2)
     iid = idx.import_id(name, content, settings)
     write_table(res.profiles, "profiles_imported", st.table_path("profiles_imported", import_id=iid))
     for old in idx.superseded(index, name, content):
