@@ -434,6 +434,24 @@ def _extra_metadata(t: pd.DataFrame, used: set[str], features: set[str]) -> pd.D
     return pd.DataFrame(out, index=t.index)
 
 
+def _prepared_map(t: pd.DataFrame, roles: Mapping[str, str], compound_map: pd.DataFrame,
+                  map_roles: Mapping[str, str] | None) -> tuple[pd.DataFrame, _MapJoin]:
+    """The compound map with its structure columns renamed to their roles, and the join."""
+    mroles = dict(map_roles or {})
+    if not {"smiles", "inchi", "inchikey"} & set(mroles):
+        raise ProfileImportError(f"compound map has no SMILES, InChI or InChIKey column "
+                                 f"(columns: {list(compound_map.columns)[:12]})")
+    join = _map_join_keys(t.columns, compound_map.columns, roles)
+    if join is None:
+        raise ProfileImportError(
+            f"compound map shares no identifier column with the profile table (map: {list(compound_map.columns)[:12]}; "
+            f"table: {[c for c in t.columns if c.startswith('Metadata_')][:12]})")
+    cmap = compound_map.rename(columns={mroles[r]: r for r in ("smiles", "inchi", "inchikey", "moa") if r in mroles})
+    if join.key_map in mroles.values():
+        join = _MapJoin(join.key_profile, next(r for r, c in mroles.items() if c == join.key_map), join.prefix)
+    return cmap, join
+
+
 def import_profiles(table: pd.DataFrame, *, source: str, user_map: Mapping[str, str] | None = None,
                     compound_map: pd.DataFrame | None = None, map_roles: Mapping[str, str] | None = None,
                     feature_names: pd.DataFrame | None = None, moa_map: pd.DataFrame | None = None,
@@ -476,20 +494,7 @@ def import_profiles(table: pd.DataFrame, *, source: str, user_map: Mapping[str, 
     t = table.reset_index(drop=True)
     roles = resolve_columns(t.columns, user_map=user_map)
     feats, kind = profile_features(t.drop(columns=list(roles.values())))
-    cmap, join = None, None
-    if compound_map is not None:
-        mroles = dict(map_roles or {})
-        if not {"smiles", "inchi", "inchikey"} & set(mroles):
-            raise ProfileImportError(f"compound map has no SMILES, InChI or InChIKey column "
-                                     f"(columns: {list(compound_map.columns)[:12]})")
-        join = _map_join_keys(t.columns, compound_map.columns, roles)
-        if join is None:
-            raise ProfileImportError(
-                f"compound map shares no identifier column with the profile table (map: {list(compound_map.columns)[:12]}; "
-                f"table: {[c for c in t.columns if c.startswith('Metadata_')][:12]})")
-        cmap = compound_map.rename(columns={mroles[r]: r for r in ("smiles", "inchi", "inchikey", "moa") if r in mroles})
-        if join.key_map in mroles.values():
-            join = _MapJoin(join.key_profile, next(r for r, c in mroles.items() if c == join.key_map), join.prefix)
+    cmap, join = _prepared_map(t, roles, compound_map, map_roles) if compound_map is not None else (None, None)
     ident = _identity(t, roles, cmap, join, n_jobs=n_jobs)
     cid_col = roles.get("compound") or (join.key_profile if join else None)
     cid = _text(t[cid_col]) if cid_col else pd.Series(None, index=t.index, dtype=object)

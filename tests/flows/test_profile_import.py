@@ -98,3 +98,24 @@ def test_jump_moa_style_activity_is_keyed_by_inchikey(tmp_path):
     _ok(["profile", "--store", str(tmp_path), "--null-size", "200"])
     act = Store(tmp_path).read("activity")
     assert len(act) == n and act["Metadata_InChIKey"].notna().mean() >= 0.95
+
+
+def test_a_changed_file_replaces_its_import_and_a_renamed_copy_adds_nothing(tmp_path):
+    from flows.profiles import import_file_task
+
+    store = Store(tmp_path / "s")
+    src = pd.read_csv(IDR[0])
+    f = tmp_path / "plate.csv"
+    src.to_csv(f, index=False)
+    first = import_file_task.fn(str(f), str(store.root))
+    assert first["status"] == "imported" and first["rows"] == 126
+    assert import_file_task.fn(str(f), str(store.root))["status"] == "unchanged"
+    src.iloc[:100].to_csv(f, index=False)  # same name, other bytes: replaces the earlier import
+    second = import_file_task.fn(str(f), str(store.root))
+    assert second["status"] == "imported" and len(store.read("profiles_imported")) == 100
+    copy = tmp_path / "copy.csv"
+    copy.write_bytes(f.read_bytes())  # the same bytes under another name: still one import
+    import_file_task.fn(str(copy), str(store.root))
+    files = store.table_files("profiles_imported")
+    assert len(files) == 1 and len(store.read("profiles_imported")) == 100
+    assert set(json.loads(store.path("profiles_imports").read_text())) == {p.name[: -len(".parquet")] for p in files}
