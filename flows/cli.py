@@ -488,7 +488,7 @@ def profile(store: Optional[Path] = StoreOpt,
 def import_profiles(files: list[Path] = typer.Argument(..., help="Profile tables (.csv[.gz], .tsv, .parquet): pycytominer, JUMP, IDR0133-style."),
                     store: Optional[Path] = StoreOpt,
                     compound_map: Optional[Path] = typer.Option(None, "--compound-map", help="Identifier -> SMILES table joined on a column both share (JUMP: Metadata_JCP2022)."),
-                    columns: Optional[Path] = typer.Option(None, "--columns", help="TOML: \"file column\" = \"role\" (plate, well, smiles, inchikey, compound, name, dose, control, moa, batch)."),
+                    columns: Optional[Path] = typer.Option(None, "--columns", help="TOML: \"file column\" = \"role\" (plate, well, smiles, inchi, inchikey, compound, name, dose, control, moa, batch)."),
                     feature_names: Optional[Path] = typer.Option(None, "--feature-names", help="Names of numbered features (X_1...): column,name pairs or one name per line."),
                     samples: Optional[Path] = typer.Option(None, help="Drug Repurposing Hub sample file (broad_id, smiles, InChIKey): a compound map joined by pert_id."),
                     drugs: Optional[Path] = typer.Option(None, help="Drug Repurposing Hub drug file (pert_id, moa).")) -> None:
@@ -496,6 +496,15 @@ def import_profiles(files: list[Path] = typer.Argument(..., help="Profile tables
     for f in [*files, compound_map, columns, feature_names, samples, drugs]:
         if f is not None and not f.is_file():
             _fail(FileNotFoundError(f"{f} does not exist"))
+    if samples and compound_map:
+        _fail(ValueError("--samples is the Drug Repurposing Hub form of --compound-map: give one of them"))
+    if columns:  # a bad column map fails here, before Prefect starts
+        from pipeline.profile_io import read_column_map
+
+        try:
+            read_column_map(columns)
+        except ValueError as exc:
+            _fail(exc)
     from flows.profiles import import_profiles_flow
 
     out = _run(import_profiles_flow, [str(f) for f in files], str(_store(store)), str(samples) if samples else None,

@@ -227,6 +227,7 @@ class _MapJoin:
     key_profile: str
     key_map: str
     prefix: int | None  # Hub joins compare the first 13 characters (pert_id)
+    alt_keys: tuple[str, ...] = ()  # further map columns tried in turn ('|'-separated lists allowed)
 
 
 def _map_join_keys(profile_cols: Sequence[str], map_cols: Sequence[str], roles: Mapping[str, str]) -> _MapJoin | None:
@@ -246,8 +247,8 @@ def _map_join_keys(profile_cols: Sequence[str], map_cols: Sequence[str], roles: 
             return _MapJoin(c, m, None)
     brd = next((c for c in prof if _norm(c) in {"metadatabroadsample", "compoundbrd", "metadatapertid", "broadsample"}), None)
     hub = map_norm.get("pertid") or map_norm.get("broadid")
-    if brd is not None and hub is not None:
-        return _MapJoin(brd, hub, 13)
+    if brd is not None and hub is not None:  # the Hub renames samples: its deprecated_broad_id keeps the old IDs
+        return _MapJoin(brd, hub, 13, tuple(c for c in (map_norm.get("deprecatedbroadid"),) if c))
     for c in prof:
         m = map_norm.get(_norm(c)[len("metadata"):]) if _norm(c).startswith("metadata") else None
         if m is not None:
@@ -255,8 +256,8 @@ def _map_join_keys(profile_cols: Sequence[str], map_cols: Sequence[str], roles: 
     return None
 
 
-def join_compound_map(ids: pd.Series, compound_map: pd.DataFrame, *, map_key: str, prefix: int | None = None
-                      ) -> pd.DataFrame:
+def join_compound_map(ids: pd.Series, compound_map: pd.DataFrame, *, map_key: str, prefix: int | None = None,
+                      alt_keys: Sequence[str] = ()) -> pd.DataFrame:
     """Look identifiers up in a compound map.
 
     Parameters
@@ -270,6 +271,9 @@ def join_compound_map(ids: pd.Series, compound_map: pd.DataFrame, *, map_key: st
         The map's identifier column.
     prefix : int, optional
         Compare the first ``prefix`` characters of both sides (Hub ``pert_id``).
+    alt_keys : sequence of str
+        Further identifier columns of the map, tried after ``map_key`` (cells may list several
+        IDs separated by ``|``, as the Hub's ``deprecated_broad_id``).
 
     Returns
     -------
@@ -280,7 +284,12 @@ def join_compound_map(ids: pd.Series, compound_map: pd.DataFrame, *, map_key: st
         s = s.astype(object).where(s.notna(), None)
         return s.map(lambda v: None if v is None else (str(v)[:prefix] if prefix else str(v)))
 
-    m = compound_map.assign(_k=key(compound_map[map_key])).dropna(subset=["_k"]).drop_duplicates("_k").set_index("_k")
+    parts = []
+    for col in (map_key, *alt_keys):
+        v = compound_map[col].astype(object).where(compound_map[col].notna(), None)
+        part = compound_map.assign(_k=v.map(lambda x: None if x is None else str(x).split("|"))).explode("_k")
+        parts.append(part.assign(_k=key(part["_k"])))
+    m = pd.concat(parts).dropna(subset=["_k"]).drop_duplicates("_k").set_index("_k")  # map_key first
     k = key(ids)
     out = pd.DataFrame(index=ids.index)
     for col in ("smiles", "inchi", "inchikey", "moa"):
@@ -388,7 +397,8 @@ def _identity(t: pd.DataFrame, roles: Mapping[str, str], compound_map: pd.DataFr
                     dtype=object)
     reason, moa = n.copy(), n.copy()
     if compound_map is not None and join is not None:
-        hit = join_compound_map(t[join.key_profile], compound_map, map_key=join.key_map, prefix=join.prefix)
+        hit = join_compound_map(t[join.key_profile], compound_map, map_key=join.key_map, prefix=join.prefix,
+                                alt_keys=join.alt_keys)
         use = given["smiles"].isna() & given["inchi"].isna() & (hit["smiles"].notna() | hit["inchi"].notna())
         for r in ("smiles", "inchi"):
             given[r] = _none(given[r].where(~use, hit[r]))

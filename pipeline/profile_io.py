@@ -110,7 +110,8 @@ def read_compound_map(path: str | os.PathLike, *, ids: Collection[str] | None = 
     if not {"smiles", "inchi", "inchikey"} & set(roles):
         raise ProfileImportError(f"{p}: compound map has no SMILES, InChI or InChIKey column (columns: {header[:12]})")
     wanted = {c.lower() for c in id_columns} | {c.lower().removeprefix("metadata_") for c in id_columns}
-    keys = [c for c in header if c.lower() in wanted or c.lower() in {"pert_id", "broad_id"}]
+    hub = {"pert_id", "broad_id", "deprecated_broad_id"}
+    keys = [c for c in header if c.lower() in wanted or c.lower() in hub]
     cols = list(dict.fromkeys(keys + list(roles.values())))
     table = _read(p, usecols=cols)
     if ids is not None and keys:
@@ -119,7 +120,10 @@ def read_compound_map(path: str | os.PathLike, *, ids: Collection[str] | None = 
         keep = pd.Series(False, index=table.index)
         for k in keys:
             v = table[k].astype(str)
-            keep |= v.str[:13].isin(prefixes) if k.lower() in ("pert_id", "broad_id") else v.isin(want)
+            if k.lower() in hub:  # '|'-separated lists of Broad IDs, compared by pert_id
+                keep |= v.str.split("|").explode().str[:13].isin(prefixes).groupby(level=0).any()
+            else:
+                keep |= v.isin(want)
         table = table[keep].reset_index(drop=True)
     return table, roles
 

@@ -119,3 +119,14 @@ def test_a_changed_file_replaces_its_import_and_a_renamed_copy_adds_nothing(tmp_
     files = store.table_files("profiles_imported")
     assert len(files) == 1 and len(store.read("profiles_imported")) == 100
     assert set(json.loads(store.path("profiles_imports").read_text())) == {p.name[: -len(".parquet")] for p in files}
+
+
+def test_bad_options_fail_in_one_line_before_prefect(tmp_path):
+    bad = tmp_path / "cols.toml"
+    bad.write_text('"Compound SMILES" = "structure"\n')
+    for extra, words in ((["--columns", str(bad)], ["not roles", "smiles"]),
+                         (["--compound-map", str(FMT / "jump_compound_ids_subset.csv.gz"), "--samples", str(IDR[0])],
+                          ["give one of them"])):
+        result = runner.invoke(app, ["import-profiles", str(IDR[0]), "--store", str(tmp_path / "s"), *extra])
+        assert result.exit_code == 1 and all(w in result.output for w in words), result.output
+        assert result.output.count("\n") == 1 and not (tmp_path / "s").exists()
