@@ -65,7 +65,8 @@ def test_profile_scores_imported_profiles_and_verify_accepts_the_store(idr_store
     wells = idr_store.read("profiles_imported")
     trt = wells[(wells["Metadata_Source"] == "import:" + IDR[1].name) & (wells["Metadata_ControlType"] != "negcon")]
     replicated = trt["Metadata_CompoundID"].value_counts()
-    assert set(act["Metadata_CompoundID"]) == set(replicated.index[replicated >= 2])  # copairs needs replicates
+    scored = set(act["Metadata_CompoundID"])  # copairs needs replicates (on plates with DMSO wells)
+    assert scored and scored <= set(replicated.index[replicated >= 2])
     _ok(["verify", "--store", str(idr_store.root)])
     from flows.inspect import profiles
 

@@ -140,7 +140,7 @@ def test_lincs_joins_through_the_hub_by_pert_id():
     assert {u["reason"] for u in s["unjoined"]} == {"Metadata_broad_sample not in the compound map"}
     assert len(s["unjoined"]) == s["compounds"] - s["joined"]
     wells = as_well_profiles(p, metadata=PROFILE_METADATA)
-    assert list(wells.columns[: len(PROFILE_METADATA)]) == list(PROFILE_METADATA) and wells.shape[1] == 10 + 454
+    assert list(wells.columns[: len(PROFILE_METADATA)]) == list(PROFILE_METADATA) and wells.shape[1] == len(PROFILE_METADATA) + 454
 
 
 def test_unjoined_compounds_are_listed_with_their_reason():
