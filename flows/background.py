@@ -76,13 +76,15 @@ def clients_dir(home: Path | None = None) -> Path:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.Error:  # someone else's process: it exists
         return True
-    return True
 
 
 def register_client(*, pid: int | None = None, home: Path | None = None) -> Path:
@@ -151,7 +153,7 @@ def _log_path(home: Path) -> Path:
 
 
 def autostart(*, timeout: float = 120.0, idle_s: float | None = None,
-              on_spawn: Callable[[subprocess.Popen], None] | None = None) -> tuple[str, bool]:
+              on_spawn: Callable[[int], None] | None = None) -> tuple[str, bool]:
     """The URL of a healthy ``cmcl server`` for this ``PREFECT_HOME``, starting one in the background
     if none runs; returns ``(url, started_here)``.
 
@@ -165,31 +167,50 @@ def autostart(*, timeout: float = 120.0, idle_s: float | None = None,
     idle_s = idle_timeout() if idle_s is None else idle_s
     with open(home / "cmcl-server.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent verbs: one starts it, the others wait and reuse it
-        url = api.running_server()
+        url = api.running_server(timeout=10.0)  # patient: a busy machine's server may answer slowly
         if url is not None:
             return url, False
         log = _log_path(home)
-        with open(log, "ab") as out:
-            env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
-            src = str(Path(__file__).resolve().parents[1])  # this very cmcl, installed or not
-            env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
-            proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "server", "--port", "0",
-                                     "--idle-timeout", f"{idle_s:g}"], env=env, stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=home)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
+        src = str(Path(__file__).resolve().parents[1])  # this very cmcl, installed or not
+        env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
+        pid = _spawn_detached([sys.executable, "-m", "flows.cli", "server", "--port", "0", "--idle-timeout",
+                               f"{idle_s:g}"], env=env, log=log, cwd=home)
         if on_spawn is not None:
-            on_spawn(proc)
+            on_spawn(pid)
         deadline = time.monotonic() + timeout
         while True:
             url = api.running_server()
             if url is not None:
                 return url, True
-            if proc.poll() is not None:
-                raise ServerStartError(f"the background `cmcl server` exited with code {proc.returncode} "
-                                       f"before it answered; see {log}")
+            if not _alive(pid):
+                raise ServerStartError(f"the background `cmcl server` exited before it answered; see {log}")
             if time.monotonic() > deadline:
-                _stop_pid(proc.pid, timeout=10.0)
+                _stop_pid(pid, timeout=10.0)
                 raise ServerStartError(f"the background `cmcl server` did not answer within {timeout:g} s; see {log}")
             time.sleep(0.2)
+
+
+#: Starts argv[1:] in a session of its own with stdin from /dev/null and output to argv[1]'s log,
+#: prints its pid and exits: the server is then no descendant of the verb (whose Ctrl-C handling
+#: stops every descendant: flows.signals) and is reaped by init.
+_LAUNCHER = (
+    "import subprocess, sys\n"
+    "with open(sys.argv[1], 'ab') as out:\n"
+    "    p = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,"
+    " start_new_session=True)\n"
+    "print(p.pid)\n"
+)
+
+
+def _spawn_detached(cmd: list[str], *, env: dict[str, str], log: Path, cwd: Path) -> int:
+    """Start ``cmd`` detached (not a descendant of this process, own session); returns its pid."""
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", _LAUNCHER, str(log), *cmd], env=env, cwd=cwd,
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False)
+    try:
+        return int(out.stdout.strip())
+    except ValueError:
+        raise ServerStartError(f"could not start the background `cmcl server`: {out.stderr.strip()[-300:]}") from None
 
 
 def _stop_pid(pid: int, *, timeout: float) -> bool:
@@ -220,10 +241,13 @@ def _is_server_process(pid: int) -> bool:
     import psutil
 
     try:
-        cmd = " ".join(psutil.Process(pid).cmdline())
+        argv = psutil.Process(pid).cmdline()
     except psutil.Error:
         return False
-    return " server" in cmd and ("prefect" in cmd or "cmcl" in cmd or "flows.cli" in cmd)
+    if "server" not in argv:
+        return False
+    before = argv[:argv.index("server")]  # `cmcl [-q] server`, `python -m flows.cli server`, `prefect server start`
+    return any(Path(a).name in ("cmcl", "prefect") or a == "flows.cli" for a in before)
 
 
 def stop_server(*, timeout: float = 20.0) -> dict | None:
@@ -285,7 +309,7 @@ class EarlyStart:
 
     def _run(self) -> None:
         try:
-            self._out = autostart(on_spawn=lambda proc: setattr(self, "spawned", True))
+            self._out = autostart(on_spawn=lambda pid: setattr(self, "spawned", True))
         except BaseException as exc:  # noqa: BLE001 - handed to the caller by result()
             self._out = exc
 

@@ -213,7 +213,12 @@ def _use_running_server() -> None:
         if _State.debug:
             raise
         return
-    if url and started:
+    early = _State.early_server
+    if url is None and early is not None and early.spawned:  # the guess before Prefect's import was wrong
+        err.print(f"Prefect API: the one you configured; a background `cmcl server` was started meanwhile and stops "
+                  f"after {idle_timeout() / 60:g} min (`cmcl server stop` ends it now)",
+                  soft_wrap=True, markup=False, highlight=False)
+    elif url and started:
         err.print(f"Prefect API: started a background `cmcl server` at {url} for this and later cmcl commands "
                   f"(it stops after {idle_timeout() / 60:g} min without one; `cmcl server stop` ends it now)",
                   soft_wrap=True, markup=False, highlight=False)
@@ -364,6 +369,10 @@ def ingest(plate_dirs: list[Path] = typer.Argument(..., help="Plate folders."),
                          field_tile_size=field_tile_size, allow_outside=allow_outside, platemap=platemap,
                          features=features)
     _check_plate_sources(plate_dirs, _store(store), settings, replace=replace, plate_id=plate_id)
+    if workers == 1:  # the workers' fork server imports its modules while this process imports Prefect
+        from pipeline.ingest import IngestSettings, start_workers
+
+        _run(start_workers, IngestSettings(**settings))
     from flows.parallel import ingest_flow
 
     results = _run(ingest_flow, [str(p) for p in plate_dirs], str(_store(store)), settings=settings, force=force,

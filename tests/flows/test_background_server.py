@@ -114,10 +114,10 @@ def _cmcl(*args: str, env: dict[str, str], cwd: Path) -> str:
 def test_first_verb_starts_a_background_server_the_next_reuses_it_and_stop_ends_it(home, tmp_path):
     f = tmp_path / "c.smi"
     f.write_text("CCO ethanol\n")
-    env = _env(home, PREFECT_LOGGING_LEVEL="WARNING")
+    env = _env(home, PREFECT_LOGGING_LEVEL="WARNING", CMCL_SERVER_IDLE="120")  # were the test killed: gone in 2 min
     first = _cmcl("compounds", str(f), "--store", str(tmp_path / "s"), env=env, cwd=tmp_path)
     started = [ln for ln in first.splitlines() if "started a background `cmcl server`" in ln]
-    assert len(started) == 1 and "`cmcl server stop`" in started[0] and "30 min" in started[0], first
+    assert len(started) == 1 and "`cmcl server stop`" in started[0] and "after 2 min" in started[0], first
     assert "Starting temporary server" not in first, first
     state = json.loads((home / api.STATE_FILE).read_text())
     assert state["api_url"] in started[0]
@@ -132,6 +132,8 @@ def test_first_verb_starts_a_background_server_the_next_reuses_it_and_stop_ends_
 
 
 def test_a_server_with_an_idle_timeout_stops_itself_once_no_verb_uses_it(home, tmp_path):
+    verb = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    background.register_client(pid=verb.pid, home=home)  # a verb using it from the start: it stays up
     proc = subprocess.Popen([*CMCL, "server", "--port", "0", "--idle-timeout", "2"], env=_env(home), cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -140,16 +142,17 @@ def test_a_server_with_an_idle_timeout_stops_itself_once_no_verb_uses_it(home, t
             assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
             time.sleep(0.2)
         pid = json.loads((home / api.STATE_FILE).read_text())["pid"]
-        verb = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-        background.register_client(pid=verb.pid, home=home)  # a verb using it: it stays up
         time.sleep(3)
-        assert proc.poll() is None
+        assert proc.poll() is None  # more than 2 s, but a verb is alive
         verb.kill()
         verb.wait()
+        t0 = time.monotonic()
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0 and "no cmcl command for 2 s: stopping" in out, out
+        assert time.monotonic() - t0 >= 1.0  # it waited for the idle period after the verb ended
         assert _gone(pid) and not (home / api.STATE_FILE).exists()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        for p in (verb, proc):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
