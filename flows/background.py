@@ -16,7 +16,11 @@ Lifetime:
 - ``cmcl server stop`` (:func:`stop_server`) ends the recorded server, background or by hand.
 
 Concurrent verbs racing to start one take ``$PREFECT_HOME/cmcl-server.lock`` (``flock``): the
-first starts the server and holds the lock until it answers; the others then find it running.
+first starts the server and holds the lock until it answers; the others then find it running. A
+server started but not answering yet is named in ``cmcl-server.starting``, so that a verb coming
+after an interrupted starter waits for it instead of starting a second one. The server is started
+through a launcher that exits at once: it is no descendant of the verb, whose Ctrl-C handling stops
+every descendant (:mod:`flows.signals`).
 
 This module imports nothing of Prefect.
 """
@@ -38,7 +42,7 @@ from typing import Callable
 from flows import api
 
 __all__ = ["IDLE_ENV", "DEFAULT_IDLE_S", "idle_timeout", "clients_dir", "register_client", "idle_seconds",
-           "wait_or_idle", "autostart", "stop_server", "ServerStartError", "may_need_server",
+           "wait_or_idle", "autostart", "stop_server", "STARTING_FILE", "ServerStartError", "may_need_server",
            "EarlyStart", "connect"]
 
 #: Environment variable: seconds without a cmcl verb after which a background server stops itself.
@@ -170,25 +174,49 @@ def autostart(*, timeout: float = 120.0, idle_s: float | None = None,
         url = api.running_server(timeout=10.0)  # patient: a busy machine's server may answer slowly
         if url is not None:
             return url, False
-        log = _log_path(home)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
-        src = str(Path(__file__).resolve().parents[1])  # this very cmcl, installed or not
-        env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
-        pid = _spawn_detached([sys.executable, "-m", "flows.cli", "server", "--port", "0", "--idle-timeout",
-                               f"{idle_s:g}"], env=env, log=log, cwd=home)
-        if on_spawn is not None:
-            on_spawn(pid)
-        deadline = time.monotonic() + timeout
-        while True:
-            url = api.running_server()
-            if url is not None:
-                return url, True
-            if not _alive(pid):
-                raise ServerStartError(f"the background `cmcl server` exited before it answered; see {log}")
-            if time.monotonic() > deadline:
-                _stop_pid(pid, timeout=10.0)
-                raise ServerStartError(f"the background `cmcl server` did not answer within {timeout:g} s; see {log}")
-            time.sleep(0.2)
+        log, starting = _log_path(home), home / STARTING_FILE
+        pid = _starting_pid(starting)  # one a verb began and did not see through (interrupted)
+        if pid is None:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
+            src = str(Path(__file__).resolve().parents[1])  # this very cmcl, installed or not
+            env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
+            pid = _spawn_detached([sys.executable, "-m", "flows.cli", "server", "--port", "0", "--idle-timeout",
+                                   f"{idle_s:g}"], env=env, log=log, cwd=home)
+            starting.write_text(str(pid))
+            if on_spawn is not None:
+                on_spawn(pid)
+        try:
+            return _wait_healthy(pid, timeout=timeout, log=log), True
+        finally:
+            starting.unlink(missing_ok=True)
+
+
+#: ``$PREFECT_HOME/cmcl-server.starting``: the pid of a background server started but not yet answering.
+STARTING_FILE = "cmcl-server.starting"
+
+
+def _starting_pid(path: Path) -> int | None:
+    """The pid in ``path`` if that process is a live server, else None."""
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _alive(pid) and _is_server_process(pid) else None
+
+
+def _wait_healthy(pid: int, *, timeout: float, log: Path) -> str:
+    """The URL once the server ``pid`` started has recorded itself and answers; stops it on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        url = api.running_server()
+        if url is not None:
+            return url
+        if not _alive(pid):
+            raise ServerStartError(f"the background `cmcl server` exited before it answered; see {log}")
+        if time.monotonic() > deadline:
+            _stop_pid(pid, timeout=10.0)
+            raise ServerStartError(f"the background `cmcl server` did not answer within {timeout:g} s; see {log}")
+        time.sleep(0.2)
 
 
 #: Starts argv[1:] in a session of its own with stdin from /dev/null and output to argv[1]'s log,
@@ -251,7 +279,8 @@ def _is_server_process(pid: int) -> bool:
 
 
 def stop_server(*, timeout: float = 20.0) -> dict | None:
-    """Stop the ``cmcl server`` recorded for this ``PREFECT_HOME``; returns its record, or None if none runs.
+    """Stop the ``cmcl server`` recorded for this ``PREFECT_HOME`` (or the background one still starting,
+    whose ``api_url`` is then None); returns its record, or None if none runs.
 
     The recording ``cmcl server`` process gets SIGTERM (it stops its Prefect server and removes the
     record); if it is gone, the Prefect server's process group is stopped directly.
@@ -266,7 +295,14 @@ def stop_server(*, timeout: float = 20.0) -> dict | None:
         state = json.loads(path.read_text())
         pid = int(state["pid"])
     except (OSError, ValueError, KeyError, TypeError):
-        return None
+        starting = path.parent / STARTING_FILE
+        pid = _starting_pid(starting)  # started in the background, not answering yet
+        if pid is None:
+            return None
+        if not _stop_pid(pid, timeout=timeout):
+            raise RuntimeError(f"process {pid} of the `cmcl server` survived SIGKILL") from None
+        starting.unlink(missing_ok=True)
+        return {"api_url": None, "pid": pid}
     owner = int(state.get("owner") or 0)
     alive = [p for p in (owner, pid) if p and _alive(p) and _is_server_process(p)]
     for p in alive:

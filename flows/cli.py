@@ -683,7 +683,8 @@ def server(action: Optional[str] = typer.Argument(None, help="stop: stop the run
 
     if action == "stop":
         state = _run(stop_server)
-        console.print(f"stopped the `cmcl server` at {state['api_url']}" if state else "no `cmcl server` is running")
+        console.print("no `cmcl server` is running" if not state else f"stopped the `cmcl server` at {state['api_url']}"
+                      if state["api_url"] else f"stopped the background `cmcl server` that was starting (pid {state['pid']})")
         return
     if action is not None:
         _fail(typer.BadParameter(f"unknown action {action!r}; `cmcl server` starts one, `cmcl server stop` stops it"))

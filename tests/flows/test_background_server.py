@@ -104,6 +104,19 @@ def test_no_autostart_when_reuse_is_off_or_an_api_is_configured(tmp_path, monkey
         background.idle_timeout()
 
 
+def test_stop_never_signals_a_recorded_pid_that_runs_another_program(home):
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # e.g. a reused pid
+    try:
+        api.record_server("http://127.0.0.1:9/api", other.pid, owner=other.pid, path=home / api.STATE_FILE)
+        assert background.stop_server() is None and other.poll() is None
+        assert not (home / api.STATE_FILE).exists()  # a record of nothing running is dropped
+        (home / background.STARTING_FILE).write_text(str(other.pid))  # "a server still starting"
+        assert background.stop_server() is None and other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+
+
 def _cmcl(*args: str, env: dict[str, str], cwd: Path) -> str:
     out = subprocess.run([*CMCL, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
     text = out.stdout + out.stderr
