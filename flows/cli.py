@@ -55,8 +55,8 @@ class _OneLineUsageErrors(TyperGroup):
         if not standalone_mode:
             return rv
         code = rv if isinstance(rv, int) else 0
-        if args is None and "prefect" in sys.modules:  # the `cmcl` process itself (tests pass args)
-            _exit_without_teardown(code)
+        if args is None and "prefect" in sys.modules and sys.getprofile() is None and sys.gettrace() is None:
+            _exit_without_teardown(code)  # the `cmcl` process itself (tests pass args), not profiled or traced
         sys.exit(code)
 
 
