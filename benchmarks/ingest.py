@@ -14,8 +14,10 @@ child process on the same files:
   flatness QC and PNGs, NGFF labels, crops in sharded Zarr, per-cell and per-field tables,
   ledger), ``--features none`` unless ``--features`` says otherwise, with the per-step seconds of
   its worker processes (``PlateResult.worker_seconds``) as the profile;
-* with ``--cli``: ``cmcl -q ingest`` of the same folder (Prefect flow, temporary API server), so
-  the fixed start-up shows as the difference.
+* with ``--cli``: ``cmcl -q ingest`` of the same folder, the whole command (Prefect flow on the API
+  the environment gives it: a running or background ``cmcl server``, or Prefect's temporary server
+  with ``CMCL_REUSE_SERVER=0``), so the fixed start-up shows as the difference
+  (``benchmarks/startup.py`` measures it on a server of its own).
 
 Prints fields/s, the ratio cmcl / script (>= 1 means cmcl is as fast as the script while writing
 everything it writes), and the peak RSS of the main process and of the largest worker.
@@ -230,7 +232,7 @@ def _child(argv: list[str]) -> None:
     print("RESULT " + json.dumps(res))
 
 
-def _measure(kind: str, plate_dir: Path, out: Path, processes: int, features: str) -> dict:
+def measure(kind: str, plate_dir: Path, out: Path, processes: int, features: str) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     proc = subprocess.run([sys.executable, __file__, "--child", kind, str(plate_dir), str(out), str(processes),
                            features], capture_output=True, text=True, cwd=REPO)
@@ -315,9 +317,9 @@ def main(argv: list[str] | None = None) -> None:
         best: dict[str, dict] = {}
         for _ in range(args.repeats):
             if not args.no_script:
-                r = _measure("script", plate, tmp / "script", args.processes, "none")
+                r = measure("script", plate, tmp / "script", args.processes, "none")
                 best["script"] = min(best.get("script", r), r, key=lambda x: x["seconds"])
-            r = _measure("cmcl", plate, tmp / "store", args.processes, args.features)
+            r = measure("cmcl", plate, tmp / "store", args.processes, args.features)
             best["cmcl"] = min(best.get("cmcl", r), r, key=lambda x: x["seconds"])
         if not args.no_script:
             rows.append(("plain script (skimage, .npy)", best["script"]))
@@ -325,10 +327,10 @@ def main(argv: list[str] | None = None) -> None:
         rows.append((f"cmcl ingest_plate (features {args.features})", cm))
         if args.also_features:
             rows.append(("cmcl ingest_plate (features default)",
-                         _measure("cmcl", plate, tmp / "store_feat", args.processes, "default")))
+                         measure("cmcl", plate, tmp / "store_feat", args.processes, "default")))
         if args.cli:
             rows.append((f"cmcl -q ingest CLI (features {args.features})",
-                         _measure("cli", plate, tmp / "store_cli", args.processes, args.features)))
+                         measure("cli", plate, tmp / "store_cli", args.processes, args.features)))
         print(f"{'run':<42}{'seconds':>9}{'fields/s':>10}{'cells':>9}{'CPU main s':>12}{'CPU workers s':>15}"
               f"{'RSS main MB':>13}{'RSS worker MB':>15}")
         for name, r in rows:

@@ -11,6 +11,8 @@ segmentation   segment nuclei + cells + crops, fields/s        plain scikit-imag
 standardize    standardize_table (1 process), mol/s            ChEMBL structure pipeline
 featurize      pipeline.graphs.smiles_to_graph, mol/s          ogb.utils.smiles2graph
 loader         training data loader alone, samples/s           trainer model step, samples/s
+start-up       ``cmcl compounds`` on one molecule, verbs/min    the same in Prefect's ephemeral mode
+ingest command ``cmcl -q ingest`` whole command, fields/s       plain 2-process scikit-image script
 =============  ==============================================  ==========================================
 
 A ratio above 1 means cmcl is faster than its peer (for the loader: the loader keeps up with the
@@ -46,6 +48,7 @@ BENCHMARKS: dict[str, tuple[list[str], str]] = {
     "segment": ([str(HERE / "segment.py"), "--size", "256", "--fields", "2"], "fields/s"),
     "compounds": (["-c", _COMPOUNDS_CHILD, str(REPO), str(HERE), str(HERE / "compounds.py"), "600"], "mol/s"),
     "train": ([str(HERE / "train.py"), "--preset", "quick", "--steps", "4", "--compounds", "80"], "samples/s"),
+    "startup": ([str(HERE / "startup.py"), "--fields", "16", "--repeats", "2"], "verbs/min"),
 }
 
 
@@ -83,6 +86,19 @@ def _parse(name: str, out: str) -> list[dict]:
         model = _num(r"^model step \w+ \(median\):.*?([\d.,]+) samples/s", out)
         return [dict(stage="loader", cmcl=loader, peer=model, unit="samples/s", cmcl_name="data loader alone",
                      peer_name="trainer model step")]
+    if name == "startup":
+        warm = _num(r"^fixed start-up warm: ([\d.]+) s", out)
+        ephemeral = _num(r"^\s*ephemeral \(.*?:\s+([\d.]+)$", out)
+        fields = _num(r"whole command, (\d+) real-size fields", out)
+        rows = [dict(stage="start-up", cmcl=60 / warm, peer=60 / ephemeral, unit="verbs/min",
+                     cmcl_name="`cmcl compounds` (1 molecule), background server", peer_name="Prefect ephemeral mode")]
+        for feats in ("none", "default"):
+            script = _num(rf"^\s*features {feats}\s+script\s+([\d.]+) s", out)
+            cli = _num(rf"^\s*features {feats}\s+script\s+[\d.]+ s\s+cmcl ingest\s+([\d.]+) s", out)
+            rows.append(dict(stage=f"ingest command{'' if feats == 'none' else ' +features'}", cmcl=fields / cli,
+                             peer=fields / script, unit="fields/s", cmcl_name=f"`cmcl -q ingest --features {feats}`",
+                             peer_name="plain 2-process skimage script"))
+        return rows
     raise KeyError(f"no parser for benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
 
 

@@ -5,6 +5,9 @@ API server in a subprocess and waits for it (measured on the project's busy 2-co
 10-18 s, most of it that subprocess importing Prefect's server modules, plus ~3 s for the
 caller to import them too); a process that talks to a running server skips all of it.
 
+When none runs, a verb starts one in the background (:mod:`flows.background`: it stops itself
+after an idle period; ``cmcl server stop`` ends it).
+
 ``cmcl server`` records its API URL in ``$PREFECT_HOME/cmcl-server.json`` (:func:`record_server`)
 and removes the record when it stops (:func:`forget_server`). Before a verb's first flow,
 :func:`use_running_server` points the process, and the processes it starts, at that server when
@@ -39,7 +42,8 @@ from pathlib import Path
 from typing import Iterator
 
 __all__ = ["STATE_FILE", "REUSE_ENV", "state_path", "client_url", "record_server", "forget_server",
-           "running_server", "use_running_server", "no_flow_heartbeats"]
+           "running_server", "reuse_enabled", "api_configured", "use_running_server", "point_at",
+           "no_flow_heartbeats"]
 
 #: Name of the record ``cmcl server`` keeps in ``$PREFECT_HOME`` while it runs.
 STATE_FILE = "cmcl-server.json"
@@ -76,14 +80,15 @@ def client_url(host: str, port: int) -> str | None:
     return f"http://{'[' + host + ']' if ':' in host else host}:{port}/api"
 
 
-def record_server(api_url: str, pid: int, *, path: Path | None = None) -> Path:
-    """Record a running server (its API URL and the pid serving it) for other cmcl processes; atomic."""
+def record_server(api_url: str, pid: int, *, owner: int | None = None, path: Path | None = None) -> Path:
+    """Record a running server for other cmcl processes (atomic): its API URL, the pid serving it and
+    ``owner``, the ``cmcl server`` process that started it (``cmcl server stop`` signals that one)."""
     from importlib.metadata import version
 
     path = path or state_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"api_url": api_url, "pid": pid, "prefect_version": version("prefect"),
+    tmp.write_text(json.dumps({"api_url": api_url, "pid": pid, "owner": owner, "prefect_version": version("prefect"),
                                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=1))
     os.replace(tmp, path)
     return path
@@ -158,30 +163,46 @@ def running_server(*, timeout: float = 3.0, path: Path | None = None) -> str | N
     return url if isinstance(served, str) and _compatible(served) else None
 
 
+def reuse_enabled() -> bool:
+    """False when ``CMCL_REUSE_SERVER`` is ``0`` (or false/no/off): Prefect's ephemeral mode."""
+    return os.environ.get(REUSE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def api_configured() -> bool:
+    """Whether the user (environment, profile, ``prefect.toml``, ``.env``, a harness) set a Prefect API."""
+    if os.environ.get("PREFECT_API_URL"):
+        return True
+    from prefect.settings import get_current_settings
+
+    return bool(get_current_settings().api.url)
+
+
 def use_running_server() -> str | None:
     """Point this process and its children at the recorded ``cmcl server`` unless an API is configured.
 
     Call before the first flow runs. Returns the URL used, or None (nothing changed: the API the
     user configured, or Prefect's ephemeral mode).
     """
-    if os.environ.get(REUSE_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+    if not reuse_enabled() or os.environ.get("PREFECT_API_URL") or not state_path().is_file():
         return None
-    if os.environ.get("PREFECT_API_URL") or not state_path().is_file():
-        return None
-    from prefect.settings import get_current_settings
-
-    if get_current_settings().api.url:  # a profile, prefect.toml, .env or a test harness set one
+    if api_configured():
         return None
     url = running_server()
-    if url is None:
-        return None
+    return url if url is not None and point_at(url) else None
+
+
+def point_at(url: str) -> bool:
+    """Make ``url`` this process's (and its children's) Prefect API; False, changing nothing, when a
+    caller's own settings context overrides the environment."""
     os.environ["PREFECT_API_URL"] = url  # children (Dask workers, pools) inherit it
     _refresh_prefect_settings()
+    from prefect.settings import get_current_settings
+
     if str(get_current_settings().api.url or "").rstrip("/") != url:  # inside a caller's own settings context: leave it be
         del os.environ["PREFECT_API_URL"]
         _refresh_prefect_settings()
-        return None
-    return url
+        return False
+    return True
 
 
 def _refresh_prefect_settings() -> None:

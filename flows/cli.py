@@ -51,9 +51,28 @@ class _OneLineUsageErrors(TyperGroup):
             sys.exit(1)
         finally:
             restore()
+            _report_unused_server()
         if not standalone_mode:
             return rv
-        sys.exit(rv if isinstance(rv, int) else 0)
+        code = rv if isinstance(rv, int) else 0
+        if args is None and "prefect" in sys.modules and sys.getprofile() is None and sys.gettrace() is None:
+            _exit_without_teardown(code)  # the `cmcl` process itself (tests pass args), not profiled or traced
+        sys.exit(code)
+
+
+def _exit_without_teardown(code: int) -> None:
+    """End the process after its exit handlers (Prefect sends its last logs and events, logging
+    flushes), skipping the interpreter's teardown of every imported module: 0.5-0.7 s after a
+    Prefect flow on the project's 2-core machine, for nothing (the OS frees the memory)."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def _store_hint(msg: str, args: Optional[list[str]]) -> str:
@@ -111,20 +130,32 @@ class _State:
     debug = False
     quiet = False
     api_checked = False
+    early_server = None  # flows.background.EarlyStart, begun by main() for verbs that run flows
+
+
+#: Verbs that run Prefect flows (and so want the background `cmcl server`, started by main() at once).
+_FLOW_VERBS = frozenset({"ingest", "compounds", "profile", "train", "evaluate", "run", "demo", "finetune", "serve"})
 
 
 @app.callback()
-def main(quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, Prefect warnings only."),
+def main(ctx: typer.Context,
+         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, Prefect warnings only."),
          debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors, and library warnings.")) -> None:
     """Set logging before Prefect is imported (verbs import flows lazily)."""
     _State.debug = debug
     _State.quiet = quiet
     _State.api_checked = False
     _library_warnings(show=debug)
+    _State.early_server = None
     if quiet:
         os.environ["CMCL_PROGRESS"] = "0"
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    if ctx.invoked_subcommand in _FLOW_VERBS and "--help" not in sys.argv[1:]:
+        from flows.background import EarlyStart, may_need_server
+
+        if may_need_server():  # start (or find) the server while the verb imports Prefect and checks its inputs
+            _State.early_server = EarlyStart()
 
 
 def _library_warnings(*, show: bool) -> None:
@@ -189,21 +220,50 @@ def _tame_logs() -> None:
 
 
 def _use_running_server() -> None:
-    """Before this process's first flow: a healthy `cmcl server` replaces Prefect's temporary API
-    (its start costs 10-20 s) unless the user configured an API (:func:`flows.api.use_running_server`)."""
+    """Before this process's first flow: use the recorded `cmcl server`, or start one in the background
+    (Prefect's temporary API costs 8-13 s per verb), unless the user configured an API or set
+    CMCL_REUSE_SERVER=0 (:func:`flows.background.connect`). A server that cannot start leaves Prefect's
+    own choice, with one line saying why."""
     if _State.api_checked:
         return
     _State.api_checked = True
-    from flows.api import use_running_server
+    from flows.background import ServerStartError, connect, idle_timeout
 
     try:
-        url = use_running_server()
+        url, started = connect(early=_State.early_server)
+    except (ServerStartError, ValueError) as exc:
+        if _State.debug:
+            raise
+        err.print(f"warning: {exc}; using Prefect's temporary server", soft_wrap=True, markup=False, highlight=False)
+        return
     except Exception:  # noqa: BLE001 - never worse than before: Prefect's own choice of API
         if _State.debug:
             raise
-        url = None
-    if url and not _State.quiet:
+        return
+    early = _State.early_server
+    if url is None and early is not None and early.spawned:  # the guess before Prefect's import was wrong
+        err.print(f"Prefect API: the one you configured; a background `cmcl server` was started meanwhile and stops "
+                  f"after {idle_timeout() / 60:g} min (`cmcl server stop` ends it now)",
+                  soft_wrap=True, markup=False, highlight=False)
+    elif url and started:
+        err.print(f"Prefect API: started a background `cmcl server` at {url} for this and later cmcl commands "
+                  f"(it stops after {idle_timeout() / 60:g} min without one; `cmcl server stop` ends it now)",
+                  soft_wrap=True, markup=False, highlight=False)
+    elif url and not _State.quiet:
         err.print(f"Prefect API: the running `cmcl server` at {url}", soft_wrap=True, markup=False, highlight=False)
+
+
+def _report_unused_server() -> None:
+    """A verb that ended before its flow (bad input, say) may have started the background server
+    already (:func:`main`): it still says so, once."""
+    early = _State.early_server
+    if early is not None and early.spawned and not _State.api_checked:
+        _State.api_checked = True
+        from flows.background import idle_timeout
+
+        err.print(f"Prefect API: started a background `cmcl server` for later cmcl commands (it stops after "
+                  f"{idle_timeout() / 60:g} min without one; `cmcl server stop` ends it now)",
+                  soft_wrap=True, markup=False, highlight=False)
 
 
 def _is_flow(fn: Any) -> bool:
@@ -342,6 +402,10 @@ def ingest(plate_dirs: list[Path] = typer.Argument(..., help="Plate folders."),
                          field_tile_size=field_tile_size, allow_outside=allow_outside, platemap=platemap,
                          features=features)
     _check_plate_sources(plate_dirs, _store(store), settings, replace=replace, plate_id=plate_id)
+    if workers == 1:  # the workers' fork server imports its modules while this process imports Prefect
+        from pipeline.ingest import IngestSettings, start_workers
+
+        _run(start_workers, IngestSettings(**settings))
     from flows.parallel import ingest_flow
 
     results = _run(ingest_flow, [str(p) for p in plate_dirs], str(_store(store)), settings=settings, force=force,
@@ -700,10 +764,25 @@ def serve(inbox: Path = typer.Argument(..., help="Folder where plate folders arr
 
 
 @app.command()
-def server(host: str = typer.Option("127.0.0.1", help="Address to bind (loopback unless told otherwise)."),
+def server(action: Optional[str] = typer.Argument(None, help="stop: stop the running `cmcl server` (background or not)."),
+           host: str = typer.Option("127.0.0.1", help="Address to bind (loopback unless told otherwise)."),
            port: Optional[int] = typer.Option(4200, help="Port (0 or none: a free one)."),
-           home: Optional[Path] = typer.Option(None, help="PREFECT_HOME for the server's database.")) -> None:
-    """Start a Prefect server for `cmcl serve` and every other verb (they find it), and print its URL."""
+           home: Optional[Path] = typer.Option(None, help="PREFECT_HOME for the server's database."),
+           idle_timeout: Optional[float] = typer.Option(None, "--idle-timeout", help="Stop after this many seconds "
+                                                        "without a cmcl command using it (default: never).")) -> None:
+    """Start a Prefect server for `cmcl serve` and every other verb (they find it), and print its URL;
+    `cmcl server stop` stops it. (Verbs start one in the background by themselves when none runs.)"""
+    from flows.background import stop_server, wait_or_idle
+
+    if action == "stop":
+        state = _run(stop_server)
+        console.print("no `cmcl server` is running" if not state else f"stopped the `cmcl server` at {state['api_url']}"
+                      if state["api_url"] else f"stopped the background `cmcl server` that was starting (pid {state['pid']})")
+        return
+    if action is not None:
+        _fail(typer.BadParameter(f"unknown action {action!r}; `cmcl server` starts one, `cmcl server stop` stops it"))
+    if idle_timeout is not None and not idle_timeout > 0:
+        _fail(typer.BadParameter(f"--idle-timeout must be a positive number of seconds, got {idle_timeout:g}"))
     from flows.api import client_url, forget_server, record_server
     from flows.serve import start_server, wait_healthy
 
@@ -712,13 +791,14 @@ def server(host: str = typer.Option("127.0.0.1", help="Address to bind (loopback
         _run(wait_healthy, srv.api_url, timeout=120, process=srv.process)
         url = client_url(host, srv.port)
         if url is not None:  # other cmcl processes of this PREFECT_HOME reuse it (flows.api)
-            state = record_server(url, srv.process.pid)
+            state = record_server(url, srv.process.pid, owner=os.getpid())
             console.print(f"Prefect server ready: {url}\ncmcl commands with this PREFECT_HOME use it while it runs "
                           f"(recorded in {state}; CMCL_REUSE_SERVER=0 turns that off). Other Prefect clients:\n"
                           f"  export PREFECT_API_URL={url}")
         else:
             console.print(f"Prefect server ready. In another shell:\n  export PREFECT_API_URL={srv.api_url}")
-        srv.process.wait()
+        if wait_or_idle(srv.process, idle_s=idle_timeout) == "idle":
+            console.print(f"no cmcl command for {idle_timeout:g} s: stopping")
     except KeyboardInterrupt:
         pass
     finally:

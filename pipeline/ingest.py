@@ -54,6 +54,7 @@ from pipeline.tiles import CROPS_CHUNK, CROPS_SHARD, CropArrayWriter, crop_cells
 
 __all__ = [
     "IngestSettings",
+    "start_workers",
     "PlateResult",
     "plan_plate",
     "preflight",
@@ -1249,6 +1250,13 @@ def _call(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return fn(*args, **kwargs)
 
 
+def start_workers(settings: IngestSettings) -> None:
+    """Start the workers' fork server now, preloading what plates ingested with ``settings`` need
+    (:func:`pipeline.workers.start_pool_server`; no-op once it runs): a caller with its own start-up
+    to do (the ``cmcl ingest`` command importing Prefect) overlaps it with the server's imports."""
+    start_pool_server(["pipeline.warm"] + (["pipeline.warm_features"] if settings.features != "none" else []))
+
+
 def ingest_plate(
     plate_dir: str | Path,
     store: Store,
@@ -1291,7 +1299,7 @@ def ingest_plate(
         If another folder owns the plate ID (checked before any work; names both folders).
     """
     if processes is None or processes > 1:  # its imports overlap the planning below
-        start_pool_server(["pipeline.warm"] + (["pipeline.warm_features"] if settings.features != "none" else []))
+        start_workers(settings)
     plan = run_stage("preflight", preflight, plate_dir, store, settings, plate_id=plate_id)
     with file_lock(store.root / "locks" / f"{plan.plate}.lock", timeout=lock_timeout):
         check_plate_source(plan, store, replace=replace)

@@ -10,8 +10,10 @@ import pytest
 # Prefect: quiet, offline, patient on a busy 2-core machine; must be set before Prefect imports.
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("CMCL_PROGRESS", "0")
-# A developer's running `cmcl server` is not the tests' business: every cmcl process the tests
-# start stays on the API the test chose (tests of the reuse itself set CMCL_REUSE_SERVER=1).
+# A developer's running `cmcl server` is not the tests' business, and no test may leave a background
+# one behind: every cmcl process the tests start stays on the API the test chose and never starts a
+# server (tests of the reuse and of the background server set CMCL_REUSE_SERVER=1 in a PREFECT_HOME
+# of their own and stop what they started: tests/flows/test_background_server.py).
 os.environ["CMCL_REUSE_SERVER"] = "0"
 import flows  # noqa: E402,F401  (applies cmcl's Prefect defaults)
 

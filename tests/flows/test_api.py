@@ -137,7 +137,7 @@ def _flow_runs(url: str, name: str) -> set[str]:
         return {run["id"] for run in json.loads(r.read())}
 
 
-def test_cmcl_verb_runs_its_flow_on_the_recorded_server(tmp_path):
+def test_cmcl_verb_runs_its_flow_on_the_recorded_server(tmp_path, monkeypatch):
     """End to end: `cmcl compounds` in a new process finds the (harness's) server through the
     record, says so, runs its flow there and starts no temporary server."""
     import shutil
@@ -153,8 +153,16 @@ def test_cmcl_verb_runs_its_flow_on_the_recorded_server(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     env.update(PREFECT_HOME=str(home), CMCL_REUSE_SERVER="1", PREFECT_LOGGING_LEVEL="INFO")
     cmcl = shutil.which("cmcl") or f"{sys.executable} -m flows.cli"
-    out = subprocess.run([*cmcl.split(), "compounds", str(f), "--store", str(tmp_path / "s")], env=env,
-                         capture_output=True, text=True, timeout=300)
+    try:
+        out = subprocess.run([*cmcl.split(), "compounds", str(f), "--store", str(tmp_path / "s")], env=env,
+                             capture_output=True, text=True, timeout=300)
+    finally:  # had it not found the record's server, it would have started one in the background: stop it
+        record = home / api.STATE_FILE
+        if not record.is_file() or json.loads(record.read_text())["pid"] != os.getpid():
+            from flows.background import stop_server
+
+            monkeypatch.setenv("PREFECT_HOME", str(home))
+            stop_server()
     text = out.stdout + out.stderr
     assert out.returncode == 0, text
     assert f"Prefect API: the running `cmcl server` at {url}" in text, text

@@ -1,0 +1,124 @@
+"""A verb's fixed start-up, and the whole ``cmcl ingest`` command beside a plain script, in one run.
+
+In a Prefect home of its own (a temporary folder; no API configured, nothing started by hand):
+
+* ``cmcl compounds`` on one molecule, whole command (process start to exit):
+  **ephemeral**: ``CMCL_REUSE_SERVER=0``, Prefect's temporary API server started and stopped by the verb
+  (what every verb paid before cmcl started a server of its own);
+  **first**: no server running: the verb starts the background ``cmcl server`` and uses it;
+  **warm**: later verbs, which reuse it (``--repeats`` runs: median and range).
+* ``cmcl -q ingest`` of ``--fields`` real-size fields (the real JUMP field of tests/data repeated, as
+  ``benchmarks/ingest.py --real`` builds them) with ``--features none`` and with the default features,
+  whole command on the warm server, each beside the plain 2-process script of ``benchmarks/ingest.py``
+  (same plate, same run): ratio = script seconds / cmcl seconds (>= 1: cmcl as fast as the script
+  while writing everything it writes).
+
+The background server is stopped at the end (``cmcl server stop``) and the temporary home removed.
+
+Usage: ``python benchmarks/startup.py [--fields 40] [--repeats 3] [--no-ingest] [--keep DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE))
+
+import ingest as bench_ingest  # noqa: E402  (benchmarks/ingest.py: plate builder, plain script, CLI child)
+
+CMCL = [sys.executable, "-m", "flows.cli"]
+
+
+def _cmcl_seconds(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    out = subprocess.run([*CMCL, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
+    seconds = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise RuntimeError(f"cmcl {' '.join(args)} failed:\n{(out.stdout + out.stderr)[-3000:]}")
+    return seconds, out.stdout + out.stderr
+
+
+def compounds_startup(work: Path, env: dict[str, str], *, repeats: int) -> dict[str, list[float]]:
+    """Seconds of ``cmcl compounds`` on one molecule: ephemeral, first (starts the server), warm."""
+    smi = work / "one.smi"
+    smi.write_text("CCO ethanol\n")
+    args = lambda i: ["compounds", str(smi), "--store", str(work / f"store{i}")]  # noqa: E731
+    out: dict[str, list[float]] = {"ephemeral": [], "first": [], "warm": []}
+    out["ephemeral"].append(_cmcl_seconds(args(0), {**env, "CMCL_REUSE_SERVER": "0"}, work)[0])
+    seconds, text = _cmcl_seconds(args(1), env, work)
+    if "started a background `cmcl server`" not in text:
+        raise RuntimeError(f"the first verb did not start the background server:\n{text[-2000:]}")
+    out["first"].append(seconds)
+    for i in range(repeats):
+        seconds, text = _cmcl_seconds(args(2 + i), env, work)
+        if "the running `cmcl server`" not in text:
+            raise RuntimeError(f"a later verb did not reuse the server:\n{text[-2000:]}")
+        out["warm"].append(seconds)
+    return out
+
+
+def ingest_ratios(work: Path, *, fields: int) -> list[tuple[str, float, float]]:
+    """(features, script seconds, cmcl ingest command seconds) on ``fields`` real-size fields."""
+    plate = bench_ingest.make_real_plate(work / "in", fields=fields)
+    rows = []
+    for features in ("none", "default"):
+        script = bench_ingest.measure("script", plate, work / "script", 2, "none")
+        cli = bench_ingest.measure("cli", plate, work / f"store_cli_{features}", 2, features)
+        rows.append((features, script["seconds"], cli["seconds"]))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--fields", type=int, default=40, help="real-size fields for the ingest (default 40)")
+    ap.add_argument("--repeats", type=int, default=3, help="warm `cmcl compounds` runs (default 3)")
+    ap.add_argument("--no-ingest", action="store_true", help="only the `cmcl compounds` start-up")
+    ap.add_argument("--keep", type=Path, default=None, help="work in DIR and keep it")
+    args = ap.parse_args(argv)
+    work = args.keep or Path(tempfile.mkdtemp(prefix="cmcl-startup-"))
+    work.mkdir(parents=True, exist_ok=True)
+    home = work / "prefect-home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(PREFECT_HOME=str(home), CMCL_REUSE_SERVER="1", CMCL_PROGRESS="0",
+               PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)  # benchmarks/ingest.py's children (`cmcl -q ingest`) inherit it: the warm server
+    try:
+        print(f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at start")
+        c = compounds_startup(work, env, repeats=args.repeats)
+        print("`cmcl compounds` on one molecule, whole command (s):")
+        print(f"  ephemeral (Prefect temporary server, CMCL_REUSE_SERVER=0): {c['ephemeral'][0]:.2f}")
+        print(f"  first (starts the background cmcl server):                {c['first'][0]:.2f}")
+        print(f"  warm (reuses it), median of {len(c['warm'])}:                        "
+              f"{statistics.median(c['warm']):.2f} (range {min(c['warm']):.2f}-{max(c['warm']):.2f})")
+        print(f"fixed start-up warm: {statistics.median(c['warm']):.2f} s; "
+              f"ephemeral / warm: {c['ephemeral'][0] / statistics.median(c['warm']):.1f}x")
+        if not args.no_ingest:
+            print(f"`cmcl -q ingest`, whole command, {args.fields} real-size fields (real JUMP field repeated), "
+                  "warm server, beside the plain 2-process script:")
+            for features, script, cli in ingest_ratios(work, fields=args.fields):
+                print(f"  features {features:<8} script {script:6.1f} s  cmcl ingest {cli:6.1f} s  "
+                      f"({args.fields / cli:.2f} fields/s)  ratio {script / cli:.2f}")
+        print(f"load average {os.getloadavg()[0]:.1f} at end")
+    finally:
+        subprocess.run([*CMCL, "server", "stop"], env=env, cwd=work, capture_output=True, timeout=120)
+        os.environ.clear()
+        os.environ.update(saved)
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
