@@ -767,7 +767,8 @@ def query(store: Optional[Path] = StoreOpt,
 
     if smiles is not None:
         df = _run(query_smiles, st.root, st.run_dir(run), smiles, top=top, out_dir=out)
-        console.print(f"wells nearest [bold]{df.attrs.get('query_smiles', smiles)}[/] (run {run}):")
+        what = "compounds whose profiles are nearest" if "profiles" in df.attrs else "wells nearest"
+        console.print(f"{what} [bold]{df.attrs.get('query_smiles', smiles)}[/] (run {run}):")
     else:
         if ":" not in well:
             _fail(ValueError(f"--well {well!r} is not PLATE:WELL (e.g. DEMO-1:B07)"))

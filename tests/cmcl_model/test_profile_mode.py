@@ -94,6 +94,16 @@ def test_train_evaluate_on_imported_profiles_only(pstore):
     assert saved["ci"] == result["ci"]
     html = (pstore.root / "reports" / run.name / "report.html").read_text()
     assert "bootstrap intervals" in html and "morgan_cca" in html
+    # zero-shot: a training compound's own SMILES finds compounds with their profiles
+    from cmcl_model.query import query_smiles, query_well
+
+    smiles = pstore.read("compounds")["Metadata_SMILES"].iloc[0]
+    hits = query_smiles(pstore.root, run, smiles, top=5)
+    assert len(hits) == 5 and hits["Score"].is_monotonic_decreasing and (hits["N_Profiles"] >= 1).all()
+    assert hits.attrs["profiles"].shape == (5, 454)
+    assert list(hits.attrs["profiles"].index) == list(hits["Metadata_InChIKey"])
+    with pytest.raises(ValueError, match="profile-mode run"):
+        query_well(pstore.root, run, "P0", "A01")
 
 
 def test_profile_mode_resumes_exactly(pstore):
