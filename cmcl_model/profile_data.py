@@ -2,7 +2,8 @@
 
 The image side of profile-mode pre-training (``TrainConfig(image_source='profiles')``) is a
 table of well (or consensus) profiles rather than crops: cmcl's own (``cmcl profile`` writes
-``tables/profiles/wells/<plate>.parquet``), imported ones (``cmcl import-profiles``), or both.
+``tables/profiles/wells/<plate>.parquet``), imported ones (``cmcl import-profiles`` writes
+``tables/profiles/imported/<id>.parquet``, with the lab/batch in ``Metadata_Batch``), or both.
 Each treatment well is tied to a parent compound (its ``Metadata_InChIKey`` when the graphs
 table holds it, else its ``Metadata_CompoundID`` through the compound stage's
 ``compound_inputs``), one sample per (compound, dose), and features are standardized per
@@ -59,7 +60,8 @@ CLIP = 10.0
 ProfileSource = Literal["all", "cmcl", "imported"]
 Negatives = Literal["any", "within_source"]
 
-_FEATURE = re.compile(r"^(Cells|Cytoplasm|Nuclei)_")
+#: CellProfiler-named features, and numbered ones (JUMP's X_1…, harmony_0…) as imported
+_FEATURE = re.compile(r"^((Cells|Cytoplasm|Nuclei|Image)_|(?!Metadata_)[A-Za-z][A-Za-z0-9]*_[0-9]+$)")
 _META = ["Metadata_Plate", "Metadata_Well", "Metadata_CompoundID", "Metadata_InChIKey", "Metadata_Concentration",
          "Metadata_ControlType", "Metadata_Source"]
 
@@ -206,17 +208,18 @@ def read_profile_tables(files: Sequence[str | Path], *, sources: ProfileSource =
 
 
 def store_profile_table(store: Store, *, sources: ProfileSource = "all") -> ProfileTable:
-    """:func:`read_profile_tables` of every ``tables/profiles/wells/*.parquet`` of ``store``.
+    """:func:`read_profile_tables` of the store's own well profiles (``profiles_wells``, written by
+    ``cmcl profile``) and its imported profiles (``profiles_imported``, ``cmcl import-profiles``).
 
     Raises
     ------
     ProfileDataError
         When the store holds no well profiles (naming what to run).
     """
-    files = store.table_files("profiles_wells")
+    files = store.table_files("profiles_wells") + store.table_files("profiles_imported")
     if not files:
-        raise ProfileDataError(f"store {store.root} has no well profiles (tables/profiles/wells/); run `cmcl profile` "
-                               "on ingested plates or `cmcl import-profiles FILE` first")
+        raise ProfileDataError(f"store {store.root} has no profiles (tables/profiles/wells/ or imported/); run `cmcl "
+                               "profile` on ingested plates or `cmcl import-profiles FILE` first")
     return read_profile_tables(files, sources=sources)
 
 

@@ -350,6 +350,9 @@ def compounds(files: list[Path] = typer.Argument(None, help="CSV/TSV/.smi/SDF/Pa
 
     s = _run(compounds_flow, str(_store(store)), files=[str(f) for f in files or []], smiles_col=smiles_col, id_col=id_col,
              n_jobs=jobs, canonicalize_tautomer=tautomers, fresh=fresh)
+    if s.get("nothing_to_do"):
+        console.print(f"compounds: nothing to do: {s['nothing_to_do']}")
+        return
     console.print(f"compounds: {s['read']} read, {s['standardized']} standardized, {s['merged']} merged into "
                   f"existing parents, {s['failed']} failed -> {s['unique_parents']} parents"
                   + (" (unchanged: nothing to do)" if s["skipped"] else ""))
@@ -482,20 +485,32 @@ def profile(store: Optional[Path] = StoreOpt,
 
 
 @app.command("import-profiles")
-def import_profiles(file: Path = typer.Argument(..., help="Well-profile table (.csv, .csv.gz, .parquet), pycytominer style."),
+def import_profiles(files: list[Path] = typer.Argument(..., help="Profile tables (.csv[.gz], .tsv, .parquet): pycytominer, JUMP, IDR0133-style."),
                     store: Optional[Path] = StoreOpt,
-                    samples: Optional[Path] = typer.Option(None, help="Drug Repurposing Hub sample file (broad_id, smiles, InChIKey)."),
+                    compound_map: Optional[Path] = typer.Option(None, "--compound-map", help="Identifier -> SMILES table joined on a column both share (JUMP: Metadata_JCP2022)."),
+                    columns: Optional[Path] = typer.Option(None, "--columns", help="TOML: \"file column\" = \"role\" (plate, well, smiles, inchikey, compound, name, dose, control, moa, batch)."),
+                    feature_names: Optional[Path] = typer.Option(None, "--feature-names", help="Names of numbered features (X_1...): column,name pairs or one name per line."),
+                    samples: Optional[Path] = typer.Option(None, help="Drug Repurposing Hub sample file (broad_id, smiles, InChIKey): a compound map joined by pert_id."),
                     drugs: Optional[Path] = typer.Option(None, help="Drug Repurposing Hub drug file (pert_id, moa).")) -> None:
-    """Import well profiles from elsewhere (e.g. a LINCS plate) into the store; `cmcl profile` scores them."""
-    for f in [file, samples, drugs]:
+    """Import profile tables from elsewhere into the store (compounds joined to parent InChIKeys); `cmcl profile` scores them."""
+    for f in [*files, compound_map, columns, feature_names, samples, drugs]:
         if f is not None and not f.is_file():
             _fail(FileNotFoundError(f"{f} does not exist"))
     from flows.profiles import import_profiles_flow
 
-    out = _run(import_profiles_flow, str(file), str(_store(store)), str(samples) if samples else None,
-               str(drugs) if drugs else None)
-    console.print(f"imported {out['wells']} wells x {out['features']} features of plate(s) {', '.join(out['plates'])} "
-                  f"as {out['source']}; {out['with_inchikey']} of {out['compounds']} compounds with an InChIKey")
+    out = _run(import_profiles_flow, [str(f) for f in files], str(_store(store)), str(samples) if samples else None,
+               str(drugs) if drugs else None, compound_map=str(compound_map) if compound_map else None,
+               columns=str(columns) if columns else None, feature_names=str(feature_names) if feature_names else None)
+    for r in out["files"]:
+        if r["status"] == "unchanged":
+            console.print(f"{r['file']}: already imported (same bytes and settings), nothing to do")
+            continue
+        console.print(f"imported {r['rows']} wells x {r['features']} features of {len(r['plates'])} plate(s) as {r['source']}; "
+                      f"{r['joined']} of {r['compounds']} compounds joined to a parent InChIKey")
+        for u in r["unjoined"][:20]:
+            console.print(f"  not joined: {u['Metadata_CompoundID']} ({u['rows']} rows): {u['reason']}", soft_wrap=True, markup=False)
+        if len(r["unjoined"]) > 20:
+            console.print(f"  ... {len(r['unjoined']) - 20} more in {_store(store) / 'tables' / 'profiles' / 'imports.json'}")
 
 
 # -------------------------------------------------------------------------------------------- run
@@ -604,7 +619,7 @@ def _demo_real(store: Optional[Path], *, quick: bool) -> None:
     rows = [(f"model (negatives: {neg})", r["metrics"]["model"], r["metrics"]["ci"]["model"]) for neg, r in out["runs"].items()]
     rows += [(name, first["baselines"][name], first["ci"][name]) for name in first["baselines"]]
     rows += [("chance", first["chance"], None)]
-    console.print(f"{'':24s} {'mol->profile R@10':20s} {'profile->mol R@10':20s} {'MRR m->p':>8s} {'MRR p->m':>8s}")
+    console.print(f"{'':24s} {'mol->profile R@10':20s} {'profile->mol R@10':20s} {'MRR m->p':>8s} {'MRR p->m':>8s}", soft_wrap=True)
     for name, r, ci in rows:
         f = r["fullpool"]
         cells = [f"{100 * f[d]['recall@10']:5.1f}" + (" [{:4.1f},{:5.1f}]".format(*(100 * v for v in ci["fullpool"][d]["recall@10"]))

@@ -30,7 +30,8 @@ def _library_records(store: Store, files: list[str], *, fresh: bool) -> pd.DataF
         return pd.DataFrame(columns=_RECORD_COLUMNS)
     names = {Path(f).name for f in files}
     prev = store.read("compound_inputs")
-    prev = prev[~prev["Metadata_Source"].str.startswith("platemap:") & ~prev["Metadata_Source"].isin(names)]
+    derived = prev["Metadata_Source"].str.startswith(("platemap:", "import:"))  # re-read from the store below
+    prev = prev[~derived & ~prev["Metadata_Source"].isin(names)]
     out = prev[_RECORD_COLUMNS].copy()
     out["Error"] = out["Error"].where(out["Input_SMILES"] == "", None)
     return out
@@ -38,8 +39,9 @@ def _library_records(store: Store, files: list[str], *, fresh: bool) -> pd.DataF
 
 def collect_records(store: Store, files: list[str], *, smiles_col: str = "smiles", id_col: str | None = None,
                     fresh: bool = False) -> pd.DataFrame:
-    """Input records: earlier libraries (unless ``fresh``), compound files, and every treatment
-    well of the store's plate maps.
+    """Input records: earlier libraries (unless ``fresh``), compound files, every treatment
+    well of the store's plate maps, and every compound of the store's imported profiles that
+    has a SMILES (``cmcl import-profiles``; ``Metadata_Source`` ``import:<file>``).
 
     Reader errors (a broken SDF record, say) travel in the ``Error`` column so standardization
     reports them instead of a generic failure; a treatment well without SMILES is such a record.
@@ -69,12 +71,23 @@ def collect_records(store: Store, files: list[str], *, smiles_col: str = "smiles
             "Input_SMILES": pm["Metadata_SMILES"].fillna(""),
             "Error": [f"plate map of {p}, well {w}: a treatment well without SMILES (Metadata_SMILES is blank)"
                       if b else None for p, w, b in zip(pm["Metadata_Plate"], pm["Metadata_Well"], blank)]}))
+    parts.append(_imported_records(store))
     parts = [p for p in parts if len(p)]
     if not parts:
         return pd.DataFrame(columns=_RECORD_COLUMNS)
     records = pd.concat([p.reindex(columns=_RECORD_COLUMNS) for p in parts], ignore_index=True)
     records["Input_SMILES"] = records["Input_SMILES"].fillna("").astype(str)
     return records.drop_duplicates(ignore_index=True)
+
+
+def _imported_records(store: Store) -> pd.DataFrame:
+    """Compound records of the store's imported profiles (:func:`pipeline.profile_import.compound_records`)."""
+    if not store.table_files("profiles_imported"):
+        return pd.DataFrame(columns=_RECORD_COLUMNS)
+    from pipeline.profile_import import compound_records
+
+    cols = ["Metadata_Source", "Metadata_CompoundID", "Metadata_InputSMILES", "Metadata_ControlType"]
+    return compound_records(store.read("profiles_imported", columns=cols))
 
 
 def _fingerprint(records: pd.DataFrame, settings: str) -> str:
@@ -133,6 +146,11 @@ def compounds_flow(store: str, *, files: list[str] | None = None, smiles_col: st
         inputs = st.read("compound_inputs")
         logger.info("compound inputs unchanged: nothing to do")
         return _summary(st, inputs, st.read("compounds"), skipped=True)
+    if records.empty and st.table_files("profiles_imported"):
+        logger.info("the imported profiles name no structure (no SMILES): nothing to standardize")
+        return {"read": 0, "standardized": 0, "failed": 0, "unique_parents": 0, "merged": 0, "skipped": True,
+                "nothing_to_do": "the store's imported profiles name no structure (no SMILES) and no compound "
+                                 "file or plate map was given", "tables": {}}
     if records.empty:
         raise ValueError("no compound records: pass a compound file or ingest plates with a platemap.csv first")
     inputs, compounds = standardize_task(records, n_jobs, canonicalize_tautomer)

@@ -13,17 +13,13 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 
 from flows.compounds import compounds_flow
 from flows.model import evaluate_flow, train_flow
 from flows.profiles import import_profiles_flow
-from pipeline.schema import write_table
-from pipeline.store import Store
 
-__all__ = ["shipped_profiles", "real_demo_flow", "REAL_DEMO_PRESETS", "idr0133_profiles"]
+__all__ = ["shipped_profiles", "real_demo_flow", "REAL_DEMO_PRESETS"]
 
 #: Training settings of the real-data demo (TrainConfig overrides on the ``quick`` preset).
 REAL_DEMO_PRESETS: dict[str, dict[str, Any]] = {
@@ -44,49 +40,6 @@ def shipped_profiles() -> dict[str, Path]:
             "hub_drugs": root / "repurposing_drugs_SQ00015054.tsv"}
 
 
-def idr0133_profiles(table: pd.DataFrame, *, source: str = "import:idr0133_cell_injury") -> pd.DataFrame:
-    """IDR0133's columns (``Compound SMILES``, ``Control Type``…) mapped onto ``profiles_wells``.
-
-    The compound is inline (name, SMILES, InChIKey); ``Control Type`` 'Negative' wells are DMSO,
-    every other well (treatments and the positive controls, real compounds) is a treatment.
-    """
-    from pipeline.profiles import external_profiles
-
-    t = table.rename(columns={"Plate": "Metadata_Plate", "Well": "Metadata_Well", "Compound Name": "Metadata_CompoundID",
-                              "Compound Concentration (microMolar)": "Metadata_Concentration"})
-    t["Metadata_ControlType"] = t["Control Type"].map({"Negative": "negcon"}).fillna("trt")
-    t["Metadata_moa"] = t["injury_type"]
-    out = external_profiles(t, source=source)
-    trt = out["Metadata_ControlType"] == "trt"
-    out["Metadata_SMILES"] = t["Compound SMILES"].where(trt.to_numpy(), None).to_numpy()
-    out["Metadata_InChIKey"] = t["Compound InChIKey"].where(trt.to_numpy(), None).to_numpy()
-    return out
-
-
-@task(name="import-idr0133", cache_policy=NO_CACHE)
-def import_idr0133_task(store: str, path: str) -> dict[str, Any]:
-    st = Store(Path(store))
-    wells = idr0133_profiles(pd.read_parquet(path))
-    for plate, df in wells.groupby("Metadata_Plate", sort=True):
-        write_table(df.reset_index(drop=True), "profiles_wells", st.table_path("profiles_wells", plate=str(plate)))
-    trt = wells[wells["Metadata_ControlType"] == "trt"]
-    return {"wells": len(wells), "plates": int(wells["Metadata_Plate"].nunique()),
-            "compounds": int(trt["Metadata_CompoundID"].nunique())}
-
-
-@task(name="imported-compounds", cache_policy=NO_CACHE)
-def imported_compound_file(store: str) -> str:
-    """The imported treatment wells' (ID, SMILES) written as a compound file for the compounds stage."""
-    st = Store(Path(store))
-    wells = st.read("profiles_wells", ["Metadata_CompoundID", "Metadata_SMILES", "Metadata_ControlType"])
-    trt = wells[(wells["Metadata_ControlType"] == "trt") & wells["Metadata_SMILES"].notna()]
-    out = st.root / "inbox" / "imported_compounds.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    trt.drop_duplicates("Metadata_CompoundID").rename(columns={"Metadata_CompoundID": "id", "Metadata_SMILES": "smiles"})[
-        ["id", "smiles"]].to_csv(out, index=False)
-    return str(out)
-
-
 @flow(name="cmcl-demo-real", flow_run_name="demo-real", log_prints=True)
 def real_demo_flow(store: str, *, quick: bool = False, seeds: list[int] | None = None) -> dict[str, Any]:
     """Import the shipped real profiles, standardize their compounds, train in profile mode with
@@ -95,10 +48,10 @@ def real_demo_flow(store: str, *, quick: bool = False, seeds: list[int] | None =
     logger = get_run_logger()
     paths = shipped_profiles()
     out: dict[str, Any] = {"imported": {
-        "idr0133": import_idr0133_task(store, str(paths["idr0133"])),
-        "lincs": import_profiles_flow(str(paths["lincs"]), store, samples=str(paths["hub_samples"]),
+        "idr0133": import_profiles_flow([str(paths["idr0133"])], store),
+        "lincs": import_profiles_flow([str(paths["lincs"])], store, samples=str(paths["hub_samples"]),
                                       drugs=str(paths["hub_drugs"]))}}
-    out["compounds"] = compounds_flow(store, files=[imported_compound_file(store)], smiles_col="smiles", id_col="id")
+    out["compounds"] = compounds_flow(store)  # the imported profiles' structures
     overrides = REAL_DEMO_PRESETS["quick" if quick else "default"]
     out["runs"] = {}
     for negatives in ("any", "within_source"):

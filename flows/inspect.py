@@ -133,6 +133,16 @@ def profiles(root: Path) -> tuple[str, pd.DataFrame]:
                          "compounds_scored": None if a is None else len(a),
                          "retrieved_q<0.05": None if a is None else int(a["below_corrected_p"].sum()),
                          "mean_mAP": None if a is None or not len(a) else float(a["mean_average_precision"].mean())})
+    for path in st.table_files("profiles_imported"):  # one row per imported file
+        w = pd.read_parquet(path, columns=["Metadata_Source", "Metadata_Plate", "Metadata_ControlType"])
+        source = w["Metadata_Source"].iloc[0]
+        a = act[act["Metadata_Source"] == source] if act is not None else None
+        n_feats = sum(not c.startswith("Metadata_") for c in pq_columns(path))
+        rows.append({"source": source, "plate": f"{w['Metadata_Plate'].nunique()} plate(s)", "wells": len(w),
+                     "dmso_wells": int((w["Metadata_ControlType"] == "negcon").sum()), "features": n_feats,
+                     "selected_features": n_feats, "compounds_scored": None if a is None else len(a),
+                     "retrieved_q<0.05": None if a is None else int(a["below_corrected_p"].sum()),
+                     "mean_mAP": None if a is None or not len(a) else float(a["mean_average_precision"].mean())})
     return "profiles (cmcl profile: well profiles, activity mAP)", pd.DataFrame(rows)
 
 

@@ -48,7 +48,7 @@ def _training_key(st: Store, config_dict: dict[str, Any]) -> str:
     if config_dict.get("image_source") == "profiles":  # imported profiles are in no ledger
         from pipeline.plates import fingerprint_files
 
-        files = [str(p.relative_to(st.root)) for p in st.table_files("profiles_wells")]
+        files = [str(p.relative_to(st.root)) for p in st.table_files("profiles_wells") + st.table_files("profiles_imported")]
         h.update(fingerprint_files(st.root, files, extra=code_fingerprint("cmcl_model.profile_data")).encode())
     return h.hexdigest()
 

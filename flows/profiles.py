@@ -1,8 +1,10 @@
 """Prefect flows for profiles: well profiles from the store's single-cell features, imported
-profile tables, feature selection, consensus and phenotypic activity (pipeline.profiles)."""
+profile tables (pipeline.profile_import), feature selection, consensus and phenotypic activity
+(pipeline.profiles)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -20,7 +22,7 @@ from pipeline.provenance import code_fingerprint
 from pipeline.schema import read_table, write_table
 from pipeline.store import Store
 
-__all__ = ["profile_flow", "import_profiles_flow", "read_profile_file", "activity_of", "consistency_of"]
+__all__ = ["profile_flow", "import_profiles_flow", "import_file_task", "imported_wells", "activity_of", "consistency_of"]
 
 
 def _state_path(store: Store) -> Path:
@@ -83,12 +85,25 @@ def consistency_of(profiles: pd.DataFrame, *, null_size: int = 10000, seed: int 
     return cons
 
 
+def imported_wells(store: Store) -> list[pd.DataFrame]:
+    """The store's imported profiles that ``cmcl profile`` can score, as ``profiles_wells`` rows
+    (well level, CellProfiler-named features; :func:`pipeline.profile_import.as_well_profiles`)."""
+    from pipeline.profile_import import as_well_profiles
+
+    out = []
+    for p in store.table_files("profiles_imported"):
+        wells = as_well_profiles(read_table("profiles_imported", p), metadata=prof.PROFILE_METADATA)
+        if wells is not None:
+            out.append(wells)
+    return out
+
+
 @task(name="select-consensus-activity", cache_policy=NO_CACHE)
 def downstream_task(store_root: str, null_size: int) -> dict[str, Any]:
     """Feature selection per source (imported tables are kept as imported: already selected),
     consensus profiles and phenotypic activity over all well profiles of the store."""
     store = Store(Path(store_root))
-    wells = [read_table("profiles_wells", p) for p in store.table_files("profiles_wells")]
+    wells = [read_table("profiles_wells", p) for p in store.table_files("profiles_wells")] + imported_wells(store)
     selected, consensus, activity, consistency = [], [], [], []
     by_source: dict[str, list[pd.DataFrame]] = {}
     for df in wells:
@@ -140,12 +155,13 @@ def profile_flow(store: str, null_size: int = 10000) -> dict[str, Any]:
         well_profiles_task(str(st.root), plate)
         state[plate] = fp
         done.append(plate)
-    wells_fp = fingerprint_files(st.root, [str(p.relative_to(st.root)) for p in st.table_files("profiles_wells")],
+    well_files = st.table_files("profiles_wells") + st.table_files("profiles_imported")
+    wells_fp = fingerprint_files(st.root, [str(p.relative_to(st.root)) for p in well_files],
                                  extra=code_fingerprint("pipeline.profiles", "flows.profiles") + str(null_size))
     summary: dict[str, Any] = {"plates_profiled": done, "plates_unchanged": sorted(set(plates) - set(done))}
     outputs = [st.table_path(n) for n in ("profiles_selected", "profiles_consensus", "activity")]  # consistency: optional
     if state.get("__downstream__") != wells_fp or not all(p.is_file() for p in outputs):
-        if st.table_files("profiles_wells"):
+        if well_files:
             summary["sources"] = downstream_task(str(st.root), null_size)
             state["__downstream__"] = wells_fp
         else:
@@ -157,47 +173,84 @@ def profile_flow(store: str, null_size: int = 10000) -> dict[str, Any]:
     return summary
 
 
-def read_profile_file(path: str | os.PathLike) -> pd.DataFrame:
-    """A well-profile table from ``.csv``, ``.csv.gz``, ``.tsv`` or ``.parquet``.
-
-    Raises
-    ------
-    ValueError
-        Naming the file, for another suffix or an unreadable table.
-    """
-    p = Path(path)
-    name = p.name.lower()
-    try:
-        if name.endswith(".parquet"):
-            return pd.read_parquet(p)
-        if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt")):
-            return pd.read_csv(p, sep="\t" if ".tsv" in name or name.endswith(".txt") else ",", comment=None,
-                               low_memory=False)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise ValueError(f"{p}: not a readable profile table ({exc})") from None
-    raise ValueError(f"{p}: profile tables are .csv, .csv.gz, .tsv or .parquet")
-
-
 def _read_hub(path: str | os.PathLike | None) -> pd.DataFrame | None:
     if path is None:
         return None
     return pd.read_csv(path, sep="\t", comment="!", low_memory=False)
 
 
+def _import_settings(compound_map: str | None, columns: str | None, feature_names: str | None,
+                     drugs: str | None) -> str:
+    """Digest of what besides the file's bytes decides an import: the settings files' bytes and
+    the importer's code."""
+    from pipeline.profile_io import file_digest
+
+    parts = [f"{k}={file_digest(v) if v else ''}" for k, v in
+             (("map", compound_map), ("columns", columns), ("names", feature_names), ("drugs", drugs))]
+    parts.append(code_fingerprint("pipeline.profile_import", "pipeline.profile_io", "pipeline.compounds"))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+@task(name="import-profile-file", cache_policy=NO_CACHE)
+def import_file_task(file: str, store_root: str, compound_map: str | None = None, columns: str | None = None,
+                     feature_names: str | None = None, drugs: str | None = None) -> dict[str, Any]:
+    """Import one profile file into ``profiles_imported`` unless these bytes were imported with
+    these settings already; record it (and its report) in ``profiles_imports``."""
+    from pipeline import profile_index as idx
+    from pipeline import profile_io as pio
+    from pipeline.profile_import import import_profiles
+
+    st = Store(Path(store_root))
+    name, content = Path(file).name, pio.file_digest(file)
+    settings = _import_settings(compound_map, columns, feature_names, drugs)
+    index_path = st.path("profiles_imports")
+    index = idx.load_index(index_path)
+    done = idx.find_import(index, content, settings)
+    if done is not None and st.table_path("profiles_imported", import_id=done).is_file():
+        return {**index[done], "import_id": done, "status": "unchanged"}
+    table = pio.read_profile_table(file)
+    user_map, unit = pio.read_column_map(columns) if columns else ({}, None)
+    cmap, mroles = None, None
+    if compound_map:
+        ids = {str(v) for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])
+               for v in table[c].dropna().unique()}
+        cmap, mroles = pio.read_compound_map(compound_map, ids=ids, id_columns=list(table.columns))
+    res = import_profiles(table, source="import:" + name, user_map=user_map, compound_map=cmap, map_roles=mroles,
+                          feature_names=pio.read_name_table(feature_names) if feature_names else None,
+                          moa_map=_read_hub(drugs), dose_unit=unit)
+    iid = idx.import_id(name, content, settings)
+    write_table(res.profiles, "profiles_imported", st.table_path("profiles_imported", import_id=iid))
+    for old in idx.superseded(index, name, content):
+        if old != iid:
+            st.table_path("profiles_imported", import_id=old).unlink(missing_ok=True)
+            index.pop(old)
+    entry = {"file": name, "content": content, "settings": settings, "source": "import:" + name,
+             "plates": sorted(res.profiles["Metadata_Plate"].unique().tolist()), **res.summary()}
+    index[iid] = entry
+    idx.save_index(index_path, index)
+    return {**entry, "import_id": iid, "status": "imported"}
+
+
 @flow(name="cmcl-import-profiles", flow_run_name="import-profiles", log_prints=True)
-def import_profiles_flow(file: str, store: str, samples: str | None = None, drugs: str | None = None) -> dict[str, Any]:
-    """Read a pycytominer-style well-profile table into ``profiles_wells`` (one file per plate),
-    joined to SMILES / InChIKey (``samples``, the Drug Repurposing Hub sample file) and MOA
-    (``drugs``, the Hub's drug file); ``cmcl profile`` then scores it."""
-    st = Store(Path(store))
-    table = read_profile_file(file)
-    source = "import:" + Path(file).name
-    wells = prof.external_profiles(table, source=source, samples=_read_hub(samples), drugs=_read_hub(drugs))
-    plates = []
-    for plate, df in wells.groupby("Metadata_Plate", sort=True):
-        write_table(df, "profiles_wells", st.table_path("profiles_wells", plate=str(plate)))
-        plates.append(str(plate))
-    trt = wells[wells["Metadata_ControlType"] == "trt"]
-    return {"source": source, "plates": plates, "wells": len(wells), "features": len(feature_columns(wells.columns)),
-            "compounds": int(trt["Metadata_CompoundID"].nunique()),
-            "with_inchikey": int(trt.dropna(subset=["Metadata_InChIKey"])["Metadata_CompoundID"].nunique())}
+def import_profiles_flow(files: str | list[str], store: str, samples: str | None = None, drugs: str | None = None,
+                         compound_map: str | None = None, columns: str | None = None,
+                         feature_names: str | None = None) -> dict[str, Any]:
+    """Import profile tables (pipeline/profile_import.py) into ``profiles_imported``, one file
+    each; a file imported before with the same bytes and settings is skipped. ``samples`` (the
+    Drug Repurposing Hub's samples file) is a compound map joined by ``pert_id``; ``drugs`` (the
+    Hub's drug file) adds mechanisms. ``cmcl profile`` then scores the CellProfiler-named ones.
+
+    Returns
+    -------
+    dict
+        ``files``: one report per file (rows, features, compounds, joined, unjoined with reasons,
+        status 'imported' or 'unchanged'); and, summed over the files, ``wells``, ``compounds``,
+        ``with_inchikey``, ``plates``, ``source`` (the last file's), ``features`` (the last file's).
+    """
+    if samples and compound_map:
+        raise ValueError("--samples is the Drug Repurposing Hub form of --compound-map: give one of them")
+    files = [files] if isinstance(files, str) else list(files)
+    reports = [import_file_task(f, store, compound_map or samples, columns, feature_names, drugs) for f in files]
+    return {"files": reports, "source": reports[-1]["source"], "features": reports[-1]["features"],
+            "plates": sorted({p for r in reports for p in r["plates"]}), "wells": sum(r["rows"] for r in reports),
+            "compounds": sum(r["compounds"] for r in reports), "with_inchikey": sum(r["joined"] for r in reports)}

@@ -14,8 +14,7 @@ DataFrame in, DataFrame out, ``Metadata_*`` columns as the schema (as in pycytom
    with permutation p-values and their Benjamini-Hochberg correction. Works on any
    profile matrix (CellProfiler features, learned embeddings).
 
-:func:`external_profiles` maps a pycytominer-style table from elsewhere (e.g. a LINCS plate)
-onto the same columns, joined to SMILES / InChIKey / MOA through the Drug Repurposing Hub.
+Imported tables (``cmcl import-profiles``) are read by :mod:`pipeline.profile_import`.
 """
 
 from __future__ import annotations
@@ -37,7 +36,6 @@ __all__ = [
     "consensus_profiles",
     "phenotypic_activity",
     "moa_consistency",
-    "external_profiles",
 ]
 
 #: Metadata columns of a well profile, in order (schemas/tables/profiles_wells.json).
@@ -278,73 +276,3 @@ def moa_consistency(
                                       progress_bar=False)
     res = res.merge(m.groupby(moa_col).size().rename("Metadata_N_Compounds").astype(np.int32).reset_index(), on=moa_col)
     return res[columns].sort_values(moa_col, ignore_index=True)
-
-
-def external_profiles(table: pd.DataFrame, *, source: str, samples: pd.DataFrame | None = None,
-                      drugs: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Map a pycytominer-style well-profile table from elsewhere onto cmcl's profile columns.
-
-    Parameters
-    ----------
-    table : DataFrame
-        Needs ``Metadata_Plate``, ``Metadata_Well`` and CellProfiler feature columns; the
-        compound is ``Metadata_broad_sample`` (LINCS, JUMP) or ``Metadata_CompoundID``; the dose
-        ``Metadata_mmoles_per_liter`` or ``Metadata_Concentration``; DMSO wells are those whose
-        compound is ``DMSO`` or empty or whose ``Metadata_pert_type`` / ``Metadata_ControlType``
-        says control / negcon.
-    source : str
-        Written to ``Metadata_Source`` (e.g. ``'import:<file name>'``).
-    samples : DataFrame, optional
-        The Drug Repurposing Hub sample table (``broad_id`` or ``pert_id``, ``smiles``,
-        ``InChIKey``): a compound's ``pert_id`` is the first 13 characters of its Broad sample
-        ID (``BRD-K50691590``).
-    drugs : DataFrame, optional
-        The Hub's drug table (``pert_id``, ``moa``): mechanisms where the profiles have none.
-
-    Returns
-    -------
-    DataFrame
-        :data:`PROFILE_METADATA` then the features (``Metadata_Count_Cells`` null).
-
-    Raises
-    ------
-    ValueError
-        Naming the missing columns.
-    """
-    missing = [c for c in ("Metadata_Plate", "Metadata_Well") if c not in table.columns]
-    feats = feature_columns(table.columns)
-    if missing or not feats:
-        raise ValueError(f"profile table lacks {missing or 'feature columns (Cells_/Cytoplasm_/Nuclei_)'}")
-    t = table
-    cid = next((t[c] for c in ("Metadata_broad_sample", "Metadata_CompoundID") if c in t.columns), None)
-    if cid is None:
-        raise ValueError("profile table names no compound (Metadata_broad_sample or Metadata_CompoundID)")
-    cid = cid.astype(object).where(cid.notna(), None)
-    dose = next((t[c] for c in ("Metadata_mmoles_per_liter", "Metadata_Concentration") if c in t.columns),
-                pd.Series(np.nan, index=t.index))
-    control = pd.Series("trt", index=t.index, dtype=object)
-    ctrl_col = next((t[c] for c in ("Metadata_ControlType", "Metadata_pert_type") if c in t.columns), None)
-    neg = cid.isna() | cid.astype(str).str.upper().eq("DMSO")
-    if ctrl_col is not None:
-        neg |= ctrl_col.astype(str).str.lower().isin(["negcon", "control"])
-    control[neg] = "negcon"
-    out = pd.DataFrame({
-        "Metadata_Plate": t["Metadata_Plate"].astype(str), "Metadata_Well": t["Metadata_Well"].astype(str),
-        "Metadata_CompoundID": cid.where(~neg, "DMSO"), "Metadata_Concentration": dose.astype(float),
-        "Metadata_ControlType": control})
-    moa = t["Metadata_moa"] if "Metadata_moa" in t.columns else pd.Series(None, index=t.index, dtype=object)
-    out["Metadata_InChIKey"], out["Metadata_SMILES"], out["Metadata_MOA"] = None, None, moa.astype(object).where(moa.notna(), None)
-    pert = out["Metadata_CompoundID"].astype(str).str[:13]
-    if samples is not None:
-        hub = samples.assign(pert_id=samples["pert_id"] if "pert_id" in samples.columns else samples["broad_id"].str[:13])
-        hub = hub.drop_duplicates("pert_id").set_index("pert_id")
-        for col, src in (("Metadata_InChIKey", "InChIKey"), ("Metadata_SMILES", "smiles")):
-            if src in hub.columns:
-                out[col] = pert.map(hub[src]).where(~neg, None)
-    if drugs is not None and "moa" in drugs.columns:
-        moa_of = drugs.drop_duplicates("pert_id").set_index("pert_id")["moa"]
-        out["Metadata_MOA"] = out["Metadata_MOA"].fillna(pert.map(moa_of)).where(~neg, None)
-    out["Metadata_Source"] = source
-    out["Metadata_Count_Cells"] = pd.array([pd.NA] * len(out), dtype="Int32")
-    out = pd.concat([out, t[feats].reset_index(drop=True).set_axis(out.index)], axis=1)
-    return _order(out)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +53,9 @@ class Store:
         return self.root / table_schema(name)["path"].format(**fields)
 
     def table_files(self, name: str) -> list[Path]:
-        """All existing Parquet files of table ``name`` (one per plate for per-plate tables)."""
-        pattern = str(self.root / table_schema(name)["path"].format(plate="*"))
+        """All existing Parquet files of table ``name`` (one per plate for per-plate tables; one per
+        import for ``profiles_imported``: every ``{field}`` of the path matches any name)."""
+        pattern = str(self.root / re.sub(r"\{\w+\}", "*", table_schema(name)["path"]))
         return [Path(p) for p in sorted(glob.glob(pattern))]
 
     def read(self, name: str, columns: Sequence[str] | None = None) -> pd.DataFrame:

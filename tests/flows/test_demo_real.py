@@ -33,5 +33,5 @@ def test_demo_real_quick_trains_both_negative_settings(tmp_path):
         assert "bootstrap intervals" in (st.report_dir(run) / "report.html").read_text()
     assert negatives == {"any", "within_source"}
     # both real sources were imported and standardized
-    sources = set(st.read("profiles_wells", ["Metadata_Source"])["Metadata_Source"])
-    assert sources == {"import:idr0133_cell_injury", "import:SQ00015054_normalized_feature_select.csv.gz"}
+    sources = set(st.read("profiles_imported", ["Metadata_Source"])["Metadata_Source"])
+    assert sources == {"import:idr0133_cell_injury.parquet", "import:SQ00015054_normalized_feature_select.csv.gz"}

@@ -42,9 +42,11 @@ def test_import_then_profile_writes_the_activity_table(lincs_store):
     assert act["Metadata_InChIKey"].dropna().str.fullmatch(r"[A-Z]{14}-[A-Z]{10}-[A-Z]").all()
     assert ((act["p_value"] >= 0) & (act["p_value"] <= 1)).all()
     assert (act["corrected_p_value"] >= act["p_value"] - 1e-12).all()
-    wells = lincs_store.read("profiles_wells")
+    wells = lincs_store.read("profiles_imported")
     assert len(wells) == 384 and (wells["Metadata_ControlType"] == "negcon").sum() == 24
     assert wells["Metadata_MOA"].notna().sum() > 300
+    assert set(wells.loc[wells["Metadata_InChIKey"].notna(), "Metadata_Identity"]) == {"map:Metadata_broad_sample"}
+    assert lincs_store.read("profiles_selected")["Metadata_Source"].unique().tolist() == [wells["Metadata_Source"][0]]
     # rerun: nothing to do
     assert "0 plate(s) profiled" in _ok(["--quiet", "profile", "--store", str(lincs_store.root), "--null-size", "2000"])
 
@@ -74,7 +76,7 @@ def test_profile_tables_read_back_with_pycytominer_infer(lincs_store):
     import pycytominer
     from pycytominer.cyto_utils import infer_cp_features
 
-    for name in ("profiles_wells", "profiles_selected", "profiles_consensus"):
+    for name in ("profiles_imported", "profiles_selected", "profiles_consensus"):
         df = lincs_store.read(name)
         assert infer_cp_features(df) == feature_columns(df.columns) and len(feature_columns(df.columns)) == 454
         out = pycytominer.feature_select(df, features="infer", operation="variance_threshold")
@@ -90,7 +92,7 @@ def test_import_refuses_a_table_without_features(tmp_path):
 
 def test_moa_consistency_where_labels_exist(lincs_store):
     cons = lincs_store.read("consistency")
-    wells = lincs_store.read("profiles_wells")
+    wells = lincs_store.read("profiles_selected")
     shared = wells[wells["Metadata_ControlType"] == "trt"].groupby("Metadata_MOA")["Metadata_CompoundID"].nunique()
     assert set(cons["Metadata_MOA"]) == set(shared.index[shared >= 2])  # every MOA with 2+ compounds
     assert (cons["Metadata_N_Compounds"] >= 2).all()
