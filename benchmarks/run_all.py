@@ -11,6 +11,7 @@ segmentation   segment nuclei + cells + crops, fields/s        plain scikit-imag
 standardize    standardize_table (1 process), mol/s            ChEMBL structure pipeline
 featurize      pipeline.graphs.smiles_to_graph, mol/s          ogb.utils.smiles2graph
 loader         training data loader alone, samples/s           trainer model step, samples/s
+profile load   ProfileDataset over Parquet profiles, rows/s    pandas.concat(read_parquet), rows/s
 =============  ==============================================  ==========================================
 
 A ratio above 1 means cmcl is faster than its peer (for the loader: the loader keeps up with the
@@ -46,6 +47,7 @@ BENCHMARKS: dict[str, tuple[list[str], str]] = {
     "segment": ([str(HERE / "segment.py"), "--size", "256", "--fields", "2"], "fields/s"),
     "compounds": (["-c", _COMPOUNDS_CHILD, str(REPO), str(HERE), str(HERE / "compounds.py"), "600"], "mol/s"),
     "train": ([str(HERE / "train.py"), "--preset", "quick", "--steps", "4", "--compounds", "80"], "samples/s"),
+    "profiles": ([str(HERE / "profiles_train.py"), "--compounds", "2000", "--steps", "3", "--preset", "demo"], "rows/s"),
 }
 
 
@@ -83,6 +85,11 @@ def _parse(name: str, out: str) -> list[dict]:
         model = _num(r"^model step \(median\):.*?([\d.,]+) samples/s", out)
         return [dict(stage="loader", cmcl=loader, peer=model, unit="samples/s", cmcl_name="data loader alone",
                      peer_name="trainer model step")]
+    if name == "profiles":
+        r = json.loads(out[out.index("{"):])
+        rows = r["compounds"] * r["replicates"]
+        return [dict(stage="profile load", cmcl=rows / r["cmcl"]["load_s"], peer=rows / r["peer"]["load_s"], unit="rows/s",
+                     cmcl_name="ProfileDataset (float32, standardized, graphs)", peer_name="pandas concat(read_parquet)")]
     raise KeyError(f"no parser for benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
 
 
