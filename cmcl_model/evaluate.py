@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from cmcl_model.train import TrainConfig, _atomic_write_text, build_model, load_
 from pipeline.store import CHANNELS, Store
 
 __all__ = [
+    "EVALUATE_STEPS",
     "evaluate",
     "TestEmbeddings",
     "embed_test_set",
@@ -50,6 +51,10 @@ __all__ = [
     "morgan_cca_embeddings",
     "validate_metrics",
 ]
+
+#: Steps :func:`evaluate` reports to its ``progress`` callback (model retrieval, untrained
+#: encoders, baselines, phenotypic activity, probe, report).
+EVALUATE_STEPS = 6
 
 
 @dataclass(frozen=True)
@@ -295,11 +300,28 @@ def activity_comparison(
         truth = gt.groupby("Metadata_CompoundID")["active"].any()
     out: dict[str, Any] = {}
     for name, (wells, x) in reps.items():
-        meta = wells[["Metadata_Plate", "Metadata_CompoundID", "Metadata_ControlType"]].copy()
+        meta = _negcon_as_profiled(wells, cp)
         meta["Metadata_CompoundID"] = meta["Metadata_CompoundID"].replace("", None)
         act = phenotypic_activity(meta, x, null_size=null_size)
         out[name] = _activity_summary(act, truth)
+        if act.attrs.get("plates_without_negcon"):
+            out[name]["plates_not_scored"] = list(act.attrs["plates_without_negcon"])
     return out
+
+
+def _negcon_as_profiled(wells: pd.DataFrame, profiles: pd.DataFrame | None) -> pd.DataFrame:
+    """Plate, compound and control type of ``wells``, the control type as ``cmcl profile`` set it
+    (its ``--negcon`` labels) where the well has a profile, else by the default labels."""
+    from pipeline.controls import mark_negcon
+
+    meta = mark_negcon(wells[["Metadata_Plate", "Metadata_Well", "Metadata_CompoundID", "Metadata_ControlType"]]
+                       if "Metadata_Well" in wells.columns else
+                       wells[["Metadata_Plate", "Metadata_CompoundID", "Metadata_ControlType"]])
+    if profiles is not None and "Metadata_Well" in meta.columns:
+        key = ["Metadata_Plate", "Metadata_Well"]
+        ct = meta[key].merge(profiles[key + ["Metadata_ControlType"]].drop_duplicates(key), on=key, how="left")
+        meta["Metadata_ControlType"] = ct["Metadata_ControlType"].fillna(meta["Metadata_ControlType"]).to_numpy()
+    return meta[["Metadata_Plate", "Metadata_CompoundID", "Metadata_ControlType"]].copy()
 
 
 def consistency_summary(store: Store) -> dict[str, Any]:
@@ -349,6 +371,7 @@ def evaluate(
     probe_max_molecules: int | None = None,
     report: bool = True,
     ground_truth: pd.DataFrame | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate run ``run_dir`` on the test split of the store and write its report.
 
@@ -357,7 +380,8 @@ def evaluate(
     unless ``report=False``. ``device``: 'auto', 'cpu' or 'cuda'; ``crops_per_well``: crops
     averaged per well (fixed seed, no augmentation); ``probe_dataset``: labelled set of the
     downstream probe (:func:`cmcl_model.probe.probe`), None to skip it; ``ground_truth``: the
-    plates' per-well phenotypes, if known (:func:`cmcl_model.report.write_report`).
+    plates' per-well phenotypes, if known (:func:`cmcl_model.report.write_report`);
+    ``progress``: called with a label after each of the :data:`EVALUATE_STEPS` steps.
 
     Raises
     ------
@@ -389,11 +413,14 @@ def evaluate(
     emb = embed_test_set(model.to(dev), ds, crops_per_well=crops_per_well)
     model_r, n_cand = retrieval_report(emb.graph, emb.image, seeds=seeds)
     crop_r, crop_chance, crop_n = crop_level(emb.graph, emb.crops, emb.crop_groups, seeds=seeds)
+    tick = progress or (lambda label: None)
+    tick("model retrieval")
 
     torch.manual_seed(config.seed)  # same initialisation as the run's model before training
     untrained = build_model(config)
     gu, iu = compound_embeddings(untrained.to(dev), ds, crops_per_well=crops_per_well)
     untrained_r, _ = retrieval_report(gu, iu, seeds=seeds)
+    tick("untrained encoders")
 
     pm, im = morgan_ridge_embeddings(store, train_keys, ds.keys)
     ridge_r, _ = retrieval_report(pm, im, seeds=seeds)
@@ -406,6 +433,7 @@ def evaluate(
         pcp, icp = morgan_cca_embeddings(store, train_keys, ds.keys, profiles=cp_prof, n_components=8,
                                          profile_pca_dim=32)
         baselines["cellprofiler_cca"], _ = retrieval_report(pcp, icp, seeds=seeds)
+    tick("baselines")
 
     activity = None
     if cellprofiler_well_profiles(store) is not None:  # the store has CellProfiler profiles (cmcl profile)
@@ -418,6 +446,7 @@ def evaluate(
             "untrained": (wells, embed_wells(untrained.cpu(), store, wells, norm, log1p=config.log1p,
                                              proj_dim=config.proj_dim, crops_per_well=crops_per_well)),
         }, ground_truth=ground_truth)
+    tick("phenotypic activity")
 
     counts = split["Split"].value_counts()
     result: dict[str, Any] = {
@@ -445,6 +474,7 @@ def evaluate(
         result["probe"] = probe(
             store.root, run_dir, dataset=probe_dataset, folds=probe_folds, which=which, max_molecules=probe_max_molecules
         )
+    tick("probe")
     validate_metrics(result)
     out_dir = store.report_dir(run_dir.name)
     _atomic_write_text(json.dumps(result, indent=2), out_dir / "metrics.json")
@@ -452,4 +482,5 @@ def evaluate(
         from cmcl_model.report import write_report
 
         write_report(store, run_dir, result, dataset=ds, embeddings=emb, ground_truth=ground_truth)
+    tick("report")
     return result

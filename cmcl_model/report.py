@@ -460,6 +460,23 @@ def _consistency_html(consistency: dict[str, Any]) -> str:
             "<th>fraction %</th><th>mean mAP</th><th>consistent mechanisms</th></tr>" + "".join(rows) + "</table>")
 
 
+def _controls_html(store: Store, result: dict[str, Any]) -> str:
+    """One visible line naming the plates without a negative-control well ('' when none): their
+    profiles were normalized against all their wells and their activity was not scored."""
+    from pipeline.controls import plates_normalized_to_all
+
+    plates = set(plates_normalized_to_all(store))
+    for a in (result.get("activity") or {}).values():
+        plates |= set(a.get("plates_not_scored", []))
+    if not plates:
+        return ""
+    names = ", ".join(html.escape(p) for p in sorted(plates))
+    return (f"<p class='warn' style='border-left:4px solid #c60;padding:4px 8px;background:#fff4e5'><b>No negative "
+            f"control on plate(s) {names}</b>: their well profiles are normalized against all their wells "
+            f"(not DMSO; see <code>cmcl profile --negcon</code>) and their compounds' phenotypic activity is not "
+            f"scored.</p>")
+
+
 def write_report(store: Store, run_dir: Path, result: dict[str, Any], *, dataset=None, embeddings=None,
                  ground_truth: pd.DataFrame | None = None) -> Path:
     """Write ``reports/<run>/report.html`` and return its path.
@@ -479,6 +496,7 @@ def write_report(store: Store, run_dir: Path, result: dict[str, Any], *, dataset
         f"{esc(json.dumps(result['n_candidates']))}, crop level {esc(json.dumps(result.get('crop_level_n', {})))}. "
         f"Seeds {esc(str(result.get('seeds')))}; ties counted pessimistically; checkpoint {esc(str(result.get('checkpoint')))}.</p>",
     ]
+    parts.append(_controls_html(store, result))
     curve = _curve_png(run_dir)
     parts.append("<h2>Training</h2>" + (_img(curve, "training curves") if curve else "<p>no metrics.jsonl</p>"))
 

@@ -17,7 +17,7 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -544,7 +544,7 @@ def train(
     config: TrainConfig,
     *,
     run_id: str | None = None,
-    progress: bool = True,
+    progress: bool | Callable[[int, int, str], None] = True,
     resume: bool = False,
 ) -> Path:
     """Train a :class:`CMCLModel` on the treatment compounds of a store.
@@ -556,8 +556,9 @@ def train(
     config : TrainConfig
     run_id : str, optional
         Default: a new time-sortable id. Required with ``resume=True``.
-    progress : bool
-        Show a rich progress bar.
+    progress : bool or callable
+        True: show a rich progress bar; a callable ``progress(step, total_steps, info)`` is
+        called after every step instead (e.g. ``flows.progress.StepProgress.update``-like).
     resume : bool
         Continue ``runs/<run_id>`` from ``checkpoints/last.pt`` exactly where it stopped
         (same next batch, optimizer state and RNG state). ``config`` must equal the stored
@@ -670,7 +671,8 @@ def train(
         )
 
     bar = None
-    if progress:
+    tick = progress if callable(progress) else None
+    if progress and tick is None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True)
@@ -706,6 +708,8 @@ def train(
                 position["step"] += 1
                 if bar is not None:
                     bar.update(task, advance=1, info=f"epoch {epoch + 1}/{config.epochs} loss {float(loss):.3f}")
+                elif tick is not None:
+                    tick(position["step"], total_steps, f"epoch {epoch + 1}/{config.epochs} loss {float(loss.detach()):.3f}")
                 if config.max_steps is not None and position["step"] >= config.max_steps:
                     stopped = "max_steps"
                 elif deadline is not None and time.monotonic() > deadline:

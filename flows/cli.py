@@ -42,7 +42,7 @@ class _OneLineUsageErrors(TyperGroup):
                 raise
             where = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "cmcl"
             msg = " ".join(exc.format_message().split())
-            typer.echo(f"error: {msg} (see `{where} --help`)", err=True)
+            typer.echo(f"error: {msg}{_store_hint(msg, args)} (see `{where} --help`)", err=True)
             sys.exit(exc.exit_code)
         except typer.Abort:
             if not standalone_mode:
@@ -54,6 +54,16 @@ class _OneLineUsageErrors(TyperGroup):
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _store_hint(msg: str, args: Optional[list[str]]) -> str:
+    """``'; did you mean --store DIR?'`` when an unexpected extra argument is an existing folder."""
+    if "unexpected extra argument" not in msg:
+        return ""
+    for a in (sys.argv[1:] if args is None else args):
+        if not str(a).startswith("-") and f"{a}" in msg and Path(a).is_dir():
+            return f"; did you mean --store {a}?"
+    return ""
 
 
 app = typer.Typer(cls=_OneLineUsageErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -78,6 +88,9 @@ OutsideOpt = typer.Option(False, "--allow-outside", help="LoadData: accept image
 PlatemapOpt = typer.Option(None, "--platemap", help="A JUMP/LINCS plate map (well_position, broad_sample) or a TOML "
                            "config naming it, its compound metadata and barcode_platemap.csv (pipeline/platemaps.py).")
 FeaturesOpt = typer.Option("default", help="CellProfiler features per cell (cp_measure): default | full | none.")
+NegconOpt = typer.Option(None, "--negcon", help="Negative-control labels, matched without case against the plate map's "
+                         "control type and compound ID (default: DMSO,negcon,vehicle,negative). A plate without any is "
+                         "normalized against all its wells and flagged.")
 
 
 def _settings(*, layout, channels, crop_size, illumination, dark, segmenter, cellpose_model, cellpose_cell_model,
@@ -102,15 +115,29 @@ class _State:
 
 @app.callback()
 def main(quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, Prefect warnings only."),
-         debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+         debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors, and library warnings.")) -> None:
     """Set logging before Prefect is imported (verbs import flows lazily)."""
     _State.debug = debug
     _State.quiet = quiet
     _State.api_checked = False
+    _library_warnings(show=debug)
     if quiet:
         os.environ["CMCL_PROGRESS"] = "0"
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+
+
+def _library_warnings(*, show: bool) -> None:
+    """Library warnings (pandas, torch, zarr, ...) reach the user only with --debug: otherwise they are
+    ignored in this process, the workers it forks and, unless PYTHONWARNINGS says otherwise, the
+    processes it starts."""
+    import warnings
+
+    if show:
+        warnings.simplefilter("default")
+        return
+    warnings.simplefilter("ignore")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
 
 
 def _store(store: Optional[Path]) -> Path:
@@ -217,16 +244,22 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def _need_dirs(paths: list[Path], what: str) -> None:
     """Fail (one line, before Prefect starts) unless every path is an existing folder."""
+    from flows.inspect import looks_like_store
+
     for p in paths:
         if not Path(p).is_dir():
             _fail(FileNotFoundError(f"{what} {p} does not exist or is not a folder"))
+        if looks_like_store(p):  # `cmcl run STORE`: the store where the inbox is meant
+            _fail(ValueError(f"{p} is a cmcl store, not {'an' if what[0] in 'aeiou' else 'a'} {what}; give the {what} "
+                             f"and the store as --store {p}"))
 
 
 def _check_compound_files(files: list[Path], smiles_col: str, id_col: Optional[str]) -> None:
     from pipeline.compound_io import check_compound_file
 
     for f in files:
-        _run(check_compound_file, f, smiles_col=smiles_col, id_col=id_col)
+        console.print(_run(check_compound_file, f, smiles_col=smiles_col, id_col=id_col), soft_wrap=True,
+                      markup=False, highlight=False)  # which column gave the IDs, or how records are named
 
 
 def _check_plate_sources(plate_dirs: list[Path], root: Path, settings: dict[str, Any], *, replace: bool,
@@ -340,7 +373,9 @@ def _print_plates(results: list[dict]) -> None:
 def compounds(files: list[Path] = typer.Argument(None, help="CSV/TSV/.smi/SDF/Parquet compound files (plate maps in the store are always included)."),
               store: Optional[Path] = StoreOpt,
               smiles_col: str = typer.Option("smiles", help="SMILES column of CSV/TSV/Parquet inputs."),
-              id_col: Optional[str] = typer.Option(None, help="Identifier column."),
+              id_col: Optional[str] = typer.Option(None, help="Identifier column (default: the first of Metadata_CompoundID, "
+                                                   "compound_id, id, Metadata_JCP2022, Metadata_broad_sample, pert_id, "
+                                                   "chembl_id, name, ... present: pipeline.compound_io.ID_COLUMNS)."),
               tautomers: bool = typer.Option(False, "--tautomers", help="Canonicalize tautomers."),
               fresh: bool = typer.Option(False, "--fresh", help="Forget compound files read by earlier runs (they accumulate otherwise)."),
               jobs: int = typer.Option(2, help="Worker processes.")) -> None:
@@ -463,32 +498,53 @@ def _print_metrics(m: dict[str, Any]) -> None:
     split = m.get("split", {})
     if split:
         console.print("compounds by scaffold split: " + ", ".join(f"{k} {v}" for k, v in split.items()))
+    unscored = sorted({p for a in (m.get("activity") or {}).values() for p in a.get("plates_not_scored", [])})
+    if unscored:
+        console.print(f"[yellow]phenotypic activity: plate(s) {', '.join(unscored)} not scored[/] (no negative-control "
+                      f"well; see `cmcl profile --negcon`)", soft_wrap=True)
 
 
 # --------------------------------------------------------------------------------------- profiles
 @app.command()
 def profile(store: Optional[Path] = StoreOpt,
-            null_size: int = typer.Option(10000, help="Random rankings per mAP p-value (copairs null distribution).")) -> None:
+            null_size: int = typer.Option(10000, help="Random rankings per mAP p-value (copairs null distribution)."),
+            negcon: Optional[str] = NegconOpt) -> None:
     """Well profiles (pycytominer: median, plate map, mad_robustize vs DMSO, feature selection), consensus
     profiles and per-compound phenotypic activity (copairs mAP); only plates whose inputs changed are redone."""
     from flows.profiles import profile_flow
 
-    out = _run(profile_flow, str(_store(store)), null_size)
+    labels = _negcon_labels(negcon)
+    out = _run(profile_flow, str(_store(store)), null_size, labels)
     console.print(f"profiles: {len(out['plates_profiled'])} plate(s) profiled, {len(out['plates_unchanged'])} unchanged")
     if isinstance(out["sources"], dict):
         for source, s in out["sources"].items():
             console.print(f"  {source}: {s['wells']} wells x {s['features']} features; {s['retrieved']} of "
                           f"{s['compounds']} compounds retrieved (phenotypically active) at corrected p < 0.05"
                           + (f"; {s['moas_consistent']} of {s['moas']} mechanisms consistent" if s.get("moas") else ""))
+    _print_negcon(out)
     st = _store(store)
     console.print(f"activity: {st / 'tables' / 'profiles' / 'activity.parquet'}")
+
+
+def _negcon_labels(negcon: Optional[str]) -> Optional[list[str]]:
+    """``--negcon A,B`` as a list of labels (None: the defaults); a list naming nothing fails here, as one line."""
+    from pipeline.controls import parse_negcon
+
+    return None if negcon is None else list(_run(parse_negcon, negcon))
+
+
+def _print_negcon(profiles: dict[str, Any]) -> None:
+    """One line per plate without a negative-control well (normalized against all its wells, activity not scored)."""
+    for plate in profiles.get("plates_without_negcon", []):
+        console.print(f"[yellow]plate {plate!r} has no negative-control well[/] ({', '.join(profiles['negcon'])}; "
+                      f"see --negcon): normalized against all its wells; its activity is not scored", soft_wrap=True)
 
 
 @app.command("import-profiles")
 def import_profiles(files: list[Path] = typer.Argument(..., help="Profile tables (.csv[.gz], .tsv, .parquet): pycytominer, JUMP, IDR0133-style."),
                     store: Optional[Path] = StoreOpt,
                     compound_map: Optional[Path] = typer.Option(None, "--compound-map", help="Identifier -> SMILES table joined on a column both share (JUMP: Metadata_JCP2022)."),
-                    columns: Optional[Path] = typer.Option(None, "--columns", help="TOML: \"file column\" = \"role\" (plate, well, smiles, inchikey, compound, name, dose, control, moa, batch)."),
+                    columns: Optional[Path] = typer.Option(None, "--columns", help="TOML: \"file column\" = \"role\" (plate, well, smiles, inchi, inchikey, compound, name, dose, control, moa, batch)."),
                     feature_names: Optional[Path] = typer.Option(None, "--feature-names", help="Names of numbered features (X_1...): column,name pairs or one name per line."),
                     samples: Optional[Path] = typer.Option(None, help="Drug Repurposing Hub sample file (broad_id, smiles, InChIKey): a compound map joined by pert_id."),
                     drugs: Optional[Path] = typer.Option(None, help="Drug Repurposing Hub drug file (pert_id, moa).")) -> None:
@@ -496,6 +552,15 @@ def import_profiles(files: list[Path] = typer.Argument(..., help="Profile tables
     for f in [*files, compound_map, columns, feature_names, samples, drugs]:
         if f is not None and not f.is_file():
             _fail(FileNotFoundError(f"{f} does not exist"))
+    if samples and compound_map:
+        _fail(ValueError("--samples is the Drug Repurposing Hub form of --compound-map: give one of them"))
+    if columns:  # a bad column map fails here, before Prefect starts
+        from pipeline.profile_io import read_column_map
+
+        try:
+            read_column_map(columns)
+        except ValueError as exc:
+            _fail(exc)
     from flows.profiles import import_profiles_flow
 
     out = _run(import_profiles_flow, [str(f) for f in files], str(_store(store)), str(samples) if samples else None,
@@ -527,7 +592,8 @@ def run(inbox: Path = typer.Argument(..., help="Folder of plate folders."),
         illumination: str = IllumOpt, dark: Optional[float] = DarkOpt, segmenter: str = SegmenterOpt,
         cellpose_model: Optional[Path] = CellposeOpt, cellpose_cell_model: Optional[Path] = CellposeCellOpt,
         field_tile_size: Optional[int] = TileOpt, allow_outside: bool = OutsideOpt,
-        platemap: Optional[Path] = PlatemapOpt, features: str = FeaturesOpt) -> None:
+        platemap: Optional[Path] = PlatemapOpt, features: str = FeaturesOpt,
+        negcon: Optional[str] = NegconOpt) -> None:
     """Everything: ingest new/changed plates, compounds, profiles, train, evaluate."""
     _need_dirs([inbox], "inbox")
     settings = _settings(layout=layout, channels=channels, crop_size=crop_size, illumination=illumination, dark=dark,
@@ -535,13 +601,14 @@ def run(inbox: Path = typer.Argument(..., help="Folder of plate folders."),
                          field_tile_size=field_tile_size, allow_outside=allow_outside, platemap=platemap,
                          features=features)
     overrides = _parse_overrides(set_) or None
+    labels = _negcon_labels(negcon)
     _check_compound_files(compound_file, "smiles", None)
     from flows.pipeline import run_flow
 
     t0 = time.perf_counter()
     out = _run(run_flow, str(inbox), str(_store(store)), ingest_settings=settings,
                compound_files=[str(f) for f in compound_file], preset=preset, train_overrides=overrides,
-               train=not no_train, workers=workers, dask_address=dask_address)
+               train=not no_train, workers=workers, dask_address=dask_address, negcon=labels)
     _report_run(out, time.perf_counter() - t0)
 
 
@@ -549,6 +616,7 @@ def _report_run(out: dict[str, Any], seconds: float) -> None:
     _print_plates(out["plates"])
     c = out["compounds"]
     console.print(f"compounds: {c['read']} records -> {c['unique_parents']} parents, {c['failed']} failed")
+    _print_negcon(out.get("profiles", {}))
     if "metrics" in out:
         _print_metrics(out["metrics"])
         console.print(f"run: {out['run']}\nreport: {out['report']}\nmetrics: {Path(out['report']).with_name('metrics.json')}")
@@ -686,14 +754,16 @@ def server(host: str = typer.Option("127.0.0.1", help="Address to bind (loopback
 
 # ----------------------------------------------------------------------------------------- verify
 @app.command()
-def verify(store: Optional[Path] = StoreOpt,
+def verify(store_dir: Optional[Path] = typer.Argument(None, metavar="[STORE]", help="The store (same as --store)."),
+           store: Optional[Path] = StoreOpt,
            deep: bool = typer.Option(False, "--deep", help="Also decode every chunk (checksums) and name each damaged one."),
            repair: bool = typer.Option(False, "--repair", help="Remove half-written leftovers so the next run redoes them; "
                                        "with --deep, re-derive damaged crops and labels from the plate.")) -> None:
     """Check a whole store against schemas/ and itself; exit 1 listing the problems."""
+    from flows.inspect import store_argument
     from pipeline.verify import format_problems, verify_store
 
-    store = _store(store)
+    store = _store(_run(store_argument, store_dir, store) if store_dir is not None else store)
     problems = _run(verify_store, store, repair=repair, deep=deep)
     if problems:
         err.print(f"[bold red]{len(problems)} problem(s)[/] in {store}" + (" left after repair" if repair else ""))
@@ -801,8 +871,11 @@ def inspect(what: str = typer.Argument("summary", help="summary | plates | plate
             store: Optional[Path] = StoreOpt,
             as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables.")) -> None:
     """Show what a store holds; `plate ID` also writes heatmaps and a field with outlines."""
-    from flows.inspect import VIEWS, VIEWS_WITH_ARG
+    from flows.inspect import VIEWS, VIEWS_WITH_ARG, store_argument
 
+    if what not in VIEWS and what not in VIEWS_WITH_ARG and Path(what).is_dir():  # `cmcl inspect STORE [VIEW]`
+        store = _run(store_argument, Path(what), store)
+        what, arg = (arg or "summary"), None
     store = _store(store)
     if what not in VIEWS and what not in VIEWS_WITH_ARG:
         _fail(ValueError(f"unknown view {what!r}; choose one of {', '.join([*VIEWS, *VIEWS_WITH_ARG])}"))

@@ -10,7 +10,37 @@ import pandas as pd
 
 from pipeline.store import Store
 
-__all__ = ["VIEWS", "summary", "plates", "plate", "cells", "quarantine", "compounds", "runs"]
+__all__ = ["VIEWS", "summary", "plates", "plate", "cells", "quarantine", "compounds", "runs", "looks_like_store",
+           "store_argument", "NotAStore"]
+
+
+class NotAStore(ValueError):
+    """A folder given where a store was meant that holds no store."""
+
+
+def looks_like_store(path: Path) -> bool:
+    """Whether ``path`` is a cmcl store: a folder with the store's ``tables/``, ``plates/`` or ``runs/``."""
+    path = Path(path)
+    return path.is_dir() and any((path / d).is_dir() for d in ("tables", "plates", "runs"))
+
+
+def store_argument(positional: Path, option: Path | None) -> Path:
+    """The store of ``cmcl verify STORE`` / ``cmcl inspect STORE``: the positional folder when it is
+    a store (and agrees with ``--store``, when given too).
+
+    Raises
+    ------
+    NotAStore
+        One line ending in ``did you mean --store DIR?`` when the folder is not a store, or
+        naming both folders when ``--store`` names another one.
+    """
+    positional = Path(positional)
+    if option is not None and Path(option).resolve() != positional.resolve():
+        raise NotAStore(f"two stores given: {positional} and --store {option}; give one")
+    if not looks_like_store(positional):
+        raise NotAStore(f"{positional} is not a cmcl store (no tables/, plates/ or runs/ in it); "
+                        f"did you mean --store {positional}?")
+    return positional
 
 
 def summary(root: Path) -> tuple[str, pd.DataFrame]:

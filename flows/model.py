@@ -10,7 +10,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.progress import progress_enabled
+from flows.progress import count_callback, progress_enabled, step_progress
 from pipeline.store import Store
 
 __all__ = ["train_flow", "evaluate_flow", "ablation_flow", "finetune_flow", "resolve_config", "PRESETS"]
@@ -65,7 +65,7 @@ def _finished_run_with_key(st: Store, key: str) -> str | None:
 def train_task(store: str, config_dict: dict[str, Any], run_id: str | None, resume: bool) -> str:
     from cmcl_model.train import TrainConfig, train
 
-    run_dir = train(store, TrainConfig.from_dict(config_dict), run_id=run_id, progress=progress_enabled(),
+    run_dir = train(store, TrainConfig.from_dict(config_dict), run_id=run_id, progress=count_callback("train") or False,
                     resume=resume)
     return run_dir.name
 
@@ -101,11 +101,12 @@ def _run_artifact(st: Store, run: str) -> None:
 
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(store: str, run: str, seeds: list[int], ground_truth: list[str] | None = None) -> dict[str, Any]:
-    from cmcl_model.evaluate import evaluate
+    from cmcl_model.evaluate import EVALUATE_STEPS, evaluate
     from pipeline.synthetic import read_ground_truth
 
     truth = read_ground_truth([Path(p) for p in ground_truth]) if ground_truth else None
-    return evaluate(store, Path(store) / "runs" / run, seeds=tuple(seeds), ground_truth=truth)
+    return evaluate(store, Path(store) / "runs" / run, seeds=tuple(seeds), ground_truth=truth,
+                    progress=step_progress("evaluate", EVALUATE_STEPS))
 
 
 @flow(name="evaluate", flow_run_name="evaluate-{run}", log_prints=True)

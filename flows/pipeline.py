@@ -21,7 +21,8 @@ __all__ = ["run_flow"]
 def run_flow(inbox: str, store: str, *, ingest_settings: dict[str, Any] | None = None,
              compound_files: list[str] | None = None, preset: str = "default",
              train_overrides: dict[str, Any] | None = None, train: bool = True, workers: int = 1,
-             dask_address: str | None = None, ground_truth: list[str] | None = None) -> dict[str, Any]:
+             dask_address: str | None = None, ground_truth: list[str] | None = None,
+             negcon: list[str] | None = None) -> dict[str, Any]:
     """Everything from raw plate folders to a trained, evaluated model.
 
     Unchanged plates, compounds and training data are recognised by their fingerprints and
@@ -30,6 +31,8 @@ def run_flow(inbox: str, store: str, *, ingest_settings: dict[str, Any] | None =
     ingested in parallel, one plate per Dask worker (see :func:`flows.parallel.ingest_plates`);
     the store ends up identical to a sequential run. ``ground_truth``: folders of generated
     plates whose ground truth the report shows (see :func:`flows.model.evaluate_flow`).
+    ``negcon``: negative-control labels of the profiles (:func:`flows.profiles.profile_flow`);
+    a plate without any is flagged, never stops the run.
     """
     logger = get_run_logger()
     plates = find_plate_folders(inbox)
@@ -41,7 +44,7 @@ def run_flow(inbox: str, store: str, *, ingest_settings: dict[str, Any] | None =
     compounds = compounds_flow(store, files=compound_files)
     out: dict[str, Any] = {"plates": results, "compounds": compounds}
     if Store(Path(store)).table_files("features"):  # plates ingested with CellProfiler features
-        out["profiles"] = profile_flow(store)
+        out["profiles"] = profile_flow(store, negcon=negcon)
     if train:
         run = train_flow(store, preset=preset, overrides=train_overrides)
         out["run"] = run

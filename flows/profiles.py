@@ -15,7 +15,9 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.progress import step_progress
 from pipeline import profiles as prof
+from pipeline.controls import DEFAULT_NEGCON, parse_negcon, plates_normalized_to_all
 from pipeline.features import feature_columns
 from pipeline.plates import fingerprint_files
 from pipeline.provenance import code_fingerprint
@@ -42,23 +44,25 @@ def _save_state(store: Store, state: dict[str, str]) -> None:
     os.replace(tmp, p)
 
 
-def _plate_fingerprint(store: Store, plate: str) -> str:
+def _plate_fingerprint(store: Store, plate: str, negcon: tuple[str, ...]) -> str:
     files = [store.table_path(n, plate=plate) for n in ("features", "platemap")] + [store.table_path("compounds")]
     return fingerprint_files(store.root, [str(f.relative_to(store.root)) for f in files],
-                             extra=code_fingerprint("pipeline.profiles", "pipeline.features"))
+                             extra=code_fingerprint("pipeline.profiles", "pipeline.features", "pipeline.controls")
+                             + "negcon=" + ",".join(sorted(s.lower() for s in negcon)))  # order, case: no matter
 
 
 @task(name="well-profiles", cache_policy=NO_CACHE)
-def well_profiles_task(store_root: str, plate: str) -> int:
-    """Aggregate, annotate and normalize one plate's cells into ``profiles_wells/<plate>``."""
+def well_profiles_task(store_root: str, plate: str, negcon: tuple[str, ...] = DEFAULT_NEGCON) -> str:
+    """Aggregate, annotate and normalize one plate's cells into ``profiles_wells/<plate>``;
+    returns what the plate was normalized against (``'negcon'``, or ``'all'`` without any)."""
     store = Store(Path(store_root))
     cells = read_table("features", store.table_path("features", plate=plate))
     platemap = read_table("platemap", store.table_path("platemap", plate=plate))
     compounds = store.read("compounds", ["Metadata_InChIKey", "Metadata_CompoundIDs"])
-    wells = prof.annotate_wells(prof.aggregate_wells(cells), platemap, compounds)
+    wells = prof.annotate_wells(prof.aggregate_wells(cells), platemap, compounds, negcon=negcon)
     wells = prof.normalize_plate(wells)
     write_table(wells, "profiles_wells", store.table_path("profiles_wells", plate=plate))
-    return len(wells)
+    return str(wells["Metadata_NormalizedTo"].iloc[0]) if len(wells) else "negcon"
 
 
 def activity_of(profiles: pd.DataFrame, *, null_size: int = 10000, seed: int = 0) -> pd.DataFrame:
@@ -66,9 +70,11 @@ def activity_of(profiles: pd.DataFrame, *, null_size: int = 10000, seed: int = 0
     NaN, with ``Metadata_Source`` and ``Metadata_InChIKey`` of each compound."""
     feats = [c for c in feature_columns(profiles.columns) if profiles[c].notna().all()]
     act = prof.phenotypic_activity(profiles, profiles[feats].to_numpy(np.float64), null_size=null_size, seed=seed)
+    skipped = act.attrs.get("plates_without_negcon", [])
     keys = profiles.dropna(subset=["Metadata_CompoundID"]).groupby("Metadata_CompoundID")["Metadata_InChIKey"].first()
     act.insert(0, "Metadata_Source", profiles["Metadata_Source"].iloc[0])
     act.insert(2, "Metadata_InChIKey", act["Metadata_CompoundID"].map(keys))
+    act.attrs["plates_without_negcon"] = skipped
     return act
 
 
@@ -79,7 +85,8 @@ def consistency_of(profiles: pd.DataFrame, *, null_size: int = 10000, seed: int 
     feats = [c for c in feature_columns(profiles.columns) if profiles[c].notna().all()]
     if trt.empty or not feats:
         return pd.DataFrame()
-    per = trt.groupby("Metadata_CompoundID").agg({"Metadata_MOA": "first", **{c: "median" for c in feats}}).reset_index()
+    groups = trt.groupby("Metadata_CompoundID")  # one median over all features at once (no column-by-column frame)
+    per = pd.concat([groups["Metadata_MOA"].first(), groups[feats].median()], axis=1).reset_index()
     cons = prof.moa_consistency(per, per[feats].to_numpy(np.float64), null_size=null_size, seed=seed)
     cons.insert(0, "Metadata_Source", profiles["Metadata_Source"].iloc[0])
     return cons
@@ -122,7 +129,8 @@ def downstream_task(store_root: str, null_size: int) -> dict[str, Any]:
             consistency.append(cons)
         out[source] = {"wells": len(sel), "features": len(feature_columns(sel.columns)), "compounds": len(act),
                        "retrieved": int(act["below_corrected_p"].sum()), "moas": len(cons),
-                       "moas_consistent": int(cons["below_corrected_p"].sum()) if len(cons) else 0}
+                       "moas_consistent": int(cons["below_corrected_p"].sum()) if len(cons) else 0,
+                       "plates_not_scored": list(act.attrs.get("plates_without_negcon", []))}
     if selected:
         write_table(pd.concat(selected, ignore_index=True), "profiles_selected", store.table_path("profiles_selected"))
         write_table(pd.concat(consensus, ignore_index=True), "profiles_consensus", store.table_path("profiles_consensus"))
@@ -136,29 +144,39 @@ def downstream_task(store_root: str, null_size: int) -> dict[str, Any]:
 
 
 @flow(name="cmcl-profile", flow_run_name="profile", log_prints=True)
-def profile_flow(store: str, null_size: int = 10000) -> dict[str, Any]:
+def profile_flow(store: str, null_size: int = 10000, negcon: list[str] | None = None) -> dict[str, Any]:
     """Well profiles for every plate with single-cell features whose inputs changed, then (when
     any well profile changed) feature selection, consensus and activity over the store.
 
     Incremental like ingestion: a plate's fingerprint covers its features and plate-map files,
-    the compounds table and the code of the profile stages.
+    the compounds table, the negative-control labels ``negcon`` (default
+    :data:`pipeline.controls.DEFAULT_NEGCON`) and the code of the profile stages. A plate
+    without a negative-control well is normalized against all its wells, listed in the
+    summary's ``plates_without_negcon`` and left out of the activity scores; it never stops
+    the flow.
     """
     logger = get_run_logger()
+    labels = parse_negcon(negcon)
     st = Store(Path(store))
     state = _load_state(st)
     plates = [p.name[: -len(".parquet")] for p in st.table_files("features")]
+    fps = {p: _plate_fingerprint(st, p, labels) for p in plates}
+    todo = [p for p in plates if not (state.get(p) == fps[p] and st.table_path("profiles_wells", plate=p).is_file())]
     done = []
-    for plate in plates:
-        fp = _plate_fingerprint(st, plate)
-        if state.get(plate) == fp and st.table_path("profiles_wells", plate=plate).is_file():
-            continue
-        well_profiles_task(str(st.root), plate)
-        state[plate] = fp
+    tick = step_progress("profiles", len(todo) + 1)
+    for plate in todo:
+        well_profiles_task(str(st.root), plate, labels)
+        state[plate] = fps[plate]
         done.append(plate)
+        tick(plate)
     well_files = st.table_files("profiles_wells") + st.table_files("profiles_imported")
     wells_fp = fingerprint_files(st.root, [str(p.relative_to(st.root)) for p in well_files],
                                  extra=code_fingerprint("pipeline.profiles", "flows.profiles") + str(null_size))
-    summary: dict[str, Any] = {"plates_profiled": done, "plates_unchanged": sorted(set(plates) - set(done))}
+    summary: dict[str, Any] = {"plates_profiled": done, "plates_unchanged": sorted(set(plates) - set(done)),
+                               "negcon": list(labels), "plates_without_negcon": plates_normalized_to_all(st)}
+    for plate in summary["plates_without_negcon"]:
+        logger.info("plate %r has no negative-control well (%s): normalized against all its wells, "
+                    "its activity not scored", plate, ", ".join(labels))
     outputs = [st.table_path(n) for n in ("profiles_selected", "profiles_consensus", "activity")]  # consistency: optional
     if state.get("__downstream__") != wells_fp or not all(p.is_file() for p in outputs):
         if well_files:
@@ -168,6 +186,7 @@ def profile_flow(store: str, null_size: int = 10000) -> dict[str, Any]:
             summary["sources"] = {}
     else:
         summary["sources"] = "unchanged"
+    tick("select, consensus, activity")
     _save_state(st, state)
     logger.info("profiles: %d plate(s) profiled, %d unchanged", len(done), len(summary["plates_unchanged"]))
     return summary
@@ -217,7 +236,7 @@ def import_file_task(file: str, store_root: str, compound_map: str | None = None
         cmap, mroles = pio.read_compound_map(compound_map, ids=ids, id_columns=list(table.columns))
     res = import_profiles(table, source="import:" + name, user_map=user_map, compound_map=cmap, map_roles=mroles,
                           feature_names=pio.read_name_table(feature_names) if feature_names else None,
-                          moa_map=_read_hub(drugs), dose_unit=unit)
+                          moa_map=_read_hub(drugs), dose_unit=unit, n_jobs=2)
     iid = idx.import_id(name, content, settings)
     write_table(res.profiles, "profiles_imported", st.table_path("profiles_imported", import_id=iid))
     for old in idx.superseded(index, name, content):

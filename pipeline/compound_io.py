@@ -5,7 +5,8 @@ columns
 
 * ``Metadata_Source``: the file name;
 * ``Metadata_CompoundID``: the identifier from the file, or ``<file>:<record>`` (1-based
-  record number) where the file gives none;
+  record number) where the file gives none; a table's ID column is ``id_col`` when given,
+  else the first of :data:`ID_COLUMNS` it has (without case, blanks or punctuation);
 * ``Input_SMILES``: the SMILES as given ('' when absent);
 * ``Error``: None, or why the record could not be read (a broken SDF record); such rows are
   carried through :func:`pipeline.compounds.standardize_table` as failed.
@@ -30,7 +31,7 @@ from rdkit import Chem
 
 from pipeline.compounds import quiet_rdkit
 
-__all__ = ["READER_COLUMNS", "SUFFIXES", "read_compounds", "check_compound_file"]
+__all__ = ["READER_COLUMNS", "SUFFIXES", "ID_COLUMNS", "find_id_column", "read_compounds", "check_compound_file"]
 
 #: Columns of every chunk the readers yield.
 READER_COLUMNS: tuple[str, ...] = ("Metadata_Source", "Metadata_CompoundID", "Input_SMILES", "Error")
@@ -48,6 +49,30 @@ SUFFIXES: dict[str, str] = {
     ".parquet": "parquet",
     ".pq": "parquet",
 }
+
+#: Identifier columns a table is searched for when no ``id_col`` is given, in priority order
+#: (compared without case, blanks and punctuation): cmcl's own, generic ones, then the field's
+#: registries (JUMP, Broad / Drug Repurposing Hub, LINCS, ChEMBL), then names.
+ID_COLUMNS: tuple[str, ...] = (
+    "Metadata_CompoundID", "compound_id", "id",
+    "Metadata_JCP2022", "jcp2022", "Metadata_broad_sample", "broad_sample", "broad_id", "Metadata_pert_id", "pert_id",
+    "chembl_id", "molecule_chembl_id", "Metadata_Name", "name", "compound_name", "title",
+)
+
+
+def _squash(name: str) -> str:
+    return "".join(ch for ch in str(name).lower() if ch.isalnum())
+
+
+def find_id_column(columns: Iterable[str], *, exclude: Iterable[str] = ()) -> str | None:
+    """The first of :data:`ID_COLUMNS` among ``columns``, as spelled in ``columns``; None when there
+    is none. Names are compared without case, blanks and punctuation (``Compound Name`` is
+    ``compound_name``); ``exclude`` (e.g. the SMILES column) never counts."""
+    skip = {_squash(c) for c in exclude}
+    by_key: dict[str, str] = {}
+    for c in columns:
+        by_key.setdefault(_squash(c), str(c))
+    return next((by_key[_squash(k)] for k in ID_COLUMNS if _squash(k) in by_key and _squash(k) not in skip), None)
 
 
 def _format(path: Path) -> tuple[str, bool]:
@@ -115,21 +140,30 @@ def _table_header(path: Path, gz: bool, sep: str) -> list[str]:
     return [str(c) for c in header.columns]
 
 
-def check_compound_file(path: str | os.PathLike, *, smiles_col: str = "smiles", id_col: str | None = None) -> None:
-    """Check, without reading its records, that :func:`read_compounds` can read ``path``.
+def check_compound_file(path: str | os.PathLike, *, smiles_col: str = "smiles", id_col: str | None = None) -> str:
+    """Check, without reading its records, that :func:`read_compounds` can read ``path``, and say
+    where its records' identifiers will come from.
 
     Cheap enough to run before any work: the file exists, its suffix names a known format, it
     is not empty, and a table's SMILES (and ID) columns exist.
 
+    Returns
+    -------
+    str
+        One line: ``"one.csv: IDs from column 'ID'"``, or, for a table without an ID column,
+        that its records are numbered by file and row and that ``--id-col`` names one.
+
     Raises
     ------
     FileNotFoundError
-        If ``path`` does not exist.
+        If ``path`` does not exist, or is a folder (the message asks whether ``--store`` was meant).
     ValueError
         Naming the file: unknown format, empty file, or a named column absent (the message
         lists the columns seen).
     """
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"{path} is a folder, not a compound file; did you mean --store {path}?")
     if not path.is_file():
         raise FileNotFoundError(f"no compound file at {str(path)!r}")
     fmt, gz = _format(path)
@@ -140,10 +174,23 @@ def check_compound_file(path: str | os.PathLike, *, smiles_col: str = "smiles", 
     else:
         if path.stat().st_size == 0:
             raise ValueError(f"{path}: the file is empty; it holds no compound record")
-        return
-    _resolve(smiles_col, seen, path, "SMILES")
+        if fmt == "smi":
+            return f"{path.name}: IDs from the second field of each line (else numbered {path.name}:<line>)"
+        return (f"{path.name}: IDs from " + (f"data item <{id_col}>" if id_col else "each record's title line")
+                + f" (else numbered {path.name}:<record>)")
+    scol = _resolve(smiles_col, seen, path, "SMILES")
+    icol = _id_column(seen, path, scol, id_col)
+    if icol is not None:
+        return f"{path.name}: IDs from column {icol!r}"
+    return (f"{path.name}: no ID column (looked for {', '.join(ID_COLUMNS[:4])}, ...): records are numbered "
+            f"{path.name}:1, {path.name}:2, ...; name the ID column with --id-col")
+
+
+def _id_column(seen: list[str], path: Path, scol: str, id_col: str | None) -> str | None:
+    """``id_col`` resolved in ``seen``, or the first of :data:`ID_COLUMNS` (None: number the rows)."""
     if id_col is not None:
-        _resolve(id_col, seen, path, "ID")
+        return _resolve(id_col, seen, path, "ID")
+    return find_id_column(seen, exclude=(scol,))
 
 
 def _read_table(
@@ -152,7 +199,7 @@ def _read_table(
     source = path.name
     seen = _table_header(path, gz, sep)
     scol = _resolve(smiles_col, seen, path, "SMILES")
-    icol = _resolve(id_col, seen, path, "ID") if id_col is not None else None
+    icol = _id_column(seen, path, scol, id_col)
     usecols = [scol] if icol is None else [scol, icol]
     reader = pd.read_csv(
         path,
@@ -257,7 +304,7 @@ def _read_parquet(path: Path, smiles_col: str, id_col: str | None, chunksize: in
     pf = pq.ParquetFile(path)
     seen = pf.schema_arrow.names
     scol = _resolve(smiles_col, seen, path, "SMILES")
-    icol = _resolve(id_col, seen, path, "ID") if id_col is not None else None
+    icol = _id_column(seen, path, scol, id_col)
     batches = pf.iter_batches(batch_size=chunksize, columns=[scol] if icol is None else [scol, icol])
     yield from _tabular_frames(source, (b.to_pandas() for b in batches), scol, icol)
 
@@ -279,9 +326,9 @@ def read_compounds(
         SMILES column of CSV/TSV/Parquet files, matched case-insensitively.
     id_col : str, optional
         Identifier column (CSV/TSV/Parquet) or SD data item; matched case-insensitively.
-        If None: the second field of ``.smi`` lines, the title line of SD records, and the
-        record number (``<file>:<n>``, 1-based) for tables. Records with an empty identifier
-        also get ``<file>:<n>``.
+        If None: the second field of ``.smi`` lines, the title line of SD records, and for
+        tables the first of :data:`ID_COLUMNS` present, else the record number
+        (``<file>:<n>``, 1-based). Records with an empty identifier also get ``<file>:<n>``.
     chunksize : int, default 10000
         Most rows per yielded chunk.
 

@@ -452,8 +452,9 @@ def read_platemap(path: str | os.PathLike, *, plate: str, plate_format: int | No
     """Read a ``platemap.csv`` into the ``platemap`` table layout (without ``Metadata_HasImages``).
 
     Required column: ``Metadata_Well``. Optional: ``Metadata_CompoundID``, ``Metadata_SMILES``,
-    ``Metadata_Concentration``, ``Metadata_ControlType`` (default: 'trt' where a SMILES or a
-    compound ID is given, else 'negcon'). A treatment well without SMILES is kept: the compound
+    ``Metadata_Concentration``, ``Metadata_ControlType`` (also read from ``Metadata_control_type``,
+    ``Control Type``, ``control_type`` or ``pert_type``, kept as written: ``negcon``, ``vehicle``, ...;
+    where blank: 'trt' when a SMILES or a compound ID is given, else 'negcon'). A treatment well without SMILES is kept: the compound
     stage records it as a failed input with its reason.
 
     Parameters
@@ -501,12 +502,24 @@ def read_platemap(path: str | os.PathLike, *, plate: str, plate_format: int | No
     out["Metadata_Concentration"] = (
         pd.to_numeric(table["Metadata_Concentration"], errors="coerce") if "Metadata_Concentration" in table.columns
         else float("nan"))
-    if "Metadata_ControlType" in table.columns:
-        out["Metadata_ControlType"] = table["Metadata_ControlType"].fillna("trt").astype(str)
+    default = ["negcon" if pd.isna(s) and pd.isna(cid) else "trt"
+               for s, cid in zip(out["Metadata_SMILES"], out["Metadata_CompoundID"])]
+    squashed = {_squash(c): c for c in reversed(table.columns)}
+    ccol = next((squashed[k] for k in _CONTROL_COLUMNS if k in squashed), None)
+    if ccol is not None:  # the map's own words (negcon, vehicle, control, ...); pipeline.controls reads them
+        given = table[ccol].astype("string").str.strip()
+        out["Metadata_ControlType"] = [d if pd.isna(v) or v == "" else str(v) for v, d in zip(given, default)]
     else:
-        out["Metadata_ControlType"] = ["negcon" if pd.isna(s) and pd.isna(cid) else "trt"
-                                       for s, cid in zip(out["Metadata_SMILES"], out["Metadata_CompoundID"])]
+        out["Metadata_ControlType"] = default
     return out
+
+
+#: Control-type columns of a platemap.csv, in priority order, compared without case, blanks and underscores.
+_CONTROL_COLUMNS = ("metadatacontroltype", "controltype", "perttype", "metadataperttype")
+
+
+def _squash(name: str) -> str:
+    return "".join(ch for ch in str(name).lower() if ch.isalnum())
 
 
 def fingerprint_files(root: Path, files: list[str], *, extra: str = "") -> str:

@@ -55,6 +55,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
                "Metadata_Compound_SMILES"),
     "inchikey": ("Metadata_InChIKey", "Compound InChIKey", "InChIKey", "Metadata_Compound_InChIKey",
                  "Metadata_standard_inchikey"),
+    "inchi": ("Metadata_InChI", "Compound InChI", "InChI", "Metadata_Compound_InChI", "Metadata_standard_inchi"),
     "compound": ("Metadata_JCP2022", "Metadata_broad_sample", "Metadata_CompoundID", "Compound BRD",
                  "Metadata_pert_id", "Metadata_broad_id", "broad_sample", "Metadata_Compound", "compound_id"),
     "name": ("Metadata_pert_iname", "Compound Name", "Metadata_CompoundName", "Metadata_compound_name", "pert_iname"),
@@ -82,7 +83,7 @@ IMPORTED_METADATA: tuple[str, ...] = (
 _CP_PREFIX = re.compile(r"^(Cells|Cytoplasm|Nuclei|Image)_")
 _IMAGE_NOT_FEATURE = re.compile(r"^Image_(Metadata|FileName|PathName|URL|MD5Digest|ExecutionTime|ModuleError|Group|"
                                 r"Series|Frame|Scaling|Width|Height|ImageSet|Channel)")
-_NUMBERED = re.compile(r"^([A-Za-z][A-Za-z0-9]*)_(\d+)$")
+_NUMBERED = re.compile(r"^(?:([A-Za-z][A-Za-z0-9]*)_)?(\d+)$")  # X_1, harmony_0, or bare 0, 1, ...
 
 
 class ProfileImportError(ValueError):
@@ -167,7 +168,7 @@ def profile_features(table: pd.DataFrame) -> tuple[list[str], str]:
     for c in table.columns:
         m = _NUMBERED.match(str(c))
         if m and c in numeric and not str(c).startswith("Metadata_"):
-            families.setdefault(m.group(1), []).append(c)
+            families.setdefault(m.group(1) or "", []).append(c)
     best = max(families.values(), key=len, default=[])
     if len(best) < 2:
         raise ProfileImportError("no feature columns: neither CellProfiler-named (Cells_/Cytoplasm_/Nuclei_/Image_) "
@@ -226,6 +227,7 @@ class _MapJoin:
     key_profile: str
     key_map: str
     prefix: int | None  # Hub joins compare the first 13 characters (pert_id)
+    alt_keys: tuple[str, ...] = ()  # further map columns tried in turn ('|'-separated lists allowed)
 
 
 def _map_join_keys(profile_cols: Sequence[str], map_cols: Sequence[str], roles: Mapping[str, str]) -> _MapJoin | None:
@@ -245,8 +247,8 @@ def _map_join_keys(profile_cols: Sequence[str], map_cols: Sequence[str], roles: 
             return _MapJoin(c, m, None)
     brd = next((c for c in prof if _norm(c) in {"metadatabroadsample", "compoundbrd", "metadatapertid", "broadsample"}), None)
     hub = map_norm.get("pertid") or map_norm.get("broadid")
-    if brd is not None and hub is not None:
-        return _MapJoin(brd, hub, 13)
+    if brd is not None and hub is not None:  # the Hub renames samples: its deprecated_broad_id keeps the old IDs
+        return _MapJoin(brd, hub, 13, tuple(c for c in (map_norm.get("deprecatedbroadid"),) if c))
     for c in prof:
         m = map_norm.get(_norm(c)[len("metadata"):]) if _norm(c).startswith("metadata") else None
         if m is not None:
@@ -254,8 +256,8 @@ def _map_join_keys(profile_cols: Sequence[str], map_cols: Sequence[str], roles: 
     return None
 
 
-def join_compound_map(ids: pd.Series, compound_map: pd.DataFrame, *, map_key: str, prefix: int | None = None
-                      ) -> pd.DataFrame:
+def join_compound_map(ids: pd.Series, compound_map: pd.DataFrame, *, map_key: str, prefix: int | None = None,
+                      alt_keys: Sequence[str] = ()) -> pd.DataFrame:
     """Look identifiers up in a compound map.
 
     Parameters
@@ -263,26 +265,34 @@ def join_compound_map(ids: pd.Series, compound_map: pd.DataFrame, *, map_key: st
     ids : Series of str or None
         The profile rows' identifiers.
     compound_map : DataFrame
-        ``map_key`` and ``smiles`` (and optionally ``inchikey``, ``moa``) columns, already
+        ``map_key`` and ``smiles``, ``inchi`` or ``inchikey`` (and optionally ``moa``) columns, already
         renamed to those roles by the caller.
     map_key : str
         The map's identifier column.
     prefix : int, optional
         Compare the first ``prefix`` characters of both sides (Hub ``pert_id``).
+    alt_keys : sequence of str
+        Further identifier columns of the map, tried after ``map_key`` (cells may list several
+        IDs separated by ``|``, as the Hub's ``deprecated_broad_id``).
 
     Returns
     -------
     DataFrame
-        Indexed like ``ids``: ``smiles``, ``inchikey``, ``moa`` (None where not found), ``found`` (bool).
+        Indexed like ``ids``: ``smiles``, ``inchi``, ``inchikey``, ``moa`` (None where not found), ``found`` (bool).
     """
     def key(s: pd.Series) -> pd.Series:
         s = s.astype(object).where(s.notna(), None)
         return s.map(lambda v: None if v is None else (str(v)[:prefix] if prefix else str(v)))
 
-    m = compound_map.assign(_k=key(compound_map[map_key])).dropna(subset=["_k"]).drop_duplicates("_k").set_index("_k")
+    parts = []
+    for col in (map_key, *alt_keys):
+        v = compound_map[col].astype(object).where(compound_map[col].notna(), None)
+        part = compound_map.assign(_k=v.map(lambda x: None if x is None else str(x).split("|"))).explode("_k")
+        parts.append(part.assign(_k=key(part["_k"])))
+    m = pd.concat(parts).dropna(subset=["_k"]).drop_duplicates("_k").set_index("_k")  # map_key first
     k = key(ids)
     out = pd.DataFrame(index=ids.index)
-    for col in ("smiles", "inchikey", "moa"):
+    for col in ("smiles", "inchi", "inchikey", "moa"):
         out[col] = k.map(m[col]) if col in m.columns else None
         out[col] = _text(out[col]) if col in m.columns else pd.Series(None, index=ids.index, dtype=object)
     out["found"] = k.isin(m.index).to_numpy()
@@ -350,50 +360,71 @@ class ImportedProfiles:
                 "unjoined": self.unjoined.to_dict(orient="records")}
 
 
-def _standardized(smiles: pd.Series) -> pd.DataFrame:
-    """Parent InChIKey / SMILES / error per row, standardizing each distinct SMILES once."""
-    from pipeline.compounds import standardize_smiles
+def _standardized(smiles: pd.Series, *, n_jobs: int = 1) -> pd.DataFrame:
+    """Parent InChIKey / SMILES / error per row, standardizing each distinct SMILES once
+    (:func:`pipeline.compounds.standardize_table`; worker processes from 2,000 distinct SMILES)."""
+    from pipeline.compounds import standardize_table
 
-    res = {s: standardize_smiles(s) for s in smiles.dropna().unique()}
-    return pd.DataFrame({
-        "inchikey": smiles.map(lambda s: res[s].inchikey if isinstance(s, str) else None),
-        "smiles": smiles.map(lambda s: res[s].smiles if isinstance(s, str) else None),
-        "error": smiles.map(lambda s: res[s].error if isinstance(s, str) else None)}, index=smiles.index).astype(object)
+    uniq = pd.Series(smiles.dropna().unique(), dtype=object)
+    recs = pd.DataFrame({"Metadata_Source": "import", "Metadata_CompoundID": uniq.astype(str), "Input_SMILES": uniq})
+    res = standardize_table(recs, n_jobs=n_jobs if len(uniq) >= 2000 else 1).set_index(uniq.to_numpy())
+    out = pd.DataFrame({"inchikey": smiles.map(res["Metadata_InChIKey"]), "smiles": smiles.map(res["Metadata_SMILES"]),
+                        "error": smiles.map(res["Error"])}, index=smiles.index)
+    return out.astype(object).where(out.notna(), None)
+
+
+def _smiles_from_inchi(inchi: pd.Series) -> pd.Series:
+    """SMILES of each InChI RDKit can read (None otherwise), each distinct InChI once."""
+    from rdkit import Chem
+
+    from pipeline.compounds import quiet_rdkit
+
+    def one(x: str) -> str | None:
+        mol = Chem.MolFromInchi(x)
+        return Chem.MolToSmiles(mol) if mol is not None and mol.GetNumAtoms() else None
+
+    with quiet_rdkit():
+        res = {x: one(x) for x in inchi.dropna().unique()}
+    return _none(inchi.map(lambda x: res.get(x) if isinstance(x, str) else None))
 
 
 def _identity(t: pd.DataFrame, roles: Mapping[str, str], compound_map: pd.DataFrame | None,
-              join: _MapJoin | None) -> pd.DataFrame:
+              join: _MapJoin | None, *, n_jobs: int = 1) -> pd.DataFrame:
     """Per row: input SMILES/InChIKey, parent InChIKey/SMILES, how it was found, or why not."""
     n = pd.Series(None, index=t.index, dtype=object)
-    in_smiles = _text(t[roles["smiles"]]) if "smiles" in roles else n.copy()
-    in_key = _text(t[roles["inchikey"]]) if "inchikey" in roles else n.copy()
-    how = pd.Series(np.where(in_smiles.notna(), "inline", None), index=t.index, dtype=object)
-    reason = n.copy()
-    moa = n.copy()
+    given = {r: (_text(t[roles[r]]) if r in roles else n.copy()) for r in ("smiles", "inchi", "inchikey")}
+    how = pd.Series(np.where(given["smiles"].notna() | given["inchi"].notna(), "inline", None), index=t.index,
+                    dtype=object)
+    reason, moa = n.copy(), n.copy()
     if compound_map is not None and join is not None:
-        hit = join_compound_map(t[join.key_profile], compound_map, map_key=join.key_map, prefix=join.prefix)
-        use = in_smiles.isna() & hit["smiles"].notna()
-        in_smiles = _none(in_smiles.where(~use, hit["smiles"]))
-        in_key = _none(in_key.where(in_key.notna() | ~use, hit["inchikey"]))
-        how[use] = f"map:{join.key_profile}"
+        hit = join_compound_map(t[join.key_profile], compound_map, map_key=join.key_map, prefix=join.prefix,
+                                alt_keys=join.alt_keys)
+        use = given["smiles"].isna() & given["inchi"].isna() & (hit["smiles"].notna() | hit["inchi"].notna())
+        for r in ("smiles", "inchi"):
+            given[r] = _none(given[r].where(~use, hit[r]))
+        given["inchikey"] = _none(given["inchikey"].where(given["inchikey"].notna(), hit["inchikey"]))
+        how[use | (how.isna() & hit["inchikey"].notna())] = f"map:{join.key_profile}"
         moa = hit["moa"]
-        ids = _text(t[join.key_profile])
-        reason[in_smiles.isna() & ids.notna() & ~hit["found"]] = (
-            f"{join.key_profile} not in the compound map")
-        reason[in_smiles.isna() & ids.notna() & hit["found"]] = "the compound map has no SMILES for it"
-    std = _standardized(in_smiles)
+        open_ = given["smiles"].isna() & given["inchi"].isna() & _text(t[join.key_profile]).notna()
+        reason[open_ & ~hit["found"]] = f"{join.key_profile} not in the compound map"
+        reason[open_ & hit["found"]] = "the compound map has no structure for it"
+    in_smiles = given["smiles"]
+    from_inchi = in_smiles.isna() & given["inchi"].notna()
+    in_smiles = _none(in_smiles.where(~from_inchi, _smiles_from_inchi(given["inchi"].where(from_inchi))))
+    reason[from_inchi & in_smiles.isna()] = "InChI could not be read"
+    std = _standardized(in_smiles, n_jobs=n_jobs)
     parent_key, parent_smiles = std["inchikey"], std["smiles"]
     failed = in_smiles.notna() & parent_key.isna()
     reason[failed] = "SMILES failed standardization: " + std["error"][failed].astype(str)
-    how[failed] = None
+    in_key = given["inchikey"]
     only_key = in_smiles.isna() & in_key.notna()  # an InChIKey without a structure: kept as given
     parent_key = _none(parent_key.where(~only_key, in_key))
-    how[only_key] = "inchikey"
     reason[only_key] = None
-    if compound_map is None:
-        reason[parent_key.isna() & reason.isna()] = "no SMILES or InChIKey in the file, and no --compound-map given"
-    else:
-        reason[parent_key.isna() & reason.isna()] = "no SMILES or InChIKey in the file, nor an identifier the compound map shares"
+    how[failed | (in_smiles.isna() & ~only_key)] = None
+    how[only_key & how.isna()] = "inchikey"
+    reason[parent_key.isna() & reason.isna()] = (
+        "no SMILES, InChI or InChIKey in the file, and no --compound-map given" if compound_map is None else
+        "no SMILES, InChI or InChIKey in the file, nor an identifier the compound map shares")
     return pd.DataFrame({"Metadata_InputSMILES": in_smiles, "Metadata_InputInChIKey": in_key,
                          "Metadata_InChIKey": parent_key, "Metadata_SMILES": parent_smiles,
                          "Metadata_Identity": how, "reason": reason, "moa": moa}, index=t.index).astype(object)
@@ -413,10 +444,28 @@ def _extra_metadata(t: pd.DataFrame, used: set[str], features: set[str]) -> pd.D
     return pd.DataFrame(out, index=t.index)
 
 
+def _prepared_map(t: pd.DataFrame, roles: Mapping[str, str], compound_map: pd.DataFrame,
+                  map_roles: Mapping[str, str] | None) -> tuple[pd.DataFrame, _MapJoin]:
+    """The compound map with its structure columns renamed to their roles, and the join."""
+    mroles = dict(map_roles or {})
+    if not {"smiles", "inchi", "inchikey"} & set(mroles):
+        raise ProfileImportError(f"compound map has no SMILES, InChI or InChIKey column "
+                                 f"(columns: {list(compound_map.columns)[:12]})")
+    join = _map_join_keys(t.columns, compound_map.columns, roles)
+    if join is None:
+        raise ProfileImportError(
+            f"compound map shares no identifier column with the profile table (map: {list(compound_map.columns)[:12]}; "
+            f"table: {[c for c in t.columns if c.startswith('Metadata_')][:12]})")
+    cmap = compound_map.rename(columns={mroles[r]: r for r in ("smiles", "inchi", "inchikey", "moa") if r in mroles})
+    if join.key_map in mroles.values():
+        join = _MapJoin(join.key_profile, next(r for r, c in mroles.items() if c == join.key_map), join.prefix)
+    return cmap, join
+
+
 def import_profiles(table: pd.DataFrame, *, source: str, user_map: Mapping[str, str] | None = None,
                     compound_map: pd.DataFrame | None = None, map_roles: Mapping[str, str] | None = None,
                     feature_names: pd.DataFrame | None = None, moa_map: pd.DataFrame | None = None,
-                    dose_unit: str | None = None) -> ImportedProfiles:
+                    dose_unit: str | None = None, n_jobs: int = 1) -> ImportedProfiles:
     """Map one profile table onto the ``profiles_imported`` columns.
 
     Parameters
@@ -431,13 +480,16 @@ def import_profiles(table: pd.DataFrame, *, source: str, user_map: Mapping[str, 
     compound_map : DataFrame, optional
         Identifier -> structure table (JUMP's compound table, the Hub's samples).
     map_roles : mapping, optional
-        ``{role: map column}`` for ``compound_map`` (``smiles`` required; from :func:`resolve_columns`).
+        ``{role: map column}`` for ``compound_map`` (``smiles``, ``inchi`` or ``inchikey``
+        required; from :func:`resolve_columns`).
     feature_names : DataFrame, optional
         Names of numbered features (:func:`rename_numbered`).
     moa_map : DataFrame, optional
         ``pert_id``, ``moa`` (the Hub's drug table): mechanisms where the table has none.
     dose_unit : str, optional
         Unit of the dose column (``'uM'``, ``'mM'``, ``'nM'``); default from its name.
+    n_jobs : int, default 1
+        Worker processes standardizing the SMILES (used from 2,000 distinct ones).
 
     Returns
     -------
@@ -452,20 +504,8 @@ def import_profiles(table: pd.DataFrame, *, source: str, user_map: Mapping[str, 
     t = table.reset_index(drop=True)
     roles = resolve_columns(t.columns, user_map=user_map)
     feats, kind = profile_features(t.drop(columns=list(roles.values())))
-    cmap, join = None, None
-    if compound_map is not None:
-        mroles = dict(map_roles or {})
-        if "smiles" not in mroles:
-            raise ProfileImportError(f"compound map has no SMILES column (columns: {list(compound_map.columns)[:12]})")
-        join = _map_join_keys(t.columns, compound_map.columns, roles)
-        if join is None:
-            raise ProfileImportError(
-                f"compound map shares no identifier column with the profile table (map: {list(compound_map.columns)[:12]}; "
-                f"table: {[c for c in t.columns if c.startswith('Metadata_')][:12]})")
-        cmap = compound_map.rename(columns={mroles[r]: r for r in ("smiles", "inchikey", "moa") if r in mroles})
-        if join.key_map in mroles.values():
-            join = _MapJoin(join.key_profile, next(r for r, c in mroles.items() if c == join.key_map), join.prefix)
-    ident = _identity(t, roles, cmap, join)
+    cmap, join = _prepared_map(t, roles, compound_map, map_roles) if compound_map is not None else (None, None)
+    ident = _identity(t, roles, cmap, join, n_jobs=n_jobs)
     cid_col = roles.get("compound") or (join.key_profile if join else None)
     cid = _text(t[cid_col]) if cid_col else pd.Series(None, index=t.index, dtype=object)
     cid = cid.fillna(ident["Metadata_InputInChIKey"]).fillna(ident["Metadata_InputSMILES"])

@@ -53,8 +53,10 @@ def _read(p: Path, usecols: list[str] | None = None, nrows: int | None = None) -
             if nrows == 0:
                 return pq.read_schema(p).empty_table().to_pandas()
             return pd.read_parquet(p, columns=usecols)
-        return pd.read_csv(p, sep="\t" if kind == "tsv" else ",", skiprows=_comment_lines(p), usecols=usecols,
-                           nrows=nrows, low_memory=False)
+        sep, skip = "\t" if kind == "tsv" else ",", _comment_lines(p)
+        if usecols is not None and nrows is None:  # a few columns of a large map: Arrow's multithreaded reader
+            return pd.read_csv(p, sep=sep, skiprows=skip, usecols=usecols, engine="pyarrow")
+        return pd.read_csv(p, sep=sep, skiprows=skip, usecols=usecols, nrows=nrows, low_memory=False)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise ProfileImportError(f"{p}: not a readable table ({exc})") from None
 
@@ -94,29 +96,34 @@ def read_compound_map(path: str | os.PathLike, *, ids: Collection[str] | None = 
     -------
     table : DataFrame
     roles : dict
-        ``{role: column}`` (``smiles``, ``inchikey``, ``moa`` where present).
+        ``{role: column}`` (``smiles``, ``inchi``, ``inchikey``, ``moa`` where present).
 
     Raises
     ------
     ProfileImportError
-        If the map has no SMILES column.
+        If the map has no SMILES, InChI or InChIKey column.
     """
     p = Path(path)
     header = list(_read(p, nrows=0).columns)
     roles = {r: c for r, c in resolve_columns(header, what=f"compound map {p.name}").items()
-             if r in ("smiles", "inchikey", "moa")}
-    if "smiles" not in roles:
-        raise ProfileImportError(f"{p}: compound map has no SMILES column (columns: {header[:12]})")
+             if r in ("smiles", "inchi", "inchikey", "moa")}
+    if not {"smiles", "inchi", "inchikey"} & set(roles):
+        raise ProfileImportError(f"{p}: compound map has no SMILES, InChI or InChIKey column (columns: {header[:12]})")
     wanted = {c.lower() for c in id_columns} | {c.lower().removeprefix("metadata_") for c in id_columns}
-    keys = [c for c in header if c.lower() in wanted or c.lower() in {"pert_id", "broad_id"}]
+    hub = {"pert_id", "broad_id", "deprecated_broad_id"}
+    keys = [c for c in header if c.lower() in wanted or c.lower() in hub]
     cols = list(dict.fromkeys(keys + list(roles.values())))
     table = _read(p, usecols=cols)
     if ids is not None and keys:
-        want = {str(i) for i in ids} | {str(i)[:13] for i in ids}
+        want = {str(i) for i in ids}
+        prefixes = {i[:13] for i in want}
         keep = pd.Series(False, index=table.index)
         for k in keys:
             v = table[k].astype(str)
-            keep |= v.isin(want) | v.str[:13].isin(want)
+            if k.lower() in hub:  # '|'-separated lists of Broad IDs, compared by pert_id
+                keep |= v.str.split("|").explode().str[:13].isin(prefixes).groupby(level=0).any()
+            else:
+                keep |= v.isin(want)
         table = table[keep].reset_index(drop=True)
     return table, roles
 

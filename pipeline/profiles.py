@@ -5,14 +5,17 @@ DataFrame in, DataFrame out, ``Metadata_*`` columns as the schema (as in pycytom
 1. :func:`aggregate_wells` — median of the single-cell features per plate and well;
 2. :func:`annotate_wells` — the plate map (compound, SMILES, dose, control type) and the
    compound's standardized InChIKey;
-3. :func:`normalize_plate` — ``mad_robustize`` against the plate's DMSO (``negcon``) wells;
+3. :func:`normalize_plate` — ``mad_robustize`` against the plate's DMSO (``negcon``) wells
+   (which wells those are: :mod:`pipeline.controls`); a plate without any is normalized against
+   all its wells and flagged (``Metadata_NormalizedTo``);
 4. :func:`select_features` — variance, correlation, NA and CellProfiler-blocklist feature
    selection over all plates of one source;
 5. :func:`consensus_profiles` — median per compound and dose;
 6. :func:`phenotypic_activity` — per compound, the mean average precision with which its
    replicate wells retrieve each other against the DMSO wells of the same plate (copairs),
-   with permutation p-values and their Benjamini-Hochberg correction. Works on any
-   profile matrix (CellProfiler features, learned embeddings).
+   with permutation p-values and their Benjamini-Hochberg correction (plates without DMSO
+   wells cannot be scored and are left out). Works on any profile matrix (CellProfiler
+   features, learned embeddings).
 
 Imported tables (``cmcl import-profiles``) are read by :mod:`pipeline.profile_import`.
 """
@@ -24,6 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from pipeline.controls import DEFAULT_NEGCON, mark_negcon, plates_without_negcon
 from pipeline.features import feature_columns
 
 __all__ = [
@@ -41,7 +45,8 @@ __all__ = [
 #: Metadata columns of a well profile, in order (schemas/tables/profiles_wells.json).
 PROFILE_METADATA: tuple[str, ...] = (
     "Metadata_Plate", "Metadata_Well", "Metadata_CompoundID", "Metadata_InChIKey", "Metadata_SMILES",
-    "Metadata_Concentration", "Metadata_ControlType", "Metadata_MOA", "Metadata_Source", "Metadata_Count_Cells")
+    "Metadata_Concentration", "Metadata_ControlType", "Metadata_MOA", "Metadata_Source", "Metadata_Count_Cells",
+    "Metadata_NormalizedTo")
 #: pycytominer feature_select operations, in the order they run.
 SELECT_OPERATIONS: tuple[str, ...] = ("variance_threshold", "correlation_threshold", "drop_na_columns", "blocklist")
 _NEGCON = "Metadata_ControlType == 'negcon'"
@@ -75,7 +80,7 @@ def aggregate_wells(cells: pd.DataFrame, *, operation: str = "median") -> pd.Dat
 
 
 def annotate_wells(wells: pd.DataFrame, platemap: pd.DataFrame, compounds: pd.DataFrame | None = None,
-                   *, source: str = "cmcl") -> pd.DataFrame:
+                   *, source: str = "cmcl", negcon: Sequence[str] = DEFAULT_NEGCON) -> pd.DataFrame:
     """Add the plate map's ``Metadata_*`` columns and the compound's InChIKey to well profiles.
 
     Parameters
@@ -89,12 +94,15 @@ def annotate_wells(wells: pd.DataFrame, platemap: pd.DataFrame, compounds: pd.Da
     compounds : DataFrame, optional
         The ``compounds`` table (``Metadata_InChIKey``, ``Metadata_CompoundIDs``): maps
         compound IDs to standardized parents.
+    negcon : sequence of str
+        Negative-control labels (:func:`pipeline.controls.mark_negcon`): wells whose control
+        type or compound ID is one of them get ``Metadata_ControlType = 'negcon'``.
 
     Returns
     -------
     DataFrame
-        :data:`PROFILE_METADATA` then the features; wells absent from the plate map are
-        ``'unmapped'``. No well is added or lost.
+        :data:`PROFILE_METADATA` (but ``Metadata_NormalizedTo``) then the features; wells absent
+        from the plate map are ``'unmapped'``. No well is added or lost.
     """
     pm = platemap[["Metadata_Plate", "Metadata_Well", "Metadata_CompoundID", "Metadata_SMILES",
                    "Metadata_Concentration", "Metadata_ControlType"]]
@@ -102,6 +110,7 @@ def annotate_wells(wells: pd.DataFrame, platemap: pd.DataFrame, compounds: pd.Da
     if len(out) != len(wells):
         raise RuntimeError(f"annotation changed the number of wells ({len(wells)} -> {len(out)})")
     out["Metadata_ControlType"] = out["Metadata_ControlType"].fillna("unmapped")
+    out = mark_negcon(out, negcon)
     key = pd.Series(dtype=object)
     if compounds is not None and len(compounds):
         ex = compounds[["Metadata_InChIKey", "Metadata_CompoundIDs"]].explode("Metadata_CompoundIDs")
@@ -119,23 +128,26 @@ def _order(df: pd.DataFrame) -> pd.DataFrame:
 
 def normalize_plate(wells: pd.DataFrame) -> pd.DataFrame:
     """``mad_robustize`` each plate's features against that plate's DMSO (``negcon``) wells:
-    (x - median_DMSO) / (1.4826 MAD_DMSO), pycytominer's definition.
+    (x - median_DMSO) / (1.4826 MAD_DMSO), pycytominer's definition. A plate without any
+    ``negcon`` well is normalized against all its wells (pycytominer ``samples="all"``).
 
-    Raises
-    ------
-    ValueError
-        Naming a plate without DMSO wells.
+    Returns
+    -------
+    DataFrame
+        The wells, normalized, with ``Metadata_NormalizedTo``: ``'negcon'`` or ``'all'`` (the
+        plate had no negative control), per plate.
     """
     import pycytominer
 
     feats = feature_columns(wells.columns)
-    meta = [c for c in wells.columns if c not in feats]
+    meta = [c for c in wells.columns if c not in feats and c != "Metadata_NormalizedTo"]
+    missing = set(plates_without_negcon(wells))
     parts = []
     for plate, df in wells.groupby("Metadata_Plate", sort=True):
-        if not (df["Metadata_ControlType"] == "negcon").any():
-            raise ValueError(f"plate {plate!r}: no DMSO (negcon) well to normalize against")
-        parts.append(pycytominer.normalize(df, features=feats, meta_features=meta, samples=_NEGCON,
-                                           method="mad_robustize"))
+        alone = str(plate) in missing
+        part = pycytominer.normalize(df[meta + feats], features=feats, meta_features=meta,
+                                     samples="all" if alone else _NEGCON, method="mad_robustize")
+        parts.append(part.assign(Metadata_NormalizedTo="all" if alone else "negcon"))
     return _order(pd.concat(parts, ignore_index=True))
 
 
@@ -164,6 +176,10 @@ def consensus_profiles(wells: pd.DataFrame) -> pd.DataFrame:
     feats = feature_columns(df.columns)
     cons = pycytominer.consensus(df[reps + feats], replicate_columns=reps, operation="median", features=feats)
     first = df.groupby(reps, dropna=False)[keep].first().reset_index()
+    if "Metadata_NormalizedTo" in df.columns:  # 'negcon', 'all', or both ('all,negcon') over the plates
+        norm = df.groupby(reps, dropna=False)["Metadata_NormalizedTo"].agg(
+            lambda s: ",".join(sorted(set(s.dropna().astype(str)))) or None)
+        first = first.merge(norm.reset_index(), on=reps)
     n = df.groupby(reps, dropna=False).size().rename("Metadata_N_Wells").astype(np.int32).reset_index()
     out = first.merge(n, on=reps).merge(cons, on=reps)
     meta = [c for c in PROFILE_METADATA if c in out.columns] + ["Metadata_N_Wells"]
@@ -199,6 +215,8 @@ def phenotypic_activity(
     DataFrame
         One row per compound: ``compound_col``, ``Metadata_N_Wells``,
         ``mean_average_precision``, ``p_value``, ``corrected_p_value``, ``below_corrected_p``.
+        Wells of plates without a ``negcon`` well cannot be scored and are left out;
+        ``attrs["plates_without_negcon"]`` names those plates.
     """
     from copairs import map as cmap
     from copairs.matching import assign_reference_index
@@ -209,6 +227,9 @@ def phenotypic_activity(
     if not np.isfinite(features).all():
         raise ValueError("profiles hold NaN or inf values; drop those features first")
     m = meta.reset_index(drop=True).copy()
+    unscored = plates_without_negcon(m)
+    scorable = ~m["Metadata_Plate"].astype(str).isin(unscored).to_numpy()
+    m, features = m[scorable].reset_index(drop=True), features[scorable]
     neg = (m["Metadata_ControlType"] == "negcon").to_numpy()
     m[compound_col] = m[compound_col].astype(object).where(~neg, "__negcon__")
     counts = m.loc[~neg, compound_col].value_counts()
@@ -218,7 +239,9 @@ def phenotypic_activity(
     columns = [compound_col, "Metadata_N_Wells", "mean_average_precision", "p_value", "corrected_p_value",
                "below_corrected_p"]
     if not (m["Metadata_ControlType"] != "negcon").any() or not (m["Metadata_ControlType"] == "negcon").any():
-        return pd.DataFrame({c: pd.Series(dtype=object if c == compound_col else float) for c in columns})
+        empty = pd.DataFrame({c: pd.Series(dtype=object if c == compound_col else float) for c in columns})
+        empty.attrs["plates_without_negcon"] = unscored
+        return empty
     cols = ["Metadata_Plate", compound_col, "Metadata_ControlType"]
     m = assign_reference_index(m[cols], "Metadata_ControlType == 'negcon'", reference_col="Metadata_Reference_Index",
                                default_value=-1)
@@ -230,7 +253,9 @@ def phenotypic_activity(
                                       progress_bar=False)
     res = res.merge(ap.groupby(compound_col).size().rename("Metadata_N_Wells").astype(np.int32).reset_index(),
                     on=compound_col)
-    return res[columns].sort_values(compound_col, ignore_index=True)
+    res = res[columns].sort_values(compound_col, ignore_index=True)
+    res.attrs["plates_without_negcon"] = unscored
+    return res
 
 
 def moa_consistency(

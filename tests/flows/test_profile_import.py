@@ -65,7 +65,8 @@ def test_profile_scores_imported_profiles_and_verify_accepts_the_store(idr_store
     wells = idr_store.read("profiles_imported")
     trt = wells[(wells["Metadata_Source"] == "import:" + IDR[1].name) & (wells["Metadata_ControlType"] != "negcon")]
     replicated = trt["Metadata_CompoundID"].value_counts()
-    assert set(act["Metadata_CompoundID"]) == set(replicated.index[replicated >= 2])  # copairs needs replicates
+    scored = set(act["Metadata_CompoundID"])  # copairs needs replicates (on plates with DMSO wells)
+    assert scored and scored <= set(replicated.index[replicated >= 2])
     _ok(["verify", "--store", str(idr_store.root)])
     from flows.inspect import profiles
 
@@ -98,3 +99,35 @@ def test_jump_moa_style_activity_is_keyed_by_inchikey(tmp_path):
     _ok(["profile", "--store", str(tmp_path), "--null-size", "200"])
     act = Store(tmp_path).read("activity")
     assert len(act) == n and act["Metadata_InChIKey"].notna().mean() >= 0.95
+
+
+def test_a_changed_file_replaces_its_import_and_a_renamed_copy_adds_nothing(tmp_path):
+    from flows.profiles import import_file_task
+
+    store = Store(tmp_path / "s")
+    src = pd.read_csv(IDR[0])
+    f = tmp_path / "plate.csv"
+    src.to_csv(f, index=False)
+    first = import_file_task.fn(str(f), str(store.root))
+    assert first["status"] == "imported" and first["rows"] == 126
+    assert import_file_task.fn(str(f), str(store.root))["status"] == "unchanged"
+    src.iloc[:100].to_csv(f, index=False)  # same name, other bytes: replaces the earlier import
+    second = import_file_task.fn(str(f), str(store.root))
+    assert second["status"] == "imported" and len(store.read("profiles_imported")) == 100
+    copy = tmp_path / "copy.csv"
+    copy.write_bytes(f.read_bytes())  # the same bytes under another name: still one import
+    import_file_task.fn(str(copy), str(store.root))
+    files = store.table_files("profiles_imported")
+    assert len(files) == 1 and len(store.read("profiles_imported")) == 100
+    assert set(json.loads(store.path("profiles_imports").read_text())) == {p.name[: -len(".parquet")] for p in files}
+
+
+def test_bad_options_fail_in_one_line_before_prefect(tmp_path):
+    bad = tmp_path / "cols.toml"
+    bad.write_text('"Compound SMILES" = "structure"\n')
+    for extra, words in ((["--columns", str(bad)], ["not roles", "smiles"]),
+                         (["--compound-map", str(FMT / "jump_compound_ids_subset.csv.gz"), "--samples", str(IDR[0])],
+                          ["give one of them"])):
+        result = runner.invoke(app, ["import-profiles", str(IDR[0]), "--store", str(tmp_path / "s"), *extra])
+        assert result.exit_code == 1 and all(w in result.output for w in words), result.output
+        assert result.output.count("\n") == 1 and not (tmp_path / "s").exists()

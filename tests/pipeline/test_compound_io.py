@@ -112,3 +112,31 @@ def test_stream_20k_rows_in_bounded_chunks(tmp_path) -> None:
         conform(o, "compound_inputs")
         failed += (o["Status"] == "failed").sum()
     assert failed == 500
+
+
+def test_common_id_columns_are_found_without_a_flag(tmp_path) -> None:
+    from pipeline.compound_io import check_compound_file, find_id_column
+
+    one = tmp_path / "one.csv"
+    one.write_text("smiles,ID\nCCO,E-1\nc1ccccc1,B-2\n")
+    assert _all(one)["Metadata_CompoundID"].tolist() == ["E-1", "B-2"]
+    assert check_compound_file(one) == "one.csv: IDs from column 'ID'"
+    # priority: the declared order, whatever the file's column order or case
+    assert find_id_column(["name", "SMILES", "Metadata_broad_sample", "CHEMBL_ID"]) == "Metadata_broad_sample"
+    assert find_id_column(["Name", "smiles"]) == "Name"
+    assert find_id_column(["id", "smiles"], exclude=["ID"]) is None
+    # blanks and punctuation do not count: the cell-injury screen's (IDR0133) header
+    assert find_id_column(["Compound SMILES", "Compound InChIKey", "Compound Name", "Plate"],
+                          exclude=["Compound SMILES"]) == "Compound Name"
+    jump = tmp_path / "jump.tsv"
+    jump.write_text("Metadata_JCP2022\tMetadata_InChIKey\tname\tsmiles\nJCP2022_000001\tK\tn1\tCCN\n")
+    assert _all(jump)["Metadata_CompoundID"].tolist() == ["JCP2022_000001"]
+    pd.DataFrame({"SMILES": ["CCO"], "pert_id": ["BRD-K1"]}).to_parquet(tmp_path / "p.parquet")
+    assert _all(tmp_path / "p.parquet", smiles_col="SMILES")["Metadata_CompoundID"].tolist() == ["BRD-K1"]
+    # an explicit --id-col still wins, and without any ID column one line says how records are named
+    assert _all(jump, id_col="name")["Metadata_CompoundID"].tolist() == ["n1"]
+    bare = tmp_path / "bare.csv"
+    bare.write_text("smiles,weight\nCCO,46\n")
+    line = check_compound_file(bare)
+    assert "bare.csv:1" in line and "--id-col" in line and "\n" not in line
+    assert _all(bare)["Metadata_CompoundID"].tolist() == ["bare.csv:1"]

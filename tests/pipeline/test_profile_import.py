@@ -72,6 +72,18 @@ def test_jump_cpg0016_style_joins_through_the_jcp2022_table_and_names_numbered_f
     assert raw.feature_kind == "numbered" and raw.features == [f"X_{i}" for i in range(1, 65)]
     conform(raw.profiles, "profiles_imported")
     assert as_well_profiles(raw.profiles, metadata=PROFILE_METADATA) is None  # nothing cmcl profile can score
+    # JUMP's own compound table gives InChI and InChIKey, no SMILES: the InChI is the structure
+    from rdkit import Chem
+
+    inchi = cmap.assign(Metadata_InChI=[Chem.MolToInchi(Chem.MolFromSmiles(x)) for x in cmap["smiles"]],
+                        Metadata_InChIKey="NOTAREALKEY-UHFFFAOYSA-N").drop(columns=["smiles"])
+    via = import_profiles(table, source="import:x", compound_map=inchi,
+                          map_roles={"inchi": "Metadata_InChI", "inchikey": "Metadata_InChIKey"})
+    assert via.summary()["joined"] == 40
+    same = (via.profiles["Metadata_InChIKey"] == p["Metadata_InChIKey"])[p["Metadata_InChIKey"].notna()]
+    assert same.mean() >= 0.95 and (via.profiles["Metadata_InputInChIKey"].dropna() == "NOTAREALKEY-UHFFFAOYSA-N").all()
+    bare = table.rename(columns={f"X_{i}": str(i - 1) for i in range(1, 65)})
+    assert import_profiles(bare, source="import:x").features == [str(i) for i in range(64)]
 
 
 def test_idr0133_plain_column_names_are_recognised():
@@ -119,13 +131,16 @@ def test_lincs_joins_through_the_hub_by_pert_id():
                                     ids=set(table["Metadata_broad_sample"].dropna()), id_columns=list(table.columns))
     res = import_profiles(table, source="import:lincs", compound_map=cmap, map_roles=roles)
     p, s = res.profiles, res.summary()
-    assert s["rows"] == 384 and s["features"] == 454 and s["compounds"] == 58 and s["joined"] >= 40
+    assert s["rows"] == 384 and s["features"] == 454 and s["compounds"] == 58 and s["joined"] == 48
+    # 3 of them only through the Hub's deprecated_broad_id (bortezomib's old sample ID, say)
+    bortezomib = p.loc[p["Metadata_broad_sample"] == "BRD-K50691590-001-02-2", "Metadata_InChIKey"]
+    assert set(bortezomib) == {"GXJABQQUPOEUTA-RDJZCZTQSA-N"}
     assert (p["Metadata_ControlType"] == "negcon").sum() == 24
     np.testing.assert_allclose(p["Metadata_Concentration"], table["Metadata_mmoles_per_liter"] * 1000)
     assert {u["reason"] for u in s["unjoined"]} == {"Metadata_broad_sample not in the compound map"}
     assert len(s["unjoined"]) == s["compounds"] - s["joined"]
     wells = as_well_profiles(p, metadata=PROFILE_METADATA)
-    assert list(wells.columns[: len(PROFILE_METADATA)]) == list(PROFILE_METADATA) and wells.shape[1] == 10 + 454
+    assert list(wells.columns[: len(PROFILE_METADATA)]) == list(PROFILE_METADATA) and wells.shape[1] == len(PROFILE_METADATA) + 454
 
 
 def test_unjoined_compounds_are_listed_with_their_reason():
@@ -138,13 +153,13 @@ def test_unjoined_compounds_are_listed_with_their_reason():
     res = import_profiles(table, source="import:t", compound_map=cmap, map_roles={"smiles": "smiles"})
     reasons = {u["Metadata_CompoundID"]: u["reason"] for u in res.summary()["unjoined"]}
     assert reasons["J2"].startswith("SMILES failed standardization: unparsable SMILES")
-    assert reasons["J3"] == "the compound map has no SMILES for it"
+    assert reasons["J3"] == "the compound map has no structure for it"
     assert set(reasons) == {"J2", "J3"}  # J1 inline, J4 by its InChIKey, the unnamed well is a control
     p = res.profiles.set_index("Metadata_Well")
     assert p.loc["A04", "Metadata_Identity"] == "inchikey" and p.loc["A05", "Metadata_ControlType"] == "negcon"
     plain = import_profiles(table.drop(columns=["Metadata_SMILES", "Metadata_InChIKey"]), source="import:t")
     assert {u["reason"] for u in plain.summary()["unjoined"]} == {
-        "no SMILES or InChIKey in the file, and no --compound-map given"}
+        "no SMILES, InChI or InChIKey in the file, and no --compound-map given"}
     with pytest.raises(ProfileImportError, match="shares no identifier"):
         import_profiles(table, source="import:t", compound_map=pd.DataFrame({"other": ["x"], "smiles": ["C"]}),
                         map_roles={"smiles": "smiles"})
