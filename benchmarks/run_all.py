@@ -13,6 +13,7 @@ featurize      pipeline.graphs.smiles_to_graph, mol/s          ogb.utils.smiles2
 loader         training data loader alone, samples/s           trainer model step, samples/s
 start-up       ``cmcl compounds`` on one molecule, verbs/min    the same in Prefect's ephemeral mode
 ingest command ``cmcl -q ingest`` whole command, fields/s       plain 2-process scikit-image script
+profile load   ProfileDataset over Parquet profiles, rows/s    pandas.concat(read_parquet), rows/s
 =============  ==============================================  ==========================================
 
 A ratio above 1 means cmcl is faster than its peer (for the loader: the loader keeps up with the
@@ -49,6 +50,7 @@ BENCHMARKS: dict[str, tuple[list[str], str]] = {
     "compounds": (["-c", _COMPOUNDS_CHILD, str(REPO), str(HERE), str(HERE / "compounds.py"), "600"], "mol/s"),
     "train": ([str(HERE / "train.py"), "--preset", "quick", "--steps", "4", "--compounds", "80"], "samples/s"),
     "startup": ([str(HERE / "startup.py"), "--fields", "16", "--repeats", "2"], "verbs/min"),
+    "profiles": ([str(HERE / "profiles_train.py"), "--compounds", "2000", "--steps", "3", "--preset", "demo"], "rows/s"),
 }
 
 
@@ -99,6 +101,11 @@ def _parse(name: str, out: str) -> list[dict]:
                              peer=fields / script, unit="fields/s", cmcl_name=f"`cmcl -q ingest --features {feats}`",
                              peer_name="plain 2-process skimage script"))
         return rows
+    if name == "profiles":
+        r = json.loads(out[out.index("{"):])
+        rows = r["compounds"] * r["replicates"]
+        return [dict(stage="profile load", cmcl=rows / r["cmcl"]["load_s"], peer=rows / r["peer"]["load_s"], unit="rows/s",
+                     cmcl_name="ProfileDataset (float32, standardized, graphs)", peer_name="pandas concat(read_parquet)")]
     raise KeyError(f"no parser for benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
 
 

@@ -3,7 +3,8 @@
 The graph side follows Hu et al. (2020) / OGB: categorical atom and bond features are embedded
 with one table per feature and summed, then a GIN with edge embeddings (GINE) updates the atoms.
 The image side is a small ResNet-style CNN written in plain torch (torchvision does not import
-here) for 5-channel single-cell crops of 16-128 px.
+here) for 5-channel single-cell crops of 16-128 px, or, in profile mode, an MLP over a well's
+CellProfiler profile (:class:`ProfileEncoder`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "GINEncoder",
     "BasicBlock",
     "ImageEncoder",
+    "ProfileEncoder",
 ]
 
 #: Vocabulary sizes of the 9 OGB atom and 3 bond features, as defined by the featurizer
@@ -315,3 +317,49 @@ class ImageEncoder(nn.Module):
         if x.dim() != 4 or x.size(1) != self.in_channels:
             raise ValueError(f"expected crops of shape (B, {self.in_channels}, S, S), got {tuple(x.shape)}")
         return self.stages(self.stem(x)).mean(dim=(2, 3))
+
+
+class ProfileEncoder(nn.Module):
+    """MLP over standardized CellProfiler profiles (profile-mode pre-training).
+
+    ``Linear -> BatchNorm -> ReLU -> Dropout`` per hidden width; the last hidden layer's output
+    is the feature that :class:`~cmcl_model.model.CMCLModel` averages over a sample's profiles
+    and projects, exactly as it does with a CNN's crop features.
+
+    Parameters
+    ----------
+    in_features : int
+        Features per profile (the union of the training tables' feature columns).
+    widths : sequence of int
+        Hidden widths, e.g. ``(512, 256)``; ``out_dim = widths[-1]``.
+    dropout : float
+        Dropout after each hidden layer (training only).
+
+    Shapes
+    ------
+    forward: (B, in_features) float -> (B, out_dim).
+    """
+
+    def __init__(self, in_features: int, widths: Sequence[int] = (512, 256), *, dropout: float = 0.1) -> None:
+        super().__init__()
+        widths = tuple(int(w) for w in widths)
+        if in_features < 1 or not widths or min(widths) < 1:
+            raise ValueError(f"ProfileEncoder needs in_features >= 1 and positive widths, got {in_features}, {widths}")
+        self.in_features, self.out_dim = int(in_features), widths[-1]
+        layers: list[nn.Module] = []
+        d = self.in_features
+        for w in widths:
+            layers += [nn.Linear(d, w), nn.BatchNorm1d(w), nn.ReLU(), nn.Dropout(dropout)]
+            d = w
+        self.net = nn.Sequential(*layers)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for m in self.net:
+            if isinstance(m, (nn.Linear, nn.BatchNorm1d)):
+                m.reset_parameters()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 2 or x.size(1) != self.in_features:
+            raise ValueError(f"expected profiles of shape (B, {self.in_features}), got {tuple(x.shape)}")
+        return self.net(x)

@@ -395,6 +395,10 @@ def evaluate(
     split = store.read("split")
     ckpt = load_checkpoint(run_dir, which)  # type: ignore[arg-type]
     config = TrainConfig.from_dict(ckpt["config"])
+    if config.image_source == "profiles":  # CellProfiler profiles, not crops: cmcl_model/profile_evaluate.py
+        from cmcl_model.profile_evaluate import evaluate_profiles
+
+        return evaluate_profiles(store.root, run_dir, seeds=seeds, which=which, device=device, report=report)
     norm = {p: PlateNorm.from_dict(d) for p, d in ckpt["normalization"].items()}
     test_keys = split.loc[split["Split"] == "test", "Metadata_InChIKey"].tolist()
     train_keys = split.loc[split["Split"] == "train", "Metadata_InChIKey"].tolist()

@@ -31,6 +31,8 @@ from typing import Literal
 import numpy as np
 
 __all__ = [
+    "per_query_metrics",
+    "bootstrap_ci",
     "DIRECTIONS",
     "ranks_fullpool",
     "ranks_sampled",
@@ -270,3 +272,39 @@ def crop_level(
         },
     }
     return result, ch, {"crops": int(n), "compounds": int(m)}
+
+
+def per_query_metrics(graph: np.ndarray, image: np.ndarray, *, seeds: Sequence[int] = (0, 1, 2, 3, 4),
+                      n_negatives: int = 100) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """Per-query values of every retrieval metric: ``[protocol][direction][metric]`` -> (N,).
+
+    Their means equal :func:`cmcl_model.metrics.hit101` / :func:`~cmcl_model.metrics.fullpool`
+    (same negatives: ``numpy.random.default_rng(seed)``, ``min(n_negatives, N - 1)`` per query).
+    """
+    g, i = _validate(graph, image)
+    sim = g @ i.T
+    n = sim.shape[0]
+    out: dict[str, dict[str, dict[str, np.ndarray]]] = {"hit101": {}, "fullpool": {}}
+    for d, s in zip(DIRECTIONS, (sim, sim.T)):
+        r = ranks_fullpool(s).astype(np.float64)
+        out["fullpool"][d] = {**{f"recall@{k}": (r <= k).astype(float) for k in (1, 5, 10)}, "mrr": 1 / r, "mean_rank": r}
+        per_seed = []
+        for seed in seeds:
+            neg = _sample_negatives(n, min(n_negatives, n - 1), np.random.default_rng(seed))
+            per_seed.append(ranks_sampled(s, neg).astype(np.float64))
+        rs = np.stack(per_seed)
+        out["hit101"][d] = {**{f"hit@{k}": (rs <= k).mean(0) for k in (1, 3, 5, 10)}, "mrr": (1 / rs).mean(0),
+                            "mean_rank": rs.mean(0)}
+    return out
+
+
+def bootstrap_ci(graph: np.ndarray, image: np.ndarray, *, seeds: Sequence[int] = (0, 1, 2, 3, 4), n_boot: int = 1000,
+                 level: float = 0.95, seed: int = 0) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """Percentile bootstrap interval of each metric's mean over queries: ``[protocol][direction][metric]``
+    -> ``[low, high]``. The queries (test compounds) are resampled; each keeps its rank in the full pool."""
+    per = per_query_metrics(graph, image, seeds=seeds)
+    n = graph.shape[0]
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    a = (1 - level) / 2
+    return {p: {d: {m: [float(np.quantile(v[idx].mean(1), a)), float(np.quantile(v[idx].mean(1), 1 - a))]
+                    for m, v in ms.items()} for d, ms in dd.items()} for p, dd in per.items()}

@@ -60,8 +60,8 @@ class CMCLModel(nn.Module):
     ----------
     graph_encoder : GINEncoder
         Returns (node_repr, graph_repr); must expose ``out_dim``.
-    image_encoder : ImageEncoder
-        (N, C, S, S) -> (N, out_dim).
+    image_encoder : ImageEncoder or ProfileEncoder
+        (N, C, S, S) crops or (N, F) profiles -> (N, out_dim).
     proj_dim : int
         Size of the shared embedding space.
     mgm : bool
@@ -137,8 +137,9 @@ class CMCLModel(nn.Module):
         return self.image_proj(features)
 
     def embed_images(self, crops: Tensor) -> Tensor:
-        if crops.dim() != 5:
-            raise ValueError(f"expected crops of shape (B, K, C, S, S), got {tuple(crops.shape)}")
+        """(B, K, C, S, S) crops, or (B, K, F) profiles with a profile encoder -> (B, proj_dim)."""
+        if crops.dim() not in (3, 5):
+            raise ValueError(f"expected crops (B, K, C, S, S) or profiles (B, K, F), got {tuple(crops.shape)}")
         b, k = crops.shape[:2]
         feats = self.encode_crops(crops.flatten(0, 1)).view(b, k, -1).mean(1)
         return self.project_images(feats)

@@ -178,6 +178,10 @@ def query_smiles(
 
     if top < 1:
         raise ValueError(f"top must be >= 1, got {top}")
+    if TrainConfig.from_dict(load_checkpoint(Path(run_dir), which)["config"]).image_source == "profiles":  # type: ignore[arg-type]
+        from cmcl_model.profile_query import query_smiles_profiles  # nearest compounds' profiles, not wells
+
+        return query_smiles_profiles(store_root, run_dir, smiles, top=top, which=which, out_dir=out_dir)
     std = standardize_smiles(smiles)
     if std.status != "ok":
         raise ValueError(f"cannot use SMILES {smiles!r}: {std.error}")
@@ -255,6 +259,8 @@ def query_well(
         raise ValueError(f"top must be >= 1, got {top}")
     store = Store(Path(store_root))
     run_dir = Path(run_dir)
+    if TrainConfig.from_dict(load_checkpoint(run_dir, which)["config"]).image_source == "profiles":  # type: ignore[arg-type]
+        raise ValueError(f"run {run_dir.name} is a profile-mode run: query it with --smiles (its nearest compounds' profiles)")
     wells, emb = well_embeddings(store.root, run_dir, which=which)
     hit = np.flatnonzero((wells["Metadata_Plate"] == plate).to_numpy() & (wells["Metadata_Well"] == well).to_numpy())
     if hit.size == 0:

@@ -392,6 +392,29 @@ def _fmt_map(v: float | None) -> str:
     return "&ndash;" if v is None else f"{v:.3f}"
 
 
+def _ci_html(result: dict[str, Any]) -> str:
+    """Point estimates with their bootstrap intervals, Hit@10 / Recall@10 / MRR, both ways."""
+    ci, level, esc = result["ci"], result.get("ci_level", 0.95), html.escape
+    metrics = {"hit101": ("hit@10", "mrr"), "fullpool": ("recall@1", "recall@10", "mrr")}
+    point = {"model": result["model"], **result["baselines"]}
+    head = "".join(f"<th>{esc(p)} {esc(d)} {esc(m)}</th>" for p, ms in metrics.items() for d in DIRECTIONS for m in ms)
+    body = ""
+    for name in [n for n in point if n in ci] + ["chance"]:
+        r = result["chance"] if name == "chance" else point[name]
+        cells = ""
+        for p, ms in metrics.items():
+            for d in DIRECTIONS:
+                for m in ms:
+                    lo_hi = "" if name == "chance" else " [{:.1f}, {:.1f}]".format(*(100 * v for v in ci[name][p][d][m]))
+                    cells += f"<td>{100 * r[p][d][m]:.1f}{lo_hi}</td>"
+        body += f"<tr{' class=chance' if name == 'chance' else ''}><td>{esc(name)}</td>{cells}</tr>"
+    return (f"<h2>Held-out retrieval with {100 * level:.0f}% bootstrap intervals</h2><p>Percent; the "
+            f"{result['split']['test_evaluated']} test compounds resampled {result.get('n_bootstrap', '')} times "
+            f"(each keeps its rank in the full pool). hit101 has {result['n_candidates']['hit101']} candidates "
+            f"(1 + 100 where the pool allows, else the whole pool); negatives: {esc(str(result.get('negatives', 'any')))}.</p>"
+            f"<table><tr><th></th>{head}</tr>{body}</table>")
+
+
 def _activity_html(activity: dict[str, Any]) -> str:
     """Phenotypic activity (copairs mAP vs plate-matched DMSO) per representation, with
     precision / recall against the generator's truth where known."""
@@ -487,6 +510,8 @@ def write_report(store: Store, run_dir: Path, result: dict[str, Any], *, dataset
             if crop_rows:
                 parts.append(_table(crop_rows, proto, d, f"{proto} · {d} · crop level"))
 
+    if result.get("ci"):
+        parts.append(_ci_html(result))
     if result.get("activity"):
         parts.append(_activity_html(result["activity"]))
     if result.get("consistency"):

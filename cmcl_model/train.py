@@ -34,7 +34,7 @@ from cmcl_model.data import (
     collate_pairs,
     load_or_create_split,
 )
-from cmcl_model.encoders import GINEncoder, ImageEncoder
+from cmcl_model.encoders import GINEncoder, ImageEncoder, ProfileEncoder
 from cmcl_model.distributed import (
     DistContext,
     ShardedBatches,
@@ -145,8 +145,18 @@ class TrainConfig:
     mask_rate: float = 0.15
     ggim_weight: float = 0.0
     # data
-    #: 'crops' (single cells, the default) or 'tiles' (field tiles; ingest with a field tile size)
-    image_source: Literal["crops", "tiles"] = "crops"
+    #: 'crops' (single cells, the default), 'tiles' (field tiles; ingest with a field tile size) or
+    #: 'profiles' (CellProfiler well profiles, cmcl's own or imported: cmcl_model/profile_data.py)
+    image_source: Literal["crops", "tiles", "profiles"] = "crops"
+    #: profile mode: which well profiles to pair ('all', 'cmcl' = `cmcl profile`'s, 'imported')
+    profile_sources: Literal["all", "cmcl", "imported"] = "all"
+    #: profile mode: 'within_source' draws each batch (its negatives) from one source/lab
+    negatives: Literal["any", "within_source"] = "any"
+    #: profile mode: hidden widths of the profile MLP (its last width is the image feature size)
+    mlp_widths: tuple[int, ...] = (512, 256)
+    mlp_dropout: float = 0.1
+    #: profile mode: features per profile, set by `train` from the data (0 = not yet known)
+    profile_features: int = 0
     #: leave out crops zero-padded at the field's edge (cells table ``Metadata_CropPadded``).
     #: Default False: they are whole, measured cells (their features and profiles include
     #: them), the padding is the CNN's own zero, and evaluation embeds every crop
@@ -177,13 +187,14 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.checkpoint_every_steps must be >= 1 or None, got {self.checkpoint_every_steps}")
         if not isinstance(self.exclude_padded_crops, bool):
             raise ValueError(f"TrainConfig.exclude_padded_crops must be true or false, got {self.exclude_padded_crops!r}")
-        if self.image_source not in ("crops", "tiles"):
-            raise ValueError(f"TrainConfig.image_source={self.image_source!r} is not one of 'crops', 'tiles'")
+        if self.image_source not in ("crops", "tiles", "profiles"):
+            raise ValueError(f"TrainConfig.image_source={self.image_source!r} is not one of 'crops', 'tiles', 'profiles'")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ValueError(f"TrainConfig.precision={self.precision!r} is not one of 'auto', 'fp32', 'bf16', 'fp16'")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"TrainConfig.device={self.device!r} is not one of 'auto', 'cpu', 'cuda'")
         object.__setattr__(self, "cnn_widths", tuple(int(w) for w in self.cnn_widths))
+        object.__setattr__(self, "mlp_widths", tuple(int(w) for w in self.mlp_widths))
         object.__setattr__(self, "split_fractions", tuple(float(f) for f in self.split_fractions))
 
     @classmethod
@@ -272,7 +283,12 @@ def build_model(config: TrainConfig) -> CMCLModel:
     gin = GINEncoder(
         config.gin_layers, config.gin_hidden, dropout=config.gin_dropout, jk=config.gin_jk, pooling=config.gin_pooling
     )
-    cnn = ImageEncoder(5, config.cnn_widths, blocks=config.cnn_blocks, stem_stride=config.cnn_stem_stride)
+    if config.image_source == "profiles":
+        if config.profile_features < 1:
+            raise ValueError("profile mode needs TrainConfig.profile_features (set by `train` from the profiles)")
+        cnn = ProfileEncoder(config.profile_features, config.mlp_widths, dropout=config.mlp_dropout)
+    else:
+        cnn = ImageEncoder(5, config.cnn_widths, blocks=config.cnn_blocks, stem_stride=config.cnn_stem_stride)
     return CMCLModel(gin, cnn, proj_dim=config.proj_dim, mgm=config.mgm_weight > 0, ggim=config.ggim_weight > 0)
 
 
@@ -365,6 +381,45 @@ def _split_keys(store: Store, dataset_keys: list[str], config: TrainConfig) -> d
         s: sorted(k for k in split.loc[split["Split"] == s, "Metadata_InChIKey"] if k in keys)
         for s in ("train", "val", "test")
     }
+
+
+def _datasets(store: Store, config: TrainConfig, saved_norm: Mapping[str, Any] | None):
+    """(full, train, val or None, split keys) datasets of ``config.image_source``."""
+    if config.image_source == "profiles":
+        from cmcl_model.profile_data import ProfileDataset, ProfileNorm
+
+        norm = None if saved_norm is None else {p: ProfileNorm.from_dict(d) for p, d in saved_norm.items()}
+        full = ProfileDataset(store.root, sources=config.profile_sources, profiles_per_sample=config.crops_per_sample,
+                              negatives=config.negatives, normalization=norm, jitter=config.jitter, seed=config.seed)
+        splits = _split_keys(store, full.keys, config)
+        if len(splits["train"]) < 2:
+            raise ValueError(f"store {store.root} has {len(splits['train'])} training compounds; need at least 2")
+        val = full.subset(splits["val"]) if len(splits["val"]) >= 2 else None
+        return full, full.subset(splits["train"], augment=config.augment), val, splits
+    norm = None if saved_norm is None else {p: PlateNorm.from_dict(d) for p, d in saved_norm.items()}
+    common = dict(
+        crops_per_sample=config.crops_per_sample, jitter=config.jitter, log1p=config.log1p,
+        norm_crops=config.norm_crops, cache_bytes=config.cache_mb * 2**20, seed=config.seed,
+        source=config.image_source, exclude_padded_crops=config.exclude_padded_crops,
+    )
+    full = PairDataset(store.root, normalization=norm, **common)
+    splits = _split_keys(store, full.keys, config)
+    if len(splits["train"]) < 2:
+        raise ValueError(f"store {store.root} has {len(splits['train'])} training compounds; need at least 2")
+    train_ds = PairDataset(store.root, keys=splits["train"], augment=config.augment, normalization=full.normalization, **common)
+    val_ds = (
+        PairDataset(store.root, keys=splits["val"], augment=False, normalization=full.normalization, **common)
+        if len(splits["val"]) >= 2
+        else None
+    )
+    return full, train_ds, val_ds, splits
+
+
+def _batch_sampler(ds, batch_size: int, config: TrainConfig, *, shuffle: bool, drop_last: bool):
+    """Batches with no compound twice (profile mode: optionally within one source, see ``negatives``)."""
+    if config.image_source == "profiles":
+        return ds.batch_sampler(batch_size, shuffle=shuffle, drop_last=drop_last, seed=config.seed)
+    return UniqueCompoundBatchSampler(ds.keys, batch_size, shuffle=shuffle, drop_last=drop_last, seed=config.seed)
 
 
 def _lr_at(step: int, total: int, warmup: int, config: TrainConfig) -> float:
@@ -522,6 +577,7 @@ def _truncate_metrics(path: Path, epochs_done: int) -> None:
 
 _RESUME_FREE = {
     "max_steps", "max_minutes", "num_workers", "device", "eval_batch_size", "cache_mb", "checkpoint_every_steps",
+    "profile_features",
 }
 
 
@@ -586,36 +642,19 @@ class _Data:
 def _build_data(store: Store, config: TrainConfig, state: dict[str, Any] | None, device: torch.device,
                 ctx: DistContext | None) -> _Data:
     """Datasets, the global batch sampler and this rank's loaders."""
-    norm = None
-    if state is not None:
-        norm = {p: PlateNorm.from_dict(d) for p, d in state["normalization"].items()}
-    common = dict(
-        crops_per_sample=config.crops_per_sample, jitter=config.jitter, log1p=config.log1p,
-        norm_crops=config.norm_crops, cache_bytes=config.cache_mb * 2**20, seed=config.seed,
-        source=config.image_source, exclude_padded_crops=config.exclude_padded_crops,
-    )
-    full = PairDataset(store.root, normalization=norm, **common)
-    splits = _split_keys(store, full.keys, config)
-    if len(splits["train"]) < 2:
-        raise ValueError(f"store {store.root} has {len(splits['train'])} training compounds; need at least 2")
-    train_ds = PairDataset(store.root, keys=splits["train"], augment=config.augment, normalization=full.normalization, **common)
-    val_ds = (
-        PairDataset(store.root, keys=splits["val"], augment=False, normalization=full.normalization, **common)
-        if len(splits["val"]) >= 2
-        else None
-    )
+    full, train_ds, val_ds, splits = _datasets(store, config, None if state is None else state["normalization"])
     bs = min(config.batch_size, len(train_ds))
     world = 1 if ctx is None else ctx.world_size
     if bs % world:
         raise ValueError(f"batch_size {bs} cannot be split over {world} processes; set batch_size to a multiple of {world}")
-    sampler = UniqueCompoundBatchSampler(train_ds.keys, bs, shuffle=True, drop_last=True, seed=config.seed)
+    sampler = _batch_sampler(train_ds, bs, config, shuffle=True, drop_last=True)
     batches = sampler if ctx is None else ShardedBatches(sampler, rank=ctx.rank, world_size=world)
     loader_kw = dict(collate_fn=collate_pairs, num_workers=config.num_workers, pin_memory=device.type == "cuda",
                      persistent_workers=config.num_workers > 0)
     train_loader = DataLoader(train_ds, batch_sampler=batches, generator=torch.Generator().manual_seed(config.seed), **loader_kw)
     val_loader = None
     if val_ds is not None and (ctx is None or ctx.is_main):
-        val_batches = UniqueCompoundBatchSampler(val_ds.keys, min(config.eval_batch_size, len(val_ds)), shuffle=False, drop_last=False)
+        val_batches = _batch_sampler(val_ds, min(config.eval_batch_size, len(val_ds)), config, shuffle=False, drop_last=False)
         val_loader = DataLoader(val_ds, batch_sampler=val_batches, generator=torch.Generator().manual_seed(config.seed), **loader_kw)
     return _Data(full, splits, sampler, train_ds, train_loader, val_loader)
 
@@ -810,6 +849,8 @@ def train(
     np.random.seed(config.seed)
 
     data = _build_data(store, config, state, device, ctx)
+    if config.image_source == "profiles":  # the MLP's input width comes from the data
+        config = dataclasses.replace(config, profile_features=data.full.n_features)
     sampler = data.sampler
     model, step_model, loss_fn, params, optimizer = _build_trainable(config, device, state, ctx)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None

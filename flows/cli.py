@@ -715,8 +715,14 @@ DEMO_INGEST = dict(illumination_method="background", illumination_dark=100.0, fe
 @app.command()
 def demo(store: Optional[Path] = StoreOpt,
          quick: bool = typer.Option(False, "--quick", help="One small plate and a tiny model (< 3 minutes)."),
-         seed: int = typer.Option(0, help="Seed of the generated plates.")) -> None:
-    """Generate synthetic plates into the store's inbox, then run everything on them."""
+         seed: int = typer.Option(0, help="Seed of the generated plates."),
+         real: bool = typer.Option(False, "--real", help="Real profiles instead: the shipped IDR0133 and LINCS "
+                                   "profiles, profile-mode training (both negative settings), held-out retrieval.")) -> None:
+    """Generate synthetic plates into the store's inbox, then run everything on them (or, with --real,
+    pre-train on the real CellProfiler profiles cmcl ships)."""
+    if real:
+        _demo_real(store, quick=quick)
+        return
     from flows.pipeline import run_flow
     from pipeline.store import Store
     from pipeline.synthetic import generate_demo
@@ -735,6 +741,36 @@ def demo(store: Optional[Path] = StoreOpt,
     out = _run(run_flow, str(st.inbox), str(st.root), ingest_settings={**DEMO_INGEST, "crop_size": cfg["crop"]},
                preset=cfg["preset"], train_overrides=cfg["overrides"], train=True, ground_truth=plates)
     _report_run(out, time.perf_counter() - t0)
+
+
+def _demo_real(store: Optional[Path], *, quick: bool) -> None:
+    from flows.demo_real import real_demo_flow
+
+    t0 = time.perf_counter()
+    root = _store(store)
+    out = _run(real_demo_flow, str(root), quick=quick)
+    imp, comp = out["imported"], out["compounds"]
+    console.print(f"imported IDR0133 ({imp['idr0133']['wells']} wells, {imp['idr0133']['compounds']} compounds) and "
+                  f"LINCS SQ00015054 ({imp['lincs']['wells']} wells, {imp['lincs']['compounds']} compounds); "
+                  f"{comp['unique_parents']} parent structures")
+    first = next(iter(out["runs"].values()))["metrics"]
+    split, n = first["split"], first["n_candidates"]
+    console.print(f"held-out scaffolds: {split['test_evaluated']} test compounds (train {split['train']}, val "
+                  f"{split['val']}); hit101 ranks among {n['hit101']} candidates, fullpool among {n['fullpool']}. "
+                  "Percent, [95 % bootstrap interval]:")
+    rows = [(f"model (negatives: {neg})", r["metrics"]["model"], r["metrics"]["ci"]["model"]) for neg, r in out["runs"].items()]
+    rows += [(name, first["baselines"][name], first["ci"][name]) for name in first["baselines"]]
+    rows += [("chance", first["chance"], None)]
+    console.print(f"{'':24s} {'mol->profile R@10':20s} {'profile->mol R@10':20s} {'MRR m->p':>8s} {'MRR p->m':>8s}", soft_wrap=True)
+    for name, r, ci in rows:
+        f = r["fullpool"]
+        cells = [f"{100 * f[d]['recall@10']:5.1f}" + (" [{:4.1f},{:5.1f}]".format(*(100 * v for v in ci["fullpool"][d]["recall@10"]))
+                                                     if ci else " " * 13) for d in ("graph_to_image", "image_to_graph")]
+        console.print(f"{name.replace('negatives: ', ''):24s} {cells[0]:20s} {cells[1]:20s} "
+                      f"{100 * f['graph_to_image']['mrr']:8.1f} {100 * f['image_to_graph']['mrr']:8.1f}", soft_wrap=True)
+    for neg, r in out["runs"].items():
+        console.print(f"report ({neg}): {r['report']}")
+    console.print(f"finished in {time.perf_counter() - t0:.0f} s")
 
 
 # ---------------------------------------------------------------------------------- serve / server
@@ -906,7 +942,8 @@ def query(store: Optional[Path] = StoreOpt,
 
     if smiles is not None:
         df = _run(query_smiles, st.root, st.run_dir(run), smiles, top=top, out_dir=out)
-        console.print(f"wells nearest [bold]{df.attrs.get('query_smiles', smiles)}[/] (run {run}):")
+        what = "compounds whose profiles are nearest" if "profiles" in df.attrs else "wells nearest"
+        console.print(f"{what} [bold]{df.attrs.get('query_smiles', smiles)}[/] (run {run}):")
     else:
         if ":" not in well:
             _fail(ValueError(f"--well {well!r} is not PLATE:WELL (e.g. DEMO-1:B07)"))

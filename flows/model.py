@@ -30,6 +30,11 @@ def _training_key(st: Store, config_dict: dict[str, Any]) -> str:
         h.update(f"{plate}:{fp}:{status}\n".encode())
     key_file = st.path("compounds_fingerprint")
     h.update(key_file.read_bytes() if key_file.is_file() else b"")
+    if config_dict.get("image_source") == "profiles":  # imported profiles are in no ledger
+        from pipeline.plates import fingerprint_files
+
+        files = [str(p.relative_to(st.root)) for p in st.table_files("profiles_wells") + st.table_files("profiles_imported")]
+        h.update(fingerprint_files(st.root, files, extra=code_fingerprint("cmcl_model.profile_data")).encode())
     return h.hexdigest()
 
 
