@@ -46,6 +46,7 @@ __all__ = [
     "masked_mse",
     "task_scores",
     "finetune_once",
+    "predict",
     "train_epoch",
     "make_optimizer",
     "EpochCallback",
@@ -222,7 +223,7 @@ def _autocast(device: torch.device, precision: str):
 
 
 @torch.no_grad()
-def _predict(
+def predict(
     model: PropertyModel, graphs: GraphTensors, ids: Tensor, batch_size: int, precision: str = "fp32"
 ) -> np.ndarray:
     """Predictions (len(ids), T) float64 in eval mode, ``batch_size`` graphs at a time."""
@@ -348,7 +349,7 @@ def finetune_once(
     nothing = (float("nan"), [None] * len(data.tasks))
 
     def score() -> tuple[tuple[float, list], tuple[float, list]]:
-        p = _predict(model, graphs, scored, config.eval_batch_size, config.precision) * sd + mu
+        p = predict(model, graphs, scored, config.eval_batch_size, config.precision) * sd + mu
         lab = data.labels[scored.numpy()]
         val = task_scores(p[:n_val], lab[:n_val], data.kind) if n_val else nothing
         test = task_scores(p[n_val:], lab[n_val:], data.kind) if scored.numel() > n_val else nothing
