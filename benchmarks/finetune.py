@@ -243,7 +243,7 @@ def accumulate(args) -> int:
     done = finished_keys(doc)
     encoders = Encoders(args, config, device)
     prepared: dict = {}
-    deadline = time.monotonic() + 60 * args.budget_minutes if args.budget_minutes else None
+    deadline = time.monotonic() + 60 * args.budget_minutes if args.budget_minutes is not None else None
     commit = _commit()
     ran = 0
     for d, m, s in plan_cells(datasets, methods, seeds):
@@ -307,7 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    torch.set_num_interop_threads(1)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set in this process (a second call from the tests)
+        pass
     if args.speed:
         from finetune_speed import speed  # benchmarks/ is the script's directory
 
