@@ -12,6 +12,10 @@ such a table into molecules the GIN can read:
 3. rows whose SMILES cannot be standardized or featurised are *reported* (row, SMILES,
    reason) and left out, never fatal.
 
+``protocol='hu2020'`` skips step 1 as Hu et al.'s ``loader.py`` does: the SMILES as given
+(counter-ions and charges kept) are featurised and the split is computed on RDKit's canonical
+SMILES of them.
+
 Splits (:func:`split_molecules`) are the field's: the deterministic scaffold split of Hu et
 al. (2020) (Bemis-Murcko scaffolds with chirality, scaffold sets sorted largest first and
 poured into train, then validation, then test), chemprop's scaffold-balanced split and a
