@@ -161,3 +161,19 @@ def test_hu2020_protocol_gives_the_published_dataset_sizes():
                                 protocol="hu2020")
         split = split_molecules(data.smiles, mode="scaffold")
         assert len(data) == n and (split == "train").sum() == int(0.8 * n)
+
+
+def test_bf16_autocast_trains_and_one_pass_scoring_equals_two(small):
+    from cmcl_model.finetune import predict
+
+    data, split = small
+    cfg = FinetuneConfig(epochs=1, batch_size=16, layers=2, hidden=16, precision="bf16")
+    r = finetune_once(random_encoder(cfg)(0), data, split, config=cfg, seed=0)
+    assert 0.0 <= r["test"] <= 1.0 and all(p.dtype == torch.float32 for p in r["_model"].parameters())
+    gt = GraphTensors(data.graphs)
+    val, test = (torch.from_numpy(np.flatnonzero(split == k)) for k in ("val", "test"))
+    both = predict(r["_model"], gt, torch.cat([val, test]), 1024)
+    apart = np.concatenate([predict(r["_model"], gt, val, 1024), predict(r["_model"], gt, test, 1024)])
+    np.testing.assert_allclose(both, apart, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="precision='fp16' is not one of"):
+        FinetuneConfig(precision="fp16")
