@@ -1,99 +1,321 @@
-"""MoleculeNet fine-tuning table: datasets x methods x seeds, with wall times.
+"""MoleculeNet transfer benchmark that accumulates: one record per (dataset, method, seed) cell.
 
-Runs :func:`cmcl_model.finetune.run_methods` on the shipped MoleculeNet sets (scaffold split
-80/10/10, Hu et al. 2020) and prints one row per dataset and method beside Hu et al.'s
-published no-pre-training ROC-AUC. Methods:
+Every finished cell is written at once to ``--out`` (default ``docs/transfer.json``, schema
+``schemas/reports/transfer.json``) and ``docs/transfer.md`` is regenerated beside it; a rerun
+skips recorded cells, and ``--budget-minutes N`` stops cleanly between cells, so the table
+can be filled over several runs. Cells run most important first: random-init GIN on the
+first three datasets, the Morgan models on them, the pre-trained encoders on them, then the
+remaining datasets in the same order.
 
-``gin_random``   GIN 5 x 300 at random init, fine-tuned with Hu et al.'s settings
-``gin_pretrained``  the graph encoder of ``--run`` (a cmcl image-pretrained run), fine-tuned
-``gin_random_run``  the run's architecture at random init (the pre-trained encoder's peer)
-``gin_ssl``      the run's architecture pre-trained by attribute masking on the store's own
-                 training compounds with the run's budget, fine-tuned
-``morgan_lr`` / ``morgan_rf``  Morgan fingerprints + tuned logistic regression / random forest
+Methods (``--methods``):
 
-    python benchmarks/finetune.py --seeds 3 [--epochs 100] [--datasets bbbp,bace]
-        [--methods gin_random,morgan_lr] [--store STORE --run RUN_ID] [--out-dir DIR]
+``gin_random``        GIN 5 x 300 at random init, Hu et al.'s settings (batch 32, Adam 1e-3, dropout 0.5)
+``morgan_lr`` / ``morgan_rf``  Morgan fingerprints (r=2, 2048 bits) + logistic regression / random
+                      forest tuned per task on validation (``morgan_lr`` is deterministic: seed 0 only)
+``gin_demo``          the graph encoder of a ``cmcl demo`` run (generated images), fine-tuned; the demo
+                      store is created in ``--demo-store`` when missing (``cmcl demo``, minutes)
+``gin_random_demo``   the demo run's GIN architecture at random init (``gin_demo``'s peer)
+``gin_ssl``           the demo run's GIN architecture pre-trained by attribute masking (Hu et al.) on the
+                      demo store's training compounds with the demo run's budget: structure only, same
+                      molecules as ``gin_demo``
+``gin_profiles``      the graph encoder of any run directory given with ``--profile-run`` (e.g. a
+                      profile-mode run on real profiles)
 
-Each dataset's results go to ``DIR/<dataset>.json`` (the ``finetune`` report schema) and its
-split to ``DIR/<dataset>.split.csv``. ``--device auto`` uses CUDA when available. Long runs:
-use ``OMP_NUM_THREADS=1`` on a shared machine (``--threads`` sets torch's thread count).
+Speed (``--speed``): this machine's matmul peak (fp32, bf16), then BBBP epochs of the fine-tuning
+step (fp32 and bf16, and the previous step as the peer: plain Adam, validation and test in
+separate passes), alternating, with GFLOP/s counted by ``torch.utils.flop_counter``.
+
+    PYTHONPATH=. python benchmarks/finetune.py [--datasets bbbp,clintox,bace,sider,tox21]
+        [--methods gin_random,morgan_lr,morgan_rf,gin_ssl,gin_demo,gin_random_demo] [--seeds 0,1,2]
+        [--epochs 100] [--protocol hu2020|cmcl] [--budget-minutes N] [--threads N] [--out docs/transfer.json]
+    PYTHONPATH=. python benchmarks/finetune.py --speed [--speed-epochs 2] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import datetime as dt
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-#: Hu et al. (ICLR 2020), Table 1, no pre-training, ROC-AUC % (mean over 10 seeds).
-HU_NO_PRETRAIN = {"bbbp": 65.8, "tox21": 74.0, "toxcast": 63.4, "sider": 57.3, "clintox": 58.0, "muv": 71.8,
-                  "hiv": 75.3, "bace": 70.1}
+DEFAULT_METHODS = "gin_random,morgan_lr,morgan_rf,gin_ssl,gin_demo,gin_random_demo"
+DESCRIPTIONS = {
+    "gin_random": "GIN 5 x 300 (OGB features), random init, fine-tuned with Hu et al.'s settings",
+    "morgan_lr": "Morgan fingerprints (radius 2, 2048 bits) + logistic regression, C tuned per task on validation "
+                 "(deterministic: one seed)",
+    "morgan_rf": "Morgan fingerprints + random forest (200 trees), min_samples_leaf tuned per task on validation",
+    "gin_demo": "the graph encoder of a `cmcl demo` run (contrastive pre-training on the demo's generated images), "
+                "fine-tuned",
+    "gin_random_demo": "the demo run's GIN architecture at random init (gin_demo's peer)",
+    "gin_ssl": "the demo run's GIN architecture pre-trained by attribute masking on the demo store's training "
+               "compounds (structure only), fine-tuned",
+    "gin_profiles": "the graph encoder of --profile-run, fine-tuned",
+}
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=40"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def plan_cells(datasets: list[str], methods: list[str], seeds: list[int]) -> list[tuple[str, str, int]]:
+    """(dataset, method, seed) in run order: the first three datasets before the rest; within
+    each group random-init GIN, then the Morgan models, then the pre-trained encoders."""
+    rank = {"gin_random": 0, "morgan_lr": 1, "morgan_rf": 1}
+    cells = []
+    for di, d in enumerate(datasets):
+        for mi, m in enumerate(methods):
+            for s in (seeds[:1] if m == "morgan_lr" else seeds):
+                cells.append(((di >= 3, rank.get(m, 2), di, mi, s), (d, m, s)))
+    return [c for _, c in sorted(cells)]
+
+
+class Encoders:
+    """Initial encoders, built the first time a cell needs them (the demo store only then)."""
+
+    def __init__(self, args, config, device) -> None:
+        self.args, self.config, self.device = args, config, device
+        self._made: dict = {}
+        self.info: dict = {}
+
+    def _demo(self):
+        from cmcl_model.finetune import run_encoder
+        from pipeline.store import Store
+
+        store = Path(self.args.demo_store)
+        st = Store(store)
+        runs = st.runs() if (store / "runs").is_dir() else []
+        if not runs:
+            print(f"creating the demo store {store} (cmcl demo) ...", flush=True)
+            subprocess.run([sys.executable, "-m", "flows.cli", "-q", "demo", "--store", str(store)], cwd=ROOT, check=True)
+            runs = st.runs()
+        run = sorted(runs)[-1]
+        make, run_config = run_encoder(st.run_dir(run))
+        arch = f"GIN {run_config.gin_layers} x {run_config.gin_hidden}"
+        self.info["demo"] = {"description": f"`cmcl demo` run {run} in {store.name}: contrastive pre-training on the "
+                                            f"demo's generated images ({arch})", "store": store, "arch": arch,
+                             "source": f"{store}/runs/{run}"}
+        return make, run_config
+
+    def get(self, init: str):
+        if init in self._made:
+            return self._made[init]
+        from cmcl_model.finetune import FinetuneConfig, random_encoder, run_encoder, ssl_encoder, store_train_graphs
+
+        if init == "random":
+            make = random_encoder(self.config)
+        elif init == "demo":
+            make = self._demo()[0]
+        elif init == "random_demo":
+            rc = self._demo()[1]
+            make = random_encoder(FinetuneConfig(layers=rc.gin_layers, hidden=rc.gin_hidden, jk=rc.gin_jk,
+                                                 pooling=rc.gin_pooling))
+        elif init == "ssl":
+            rc = self._demo()[1]
+            store = self.info["demo"]["store"]
+            make, log = ssl_encoder(store_train_graphs(store), rc, device=self.device)
+            self.info["ssl"] = {"description": f"attribute masking (Hu et al.) on the training compounds of {store.name} "
+                                               f"({self.info['demo']['arch']}, {log['epochs']} epochs, "
+                                               f"{log['wall_s']:.0f} s)", "store": store,
+                                "arch": self.info["demo"]["arch"], "source": str(store)}
+        elif init == "profiles":
+            if not self.args.profile_run:
+                raise SystemExit("gin_profiles needs --profile-run RUN_DIR")
+            run_dir = Path(self.args.profile_run)
+            make, rc = run_encoder(run_dir)
+            self.info["profiles"] = {"description": f"run {run_dir}", "store": run_dir.parents[1],
+                                     "arch": f"GIN {rc.gin_layers} x {rc.gin_hidden}", "source": str(run_dir)}
+        else:
+            raise SystemExit(f"unknown method gin_{init}; valid: {', '.join(DESCRIPTIONS)}")
+        self._made[init] = make
+        return make
+
+
+def _store_training_set(store: Path) -> tuple[set[str], set[str]]:
+    """InChIKeys and scaffolds of a store's training-split compounds."""
+    from cmcl_model.labelled import scaffold_of
+    from pipeline.store import Store
+
+    st = Store(store)
+    split = st.read("split")
+    graphs = st.read("graphs", columns=["Metadata_InChIKey", "Metadata_SMILES"])
+    train = set(split.loc[split["Split"].astype(str) == "train", "Metadata_InChIKey"].astype(str))
+    smiles = graphs.loc[graphs["Metadata_InChIKey"].astype(str).isin(train), "Metadata_SMILES"].astype(str)
+    return train, {scaffold_of(s) for s in smiles}
+
+
+def _record_leakage(doc: dict, encoders: Encoders, init: str, dataset: str, data, split) -> None:
+    """Fill ``doc['encoders'][init]`` with the pre-training set's leakage into ``dataset``'s test set."""
+    import numpy as np
+
+    from cmcl_model.labelled import scaffold_of
+    from cmcl_model.transfer_records import leakage
+    from pipeline.compounds import standardize_smiles
+
+    info = encoders.info.get(init)
+    if info is None:
+        return
+    entry = doc["encoders"].setdefault(init, {"description": info["description"], "n_molecules": 0,
+                                              "source": info["source"], "architecture": info["arch"], "leakage": {}})
+    if dataset in entry["leakage"]:
+        return
+    keys, scaffolds = _store_training_set(info["store"])
+    entry["n_molecules"] = len(keys)
+    test = np.flatnonzero(np.asarray(split) == "test")
+    parents = [standardize_smiles(data.input_smiles[i]) for i in test]
+    entry["leakage"][dataset] = leakage([p.inchikey or "" for p in parents],
+                                        [scaffold_of(p.smiles) if p.smiles else "" for p in parents], keys, scaffolds)
+
+
+def run_cell(dataset: str, method: str, seed: int, *, prepared, encoders: Encoders, config, device) -> dict:
+    """One cell's record fields (without commit, command)."""
+    from cmcl_model.finetune import finetune_once, morgan_baseline
+
+    data, split, graphs = prepared
+    make = encoders.get(method.removeprefix("gin_")) if method.startswith("gin_") else None  # pre-training not timed
+    t0 = time.perf_counter()
+    if make is not None:
+        last = [time.perf_counter()]
+
+        def tick(epoch: int, epochs: int, val: float) -> None:
+            if epoch % 10 == 0 or epoch == epochs:
+                now = time.perf_counter()
+                print(f"  {dataset} {method} seed {seed}: epoch {epoch}/{epochs} val {val:.3f} "
+                      f"({now - t0:.0f} s, {now - last[0]:.0f} s for the last 10 or fewer)", flush=True)
+                last[0] = now
+
+        enc = make(seed).to(device)
+        r = finetune_once(enc, data, split, config=config, seed=seed, device=device, graphs=graphs, on_epoch=tick)
+        return {"epochs": config.epochs, "test_last": r["test_last"], "test_best_val": r["test_best_val"],
+                "best_epoch": r["best_epoch"], "val_last": r["curve"]["val"][-1],
+                "per_task_test_last": r["per_task_test"] if config.select == "last" else None,
+                "wall_s": time.perf_counter() - t0}
+    r = morgan_baseline(data, split, model="linear" if method == "morgan_lr" else "forest", seed=seed)
+    return {"epochs": None, "test_last": r["test"], "test_best_val": r["test"], "best_epoch": None, "val_last": r["val"],
+            "per_task_test_last": r["per_task_test"], "wall_s": time.perf_counter() - t0}
+
+
+def _cell_command(args, dataset: str, method: str, seed: int) -> str:
+    cmd = (f"PYTHONPATH=. python benchmarks/finetune.py --datasets {dataset} --methods {method} --seeds {seed} "
+           f"--epochs {args.epochs} --protocol {args.protocol} --threads {args.threads}")
+    if args.precision != "fp32":
+        cmd += f" --precision {args.precision}"
+    if method in ("gin_demo", "gin_random_demo", "gin_ssl"):
+        cmd += f" --demo-store {args.demo_store}"
+    if method == "gin_profiles":
+        cmd += f" --profile-run {args.profile_run}"
+    return cmd
+
+
+def _write_markdown(doc: dict, args, datasets: list[str], methods: list[str], seeds: list[int]) -> None:
+    from cmcl_model.transfer_records import render_markdown
+
+    md = Path(args.out).with_suffix(".md")
+    pre = (Path(ROOT / "docs" / "transfer_intro.md").read_text() if (ROOT / "docs" / "transfer_intro.md").is_file()
+           else "# MoleculeNet transfer")
+    text = render_markdown(doc, datasets=datasets, methods=methods, protocol=args.protocol, epochs=args.epochs,
+                           seeds={m: (1 if m == "morgan_lr" else len(seeds)) for m in methods},
+                           descriptions=DESCRIPTIONS, preamble=pre)
+    md.write_text(text)
+
+
+def accumulate(args) -> int:
+    import torch
+
+    from cmcl_model.finetune import FinetuneConfig, GraphTensors
+    from cmcl_model.labelled import load_shipped, prepare_labelled, split_molecules
+    from cmcl_model.transfer_records import add_record, finished_keys, load_records, save_records
+
+    datasets = [d for d in args.datasets.split(",") if d]
+    methods = [m for m in args.methods.split(",") if m]
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    config = FinetuneConfig(epochs=args.epochs, precision=args.precision)
+    device = torch.device("cpu")
+    doc = load_records(args.out)
+    done = finished_keys(doc)
+    encoders = Encoders(args, config, device)
+    prepared: dict = {}
+    deadline = time.monotonic() + 60 * args.budget_minutes if args.budget_minutes is not None else None
+    commit = _commit()
+    ran = 0
+    for d, m, s in plan_cells(datasets, methods, seeds):
+        key = (d, m, s, args.epochs if m.startswith("gin_") else None, args.protocol)
+        if key in done:
+            continue
+        if deadline is not None and time.monotonic() > deadline:
+            print(f"budget of {args.budget_minutes} min spent: stopping before {d} {m} seed {s}", flush=True)
+            break
+        if d not in prepared:
+            frame, spec = load_shipped(d)
+            data = prepare_labelled(frame, smiles_col=spec.smiles_col, tasks=spec.tasks, kind=spec.kind, name=d,
+                                    protocol=args.protocol)
+            split = split_molecules(data.smiles, mode="scaffold")
+            prepared[d] = (data, split, GraphTensors(data.graphs, device))
+        rec = run_cell(d, m, s, prepared=prepared[d], encoders=encoders, config=config, device=device)
+        rec.update(dataset=d, method=m, seed=s, protocol=args.protocol, metric="roc_auc", commit=commit,
+                   command=_cell_command(args, d, m, s), threads=torch.get_num_threads(), precision=args.precision,
+                   finished=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        if rec["per_task_test_last"] is None:
+            rec.pop("per_task_test_last")
+        add_record(doc, rec)
+        init = m.removeprefix("gin_")
+        if init in ("demo", "ssl", "profiles"):
+            _record_leakage(doc, encoders, init, d, prepared[d][0], prepared[d][1])
+        save_records(doc, args.out)
+        _write_markdown(doc, args, datasets, methods, seeds)
+        ran += 1
+        print(f"{d} {m} seed {s}: test {100 * rec['test_last']:.1f} (last) {100 * rec['test_best_val']:.1f} "
+              f"(best val, epoch {rec['best_epoch']}) in {rec['wall_s']:.0f} s", flush=True)
+    _write_markdown(doc, args, datasets, methods, seeds)
+    print(f"{ran} cell(s) run, {len(doc['records'])} recorded in {args.out}; threads {torch.get_num_threads()}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--datasets", default="bbbp,bace,clintox,sider,tox21")
-    ap.add_argument("--methods", default="morgan_lr,morgan_rf,gin_random")
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--datasets", default="bbbp,clintox,bace,sider,tox21")
+    ap.add_argument("--methods", default=DEFAULT_METHODS)
+    ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     ap.add_argument("--epochs", type=int, default=100)
-    ap.add_argument("--patience", type=int, default=None)
-    ap.add_argument("--store", type=Path, default=None)
-    ap.add_argument("--run", default=None, help="run id in --store for gin_pretrained / gin_ssl / gin_random_run")
-    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--out-dir", type=Path, default=Path("finetune-bench"))
+    ap.add_argument("--protocol", default="hu2020", choices=("hu2020", "cmcl"))
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    ap.add_argument("--budget-minutes", type=float, default=None, help="stop between cells after this long")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (intra-op); inter-op is set to 1")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "transfer.json")
+    ap.add_argument("--demo-store", type=Path, default=ROOT / "transfer-demo-store",
+                    help="store holding (or receiving) the `cmcl demo` run of gin_demo / gin_ssl / gin_random_demo")
+    ap.add_argument("--profile-run", type=Path, default=None, help="run directory of gin_profiles")
+    ap.add_argument("--speed", action="store_true", help="measure the step against the matmul peak and exit")
+    ap.add_argument("--speed-epochs", type=int, default=2)
+    ap.add_argument("--render", action="store_true", help="only regenerate the .md beside --out from its JSON")
     args = ap.parse_args(argv)
+    if args.render:
+        from cmcl_model.transfer_records import load_records
+
+        _write_markdown(load_records(args.out), args, [d for d in args.datasets.split(",") if d],
+                        [m for m in args.methods.split(",") if m], [int(s) for s in args.seeds.split(",") if s])
+        return 0
 
     import torch
 
-    from cmcl_model.finetune import FinetuneConfig, random_encoder, run_encoder, ssl_encoder, store_train_graphs
-    from cmcl_model.finetune_report import finetune_result, format_table
-    from cmcl_model.labelled import load_shipped, prepare_labelled, split_molecules, split_table
-    from cmcl_model.train import resolve_device
+    torch.set_num_threads(args.threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set in this process (a second call from the tests)
+        pass
+    if args.speed:
+        from finetune_speed import speed  # benchmarks/ is the script's directory
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    config = FinetuneConfig(epochs=args.epochs, patience=args.patience)
-    methods = [m for m in args.methods.split(",") if m]
-    encoders = {"random": random_encoder(config)}
-    extra: dict = {}
-    if any(m.split("_", 1)[1] in ("pretrained", "ssl", "random_run") for m in methods if m.startswith(("gin", "probe"))):
-        if not (args.store and args.run):
-            ap.error("gin_pretrained / gin_ssl / gin_random_run need --store and --run")
-        run_dir = args.store / "runs" / args.run
-        encoders["pretrained"], run_config = run_encoder(run_dir)
-        encoders["random_run"] = random_encoder(FinetuneConfig(layers=run_config.gin_layers, hidden=run_config.gin_hidden,
-                                                               jk=run_config.gin_jk, pooling=run_config.gin_pooling))
-        extra["pretrained_run"] = {"run": args.run, "gin_layers": run_config.gin_layers, "gin_hidden": run_config.gin_hidden}
-        if any(m.endswith("_ssl") for m in methods):
-            encoders["ssl"], extra["ssl_pretraining"] = ssl_encoder(store_train_graphs(args.store), run_config, device=device)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    results = []
-    for name in [d for d in args.datasets.split(",") if d]:
-        t0 = time.perf_counter()
-        frame, spec = load_shipped(name)
-        data = prepare_labelled(frame, smiles_col=spec.smiles_col, tasks=spec.tasks, kind=spec.kind, name=name)
-        split = split_molecules(data.smiles, mode="scaffold")
-        split_path = args.out_dir / f"{name}.split.csv"
-        split_table(data, split).to_csv(split_path, index=False)
-        prep_s = time.perf_counter() - t0
-        from cmcl_model.finetune import run_methods
-
-        res = run_methods(data, split, methods=methods, seeds=list(range(args.seeds)), encoders=encoders,
-                          config=config, device=device, log=lambda s: print(s, flush=True))
-        out = finetune_result(data, split, res, config=config, split_mode="scaffold", split_seed=0,
-                              split_file=split_path.name, device=str(device), seeds=list(range(args.seeds)),
-                              source=f"cmcl_model/datasets/{spec.file}", extra={**extra, "prepare_s": prep_s})
-        (args.out_dir / f"{name}.json").write_text(json.dumps(out, indent=1))
-        results.append(out)
-        print(format_table(results, published=HU_NO_PRETRAIN), flush=True)
-    print(f"device {device}, torch threads {torch.get_num_threads()}, epochs {args.epochs}, seeds {args.seeds}")
-    return 0
+        return speed(epochs=args.speed_epochs)
+    return accumulate(args)
 
 
 if __name__ == "__main__":

@@ -129,7 +129,7 @@ class GINEConv(nn.Module):
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
         src, dst = edge_index[0], edge_index[1]
         msg = torch.relu(x.index_select(0, src) + self.bond_encoder(edge_attr))
-        agg = x.new_zeros(x.shape, dtype=msg.dtype).index_add_(0, dst, msg)  # msg is float32 under bf16 autocast
+        agg = msg.new_zeros(x.shape).index_add_(0, dst, msg)  # msg's dtype: float32 sums under bf16 autocast
         return self.mlp((1 + self.eps) * x + agg)
 
 

@@ -24,6 +24,7 @@ attribute masking (:func:`attribute_masking_pretrain`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Callable, Sequence
@@ -45,6 +46,11 @@ __all__ = [
     "masked_mse",
     "task_scores",
     "finetune_once",
+    "predict",
+    "train_epoch",
+    "make_optimizer",
+    "EpochCallback",
+    "ProgressCallback",
     "attribute_masking_pretrain",
     "linear_probe",
     "morgan_baseline",
@@ -64,6 +70,8 @@ class FinetuneConfig:
 
     ``select``: which epoch's test metric is the headline, ``'last'`` (Hu et al.) or
     ``'best_val'``; with ``patience`` set, training stops early and ``'best_val'`` is used.
+    ``precision``: ``'bf16'`` runs forward and backward under CPU/CUDA bfloat16 autocast
+    (weights, optimizer state, message sums and the loss stay float32); ``'fp32'`` is the default.
     """
 
     epochs: int = 100
@@ -78,6 +86,7 @@ class FinetuneConfig:
     patience: int | None = None
     select: Literal["last", "best_val"] = "last"
     eval_batch_size: int = 1024
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -86,6 +95,8 @@ class FinetuneConfig:
             raise ValueError(f"select={self.select!r} is not one of 'last', 'best_val'")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be >= 1, got {self.patience}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision={self.precision!r} is not one of 'fp32', 'bf16'")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -204,11 +215,79 @@ def _better(a: float, b: float, kind: str) -> bool:
     return a > b if kind == "classification" else a < b
 
 
+def _autocast(device: torch.device, precision: str):
+    """bfloat16 autocast for ``precision='bf16'``, else a no-op context."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 @torch.no_grad()
-def _predict(model: PropertyModel, graphs: GraphTensors, ids: Tensor, batch_size: int) -> np.ndarray:
+def predict(
+    model: PropertyModel, graphs: GraphTensors, ids: Tensor, batch_size: int, precision: str = "fp32"
+) -> np.ndarray:
+    """Predictions (len(ids), T) float64 in eval mode, ``batch_size`` graphs at a time."""
     model.eval()
-    out = [model(*graphs.batch(ids[a : a + batch_size])).float().cpu() for a in range(0, ids.numel(), batch_size)]
+    out = []
+    with _autocast(graphs.device, precision):
+        for a in range(0, ids.numel(), batch_size):
+            out.append(model(*graphs.batch(ids[a : a + batch_size])).float().cpu())
     return torch.cat(out).numpy().astype(np.float64)
+
+
+def make_optimizer(model: nn.Module, config: FinetuneConfig, device: torch.device) -> torch.optim.Optimizer:
+    """Adam with ``config``'s lr and weight decay; the fused (one kernel for all parameters)
+    implementation on CPU and CUDA: same update rule, about a sixth of a CPU step saved."""
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
+
+
+def train_epoch(
+    model: PropertyModel,
+    graphs: GraphTensors,
+    y: Tensor,
+    train_ids: Tensor,
+    *,
+    opt: torch.optim.Optimizer,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    batch_size: int,
+    generator: torch.Generator,
+    precision: str = "fp32",
+) -> float:
+    """One pass over ``train_ids`` (G_train,) in a random order drawn from ``generator``;
+    batches of one graph are skipped (batch norm needs two). ``y`` (N, T) on the model's
+    device. Returns the last batch's loss."""
+    model.train()
+    perm = train_ids[torch.randperm(train_ids.numel(), generator=generator)]
+    loss = torch.tensor(float("nan"))
+    for a in range(0, perm.numel(), batch_size):
+        ids = perm[a : a + batch_size]
+        if ids.numel() < 2:
+            continue
+        with _autocast(graphs.device, precision):
+            out = model(*graphs.batch(ids))
+        loss = loss_fn(out.float(), y[ids.to(y.device)])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return float(loss.detach())
+
+
+def _labels_tensor(data: LabelledSet, train: np.ndarray, device: torch.device) -> tuple[Tensor, np.ndarray, np.ndarray]:
+    """Training targets (N, T) on ``device`` (regression: standardised on the train part) and
+    the (mean, sd) to map predictions back to label units."""
+    y = torch.as_tensor(data.labels, dtype=torch.float32)
+    mu, sd = np.zeros(len(data.tasks)), np.ones(len(data.tasks))
+    if data.kind == "regression":
+        tr = data.labels[train]
+        mu, sd = np.nanmean(tr, 0), np.nanstd(tr, 0)
+        sd[~(sd > 0)] = 1.0
+        y = (y - torch.as_tensor(mu, dtype=torch.float32)) / torch.as_tensor(sd, dtype=torch.float32)
+    return y.to(device), mu, sd
+
+
+#: ``on_epoch(epoch, epochs, val)``: called after every epoch (1-based) with its validation score.
+EpochCallback = Callable[[int, int, float], None]
 
 
 def finetune_once(
@@ -221,8 +300,11 @@ def finetune_once(
     device: torch.device | str = "cpu",
     graphs: GraphTensors | None = None,
     log: Callable[[str], None] | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``encoder`` (modified in place) + a new head on the train part of ``split``.
+
+    Validation and test are scored after every epoch in one forward pass over both.
 
     Parameters
     ----------
@@ -236,6 +318,10 @@ def finetune_once(
     device : torch device
     graphs : GraphTensors, optional
         ``data.graphs`` already on ``device`` (saves re-building per seed).
+    log : callable, optional
+        Gets one line per epoch.
+    on_epoch : callable, optional
+        ``on_epoch(epoch, epochs, val)`` after every epoch (progress displays).
 
     Returns
     -------
@@ -254,58 +340,41 @@ def finetune_once(
     graphs = graphs or GraphTensors(data.graphs, device)
     encoder.dropout = config.dropout
     model = PropertyModel(encoder, len(data.tasks)).to(device)
-    y = torch.as_tensor(data.labels, dtype=torch.float32)
-    mu = np.zeros(len(data.tasks))
-    sd = np.ones(len(data.tasks))
-    if data.kind == "regression":
-        tr = data.labels[idx["train"].numpy()]
-        mu, sd = np.nanmean(tr, 0), np.nanstd(tr, 0)
-        sd[~(sd > 0)] = 1.0
-        y = (y - torch.as_tensor(mu, dtype=torch.float32)) / torch.as_tensor(sd, dtype=torch.float32)
-    y = y.to(device)
+    y, mu, sd = _labels_tensor(data, idx["train"].numpy(), device)
     loss_fn = masked_bce if data.kind == "classification" else masked_mse
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    opt = make_optimizer(model, config, device)
     gen = torch.Generator().manual_seed(seed)
-    train_ids = idx["train"]
+    n_val = idx["val"].numel()
+    scored = torch.cat([idx["val"], idx["test"]])
+    nothing = (float("nan"), [None] * len(data.tasks))
 
-    def score(part: str) -> tuple[float, list[float | None]]:
-        if idx[part].numel() == 0:
-            return float("nan"), [None] * len(data.tasks)
-        p = _predict(model, graphs, idx[part], config.eval_batch_size)
-        if data.kind == "regression":
-            p = p * sd + mu
-        return task_scores(p, data.labels[idx[part].numpy()], data.kind)
+    def score() -> tuple[tuple[float, list], tuple[float, list]]:
+        p = predict(model, graphs, scored, config.eval_batch_size, config.precision) * sd + mu
+        lab = data.labels[scored.numpy()]
+        val = task_scores(p[:n_val], lab[:n_val], data.kind) if n_val else nothing
+        test = task_scores(p[n_val:], lab[n_val:], data.kind) if scored.numel() > n_val else nothing
+        return val, test
 
     curve: dict[str, list[float]] = {"val": [], "test": []}
     best = (float("nan"), -1, None, None)  # val, epoch, test, per-task test
-    best_state = None
-    bad = 0
+    best_state, bad = None, 0
     last_test, last_per = float("nan"), None
     for epoch in range(config.epochs):
-        model.train()
-        perm = train_ids[torch.randperm(train_ids.numel(), generator=gen)]
-        for a in range(0, perm.numel(), config.batch_size):
-            ids = perm[a : a + config.batch_size]
-            if ids.numel() < 2:  # batch norm needs two graphs
-                continue
-            out = model(*graphs.batch(ids))
-            loss = loss_fn(out, y[ids.to(device)])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        val, _ = score("val")
-        last_test, last_per = score("test")
+        loss = train_epoch(model, graphs, y, idx["train"], opt=opt, loss_fn=loss_fn, batch_size=config.batch_size,
+                           generator=gen, precision=config.precision)
+        (val, _), (last_test, last_per) = score()
         curve["val"].append(val)
         curve["test"].append(last_test)
         if _better(val, best[0], data.kind):
-            best = (val, epoch, last_test, last_per)
-            bad = 0
+            best, bad = (val, epoch, last_test, last_per), 0
             if config.patience is not None:
                 best_state = copy.deepcopy(model.state_dict())
         else:
             bad += 1
         if log:
-            log(f"epoch {epoch + 1}: loss {float(loss.detach()):.4f} val {val:.4f} test {last_test:.4f}")
+            log(f"epoch {epoch + 1}: loss {loss:.4f} val {val:.4f} test {last_test:.4f}")
+        if on_epoch:
+            on_epoch(epoch + 1, config.epochs, val)
         if config.patience is not None and bad >= config.patience:
             break
     select = "best_val" if config.patience is not None else config.select
@@ -480,6 +549,15 @@ METHODS: tuple[str, ...] = (
 )
 
 
+#: ``progress(done, total, text)``: units done of the total, and what is running.
+ProgressCallback = Callable[[int, int, str], None]
+
+
+def _method_seeds(method: str, seeds: Sequence[int]) -> list[int]:
+    """Morgan + logistic regression is deterministic: one fit (the first seed)."""
+    return list(seeds[:1]) if method == "morgan_lr" else list(seeds)
+
+
 @torch.no_grad()
 def _embed(encoder: GINEncoder, graphs: GraphTensors, batch_size: int = 1024) -> np.ndarray:
     encoder.eval()
@@ -498,6 +576,7 @@ def run_methods(
     config: FinetuneConfig = FinetuneConfig(),
     device: torch.device | str = "cpu",
     log: Callable[[str], None] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Every method in ``methods`` on one labelled set and split, over ``seeds``.
 
@@ -506,6 +585,10 @@ def run_methods(
     encoders : dict
         ``{init: seed -> GINEncoder}`` (e.g. ``random``, ``pretrained``, ``ssl``), the initial
         encoder of the ``gin_<init>`` / ``probe_<init>`` methods (a fresh one per call).
+    progress : callable, optional
+        ``progress(done, total, text)`` after every GIN epoch and every other fit; units are
+        epochs (``config.epochs`` per GIN seed) and one per probe / fingerprint fit; ``text``
+        names the method, seed, epoch and running validation score.
 
     Returns
     -------
@@ -523,23 +606,37 @@ def run_methods(
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; valid: {', '.join(METHODS)}")
     device = torch.device(device)
-    graphs = GraphTensors(data.graphs, device)
-    out: dict[str, dict[str, Any]] = {}
     for method in methods:
         family, init = method.split("_", 1)
         if family in ("gin", "probe") and init not in encoders:
             raise ValueError(f"method {method!r} needs a {init!r} encoder; have {sorted(encoders)}")
+    graphs = GraphTensors(data.graphs, device)
+    plan = [(m, _method_seeds(m, seeds)) for m in methods]
+    total = sum(len(ss) * (config.epochs if m.startswith("gin_") else 1) for m, ss in plan)
+    done = 0
+    out: dict[str, dict[str, Any]] = {}
+    for method, method_seeds in plan:
+        family, init = method.split("_", 1)
         t0 = time.perf_counter()
         runs = []
-        for seed in seeds if not (family == "morgan" and init == "lr") else seeds[:1]:
+        for seed in method_seeds:
             if family == "gin":
+                def tick(epoch: int, epochs: int, val: float, _m=method, _s=seed, _d=done) -> None:
+                    if progress:
+                        progress(_d + epoch, total, f"{_m} seed {_s} epoch {epoch}/{epochs} val {val:.3f}")
+
                 r = finetune_once(encoders[init](seed).to(device), data, split, config=config, seed=seed,
-                                  device=device, graphs=graphs)
+                                  device=device, graphs=graphs, on_epoch=tick)
                 r.pop("_model")
-            elif family == "probe":
-                r = linear_probe(_embed(encoders[init](seed).to(device), graphs), data, split)
+                done += config.epochs
             else:
-                r = morgan_baseline(data, split, model="linear" if init == "lr" else "forest", seed=seed)
+                if family == "probe":
+                    r = linear_probe(_embed(encoders[init](seed).to(device), graphs), data, split)
+                else:
+                    r = morgan_baseline(data, split, model="linear" if init == "lr" else "forest", seed=seed)
+                done += 1
+                if progress:
+                    progress(done, total, f"{method} seed {seed} val {r['val']:.3f}")
             runs.append(r)
             if log:
                 log(f"{data.name} {method} seed {seed}: test {r['test']:.4f} (val {r['val']:.4f})")

@@ -18,6 +18,7 @@ from cmcl_model.labelled import LabelledSet
 
 __all__ = [
     "STANDARDIZATION",
+    "AS_GIVEN",
     "finetune_schema",
     "finetune_result",
     "format_table",
@@ -31,6 +32,12 @@ __all__ = [
 STANDARDIZATION = (
     "pipeline.compounds.standardize_smiles (ChEMBL-style parent: salts and solvents stripped, charges "
     "neutralised, canonical isomeric SMILES); graphs: pipeline.graphs.smiles_to_graph (OGB featurizer)"
+)
+
+
+AS_GIVEN = (
+    "protocol hu2020 (Hu et al. 2020, loader.py): the SMILES as given, parsed by RDKit, counter-ions kept; split on "
+    "RDKit's canonical SMILES; graphs: pipeline.graphs.smiles_to_graph (OGB featurizer)"
 )
 
 
@@ -66,7 +73,9 @@ def finetune_result(
         "n_input": int(data.n_input),
         "n_molecules": len(data),
         "invalid": [dict(r) for r in data.invalid],
-        "standardization": {"method": STANDARDIZATION, "n_changed": int(data.n_changed)},
+        "protocol": data.protocol,
+        "standardization": {"method": STANDARDIZATION if data.protocol == "cmcl" else AS_GIVEN,
+                            "n_changed": int(data.n_changed)},
         "split": {
             "mode": split_mode,
             "fractions": [0.8, 0.1, 0.1],
@@ -186,7 +195,9 @@ def run_finetune(
     split_mode: str = "scaffold",
     split_seed: int = 0,
     device: str = "auto",
+    protocol: str = "cmcl",
     log=None,
+    progress=None,
 ) -> tuple[dict[str, Any], Path]:
     """Fine-tune on a shipped set (``dataset``) or a user CSV and write the results.
 
@@ -200,6 +211,10 @@ def run_finetune(
     Writes ``out`` (default ``finetune_<dataset>.json`` in the working directory, or
     ``reports/<run>/finetune/<dataset>.json`` for a run, whose report then gets the
     section) and the split as ``<out stem>.split.csv`` beside it. Returns (document, path).
+
+    ``protocol``: ``'cmcl'`` (SMILES standardized to parents before featurising and splitting)
+    or ``'hu2020'`` (Hu et al.: the SMILES as given); recorded in the document.
+    ``progress(done, total, text)`` is called after every epoch (see :func:`run_methods`).
 
     Raises
     ------
@@ -221,12 +236,14 @@ def run_finetune(
     if dataset is not None:
         frame, spec = load_shipped(dataset)
         name, source = dataset.lower(), f"cmcl_model/datasets/{spec.file}"
-        data = prepare_labelled(frame, smiles_col=spec.smiles_col, tasks=spec.tasks, kind=spec.kind, name=name)
+        data = prepare_labelled(frame, smiles_col=spec.smiles_col, tasks=spec.tasks, kind=spec.kind, name=name,
+                                protocol=protocol)  # type: ignore[arg-type]
     else:
         p = Path(csv)
         frame = read_labelled_csv(p)
         name, source = p.name.split(".")[0], str(p)
-        data = prepare_labelled(frame, smiles_col=smiles_col, tasks=tasks, kind=kind, name=str(p))  # type: ignore[arg-type]
+        data = prepare_labelled(frame, smiles_col=smiles_col, tasks=tasks, kind=kind, name=str(p),  # type: ignore[arg-type]
+                                protocol=protocol)  # type: ignore[arg-type]
         data.name = name
     dev = resolve_device(device)  # type: ignore[arg-type]
     split = split_molecules(data.smiles, mode=split_mode, seed=split_seed)  # type: ignore[arg-type]
@@ -270,7 +287,7 @@ def run_finetune(
     split_path = out_path.with_name(out_path.name.removesuffix(".json") + ".split.csv")
     split_table(data, split).to_csv(split_path, index=False)
     res = run_methods(data, split, methods=methods, seeds=list(range(seeds)), encoders=encoders, config=config,
-                      device=dev, log=log)
+                      device=dev, log=log, progress=progress)
     doc = finetune_result(data, split, res, config=config, split_mode=split_mode, split_seed=split_seed,
                           split_file=split_path.name, device=str(dev), seeds=list(range(seeds)), source=source,
                           extra=extra or None)

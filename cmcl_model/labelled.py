@@ -12,6 +12,10 @@ such a table into molecules the GIN can read:
 3. rows whose SMILES cannot be standardized or featurised are *reported* (row, SMILES,
    reason) and left out, never fatal.
 
+``protocol='hu2020'`` skips step 1 as Hu et al.'s ``loader.py`` does: the SMILES as given
+(counter-ions and charges kept) are featurised and the split is computed on RDKit's canonical
+SMILES of them.
+
 Splits (:func:`split_molecules`) are the field's: the deterministic scaffold split of Hu et
 al. (2020) (Bemis-Murcko scaffolds with chirality, scaffold sets sorted largest first and
 poured into train, then validation, then test), chemprop's scaffold-balanced split and a
@@ -34,6 +38,8 @@ import pandas as pd
 
 __all__ = [
     "Kind",
+    "Protocol",
+    "PROTOCOLS",
     "SplitMode",
     "SPLIT_MODES",
     "DatasetSpec",
@@ -50,6 +56,8 @@ __all__ = [
 ]
 
 Kind = Literal["classification", "regression"]
+Protocol = Literal["cmcl", "hu2020"]
+PROTOCOLS: tuple[str, ...] = ("cmcl", "hu2020")
 SplitMode = Literal["scaffold", "random", "scaffold_balanced"]
 SPLIT_MODES: tuple[str, ...] = ("scaffold", "random", "scaffold_balanced")
 
@@ -93,7 +101,8 @@ class LabelledSet:
     kind : {'classification', 'regression'}
     tasks : tuple of str
     smiles : list of str
-        Standardized parent SMILES, one per kept molecule (N).
+        One per kept molecule (N): the standardized parent (protocol ``'cmcl'``) or RDKit's
+        canonical SMILES of the molecule as given (``'hu2020'``); splits are computed on it.
     input_smiles : list of str
         The SMILES as given, same order.
     rows : (N,) int ndarray
@@ -108,7 +117,9 @@ class LabelledSet:
         Rows in the input table.
     n_changed : int
         Kept molecules whose standardized SMILES differs from the input's canonical form
-        (salts stripped, charges neutralised, ...).
+        (salts stripped, charges neutralised, ...); 0 under ``'hu2020'``.
+    protocol : {'cmcl', 'hu2020'}
+        How the SMILES were prepared (:func:`prepare_labelled`).
     """
 
     name: str
@@ -122,6 +133,7 @@ class LabelledSet:
     invalid: list[dict]
     n_input: int
     n_changed: int
+    protocol: str = "cmcl"
 
     def __len__(self) -> int:
         return len(self.smiles)
@@ -132,6 +144,7 @@ class LabelledSet:
         return LabelledSet(
             self.name, self.kind, self.tasks, [self.smiles[i] for i in idx], [self.input_smiles[i] for i in idx],
             self.rows[idx], self.labels[idx], [self.graphs[i] for i in idx], self.invalid, self.n_input, self.n_changed,
+            self.protocol,
         )
 
 
@@ -254,8 +267,15 @@ def prepare_labelled(
     tasks: Sequence[str] | None = None,
     kind: Kind | None = None,
     name: str = "table",
+    protocol: Protocol = "cmcl",
 ) -> LabelledSet:
     """Standardize, featurise and check a labelled table.
+
+    ``protocol='cmcl'`` standardizes every SMILES to its parent (salts stripped, charges
+    neutralised) and featurises the parent; ``protocol='hu2020'`` follows Hu et al.'s
+    ``loader.py``: the SMILES as given, parsed by RDKit (rows it cannot parse dropped), the
+    whole molecule featurised (counter-ions included) and ``smiles`` set to RDKit's canonical
+    SMILES of it, on which the scaffold split is then computed.
 
     Parameters
     ----------
@@ -281,14 +301,16 @@ def prepare_labelled(
         valid SMILES, a task without any label, a classification task with labels other than
         0/1 or with one class only.
     """
-    from pipeline.compounds import standardize_smiles
     from pipeline.graphs import GraphError
     from rdkit import Chem, rdBase
 
     from cmcl_model.probe import smiles_to_data
 
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol={protocol!r} is not one of {', '.join(PROTOCOLS)}")
     tasks, labels = _validate(frame, smiles_col, tasks, kind, name)
     kind = kind or _infer_kind(labels)
+    parse = _as_given if protocol == "hu2020" else _standardized
 
     raw = frame[smiles_col]
     keep, parents, graphs, invalid, changed = [], [], [], [], 0
@@ -296,8 +318,7 @@ def prepare_labelled(
     for r, s in enumerate(raw):
         s = "" if pd.isna(s) else str(s)
         if s not in cache:
-            std = standardize_smiles(s)
-            cache[s] = (std.smiles, std.error)
+            cache[s] = parse(s)
         parent, err = cache[s]
         if parent is None:
             invalid.append({"row": r, "smiles": s, "reason": err or "standardization failed"})
@@ -321,8 +342,28 @@ def prepare_labelled(
     return LabelledSet(
         name=name, kind=kind, tasks=tasks, smiles=parents, input_smiles=[str(raw.iloc[r]) for r in keep],
         rows=np.asarray(keep, dtype=np.int64), labels=y, graphs=graphs, invalid=invalid, n_input=len(frame),
-        n_changed=changed,
+        n_changed=changed, protocol=protocol,
     )
+
+
+def _standardized(smiles: str) -> tuple[str | None, str | None]:
+    """(cmcl's standardized parent SMILES, None) or (None, the reason)."""
+    from pipeline.compounds import standardize_smiles
+
+    std = standardize_smiles(smiles)
+    return std.smiles, std.error
+
+
+def _as_given(smiles: str) -> tuple[str | None, str | None]:
+    """(RDKit's canonical SMILES of the molecule as given, None) or (None, the reason):
+    Hu et al.'s ``AllChem.MolToSmiles(AllChem.MolFromSmiles(s))``, no standardization."""
+    from rdkit import Chem, rdBase
+
+    with rdBase.BlockLogs():
+        mol = Chem.MolFromSmiles(smiles) if smiles.strip() else None
+    if mol is None or mol.GetNumAtoms() == 0:
+        return None, "RDKit cannot parse the SMILES"
+    return Chem.MolToSmiles(mol), None
 
 
 def scaffold_of(smiles: str) -> str:

@@ -881,6 +881,8 @@ def finetune(dataset: Optional[str] = typer.Option(None, help="Shipped set: bbbp
              patience: Optional[int] = typer.Option(None, help="Stop after this many epochs without validation gain; report the best-validation epoch."),
              split: str = typer.Option("scaffold", help="scaffold (Hu et al., deterministic) | scaffold_balanced | random."),
              split_seed: int = typer.Option(0, help="Seed of the random and scaffold_balanced splits."),
+             protocol: str = typer.Option("cmcl", help="cmcl (SMILES standardized to parents first) | hu2020 (Hu et al.: SMILES as given, counter-ions kept)."),
+             precision: str = typer.Option("fp32", help="fp32 | bf16 (bfloat16 autocast)."),
              layers: int = typer.Option(5, help="GIN layers of a random init."),
              hidden: int = typer.Option(300, help="GIN width of a random init."),
              device: str = typer.Option("auto", help="auto (CUDA when available) | cpu | cuda.")) -> None:
@@ -891,13 +893,16 @@ def finetune(dataset: Optional[str] = typer.Option(None, help="Shipped set: bbbp
     tasks = [t.strip() for item in task for t in item.split(",") if t.strip()] or None
     if (dataset is None) == (csv is None):
         _fail(typer.BadParameter("give exactly one of --dataset NAME or --csv FILE"))
+    if protocol not in ("cmcl", "hu2020") or precision not in ("fp32", "bf16"):
+        _fail(typer.BadParameter(f"--protocol must be cmcl or hu2020 and --precision fp32 or bf16, got {protocol!r}, {precision!r}"))
     if csv is not None:  # bad input fails here, as one line, before Prefect starts
         _run(check_labelled_csv, csv, smiles_col=smiles_col, tasks=tasks, kind=kind)
     options = dict(dataset=dataset, csv=str(csv) if csv else None, smiles_col=smiles_col, tasks=tasks, kind=kind, init=init,
                    store=str(_store(store)) if init != "random" or baselines else None, seeds=seeds,
                    out=str(out) if out else None, linear_probe=linear_probe, baselines=baselines, split_mode=split,
-                   split_seed=split_seed, device=device)
-    config = dict(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, layers=layers, hidden=hidden)
+                   split_seed=split_seed, device=device, protocol=protocol)
+    config = dict(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, layers=layers, hidden=hidden,
+                  precision=precision)
     doc = _run(finetune_flow, options, config)
     _print_finetune(doc)
 
@@ -915,7 +920,8 @@ def _print_finetune(doc: dict[str, Any]) -> None:
         t.add_row(name, f(m["test"]), *[f(m["per_task_test"][k]) for k in doc["tasks"][:6]], f"{m['wall_s']:.0f}")
     console.print(t)
     console.print(f"{doc['n_molecules']} of {doc['n_input']} molecules kept ({len(doc['invalid'])} invalid SMILES, "
-                  f"{doc['standardization']['n_changed']} changed by standardization); device {doc['device']}")
+                  f"{doc['standardization']['n_changed']} changed by standardization); protocol "
+                  f"{doc.get('protocol', 'cmcl')}; device {doc['device']}")
     for r in doc["invalid"][:5]:
         console.print(f"  row {r['row']}: {r['smiles']!r}: {r['reason']}")
     console.print(f"results: {doc['_path']}\nsplit: {Path(doc['_path']).with_name(doc['split']['file'])}")

@@ -148,6 +148,9 @@ def finetune_flow(options: dict[str, Any], config: dict[str, Any] | None = None)
     from cmcl_model.finetune import FinetuneConfig
     from cmcl_model.finetune_report import run_finetune
 
+    from flows.finetune_progress import finetune_progress
+
     logger = get_run_logger()
-    doc, path = run_finetune(**options, config=FinetuneConfig(**(config or {})), log=logger.info)
+    progress = finetune_progress(f"finetune {options.get('dataset') or Path(str(options.get('csv'))).name}")
+    doc, path = run_finetune(**options, config=FinetuneConfig(**(config or {})), log=logger.info, progress=progress)
     return {**doc, "_path": str(path)}

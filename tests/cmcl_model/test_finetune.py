@@ -139,3 +139,41 @@ def test_finetune_from_a_run_writes_json_split_and_report_section(syn_store, qui
     assert report.read_text() == html
     with pytest.raises(FileNotFoundError, match="not found"):
         run_finetune(csv=csv, tasks=["p_np"], init="no-such-run", store=syn_store.root, config=TINY)
+
+
+def test_hu2020_protocol_keeps_the_smiles_as_given():
+    frame = pd.DataFrame({"smiles": ["NCCc1ccccc1.Cl", "CC(=O)[O-].[Na+]", "not a smiles", "c1ccccc1O"], "y": [1, 0, 1, 0]})
+    cmcl = prepare_labelled(frame, smiles_col="smiles", tasks=["y"], name="t")
+    hu = prepare_labelled(frame, smiles_col="smiles", tasks=["y"], name="t", protocol="hu2020")
+    assert hu.protocol == "hu2020" and cmcl.protocol == "cmcl"
+    assert hu.rows.tolist() == [0, 1, 3] and [r["row"] for r in hu.invalid] == [2] and hu.n_changed == 0
+    assert hu.smiles[0] == "Cl.NCCc1ccccc1" and "." not in cmcl.smiles[0]
+    assert hu.graphs[0].num_nodes == cmcl.graphs[0].num_nodes + 1  # the chloride is featurised too
+    with pytest.raises(ValueError, match="protocol='x' is not one of cmcl, hu2020"):
+        prepare_labelled(frame, smiles_col="smiles", tasks=["y"], protocol="x")
+
+
+def test_hu2020_protocol_gives_the_published_dataset_sizes():
+    """Hu et al. (2020), Table 5: BBBP 2,039 and ClinTox 1,478 molecules; scaffold split 80/10/10."""
+    for name, n in (("clintox", 1478), ("bbbp", 2039)):
+        frame, spec = load_shipped(name)
+        data = prepare_labelled(frame, smiles_col=spec.smiles_col, tasks=spec.tasks, kind=spec.kind, name=name,
+                                protocol="hu2020")
+        split = split_molecules(data.smiles, mode="scaffold")
+        assert len(data) == n and (split == "train").sum() == int(0.8 * n)
+
+
+def test_bf16_autocast_trains_and_one_pass_scoring_equals_two(small):
+    from cmcl_model.finetune import predict
+
+    data, split = small
+    cfg = FinetuneConfig(epochs=1, batch_size=16, layers=2, hidden=16, precision="bf16")
+    r = finetune_once(random_encoder(cfg)(0), data, split, config=cfg, seed=0)
+    assert 0.0 <= r["test"] <= 1.0 and all(p.dtype == torch.float32 for p in r["_model"].parameters())
+    gt = GraphTensors(data.graphs)
+    val, test = (torch.from_numpy(np.flatnonzero(split == k)) for k in ("val", "test"))
+    both = predict(r["_model"], gt, torch.cat([val, test]), 1024)
+    apart = np.concatenate([predict(r["_model"], gt, val, 1024), predict(r["_model"], gt, test, 1024)])
+    np.testing.assert_allclose(both, apart, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="precision='fp16' is not one of"):
+        FinetuneConfig(precision="fp16")
