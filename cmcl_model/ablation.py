@@ -19,7 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from cmcl_model.train import TrainConfig, _atomic_write_text, new_run_id, train
+from cmcl_model.train import TrainConfig, new_run_id, train
+from pipeline.atomic import write_text_atomic
 from pipeline.store import Store
 
 __all__ = ["VARIANTS", "variant_config", "run_ablation", "summarize"]
@@ -206,7 +207,7 @@ def run_ablation(
     df = pd.DataFrame(rows).reindex(columns=COLUMNS)
     out = store.root / "reports"
     csv = out / f"ablation-{stamp}.csv"
-    _atomic_write_text(df.to_csv(index=False), csv)
+    write_text_atomic(df.to_csv(index=False), csv)
     header = (
         f"# Objective ablation {stamp}\n\nStore `{store.root}`; base config: "
         f"`{json.dumps({k: v for k, v in base_config.to_dict().items() if k not in ('mgm_weight', 'ggim_weight')})}`\n\n"
@@ -216,6 +217,6 @@ def run_ablation(
     body = "## Per run\n\n" + _markdown(df)
     if len(seeds) > 1:
         body = f"## Mean and sd over seeds {seeds}\n\n" + _markdown(summarize(df)) + "\n" + body
-    _atomic_write_text(header + body, out / f"ablation-{stamp}.md")
+    write_text_atomic(header + body, out / f"ablation-{stamp}.md")
     df.attrs["csv"] = str(csv)
     return df

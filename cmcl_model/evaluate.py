@@ -36,7 +36,8 @@ from torch_geometric.data import Batch
 from cmcl_model.data import PairDataset, PlateNorm
 from cmcl_model.metrics import DIRECTIONS, chance, crop_level, fullpool, hit101
 from cmcl_model.model import CMCLModel
-from cmcl_model.train import TrainConfig, _atomic_write_text, build_model, load_checkpoint, resolve_device
+from cmcl_model.train import TrainConfig, build_model, load_checkpoint, resolve_device
+from pipeline.atomic import write_text_atomic
 from pipeline.store import CHANNELS, Store
 
 __all__ = [
@@ -477,7 +478,7 @@ def evaluate(
     tick("probe")
     validate_metrics(result)
     out_dir = store.report_dir(run_dir.name)
-    _atomic_write_text(json.dumps(result, indent=2), out_dir / "metrics.json")
+    write_text_atomic(json.dumps(result, indent=2), out_dir / "metrics.json")
     if report:
         from cmcl_model.report import write_report
 

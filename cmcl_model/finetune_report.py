@@ -162,7 +162,7 @@ def finetune_section(report_dir: str | os.PathLike) -> str:
 def update_report(report_dir: str | os.PathLike) -> Path | None:
     """Put (or replace) the finetune section in ``report_dir/report.html``; None when the run
     has no report yet (``cmcl evaluate`` writes it, with this section)."""
-    from cmcl_model.train import _atomic_write_text
+    from pipeline.atomic import write_text_atomic
 
     path = Path(report_dir) / "report.html"
     if not path.is_file():
@@ -174,7 +174,7 @@ def update_report(report_dir: str | os.PathLike) -> Path | None:
         text = text[:a] + section + text[b:]
     else:
         text = text.replace("</body>", section + "</body>", 1)
-    _atomic_write_text(text, path)
+    write_text_atomic(text, path)
     return path
 
 

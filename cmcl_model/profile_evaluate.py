@@ -30,6 +30,7 @@ from cmcl_model.metrics import DIRECTIONS, bootstrap_ci, chance, crop_level
 from cmcl_model.model import CMCLModel
 from cmcl_model.profile_data import ProfileDataset, ProfileNorm
 from cmcl_model.train import TrainConfig, build_model, load_checkpoint, resolve_device
+from pipeline.atomic import write_text_atomic
 from pipeline.store import Store
 
 __all__ = ["embed_profile_set", "compound_mean_profiles",
@@ -86,18 +87,6 @@ def morgan_ridge_profiles(store: Store, profiles: pd.DataFrame, train_keys: Sequ
     pred = Ridge(alpha=alpha).fit(xtr, (y - mu) / sd).predict(xte)
     meas = (profiles.loc[list(test_keys)].to_numpy(np.float64) - mu) / sd
     return pred.astype(np.float32), meas.astype(np.float32)
-
-
-def _write_text(text: str, path: Path) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file, then rename)."""
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _chance(n_candidates: dict[str, int]) -> dict[str, Any]:
@@ -159,7 +148,7 @@ def evaluate_profiles(store_root: str | Path, run_dir: str | Path, *, seeds: Seq
         "ci_level": 0.95, "n_bootstrap": int(n_boot),
     }
     validate_metrics(result)
-    _write_text(json.dumps(result, indent=2), store.report_dir(run_dir.name) / "metrics.json")
+    write_text_atomic(json.dumps(result, indent=2), store.report_dir(run_dir.name) / "metrics.json")
     if report:
         from cmcl_model.report import write_report
 

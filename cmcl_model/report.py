@@ -539,8 +539,8 @@ def write_report(store: Store, run_dir: Path, result: dict[str, Any], *, dataset
              "img{max-width:100%;display:block;margin:0.5em 0}")
     text = (f"<!doctype html><html><head><meta charset='utf-8'><title>cmcl {esc(run_dir.name)}</title><style>{style}</style></head>"
             f"<body>{''.join(parts)}</body></html>")
-    from cmcl_model.train import _atomic_write_text
+    from pipeline.atomic import write_text_atomic
 
     out = store.report_dir(run_dir.name) / "report.html"
-    _atomic_write_text(text, out)
+    write_text_atomic(text, out)
     return out

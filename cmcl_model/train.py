@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -49,6 +49,7 @@ from cmcl_model.distributed import (
 from cmcl_model.losses import GICLoss, ggim_loss, hard_negatives
 from cmcl_model.metrics import hit101
 from cmcl_model.model import CMCLModel
+from pipeline.atomic import write_text_atomic
 from pipeline.store import Store
 
 __all__ = ["TrainConfig", "build_model", "build_loss", "amp_dtype", "train", "load_model", "load_checkpoint", "new_run_id", "resolve_device"]
@@ -321,14 +322,6 @@ def _atomic_save(obj: Any, path: Path) -> None:
         raise
 
 
-def _atomic_write_text(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -572,7 +565,7 @@ def _truncate_metrics(path: Path, epochs_done: int) -> None:
         if int(row.get("epoch", 0)) <= epochs_done:
             keep.append(l)
     if len(keep) != len(lines):
-        _atomic_write_text("".join(k + "\n" for k in keep), path)
+        write_text_atomic("".join(k + "\n" for k in keep), path)
 
 
 _RESUME_FREE = {
@@ -676,7 +669,7 @@ def _write_run_config(store: Store, run_dir: Path, run_id: str, config: TrainCon
         "code": code_version(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    _atomic_write_text(json.dumps(meta, indent=2), run_dir / "config.json")
+    write_text_atomic(json.dumps(meta, indent=2), run_dir / "config.json")
 
 
 def _note_resume(run_dir: Path, world_size: int, step: int) -> None:
@@ -685,7 +678,7 @@ def _note_resume(run_dir: Path, world_size: int, step: int) -> None:
     if path.is_file():
         meta = json.loads(path.read_text())
         meta.setdefault("resumes", []).append({"world_size": world_size, "step": step})
-        _atomic_write_text(json.dumps(meta, indent=2), path)
+        write_text_atomic(json.dumps(meta, indent=2), path)
 
 
 def _build_trainable(config: TrainConfig, device: torch.device, state: dict[str, Any] | None,

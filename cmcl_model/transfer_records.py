@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.atomic import write_text_atomic
+
 __all__ = [
     "HU2020_NO_PRETRAIN",
     "RECORD_FIELDS",
@@ -77,12 +79,7 @@ def save_records(doc: Mapping[str, Any], path: str | os.PathLike) -> Path:
     from cmcl_model.report import validate_json
 
     validate_json(doc, transfer_schema())
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    os.replace(tmp, p)
-    return p
+    return write_text_atomic(json.dumps(doc, indent=1) + "\n", path)
 
 
 def cell_key(record: Mapping[str, Any]) -> tuple:

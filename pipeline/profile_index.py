@@ -8,10 +8,11 @@ with other bytes or settings replaces its earlier import instead of adding besid
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
+
+from pipeline.atomic import write_text_atomic
 
 __all__ = ["load_index", "save_index", "import_id", "find_import", "superseded"]
 
@@ -23,10 +24,7 @@ def load_index(path: Path) -> dict[str, dict[str, Any]]:
 
 def save_index(path: Path, index: dict[str, dict[str, Any]]) -> None:
     """Write the index atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(index, indent=1, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    write_text_atomic(json.dumps(index, indent=1, sort_keys=True, default=str), path)
 
 
 def import_id(file_name: str, content: str, settings: str) -> str:
