@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from flows.pipeline import run_flow
-from pipeline.library import load_compound_library
+from pipeline.chem.library import load_compound_library
 from pipeline.synthetic import design_plates, write_plate
 
 

@@ -3,7 +3,7 @@ crop whose box crosses the field's edge is zero-padded (``border='pad'``, the de
 than skipped (``border='skip'``, cmcl before issue 25), and what padding costs.
 
 Cases, measured in the same run with the functions ingestion calls (illumination correction,
-:func:`pipeline.segmentation.segment_nuclei` / ``segment_cells``, :func:`pipeline.tiles.crop_cells`):
+:func:`pipeline.images.segmentation.classical.segment_nuclei` / ``segment_cells``, :func:`pipeline.images.crops.crop_cells`):
 
 * real fields (``tests/data``): the JUMP Phenix fields BR00143976 C03 f3 (with CellProfiler's own
   nuclei: how many it measured, its border objects discarded) and BR00121482 A01 f1,
@@ -11,7 +11,7 @@ Cases, measured in the same run with the functions ingestion calls (illumination
 * generated fields at the real scale (1080 px, ``nucleus_radius`` = REAL_NUCLEUS_RADIUS: the
   calibrated generator), 64 px crops, against the generator's true nuclei;
 * a generated 256-px plate (16 fields, default nucleus radius 8) through the whole
-  :func:`pipeline.ingest.ingest_plate`: cells-table rows against the true nuclei.
+  :func:`pipeline.ingest.run.ingest_plate`: cells-table rows against the true nuclei.
 
 "true" counts every true nucleus; "true inside" those not touching the field's edge (the ones
 CellProfiler's convention measures). "recovered" counts distinct true nuclei (not touching
@@ -30,10 +30,10 @@ import numpy as np
 import pandas as pd
 import tifffile
 
-from pipeline.borders import edge_labels
-from pipeline.scoring import labels_from_outlines
-from pipeline.segmentation import segment_cells, segment_nuclei
-from pipeline.tiles import crop_cells
+from pipeline.images.borders import edge_labels
+from pipeline.images.segmentation.scoring import labels_from_outlines
+from pipeline.images.segmentation.classical import segment_cells, segment_nuclei
+from pipeline.images.crops import crop_cells
 
 
 def _true_counts(truth: np.ndarray | None, table: pd.DataFrame) -> tuple[int, int, int]:
@@ -77,8 +77,8 @@ def real_fields(data: Path) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
     img = np.stack([tifffile.imread(a / "Images" / f"r03c03f03p01-ch{c}sk1fk1fl1.tiff") for c in (5, 2, 6, 3, 4)])
     cp = labels_from_outlines(tifffile.imread(a / "cellprofiler" / "NucleiOutlines_BR00143976_C03_3.tiff"))
     out.append(("JUMP BR00143976 C03 f3 (truth: CellProfiler)", img.astype(np.float32), cp))
-    from pipeline.plates import discover_plate
-    from pipeline.store import CHANNELS
+    from pipeline.plates.discovery import discover_plate
+    from pipeline.store.paths import CHANNELS
 
     b = discover_plate(data / "phenix_BR00121482")  # channels from the export's Index.idx.xml
     files = b.images.set_index("Metadata_Channel")["File"]
@@ -88,7 +88,7 @@ def real_fields(data: Path) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
 
 
 def generated_fields(n: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    from pipeline.illumination import apply
+    from pipeline.images.illumination import apply
     from pipeline.synthetic import illumination_fields, phenotype_from_smiles, render_field
     from pipeline.synthetic.render import REAL_NUCLEUS_RADIUS
 
@@ -104,8 +104,8 @@ def generated_fields(n: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
 
 def plate_256(tmp: Path, border: str) -> tuple[int, int, int, int]:
     """(true nuclei, true inside, cells-table rows, recovered) of a 16-field 256-px plate ingested with ``border``."""
-    from pipeline.ingest import IngestSettings, ingest_plate
-    from pipeline.store import Store
+    from pipeline.ingest.run import IngestSettings, ingest_plate
+    from pipeline.store.paths import Store
     from pipeline.synthetic import generate
 
     plate = tmp / "inbox" / "B256"

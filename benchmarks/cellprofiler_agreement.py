@@ -2,9 +2,9 @@
 
 ``tests/data/phenix_BR00143976_C03`` holds a Phenix field (plate BR00143976, well C03, site 3)
 with CellProfiler's nuclei and cell outlines and its per-cell table (5 cells, JUMP feature set).
-The objects are rebuilt from the outlines (:func:`pipeline.features.labels_from_outlines`),
+The objects are rebuilt from the outlines (:func:`pipeline.features.measure.labels_from_outlines`),
 matched to CellProfiler's rows by their centres, and measured with
-:func:`pipeline.features.measure_objects` (``feature_set='full'``) on the raw channels;
+:func:`pipeline.features.measure.measure_objects` (``feature_set='full'``) on the raw channels;
 CellProfiler measured illumination-corrected channels whose illumination functions are not
 part of the export, so intensity-scaled features can only agree up to a smooth per-channel
 factor (their correlation across cells is reported), while shape and scale-free features
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import tifffile
 
-from pipeline.features import labels_from_outlines, measure_objects
+from pipeline.features.measure import labels_from_outlines, measure_objects
 
 ROOT = Path(__file__).resolve().parents[1] / "tests" / "data" / "phenix_BR00143976_C03"
 #: Phenix channel numbers of this export (see tests/data/README.md); CellProfiler names them Corr<name>

@@ -2,9 +2,9 @@
 
 Compares, on the shipped library repeated to about 3000 molecules:
 
-* standardization: ``pipeline.compounds.standardize_table`` (1 and 2 processes) against the
+* standardization: ``pipeline.chem.standardize.standardize_table`` (1 and 2 processes) against the
   ChEMBL structure pipeline (``standardize_mol`` then ``get_parent_mol``, one process);
-* featurization: ``pipeline.graphs.smiles_to_graph`` against ``ogb.utils.smiles2graph``.
+* featurization: ``pipeline.chem.graphs.smiles_to_graph`` against ``ogb.utils.smiles2graph``.
 
 Agreement: fraction of valid inputs whose parent InChIKey equals ChEMBL's, and of graphs
 identical to ogb's. Run ``python benchmarks/compounds.py [--n 3000]``; the references must be
@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 from rdkit import Chem, RDLogger
 
-from pipeline.compounds import standardize_table
-from pipeline.graphs import smiles_to_graph
-from pipeline.library import load_compound_library
+from pipeline.chem.standardize import standardize_table
+from pipeline.chem.graphs import smiles_to_graph
+from pipeline.chem.library import load_compound_library
 
 
 def _timed(fn, *args, **kwargs):

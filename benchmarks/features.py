@@ -3,15 +3,15 @@
 Two measurements in the same run:
 
 1. **Per field, one process**: a generated 1080 x 1080 field with ~300 cells (nuclei radius 12,
-   segmented by cmcl) measured by :func:`pipeline.features.measure_objects` with the
+   segmented by cmcl) measured by :func:`pipeline.features.measure.measure_objects` with the
    ``default`` and ``full`` sets, beside the same default features computed by cp_measure's own
    functions one compartment and channel at a time (what ``measure_objects`` did before
-   :mod:`pipeline.fastmeasure`), beside cp_measure called naively
+   :mod:`pipeline.features.fastmeasure`), beside cp_measure called naively
    (``cp_measure.featurizer.featurize`` with its default configuration, every feature but
    Costes, on Nuclei / Cells / Cytoplasm), and beside CellProfiler's MeasureObjectIntensity as measured
    on this machine for the issue (2.3 s/field, quoted, not rerun: CellProfiler is not
    installed here).
-2. **Whole plate**: :func:`pipeline.ingest.ingest_plate` of the same generated plate with
+2. **Whole plate**: :func:`pipeline.ingest.run.ingest_plate` of the same generated plate with
    ``features='none'`` and ``features='default'``, one worker process each, alternating, best of
    two; the ratio is the cost of the default feature set (target: within 1.5x).
 
@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.features import measure_objects
-from pipeline.illumination import apply
-from pipeline.segmentation import segment_cells, segment_nuclei
-from pipeline.store import CHANNELS
+from pipeline.features.measure import measure_objects
+from pipeline.images.illumination import apply
+from pipeline.images.segmentation.classical import segment_cells, segment_nuclei
+from pipeline.store.paths import CHANNELS
 from pipeline.synthetic import illumination_fields, phenotype_from_smiles, render_field
 
 CELLPROFILER_INTENSITY_S = 2.3  # MeasureObjectIntensity, s/field, this machine (issue 14)
@@ -64,7 +64,7 @@ def _cp_measure_default(image, nuclei, cells) -> int:
     from cp_measure.core.numba.measuretexture import get_texture
     from skimage.segmentation import relabel_sequential
 
-    from pipeline.features import DEFAULT_PAIRS
+    from pipeline.features.measure import DEFAULT_PAIRS
 
     shape = get_core_measurements(sanitize=False)["sizeshape"]
     pearson = get_correlation_measurements(sanitize=False)["pearson"]
@@ -122,8 +122,8 @@ def main() -> None:
         print(f"{name:40s} {t:8.2f} {1000 * t / n:8.1f} {nf if nf is not None else '-':>9} {t / t_def:10.2f}x")
     print("* quoted (issue 14: 2.3 s/field on this machine), intensity only, not rerun here")
 
-    from pipeline.ingest import IngestSettings, ingest_plate
-    from pipeline.store import Store
+    from pipeline.ingest.run import IngestSettings, ingest_plate
+    from pipeline.store.paths import Store
     from pipeline.synthetic import generate
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -87,8 +87,8 @@ class Encoders:
         self.info: dict = {}
 
     def _demo(self):
-        from cmcl_model.finetune import run_encoder
-        from pipeline.store import Store
+        from cmcl_model.finetune.run import run_encoder
+        from pipeline.store.paths import Store
 
         store = Path(self.args.demo_store)
         st = Store(store)
@@ -108,7 +108,7 @@ class Encoders:
     def get(self, init: str):
         if init in self._made:
             return self._made[init]
-        from cmcl_model.finetune import FinetuneConfig, random_encoder, run_encoder, ssl_encoder, store_train_graphs
+        from cmcl_model.finetune.run import FinetuneConfig, random_encoder, run_encoder, ssl_encoder, store_train_graphs
 
         if init == "random":
             make = random_encoder(self.config)
@@ -141,8 +141,8 @@ class Encoders:
 
 def _store_training_set(store: Path) -> tuple[set[str], set[str]]:
     """InChIKeys and scaffolds of a store's training-split compounds."""
-    from cmcl_model.labelled import scaffold_of
-    from pipeline.store import Store
+    from cmcl_model.finetune.labelled import scaffold_of
+    from pipeline.store.paths import Store
 
     st = Store(store)
     split = st.read("split")
@@ -156,9 +156,9 @@ def _record_leakage(doc: dict, encoders: Encoders, init: str, dataset: str, data
     """Fill ``doc['encoders'][init]`` with the pre-training set's leakage into ``dataset``'s test set."""
     import numpy as np
 
-    from cmcl_model.labelled import scaffold_of
-    from cmcl_model.transfer_records import leakage
-    from pipeline.compounds import standardize_smiles
+    from cmcl_model.finetune.labelled import scaffold_of
+    from cmcl_model.finetune.records import leakage
+    from pipeline.chem.standardize import standardize_smiles
 
     info = encoders.info.get(init)
     if info is None:
@@ -177,7 +177,7 @@ def _record_leakage(doc: dict, encoders: Encoders, init: str, dataset: str, data
 
 def run_cell(dataset: str, method: str, seed: int, *, prepared, encoders: Encoders, config, device) -> dict:
     """One cell's record fields (without commit, command)."""
-    from cmcl_model.finetune import finetune_once, morgan_baseline
+    from cmcl_model.finetune.run import finetune_once, morgan_baseline
 
     data, split, graphs = prepared
     make = encoders.get(method.removeprefix("gin_")) if method.startswith("gin_") else None  # pre-training not timed
@@ -216,7 +216,7 @@ def _cell_command(args, dataset: str, method: str, seed: int) -> str:
 
 
 def _write_markdown(doc: dict, args, datasets: list[str], methods: list[str], seeds: list[int]) -> None:
-    from cmcl_model.transfer_records import render_markdown
+    from cmcl_model.finetune.records import render_markdown
 
     md = Path(args.out).with_suffix(".md")
     pre = (Path(ROOT / "docs" / "transfer_intro.md").read_text() if (ROOT / "docs" / "transfer_intro.md").is_file()
@@ -230,9 +230,9 @@ def _write_markdown(doc: dict, args, datasets: list[str], methods: list[str], se
 def accumulate(args) -> int:
     import torch
 
-    from cmcl_model.finetune import FinetuneConfig, GraphTensors
-    from cmcl_model.labelled import load_shipped, prepare_labelled, split_molecules
-    from cmcl_model.transfer_records import add_record, finished_keys, load_records, save_records
+    from cmcl_model.finetune.run import FinetuneConfig, GraphTensors
+    from cmcl_model.finetune.labelled import load_shipped, prepare_labelled, split_molecules
+    from cmcl_model.finetune.records import add_record, finished_keys, load_records, save_records
 
     datasets = [d for d in args.datasets.split(",") if d]
     methods = [m for m in args.methods.split(",") if m]
@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--render", action="store_true", help="only regenerate the .md beside --out from its JSON")
     args = ap.parse_args(argv)
     if args.render:
-        from cmcl_model.transfer_records import load_records
+        from cmcl_model.finetune.records import load_records
 
         _write_markdown(load_records(args.out), args, [d for d in args.datasets.split(",") if d],
                         [m for m in args.methods.split(",") if m], [int(s) for s in args.seeds.split(",") if s])

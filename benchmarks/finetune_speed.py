@@ -32,7 +32,7 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
 
 
 def _setup(data, split, precision: str, reference: bool):
-    from cmcl_model.finetune import FinetuneConfig, GraphTensors, PropertyModel, make_optimizer, random_encoder
+    from cmcl_model.finetune.run import FinetuneConfig, GraphTensors, PropertyModel, make_optimizer, random_encoder
 
     config = FinetuneConfig(precision=precision)
     model = PropertyModel(random_encoder(config)(0), len(data.tasks))
@@ -43,7 +43,7 @@ def _setup(data, split, precision: str, reference: bool):
 
 
 def _epoch(state, data, split, gen, reference: bool) -> None:
-    from cmcl_model.finetune import masked_bce, predict, task_scores, train_epoch
+    from cmcl_model.finetune.run import masked_bce, predict, task_scores, train_epoch
 
     config, model, opt, graphs = state
     y = torch.as_tensor(data.labels, dtype=torch.float32)
@@ -59,7 +59,7 @@ def _epoch(state, data, split, gen, reference: bool) -> None:
 def speed(*, epochs: int = 2) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from cmcl_model.labelled import load_shipped, prepare_labelled, split_molecules
+    from cmcl_model.finetune.labelled import load_shipped, prepare_labelled, split_molecules
 
     peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     frame, spec = load_shipped("bbbp")

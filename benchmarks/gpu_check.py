@@ -52,7 +52,7 @@ def cuda(_: argparse.Namespace) -> int:
 
 
 def store(args: argparse.Namespace) -> int:
-    from cmcl_model.synthetic import make_synthetic_store
+    from pipeline.synthetic.store import make_synthetic_store
 
     t = time.perf_counter()
     make_synthetic_store(Path(args.dir), n_compounds=args.compounds, cells_per_well=32, crop_size=32, min_rings=0)
@@ -61,9 +61,9 @@ def store(args: argparse.Namespace) -> int:
 
 
 def train(args: argparse.Namespace) -> int:
-    from cmcl_model.export import export_run
-    from cmcl_model.launch import resolve_config
-    from cmcl_model.train import train as train_run
+    from cmcl_model.deploy.export import export_run
+    from cmcl_model.train.worker import resolve_config
+    from cmcl_model.train.loop import train as train_run
 
     config = resolve_config(args.preset, dict(device=args.device, precision=args.precision, epochs=10_000,
                                               max_steps=args.steps, num_workers=args.workers, max_minutes=args.max_minutes))
@@ -82,8 +82,8 @@ def train(args: argparse.Namespace) -> int:
 
 
 def finetune(args: argparse.Namespace) -> int:
-    from cmcl_model.finetune import FinetuneConfig
-    from cmcl_model.finetune_report import run_finetune
+    from cmcl_model.finetune.run import FinetuneConfig
+    from cmcl_model.reports.finetune import run_finetune
 
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()

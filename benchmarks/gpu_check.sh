@@ -44,7 +44,7 @@ step train_bf16 120 "$PY" benchmarks/gpu_check.py train "$WORK/store" --steps $L
 [ "$DEV" = cuda ] && step train_fp16 45 "$PY" benchmarks/gpu_check.py train "$WORK/store" --steps $SHORT --precision fp16 --workers $W --max-minutes 0.5
 step train_fp32 45 "$PY" benchmarks/gpu_check.py train "$WORK/store" --steps $SHORT --precision fp32 --device $DEV --workers $W --max-minutes 0.5
 if [ "$NGPU" -gt 1 ]; then
-  step train_ddp 120 "$PY" -m torch.distributed.run --standalone --nproc-per-node "$NGPU" -m cmcl_model.launch \
+  step train_ddp 120 "$PY" -m torch.distributed.run --standalone --nproc-per-node "$NGPU" -m cmcl_model.train.worker \
     --store "$WORK/store" --preset quick --set device=cuda --set precision=bf16 --set epochs=10000 \
     --set max_steps=300 --set max_minutes=1.5 --set batch_size=$((32 * NGPU)) --quiet
 fi

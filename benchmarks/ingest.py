@@ -9,7 +9,7 @@ child process on the same files:
   by its minimum); pass 2 reads every field again, corrects it, segments nuclei (Otsu +
   distance-transform watershed) and cells (watershed from the nuclei), cuts 64 px crops around
   the nuclei and saves them to ``.npy``. Its segmentation is ``benchmarks/segment.py``'s peer.
-* **cmcl**: :func:`pipeline.ingest.ingest_plate` with every write cmcl makes (validation and
+* **cmcl**: :func:`pipeline.ingest.run.ingest_plate` with every write cmcl makes (validation and
   quarantine, lossless OME-Zarr v0.5 of every field, illumination functions with dark offset,
   flatness QC and PNGs, NGFF labels, crops in sharded Zarr, per-cell and per-field tables,
   ledger), ``--features none`` unless ``--features`` says otherwise, with the per-step seconds of
@@ -128,8 +128,8 @@ def run_script(plate_dir: Path, out: Path, processes: int) -> dict:
 
 # --------------------------------------------------------------------------- cmcl
 def run_cmcl(plate_dir: Path, store: Path, processes: int, features: str) -> dict:
-    from pipeline.ingest import IngestSettings, ingest_plate
-    from pipeline.store import Store
+    from pipeline.ingest.run import IngestSettings, ingest_plate
+    from pipeline.store.paths import Store
 
     real = (plate_dir / "Images").is_dir()
     settings = IngestSettings(features=features, channel_map=REAL_MAP if real else None)

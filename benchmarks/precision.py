@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from cmcl_model.launch import resolve_config
-from cmcl_model.synthetic import make_synthetic_store
-from cmcl_model.train import train
+from cmcl_model.train.worker import resolve_config
+from pipeline.synthetic.store import make_synthetic_store
+from cmcl_model.train.loop import train
 
 
 def main() -> None:

@@ -4,9 +4,9 @@ pandas join measured in the same run.
 A JUMP cpg0016-style profile table of ``--compounds`` real JCP2022 identifiers (x 3 wells, plus
 DMSO wells, 64 numbered features) is generated from the map itself; then
 
-* cmcl: :func:`pipeline.profile_io.read_compound_map` (header, then only the identifier and
+* cmcl: :func:`pipeline.profiles.io.read_compound_map` (header, then only the identifier and
   SMILES columns, rows filtered to the table's identifiers) + the join and the standardization of
-  every joined SMILES in :func:`pipeline.profile_import.import_profiles` (2 worker processes from
+  every joined SMILES in :func:`pipeline.profiles.imports.import_profiles` (2 worker processes from
   2,000 distinct SMILES);
 * peer: ``pd.read_csv`` of the whole map + ``DataFrame.merge`` on ``Metadata_JCP2022`` (no
   standardization), the minimal join a user would write.
@@ -29,8 +29,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.profile_import import import_profiles  # noqa: E402
-from pipeline.profile_io import read_compound_map  # noqa: E402
+from pipeline.profiles.imports import import_profiles  # noqa: E402
+from pipeline.profiles.io import read_compound_map  # noqa: E402
 
 
 def jump_style_table(ids: pd.Series, *, n: int, seed: int = 0) -> pd.DataFrame:

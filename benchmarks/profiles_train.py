@@ -11,7 +11,7 @@ Parquet files of 20,000 rows (``profiles_wells`` layout, 384-well plates, one DM
 plate, 4 sources), and a graphs table whose ``compounds`` keys reuse the shipped ChEMBL drugs'
 real molecular graphs in turn. Then, each in a fresh process (peak RSS = ``VmHWM``):
 
-- ``cmcl``: :class:`cmcl_model.profile_data.ProfileDataset` (float32 matrix filled file by
+- ``cmcl``: :class:`cmcl_model.data.profiles.ProfileDataset` (float32 matrix filled file by
   file, per-batch robust standardization) and ``--steps`` training steps of the profile-mode
   model (GIN + profile MLP, GIC loss), timed per part: batch assembly (sampling + collation),
   graph encoder, profile encoder + losses, backward + optimizer; the epoch time is extrapolated
@@ -38,9 +38,9 @@ ROWS_PER_FILE = 20_000
 
 _CHILD_CMCL = r"""
 import json, sys, time, numpy as np, torch
-from cmcl_model.profile_data import ProfileDataset
-from cmcl_model.data import collate_pairs
-from cmcl_model.train import TrainConfig, build_loss, build_model, compute_losses
+from cmcl_model.data.profiles import ProfileDataset
+from cmcl_model.data.pairs import collate_pairs
+from cmcl_model.train.loop import TrainConfig, build_loss, build_model, compute_losses
 root, steps, preset = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 t0 = time.perf_counter()
 ds = ProfileDataset(root, profiles_per_sample=4)
@@ -86,9 +86,9 @@ def make_store(root: Path, *, compounds: int, replicates: int, features: int, se
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.compounds import merge_parents, standardize_table
-    from pipeline.graphs import graphs_table
-    from pipeline.schema import write_table
+    from pipeline.chem.standardize import merge_parents, standardize_table
+    from pipeline.chem.graphs import graphs_table
+    from pipeline.store.schema import write_table
 
     lib = pd.read_csv(Path(__file__).resolve().parents[1] / "pipeline" / "data" / "compound_library.csv")
     smiles_col = "Metadata_SMILES"

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from pipeline.store import CHANNELS
+from pipeline.store.paths import CHANNELS
 from pipeline.synthetic import DMSO, illumination_fields, render_field
 from pipeline.synthetic.calibration import REFERENCE, compare, field_stats, mean_stats
 from pipeline.synthetic.render import REAL_NUCLEUS_RADIUS, REAL_PIXEL_SIZE_UM

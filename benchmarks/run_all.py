@@ -9,7 +9,7 @@ stage          cmcl                                            peer
 ingest         ingest_plate (every write, 2 processes), fields/s  plain 2-process scikit-image script
 segmentation   segment nuclei + cells + crops, fields/s        plain scikit-image script
 standardize    standardize_table (1 process), mol/s            ChEMBL structure pipeline
-featurize      pipeline.graphs.smiles_to_graph, mol/s          ogb.utils.smiles2graph
+featurize      pipeline.chem.graphs.smiles_to_graph, mol/s          ogb.utils.smiles2graph
 loader         training data loader alone, samples/s           trainer model step, samples/s
 start-up       ``cmcl compounds`` on one molecule, verbs/min    the same in Prefect's ephemeral mode
 ingest command ``cmcl -q ingest`` whole command, fields/s       plain 2-process scikit-image script

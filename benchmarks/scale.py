@@ -1,7 +1,7 @@
 """Scaling of ingestion with the number of plates: time should grow linearly, memory stay flat.
 
 Generates ``max(--plates)`` plates once (not timed), then for each configuration (default 1, 2
-and 4 plates) runs :func:`pipeline.ingest.ingest_plate` on that many plates in a fresh child
+and 4 plates) runs :func:`pipeline.ingest.run.ingest_plate` on that many plates in a fresh child
 process and a fresh store. The child reports each stage's seconds (``PlateResult.seconds``) and
 its peak resident memory (``ru_maxrss``) after every plate. Prints one row per configuration:
 total and per-stage seconds, seconds per plate, peak RSS, and growth against the first row.
@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 _CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
-from pipeline.ingest import IngestSettings, ingest_plate
-from pipeline.store import Store
+from pipeline.ingest.run import IngestSettings, ingest_plate
+from pipeline.store.paths import Store
 store = Store(sys.argv[2]); plates = sys.argv[3:]
 settings = IngestSettings(crop_size=32)
 stages, rss = {}, []

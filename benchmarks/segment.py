@@ -2,7 +2,7 @@
 
 Compares, in the same run and on the same fields:
 
-* ``cmcl`` — :func:`pipeline.segmentation.segment_nuclei` / ``segment_cells`` (crops and field
+* ``cmcl`` — :func:`pipeline.images.segmentation.classical.segment_nuclei` / ``segment_cells`` (crops and field
   tiles are timed separately on the generated fields);
 * ``skimage`` — a plain scikit-image script: Otsu threshold, distance-transform watershed for
   nuclei, Otsu mask + intensity watershed from the nuclei for cells (the usual tutorial recipe);
@@ -27,11 +27,11 @@ from skimage.feature import peak_local_max
 from skimage.filters import gaussian, threshold_otsu
 from skimage.segmentation import clear_border, watershed
 
-from pipeline.illumination import apply
-from pipeline.scoring import labels_from_outlines, match_objects
-from pipeline.segmentation import segment_cells, segment_nuclei
+from pipeline.images.illumination import apply
+from pipeline.images.segmentation.scoring import labels_from_outlines, match_objects
+from pipeline.images.segmentation.classical import segment_cells, segment_nuclei
 from pipeline.synthetic import illumination_fields, phenotype_from_smiles, render_field
-from pipeline.tiles import crop_cells, field_tiles
+from pipeline.images.crops import crop_cells, field_tiles
 
 
 def skimage_peer(dna: np.ndarray, cyto: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -72,7 +72,7 @@ def real_cases(data: Path) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray
 
     * ``JUMP BR00143976 C03 f3``: a 1080 x 1080 Phenix field (U2OS-like, ~40 cells) with
       CellProfiler's own nuclei and cell outlines filled into labels
-      (:func:`pipeline.scoring.labels_from_outlines`); objects touching the border are left out
+      (:func:`pipeline.images.segmentation.scoring.labels_from_outlines`); objects touching the border are left out
       of both sides (CellProfiler discards them).
     * ``DSB 2018 (stardist test image)``: a 512 x 512 fluorescence nuclei image with manual masks
       (125 nuclei), shipped in the ``stardist`` wheel; nuclei only.
@@ -100,7 +100,7 @@ def main() -> None:
     args = ap.parse_args()
     methods = {"cmcl": _cmcl, "plain skimage script": skimage_peer}
     if args.cellpose_model:
-        from pipeline.cellpose_seg import segment_nuclei_cellpose
+        from pipeline.images.segmentation.cellpose import segment_nuclei_cellpose
 
         def cp(dna, cyto):
             nuclei = segment_nuclei_cellpose(dna, model_path=args.cellpose_model, diameter=args.cellpose_diameter)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.library import load_compound_library
+from pipeline.chem.library import load_compound_library
 from pipeline.synthetic import DMSO, design_plates, illumination_fields, render_field, write_plate
 
 

@@ -33,14 +33,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from cmcl_model.data import PairDataset, UniqueCompoundBatchSampler, collate_pairs
-from cmcl_model.synthetic import make_synthetic_store
-from cmcl_model.train import TrainConfig, build_loss, build_model, compute_losses
+from cmcl_model.data.pairs import PairDataset, UniqueCompoundBatchSampler, collate_pairs
+from pipeline.synthetic.store import make_synthetic_store
+from cmcl_model.train.loop import TrainConfig, build_loss, build_model, compute_losses
 
 
 _CHILD = """
 import json, resource, sys, time
-from cmcl_model.train import TrainConfig, train
+from cmcl_model.train.loop import TrainConfig, train
 root, steps, cache_mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 cfg = TrainConfig.quick(epochs=1, max_steps=steps, crops_per_sample=4, cache_mb=cache_mb)
 t = time.perf_counter()
@@ -63,7 +63,7 @@ print(json.dumps({"peak_rss_mb": peak, "seconds": seconds}))
 _LOADER = """
 import json, sys, time
 from torch.utils.data import DataLoader
-from cmcl_model.data import PairDataset, UniqueCompoundBatchSampler, collate_pairs
+from cmcl_model.data.pairs import PairDataset, UniqueCompoundBatchSampler, collate_pairs
 root, cache_mb = sys.argv[1], int(sys.argv[2])
 ds = PairDataset(root, crops_per_sample=4, augment=True, norm_crops=256, cache_bytes=cache_mb * 2**20)
 sampler = UniqueCompoundBatchSampler(ds.keys, 32, seed=0)
@@ -218,7 +218,7 @@ def _loader_rates(ds: PairDataset, bs: int, workers: int, steps: int) -> tuple[f
 
 def _step_seconds(config: TrainConfig, batch, precision: str, device: torch.device, steps: int) -> tuple[float, float]:
     """(median seconds of one optimizer step on a fixed batch, last loss) at ``precision``."""
-    from cmcl_model.train import amp_dtype
+    from cmcl_model.train.loop import amp_dtype
 
     torch.manual_seed(0)
     amp = amp_dtype(precision, device)

@@ -12,6 +12,6 @@ metrics    hit101, fullpool, chance
 evaluate   evaluate (reports/<run>/metrics.json + report.html)
 synthetic  make_synthetic_store (tests, benchmarks), smiles_to_graph
 
-Submodules are imported explicitly (``from cmcl_model.train import train``) so that importing
+Submodules are imported explicitly (``from cmcl_model.train.loop import train``) so that importing
 the package does not import torch.
 """

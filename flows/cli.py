@@ -92,7 +92,7 @@ err = Console(stderr=True)
 
 StoreOpt = typer.Option(None, "--store", "-s", help="Store directory (default: $CMCL_STORE, else ./cmcl-store).")
 
-# Ingestion options, shared by `ingest` and `run` (they build pipeline.ingest.IngestSettings).
+# Ingestion options, shared by `ingest` and `run` (they build pipeline.ingest.run.IngestSettings).
 LayoutOpt = typer.Option("auto", help="auto | imagexpress | phenix | loaddata")
 ChannelsOpt = typer.Option(None, help="Channel map 'DNA=1,ER=2,RNA=3,AGP=4,Mito=5' or a TOML/YAML file.")
 CropOpt = typer.Option(64, help="Single-cell crop edge in pixels.")
@@ -105,7 +105,7 @@ CellposeCellOpt = typer.Option(None, help="Local cellpose weights for cells (def
 TileOpt = typer.Option(None, help="Also write field tiles of this size (e.g. 128).")
 OutsideOpt = typer.Option(False, "--allow-outside", help="LoadData: accept image paths outside the plate folder.")
 PlatemapOpt = typer.Option(None, "--platemap", help="A JUMP/LINCS plate map (well_position, broad_sample) or a TOML "
-                           "config naming it, its compound metadata and barcode_platemap.csv (pipeline/platemaps.py).")
+                           "config naming it, its compound metadata and barcode_platemap.csv (pipeline/plates/platemaps.py).")
 FeaturesOpt = typer.Option("default", help="CellProfiler features per cell (cp_measure): default | full | none.")
 NegconOpt = typer.Option(None, "--negcon", help="Negative-control labels, matched without case against the plate map's "
                          "control type and compound ID (default: DMSO,negcon,vehicle,negative). A plate without any is "
@@ -114,7 +114,7 @@ NegconOpt = typer.Option(None, "--negcon", help="Negative-control labels, matche
 
 def _settings(*, layout, channels, crop_size, illumination, dark, segmenter, cellpose_model, cellpose_cell_model,
               field_tile_size, allow_outside, platemap=None, features="default") -> dict[str, Any]:
-    from pipeline.ingest import IngestSettings
+    from pipeline.ingest.run import IngestSettings
 
     settings = dict(layout=layout, channel_map=str(channels) if channels else None, crop_size=crop_size,
                     illumination_method=illumination, illumination_dark=dark, segmenter=segmenter,
@@ -172,7 +172,7 @@ def _library_warnings(*, show: bool) -> None:
 
 
 def _store(store: Optional[Path]) -> Path:
-    from pipeline.store import default_store_path
+    from pipeline.store.paths import default_store_path
 
     return Path(store) if store is not None else default_store_path()
 
@@ -297,7 +297,7 @@ def _run(fn, *args, **kwargs) -> Any:
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
     """``--set KEY=VALUE`` items as typed TrainConfig overrides; a bad key or value fails here, as one line."""
-    from cmcl_model.train import TrainConfig
+    from cmcl_model.train.loop import TrainConfig
 
     return _run(TrainConfig.parse_overrides, items) if items else {}
 
@@ -315,7 +315,7 @@ def _need_dirs(paths: list[Path], what: str) -> None:
 
 
 def _check_compound_files(files: list[Path], smiles_col: str, id_col: Optional[str]) -> None:
-    from pipeline.compound_io import check_compound_file
+    from pipeline.chem.io import check_compound_file
 
     for f in files:
         console.print(_run(check_compound_file, f, smiles_col=smiles_col, id_col=id_col), soft_wrap=True,
@@ -324,11 +324,11 @@ def _check_compound_files(files: list[Path], smiles_col: str, id_col: Optional[s
 
 def _check_plate_sources(plate_dirs: list[Path], root: Path, settings: dict[str, Any], *, replace: bool,
                          plate_id: Optional[str]) -> None:
-    """Before Prefect starts: the preflight of every folder (:func:`pipeline.ingest.preflight`:
+    """Before Prefect starts: the preflight of every folder (:func:`pipeline.ingest.run.preflight`:
     writable store, layout and channel map, plate map; a malformed LoadData CSV or a folder
     mixing layouts fails here) and refuse one whose plate ID the store holds from another folder."""
-    from pipeline.ingest import IngestSettings, check_plate_source, preflight
-    from pipeline.store import Store
+    from pipeline.ingest.run import IngestSettings, check_plate_source, preflight
+    from pipeline.store.paths import Store
 
     st = Store(root)
     cfg = IngestSettings(**settings)
@@ -340,7 +340,7 @@ def _check_plate_sources(plate_dirs: list[Path], root: Path, settings: dict[str,
 
 def _need_compounds(root: Path) -> None:
     """``cmcl train``/``--ablation``: fail with what to run when the store has no plates or compounds yet."""
-    from pipeline.store import Store
+    from pipeline.store.paths import Store
 
     st = Store(root)
     if not st.table_path("ledger").is_file() and not st.table_files("cells"):  # (a built store may have no ledger)
@@ -348,7 +348,7 @@ def _need_compounds(root: Path) -> None:
     if not st.table_path("graphs").is_file():
         _fail(FileNotFoundError(f"store {root} has no compounds yet ({st.table_path('graphs')} is missing); "
                                 f"run `cmcl compounds --store {root}` first"))
-    from pipeline.compounds import CompoundsOutOfDate, wells_without_compounds
+    from pipeline.chem.standardize import CompoundsOutOfDate, wells_without_compounds
 
     stale = wells_without_compounds(st.read("platemap"), st.read("well_compounds"))
     if len(stale):
@@ -403,7 +403,7 @@ def ingest(plate_dirs: list[Path] = typer.Argument(..., help="Plate folders."),
                          features=features)
     _check_plate_sources(plate_dirs, _store(store), settings, replace=replace, plate_id=plate_id)
     if workers == 1:  # the workers' fork server imports its modules while this process imports Prefect
-        from pipeline.ingest import IngestSettings, start_workers
+        from pipeline.ingest.run import IngestSettings, start_workers
 
         _run(start_workers, IngestSettings(**settings))
     from flows.parallel import ingest_flow
@@ -446,7 +446,7 @@ def compounds(files: list[Path] = typer.Argument(None, help="CSV/TSV/.smi/SDF/Pa
               smiles_col: str = typer.Option("smiles", help="SMILES column of CSV/TSV/Parquet inputs."),
               id_col: Optional[str] = typer.Option(None, help="Identifier column (default: the first of Metadata_CompoundID, "
                                                    "compound_id, id, Metadata_JCP2022, Metadata_broad_sample, pert_id, "
-                                                   "chembl_id, name, ... present: pipeline.compound_io.ID_COLUMNS)."),
+                                                   "chembl_id, name, ... present: pipeline.chem.io.ID_COLUMNS)."),
               tautomers: bool = typer.Option(False, "--tautomers", help="Canonicalize tautomers."),
               fresh: bool = typer.Option(False, "--fresh", help="Forget compound files read by earlier runs (they accumulate otherwise)."),
               jobs: int = typer.Option(2, help="Worker processes.")) -> None:
@@ -501,7 +501,7 @@ def train(store: Optional[Path] = StoreOpt,
 def _print_ablation(rows: list[dict[str, Any]]) -> None:
     import pandas as pd
 
-    from cmcl_model.ablation import summarize
+    from cmcl_model.train.ablation import summarize
 
     if not rows:
         return
@@ -536,7 +536,7 @@ def evaluate(store: Optional[Path] = StoreOpt,
              ground_truth: list[Path] = typer.Option([], "--ground-truth", help="A generated plate folder whose ground truth colours the report (repeatable).")) -> None:
     """Evaluate a run: retrieval both ways (MIGA 1+100 and whole pool), baselines, report."""
     from flows.model import evaluate_flow
-    from pipeline.store import Store
+    from pipeline.store.paths import Store
 
     st = Store(_store(store))
     run = run or (st.runs()[-1] if st.runs() else None)
@@ -602,7 +602,7 @@ def profile(store: Optional[Path] = StoreOpt,
 
 def _negcon_labels(negcon: Optional[str]) -> Optional[list[str]]:
     """``--negcon A,B`` as a list of labels (None: the defaults); a list naming nothing fails here, as one line."""
-    from pipeline.controls import parse_negcon
+    from pipeline.profiles.controls import parse_negcon
 
     return None if negcon is None else list(_run(parse_negcon, negcon))
 
@@ -629,7 +629,7 @@ def import_profiles(files: list[Path] = typer.Argument(..., help="Profile tables
     if samples and compound_map:
         _fail(ValueError("--samples is the Drug Repurposing Hub form of --compound-map: give one of them"))
     if columns:  # a bad column map fails here, before Prefect starts
-        from pipeline.profile_io import read_column_map
+        from pipeline.profiles.io import read_column_map
 
         try:
             read_column_map(columns)
@@ -724,7 +724,7 @@ def demo(store: Optional[Path] = StoreOpt,
         _demo_real(store, quick=quick)
         return
     from flows.pipeline import run_flow
-    from pipeline.store import Store
+    from pipeline.store.paths import Store
     from pipeline.synthetic import generate_demo
 
     cfg = DEMO_SIZES["quick" if quick else "default"]
@@ -851,7 +851,7 @@ def verify(store_dir: Optional[Path] = typer.Argument(None, metavar="[STORE]", h
                                        "with --deep, re-derive damaged crops and labels from the plate.")) -> None:
     """Check a whole store against schemas/ and itself; exit 1 listing the problems."""
     from flows.inspect import store_argument
-    from pipeline.verify import format_problems, verify_store
+    from pipeline.store.verify import format_problems, verify_store
 
     store = _store(_run(store_argument, store_dir, store) if store_dir is not None else store)
     problems = _run(verify_store, store, repair=repair, deep=deep)
@@ -887,7 +887,7 @@ def finetune(dataset: Optional[str] = typer.Option(None, help="Shipped set: bbbp
              hidden: int = typer.Option(300, help="GIN width of a random init."),
              device: str = typer.Option("auto", help="auto (CUDA when available) | cpu | cuda.")) -> None:
     """Fine-tune the molecule encoder on a labelled set (scaffold split): ROC-AUC or RMSE per task, mean ± sd."""
-    from cmcl_model.labelled import check_labelled_csv
+    from cmcl_model.finetune.labelled import check_labelled_csv
     from flows.model import finetune_flow
 
     tasks = [t.strip() for item in task for t in item.split(",") if t.strip()] or None
@@ -936,7 +936,7 @@ def query(store: Optional[Path] = StoreOpt,
           run: Optional[str] = typer.Option(None, help="Run id (default: the latest)."),
           out: Optional[Path] = typer.Option(None, help="Folder for the HTML/PNG results.")) -> None:
     """Zero-shot retrieval: wells nearest a molecule (--smiles), or molecules nearest a well (--well)."""
-    from pipeline.store import Store
+    from pipeline.store.paths import Store
 
     if (smiles is None) == (well is None):
         _fail(ValueError("give exactly one of --smiles or --well"))
@@ -944,7 +944,7 @@ def query(store: Optional[Path] = StoreOpt,
     run = run or (st.runs()[-1] if st.runs() else None)
     if run is None:
         _fail(FileNotFoundError(f"no training run in {st.root / 'runs'}; run `cmcl train` first"))
-    from cmcl_model.query import query_smiles, query_well
+    from cmcl_model.evaluation.query import query_smiles, query_well
 
     if smiles is not None:
         df = _run(query_smiles, st.root, st.run_dir(run), smiles, top=top, out_dir=out)
@@ -963,7 +963,7 @@ def query(store: Optional[Path] = StoreOpt,
 # ------------------------------------------------------------------------------- embed / export
 def _run_dir(store: Optional[Path], run: Optional[str]) -> Path:
     """The directory of ``--run`` (default: the store's newest run); one-line failure if absent."""
-    from pipeline.store import Store
+    from pipeline.store.paths import Store
 
     st = Store(_store(store))
     run = run or (st.runs()[-1] if st.runs() else None)
@@ -984,9 +984,9 @@ def embed(file: Path = typer.Argument(..., help="CSV/TSV/.smi/SDF/Parquet compou
           id_col: Optional[str] = typer.Option(None, help="Identifier column (default: the record number)."),
           device: str = typer.Option("cpu", help="cpu | cuda | auto")) -> None:
     """Molecule embeddings of a trained model for a compound file, standardized as `cmcl compounds` does."""
-    from cmcl_model.embed import embed_file, write_embeddings
-    from cmcl_model.export import load_encoder
-    from cmcl_model.train import resolve_device
+    from cmcl_model.deploy.embed import embed_file, write_embeddings
+    from cmcl_model.deploy.export import load_encoder
+    from cmcl_model.train.loop import resolve_device
 
     if not file.is_file():
         _fail(FileNotFoundError(f"compound file {file} does not exist"))
@@ -1009,14 +1009,14 @@ def export(out: Path = typer.Argument(..., help="File to write, e.g. cmcl_encode
            run: Optional[str] = typer.Option(None, help="Run id of --store (default: the newest run)."),
            which: str = typer.Option("best", help="best | last checkpoint.")) -> None:
     """One self-contained model file (weights, config, featurizer) that loads without the store."""
-    from cmcl_model.export import export_run
+    from cmcl_model.deploy.export import export_run
 
     if which not in ("best", "last"):
         _fail(ValueError(f"--which must be best or last, got {which!r}"))
     run_dir = _run_dir(store, run)
     path = _run(export_run, run_dir, out, which=which)
     console.print(f"run [bold]{run_dir.name}[/] ({which}) exported: {path}")
-    console.print("load it with: from cmcl_model.export import load_exported; model, config, meta = load_exported(PATH)")
+    console.print("load it with: from cmcl_model.deploy.export import load_exported; model, config, meta = load_exported(PATH)")
 
 
 # ---------------------------------------------------------------------------------------- inspect

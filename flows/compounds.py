@@ -10,8 +10,8 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from pipeline.schema import write_table
-from pipeline.store import Store
+from pipeline.store.schema import write_table
+from pipeline.store.paths import Store
 
 __all__ = ["compounds_flow", "collect_records"]
 
@@ -53,7 +53,7 @@ def collect_records(store: Store, files: list[str], *, smiles_col: str = "smiles
     """
     parts = [_library_records(store, files, fresh=fresh)]
     if files:
-        from pipeline.compound_io import read_compounds
+        from pipeline.chem.io import read_compounds
 
         for f in files:
             chunks = list(read_compounds(f, smiles_col=smiles_col, id_col=id_col))
@@ -81,10 +81,10 @@ def collect_records(store: Store, files: list[str], *, smiles_col: str = "smiles
 
 
 def _imported_records(store: Store) -> pd.DataFrame:
-    """Compound records of the store's imported profiles (:func:`pipeline.profile_import.compound_records`)."""
+    """Compound records of the store's imported profiles (:func:`pipeline.profiles.imports.compound_records`)."""
     if not store.table_files("profiles_imported"):
         return pd.DataFrame(columns=_RECORD_COLUMNS)
-    from pipeline.profile_import import compound_records
+    from pipeline.profiles.imports import compound_records
 
     cols = ["Metadata_Source", "Metadata_CompoundID", "Metadata_InputSMILES", "Metadata_ControlType"]
     return compound_records(store.read("profiles_imported", columns=cols))
@@ -105,7 +105,7 @@ def standardize_task(records: pd.DataFrame, n_jobs: int, canonicalize_tautomer: 
 
     Worker processes only pay off on larger inputs: below two chunks' worth one process is used.
     """
-    from pipeline.compounds import merge_parents, standardize_stream
+    from pipeline.chem.standardize import merge_parents, standardize_stream
 
     chunks = (records.iloc[i:i + _CHUNK] for i in range(0, len(records), _CHUNK))
     jobs = n_jobs if len(records) > 2 * _CHUNK else 1
@@ -118,7 +118,7 @@ def standardize_task(records: pd.DataFrame, n_jobs: int, canonicalize_tautomer: 
 
 @task(name="featurize", cache_policy=NO_CACHE)
 def featurize_task(compounds: pd.DataFrame, n_jobs: int) -> pd.DataFrame:
-    from pipeline.graphs import graphs_table
+    from pipeline.chem.graphs import graphs_table
 
     return graphs_table(compounds, n_jobs=n_jobs if len(compounds) > 2 * _CHUNK else 1)
 
@@ -136,10 +136,10 @@ def compounds_flow(store: str, *, files: list[str] | None = None, smiles_col: st
     logger = get_run_logger()
     st = Store(Path(store))
     records = collect_records(st, list(files or []), smiles_col=smiles_col, id_col=id_col, fresh=fresh)
-    from pipeline.provenance import code_fingerprint
+    from pipeline.store.provenance import code_fingerprint
 
     key = _fingerprint(records, f"tautomer={canonicalize_tautomer}"
-                       + code_fingerprint("pipeline.compounds", "pipeline.graphs"))
+                       + code_fingerprint("pipeline.chem.standardize", "pipeline.chem.graphs"))
     key_file = st.path("compounds_fingerprint")
     if (not force and key_file.is_file() and key_file.read_text() == key and st.table_path("graphs").is_file()
             and st.table_path("well_compounds").is_file()):
@@ -158,7 +158,7 @@ def compounds_flow(store: str, *, files: list[str] | None = None, smiles_col: st
     write_table(inputs, "compound_inputs", st.table_path("compound_inputs"))
     write_table(compounds, "compounds", st.table_path("compounds"))
     write_table(graphs, "graphs", st.table_path("graphs"))
-    from pipeline.compounds import well_compounds
+    from pipeline.chem.standardize import well_compounds
 
     write_table(well_compounds(st.read("platemap"), inputs), "well_compounds", st.table_path("well_compounds"))
     key_file.parent.mkdir(parents=True, exist_ok=True)

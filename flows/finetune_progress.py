@@ -56,7 +56,7 @@ def _bar(description: str) -> Callable[[int, int, str], None]:
 
 def finetune_progress(description: str, *, stream: TextIO | None = None,
                       every_s: float = 10.0) -> Callable[[int, int, str], None] | None:
-    """A ``progress(done, total, text)`` callback for :func:`cmcl_model.finetune.run_methods`,
+    """A ``progress(done, total, text)`` callback for :func:`cmcl_model.finetune.run.run_methods`,
     or None when progress is off (``-q``, or not a terminal without ``CMCL_PROGRESS=1``).
 
     On a terminal: one rich bar (epochs done of all methods x seeds x epochs, time remaining,

@@ -11,8 +11,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from flows.progress import stage_callback
-from pipeline import ingest as stages
-from pipeline.store import Store
+from pipeline.ingest import run as stages
+from pipeline.store.paths import Store
 
 __all__ = ["ingest_plate_flow", "find_plate_folders"]
 
@@ -38,7 +38,7 @@ def _call_stage(fn, *args, **kwargs):
     return fn(*args, **kwargs)
 
 
-#: One Prefect task per stage of :func:`pipeline.ingest.ingest_plate` (never per image); stages
+#: One Prefect task per stage of :func:`pipeline.ingest.run.ingest_plate` (never per image); stages
 #: that only read or move files retry transient I/O errors.
 _STAGE_TASKS = {
     name: task(_call_stage, name=name, cache_policy=NO_CACHE, **(_IO_RETRIES if io else {}))
@@ -48,7 +48,7 @@ _STAGE_TASKS = {
 
 
 def _run_stage(name: str, fn, *args, **kwargs):
-    """Run one ingestion stage as its Prefect task (the control flow stays in pipeline.ingest)."""
+    """Run one ingestion stage as its Prefect task (the control flow stays in pipeline.ingest.run)."""
     if kwargs.get("progress", False) is None:
         kwargs["progress"] = stage_callback(f"{args[0].plate}: {name}")
     return _STAGE_TASKS[name](fn, *args, **kwargs)
@@ -59,9 +59,9 @@ def ingest_plate_flow(plate_dir: str, store: str, *, settings: dict[str, Any] | 
                       force: bool = False, replace: bool = False, plate_id: str | None = None) -> dict[str, Any]:
     """Ingest one plate folder into ``store`` (skipped when unchanged since its last ingest).
 
-    Runs :func:`pipeline.ingest.ingest_plate`, each of its stages as a Prefect task. A folder
+    Runs :func:`pipeline.ingest.run.ingest_plate`, each of its stages as a Prefect task. A folder
     whose plate ID the store holds from another folder is refused unless ``replace``;
-    ``plate_id`` ingests it under another ID (see :func:`pipeline.ingest.check_plate_source`).
+    ``plate_id`` ingests it under another ID (see :func:`pipeline.ingest.run.check_plate_source`).
     """
     logger = get_run_logger()
     cfg = stages.IngestSettings(**(settings or {}))

@@ -8,7 +8,7 @@ from typing import Callable
 
 import pandas as pd
 
-from pipeline.store import Store
+from pipeline.store.paths import Store
 
 __all__ = ["VIEWS", "TERMINAL_COLUMNS", "for_terminal", "summary", "plates", "plate", "cells", "quarantine", "compounds",
            "runs", "looks_like_store", "store_argument", "NotAStore"]
@@ -80,9 +80,9 @@ def plate(root: Path, plate_id: str) -> tuple[str, pd.DataFrame]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.omezarr import open_plate, read_field, read_labels
-    from pipeline.qc_plots import field_composite, plate_heatmaps, well_summary
-    from pipeline.schema import read_table
+    from pipeline.store.omezarr import open_plate, read_field, read_labels
+    from pipeline.images.qc_plots import field_composite, plate_heatmaps, well_summary
+    from pipeline.store.schema import read_table
 
     st = Store(root)
     if not st.table_path("platemap", plate=plate_id).is_file():
@@ -149,7 +149,7 @@ def runs(root: Path) -> tuple[str, pd.DataFrame]:
 def profiles(root: Path) -> tuple[str, pd.DataFrame]:
     """Per profile source and plate: wells, DMSO wells, features (as stored and after selection),
     compounds scored for activity and retrieved at corrected p < 0.05."""
-    from pipeline.features import feature_columns
+    from pipeline.features.measure import feature_columns
 
     st = Store(root)
     rows = []

@@ -10,9 +10,9 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from cmcl_model.launch import PRESETS, resolve_config  # one definition, used by torchrun ranks too
+from cmcl_model.train.worker import PRESETS, resolve_config  # one definition, used by torchrun ranks too
 from flows.progress import count_callback, progress_enabled, step_progress
-from pipeline.store import Store
+from pipeline.store.paths import Store
 
 __all__ = ["train_flow", "evaluate_flow", "ablation_flow", "finetune_flow", "resolve_config", "PRESETS"]
 
@@ -20,21 +20,21 @@ __all__ = ["train_flow", "evaluate_flow", "ablation_flow", "finetune_flow", "res
 def _training_key(st: Store, config_dict: dict[str, Any]) -> str:
     """Fingerprint of everything a run learns from: the ledger's plate fingerprints, compounds,
     config and the model code."""
-    from pipeline.provenance import code_fingerprint
+    from pipeline.store.provenance import code_fingerprint
 
     h = hashlib.sha256(json.dumps(config_dict, sort_keys=True).encode())
-    h.update(code_fingerprint("cmcl_model.train", "cmcl_model.distributed", "cmcl_model.model", "cmcl_model.encoders", "cmcl_model.losses",
-                              "cmcl_model.data").encode())
+    h.update(code_fingerprint("cmcl_model.train.loop", "cmcl_model.train.distributed", "cmcl_model.nn.model", "cmcl_model.nn.encoders", "cmcl_model.nn.losses",
+                              "cmcl_model.data.pairs").encode())
     led = st.read("ledger")
     for plate, fp, status in sorted(zip(led["Metadata_Plate"], led["Fingerprint"], led["Status"])):
         h.update(f"{plate}:{fp}:{status}\n".encode())
     key_file = st.path("compounds_fingerprint")
     h.update(key_file.read_bytes() if key_file.is_file() else b"")
     if config_dict.get("image_source") == "profiles":  # imported profiles are in no ledger
-        from pipeline.plates import fingerprint_files
+        from pipeline.plates.discovery import fingerprint_files
 
         files = [str(p.relative_to(st.root)) for p in st.table_files("profiles_wells") + st.table_files("profiles_imported")]
-        h.update(fingerprint_files(st.root, files, extra=code_fingerprint("cmcl_model.profile_data")).encode())
+        h.update(fingerprint_files(st.root, files, extra=code_fingerprint("cmcl_model.data.profiles")).encode())
     return h.hexdigest()
 
 
@@ -48,12 +48,12 @@ def _finished_run_with_key(st: Store, key: str) -> str | None:
 
 @task(name="train", cache_policy=NO_CACHE)
 def train_task(store: str, config_dict: dict[str, Any], run_id: str | None, resume: bool, nproc: int = 1) -> str:
-    from cmcl_model.train import TrainConfig, new_run_id, train
+    from cmcl_model.train.loop import TrainConfig, new_run_id, train
 
-    if nproc > 1:  # torchrun on this machine: N ranks of the same trainer (cmcl_model.launch)
+    if nproc > 1:  # torchrun on this machine: N ranks of the same trainer (cmcl_model.train.worker)
         import tempfile
 
-        from cmcl_model.distributed import launch
+        from cmcl_model.train.distributed import launch
 
         run_id = run_id or new_run_id(json.dumps(config_dict, sort_keys=True))
         with tempfile.TemporaryDirectory() as tmp:
@@ -99,7 +99,7 @@ def _run_artifact(st: Store, run: str) -> None:
 
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(store: str, run: str, seeds: list[int], ground_truth: list[str] | None = None) -> dict[str, Any]:
-    from cmcl_model.evaluate import EVALUATE_STEPS, evaluate
+    from cmcl_model.evaluation.run import EVALUATE_STEPS, evaluate
     from pipeline.synthetic import read_ground_truth
 
     truth = read_ground_truth([Path(p) for p in ground_truth]) if ground_truth else None
@@ -127,7 +127,7 @@ def evaluate_flow(store: str, run: str, *, seeds: list[int] | None = None, force
 def ablation_flow(store: str, *, preset: str = "default", overrides: dict[str, Any] | None = None,
                   variants: list[str] | None = None, seeds: list[int] | None = None) -> list[dict[str, Any]]:
     """Train and evaluate one run per objective variant (GIC, +MGM, +GGIM, all) and seed on the same split."""
-    from cmcl_model.ablation import run_ablation
+    from cmcl_model.train.ablation import run_ablation
 
     config = resolve_config(preset, overrides)
     kwargs: dict[str, Any] = {"variants": tuple(variants)} if variants else {}
@@ -143,10 +143,10 @@ def ablation_flow(store: str, *, preset: str = "default", overrides: dict[str, A
 
 @flow(name="finetune", flow_run_name="finetune", log_prints=True)
 def finetune_flow(options: dict[str, Any], config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Fine-tune on a labelled set (:func:`cmcl_model.finetune_report.run_finetune`); returns
+    """Fine-tune on a labelled set (:func:`cmcl_model.reports.finetune.run_finetune`); returns
     the results document with its path under ``"_path"``."""
-    from cmcl_model.finetune import FinetuneConfig
-    from cmcl_model.finetune_report import run_finetune
+    from cmcl_model.finetune.run import FinetuneConfig
+    from cmcl_model.reports.finetune import run_finetune
 
     from flows.finetune_progress import finetune_progress
 

@@ -4,9 +4,9 @@ Sequential ingestion (``workers=1``) runs :func:`flows.ingest.ingest_plate_flow`
 segmentation stage fans fields out over a local process pool. With ``workers > 1`` (a local Dask
 cluster of ``workers`` single-threaded worker processes) or ``dask_address`` (an existing cluster),
 plates are spread over Dask workers instead, one task per plate calling
-:func:`pipeline.ingest.ingest_plate` with ``processes=1``: Dask worker processes are daemonic and
+:func:`pipeline.ingest.run.ingest_plate` with ``processes=1``: Dask worker processes are daemonic and
 cannot start a pool of their own. Plates write only their own files and tables; the shared ledger
-is rewritten under a store-wide ``flock`` (:func:`pipeline.ledger.update_ledger`), and each plate
+is rewritten under a store-wide ``flock`` (:func:`pipeline.store.ledger.update_ledger`), and each plate
 holds its own lock while it is ingested, so the outputs are identical to a sequential run.
 
 The module is not called ``dask`` so that it never shadows the ``dask`` package.
@@ -24,8 +24,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 
 from flows.ingest import _plate_artifact, ingest_plate_flow
-from pipeline import ingest as stages
-from pipeline.store import Store
+from pipeline.ingest import run as stages
+from pipeline.store.paths import Store
 
 __all__ = ["ingest_plates", "ingest_flow", "dask_task_runner", "ingest_plates_dask_flow"]
 
@@ -125,7 +125,7 @@ def ingest_plates(plate_dirs: list[str | Path], store: str | Path, *, settings: 
     store : str or Path
         The cmcl store.
     settings : dict, optional
-        Fields of :class:`pipeline.ingest.IngestSettings`.
+        Fields of :class:`pipeline.ingest.run.IngestSettings`.
     force : bool, default False
         Ingest plates even if unchanged since their last ingest.
     workers : int, default 1
@@ -144,13 +144,13 @@ def ingest_plates(plate_dirs: list[str | Path], store: str | Path, *, settings: 
     Returns
     -------
     list of dict
-        One :class:`pipeline.ingest.PlateResult` (as a dict) per plate folder, in input order.
+        One :class:`pipeline.ingest.run.PlateResult` (as a dict) per plate folder, in input order.
 
     Raises
     ------
     ValueError
         If ``workers`` is below 1, a setting is invalid, or a plate fails its preflight (plate
-        map, layout, channel map: :func:`pipeline.ingest.preflight`); all plates are checked
+        map, layout, channel map: :func:`pipeline.ingest.run.preflight`); all plates are checked
         before any pixel of any plate is read.
     PermissionError, NotADirectoryError
         If the store is not a writable directory.

@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger
 from flows.compounds import compounds_flow
 from flows.ingest import find_plate_folders
 from flows.model import evaluate_flow, train_flow
-from pipeline.store import Store
+from pipeline.store.paths import Store
 from flows.parallel import ingest_plates
 from flows.profiles import profile_flow
 

@@ -1,6 +1,6 @@
 """Prefect flows for profiles: well profiles from the store's single-cell features, imported
-profile tables (pipeline.profile_import), feature selection, consensus and phenotypic activity
-(pipeline.profiles)."""
+profile tables (pipeline.profiles.imports), feature selection, consensus and phenotypic activity
+(pipeline.profiles.wells)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.progress import step_progress
-from pipeline import profiles as prof
-from pipeline.controls import DEFAULT_NEGCON, parse_negcon, plates_normalized_to_all
-from pipeline.features import feature_columns
-from pipeline.plates import fingerprint_files
-from pipeline.provenance import code_fingerprint
-from pipeline.schema import read_table, write_table
-from pipeline.store import Store
+from pipeline.profiles import wells as prof
+from pipeline.profiles.controls import DEFAULT_NEGCON, parse_negcon, plates_normalized_to_all
+from pipeline.features.measure import feature_columns
+from pipeline.plates.discovery import fingerprint_files
+from pipeline.store.provenance import code_fingerprint
+from pipeline.store.schema import read_table, write_table
+from pipeline.store.paths import Store
 
 __all__ = ["profile_flow", "import_profiles_flow", "import_file_task", "imported_wells", "activity_of", "consistency_of"]
 
@@ -47,7 +47,7 @@ def _save_state(store: Store, state: dict[str, str]) -> None:
 def _plate_fingerprint(store: Store, plate: str, negcon: tuple[str, ...]) -> str:
     files = [store.table_path(n, plate=plate) for n in ("features", "platemap")] + [store.table_path("compounds")]
     return fingerprint_files(store.root, [str(f.relative_to(store.root)) for f in files],
-                             extra=code_fingerprint("pipeline.profiles", "pipeline.features", "pipeline.controls")
+                             extra=code_fingerprint("pipeline.profiles.wells", "pipeline.features.measure", "pipeline.profiles.controls")
                              + "negcon=" + ",".join(sorted(s.lower() for s in negcon)))  # order, case: no matter
 
 
@@ -66,7 +66,7 @@ def well_profiles_task(store_root: str, plate: str, negcon: tuple[str, ...] = DE
 
 
 def activity_of(profiles: pd.DataFrame, *, null_size: int = 10000, seed: int = 0) -> pd.DataFrame:
-    """:func:`pipeline.profiles.phenotypic_activity` of well profiles, on their features without
+    """:func:`pipeline.profiles.wells.phenotypic_activity` of well profiles, on their features without
     NaN, with ``Metadata_Source`` and ``Metadata_InChIKey`` of each compound."""
     feats = [c for c in feature_columns(profiles.columns) if profiles[c].notna().all()]
     act = prof.phenotypic_activity(profiles, profiles[feats].to_numpy(np.float64), null_size=null_size, seed=seed)
@@ -79,7 +79,7 @@ def activity_of(profiles: pd.DataFrame, *, null_size: int = 10000, seed: int = 0
 
 
 def consistency_of(profiles: pd.DataFrame, *, null_size: int = 10000, seed: int = 0) -> pd.DataFrame:
-    """:func:`pipeline.profiles.moa_consistency` of the per-compound medians of treated wells
+    """:func:`pipeline.profiles.wells.moa_consistency` of the per-compound medians of treated wells
     with a mechanism (empty when fewer than two mechanisms have two compounds)."""
     trt = profiles[(profiles["Metadata_ControlType"] == "trt") & profiles["Metadata_MOA"].notna()]
     feats = [c for c in feature_columns(profiles.columns) if profiles[c].notna().all()]
@@ -94,8 +94,8 @@ def consistency_of(profiles: pd.DataFrame, *, null_size: int = 10000, seed: int 
 
 def imported_wells(store: Store) -> list[pd.DataFrame]:
     """The store's imported profiles that ``cmcl profile`` can score, as ``profiles_wells`` rows
-    (well level, CellProfiler-named features; :func:`pipeline.profile_import.as_well_profiles`)."""
-    from pipeline.profile_import import as_well_profiles
+    (well level, CellProfiler-named features; :func:`pipeline.profiles.imports.as_well_profiles`)."""
+    from pipeline.profiles.imports import as_well_profiles
 
     out = []
     for p in store.table_files("profiles_imported"):
@@ -150,7 +150,7 @@ def profile_flow(store: str, null_size: int = 10000, negcon: list[str] | None = 
 
     Incremental like ingestion: a plate's fingerprint covers its features and plate-map files,
     the compounds table, the negative-control labels ``negcon`` (default
-    :data:`pipeline.controls.DEFAULT_NEGCON`) and the code of the profile stages. A plate
+    :data:`pipeline.profiles.controls.DEFAULT_NEGCON`) and the code of the profile stages. A plate
     without a negative-control well is normalized against all its wells, listed in the
     summary's ``plates_without_negcon`` and left out of the activity scores; it never stops
     the flow.
@@ -171,7 +171,7 @@ def profile_flow(store: str, null_size: int = 10000, negcon: list[str] | None = 
         tick(plate)
     well_files = st.table_files("profiles_wells") + st.table_files("profiles_imported")
     wells_fp = fingerprint_files(st.root, [str(p.relative_to(st.root)) for p in well_files],
-                                 extra=code_fingerprint("pipeline.profiles", "flows.profiles") + str(null_size))
+                                 extra=code_fingerprint("pipeline.profiles.wells", "flows.profiles") + str(null_size))
     summary: dict[str, Any] = {"plates_profiled": done, "plates_unchanged": sorted(set(plates) - set(done)),
                                "negcon": list(labels), "plates_without_negcon": plates_normalized_to_all(st)}
     for plate in summary["plates_without_negcon"]:
@@ -202,11 +202,11 @@ def _import_settings(compound_map: str | None, columns: str | None, feature_name
                      drugs: str | None) -> str:
     """Digest of what besides the file's bytes decides an import: the settings files' bytes and
     the importer's code."""
-    from pipeline.profile_io import file_digest
+    from pipeline.profiles.io import file_digest
 
     parts = [f"{k}={file_digest(v) if v else ''}" for k, v in
              (("map", compound_map), ("columns", columns), ("names", feature_names), ("drugs", drugs))]
-    parts.append(code_fingerprint("pipeline.profile_import", "pipeline.profile_io", "pipeline.compounds"))
+    parts.append(code_fingerprint("pipeline.profiles.imports", "pipeline.profiles.io", "pipeline.chem.standardize"))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -215,9 +215,9 @@ def import_file_task(file: str, store_root: str, compound_map: str | None = None
                      feature_names: str | None = None, drugs: str | None = None) -> dict[str, Any]:
     """Import one profile file into ``profiles_imported`` unless these bytes were imported with
     these settings already; record it (and its report) in ``profiles_imports``."""
-    from pipeline import profile_index as idx
-    from pipeline import profile_io as pio
-    from pipeline.profile_import import import_profiles
+    from pipeline.profiles import index as idx
+    from pipeline.profiles import io as pio
+    from pipeline.profiles.imports import import_profiles
 
     st = Store(Path(store_root))
     name, content = Path(file).name, pio.file_digest(file)
@@ -254,7 +254,7 @@ def import_file_task(file: str, store_root: str, compound_map: str | None = None
 def import_profiles_flow(files: str | list[str], store: str, samples: str | None = None, drugs: str | None = None,
                          compound_map: str | None = None, columns: str | None = None,
                          feature_names: str | None = None) -> dict[str, Any]:
-    """Import profile tables (pipeline/profile_import.py) into ``profiles_imported``, one file
+    """Import profile tables (pipeline/profiles/imports.py) into ``profiles_imported``, one file
     each; a file imported before with the same bytes and settings is skipped. ``samples`` (the
     Drug Repurposing Hub's samples file) is a compound map joined by ``pert_id``; ``drugs`` (the
     Hub's drug file) adds mechanisms. ``cmcl profile`` then scores the CellProfiler-named ones.

@@ -18,8 +18,8 @@ Usage, from any flow (or a pipeline function that takes a callback)::
     bar.close()
 
 :func:`step_progress` is the same as a plain callable; :func:`stage_callback` adapts it to
-the ``progress(stage, done, total)`` callbacks of :mod:`pipeline.ingest`, :func:`count_callback`
-to ``progress(done, total, info)`` (training loops: :func:`cmcl_model.train.train`; a
+the ``progress(stage, done, total)`` callbacks of :mod:`pipeline.ingest.run`, :func:`count_callback`
+to ``progress(done, total, info)`` (training loops: :func:`cmcl_model.train.loop.train`; a
 fine-tuning loop can take the same).
 """
 
@@ -151,7 +151,7 @@ def step_progress(description: str, total: int) -> Callable[[str], None]:
 
 def stage_callback(description: str) -> Callable[[str, int, int], None] | None:
     """A ``progress(stage, done, total)`` callback (``done`` counted from 0, as
-    :mod:`pipeline.ingest` reports it) drawing one :class:`StepProgress`, or None when off."""
+    :mod:`pipeline.ingest.run` reports it) drawing one :class:`StepProgress`, or None when off."""
     if not progress_enabled():
         return None
     bar = StepProgress(description, 1)
@@ -165,7 +165,7 @@ def stage_callback(description: str) -> Callable[[str, int, int], None] | None:
 def count_callback(description: str) -> Callable[[int, int, str], None] | None:
     """A ``progress(done, total, info)`` callback (``done`` steps finished of ``total``) drawing
     one :class:`StepProgress`, or None when off. For loops that know their step count, such as
-    :func:`cmcl_model.train.train`."""
+    :func:`cmcl_model.train.loop.train`."""
     if not progress_enabled():
         return None
     bar = StepProgress(description, 1)

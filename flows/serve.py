@@ -32,7 +32,7 @@ from flows.compounds import collect_records, compounds_flow
 from flows.ingest import find_plate_folders
 from flows.model import PRESETS, evaluate_flow, train_flow
 from flows.parallel import ingest_plates
-from pipeline.store import Store
+from pipeline.store.paths import Store
 
 __all__ = [
     "ingest_inbox_flow",
@@ -99,7 +99,7 @@ def ingest_inbox_flow(inbox: str, store: str, *, settings: dict[str, Any] | None
     inbox, store : str
         The folder watched for plate folders, and the cmcl store.
     settings : dict, optional
-        Fields of :class:`pipeline.ingest.IngestSettings`.
+        Fields of :class:`pipeline.ingest.run.IngestSettings`.
     retrain_after : int, optional
         Train (``preset``, ``train_overrides``) and evaluate once this many plates have landed
         since the last training of this flow; None never trains.
@@ -169,7 +169,7 @@ def ingest_inbox_flow(inbox: str, store: str, *, settings: dict[str, Any] | None
 
 
 def _folder_fingerprint(folder: Path) -> str:
-    from pipeline.plates import fingerprint_files
+    from pipeline.plates.discovery import fingerprint_files
 
     return fingerprint_files(folder, [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()])
 

@@ -12,7 +12,7 @@ descendant process (Prefect's temporary API server, segmentation workers, a Dask
 killed and the process exits with ``128 + signal``. A second signal does the same at once.
 
 Nothing of the store is lost: a plate is only marked complete once all its outputs are in
-place (:func:`pipeline.ingest.publish`), and an interrupted plate resumes from its staging
+place (:func:`pipeline.ingest.run.publish`), and an interrupted plate resumes from its staging
 folder on the next run.
 """
 

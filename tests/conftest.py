@@ -66,8 +66,8 @@ def faulty_plate(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def ingested(small_plate, tmp_path_factory):
     """A store holding ``small_plate`` ingested with 32 px crops; returns (store, PlateResult)."""
-    from pipeline.ingest import IngestSettings, ingest_plate
-    from pipeline.store import Store
+    from pipeline.ingest.run import IngestSettings, ingest_plate
+    from pipeline.store.paths import Store
 
     store = Store(tmp_path_factory.mktemp("store"))
     result = ingest_plate(small_plate, store, IngestSettings(crop_size=32))

@@ -1,5 +1,5 @@
 """Fault catalogue: each fault is injected into a small plate or store, then the store must verify
-clean (:func:`pipeline.verify.verify_store`) with nothing good lost or duplicated."""
+clean (:func:`pipeline.store.verify.verify_store`) with nothing good lost or duplicated."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 import zarr
 
-from pipeline.ingest import IngestSettings, ingest_plate
-from pipeline.ledger import update_ledger
-from pipeline.store import Store
-from pipeline.verify import Problem, verify_store
+from pipeline.ingest.run import IngestSettings, ingest_plate
+from pipeline.store.ledger import update_ledger
+from pipeline.store.paths import Store
+from pipeline.store.verify import Problem, verify_store
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = IngestSettings(crop_size=24)
@@ -89,7 +89,7 @@ def test_verify_reports_inconsistent_complete_plate(reference, tmp_path):
     shutil.copytree(reference.root, root)
     store = Store(root)
     cells = store.read("cells")
-    from pipeline.schema import write_table
+    from pipeline.store.schema import write_table
 
     write_table(cells.iloc[:-1], "cells", store.table_path("cells", plate="FT"))  # one row lost
     field = store.read("fields")["Metadata_FieldPath"].iloc[0]
@@ -204,7 +204,7 @@ def test_non_ascii_and_space_in_plate_folder(tmp_path):
 
 def test_two_ingests_of_one_plate_at_once(plate, reference, tmp_path):
     store = tmp_path / "store"
-    code = ("from pipeline.ingest import IngestSettings, ingest_plate; from pipeline.store import Store;"
+    code = ("from pipeline.ingest.run import IngestSettings, ingest_plate; from pipeline.store.paths import Store;"
             "r = ingest_plate(sys.argv[2], Store(sys.argv[3]), IngestSettings(crop_size=24), processes=1);"
             "print('STATUS', r.status)")
     procs = [_run_child(code, str(plate), str(store)) for _ in range(2)]
@@ -244,7 +244,7 @@ def test_read_only_store_fails_naming_the_store(plate, reference, tmp_path):
 def test_kill_9_during_tiling_then_rerun(plate, reference, tmp_path):
     store = Store(tmp_path / "store")
     # SIGKILL itself from inside segment_and_tile, after 3 fields: deterministic, however loaded the machine.
-    code = ("import os, signal; from pipeline import ingest as ing;"
+    code = ("import os, signal; from pipeline.ingest import run as ing;"
             "orig = ing._process_field; n = [0]\n"
             "def field(*a, **k):\n"
             "    n[0] += 1\n"
@@ -270,7 +270,7 @@ def test_kill_9_while_writing_in_two_processes_then_rerun(plate, reference, tmp_
     written fields back from staging for their statistics and writes the rest, and the store is
     the undisturbed one-process store."""
     store = Store(tmp_path / "store")
-    code = ("import os, signal; from pipeline import ingest as ing;"
+    code = ("import os, signal; from pipeline.ingest import run as ing;"
             "orig = ing.IlluminationStats.merge\n"
             "def merge(self, other):\n"
             "    orig(self, other)\n"
@@ -299,8 +299,8 @@ def test_kill_9_while_writing_in_two_processes_then_rerun(plate, reference, tmp_
 def test_bad_smiles_and_broken_sdf_records_are_kept_with_reasons(tmp_path):
     from rdkit import Chem
 
-    from pipeline.compound_io import read_compounds
-    from pipeline.compounds import standardize_table
+    from pipeline.chem.io import read_compounds
+    from pipeline.chem.standardize import standardize_table
 
     csv = tmp_path / "mixed compounds é.csv"
     pd.DataFrame({"ID": ["ok1", "bad1", "bad2", "empty", "ok2"],

@@ -24,7 +24,7 @@ microscope), so results never depend on the order in which fields are generated,
 seed writes byte-identical files.
 """
 
-from pipeline.store import CHANNELS
+from pipeline.store.paths import CHANNELS
 from pipeline.synthetic.design import design_plates, well_names
 from pipeline.synthetic.layouts import FAULT_KINDS, generate, generate_demo, read_ground_truth, write_plate
 from pipeline.synthetic.phenotype import (

@@ -22,8 +22,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.measure import regionprops
 
-from pipeline.segmentation import segment_cells, segment_nuclei
-from pipeline.store import CHANNELS
+from pipeline.images.segmentation.classical import segment_cells, segment_nuclei
+from pipeline.store.paths import CHANNELS
 
 __all__ = ["REAL_FIELD_SIZE", "Tolerance", "TOLERANCES", "REFERENCE", "field_stats", "mean_stats", "compare"]
 

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import tifffile
 
-from pipeline.plates import LAYOUTS, Layout
-from pipeline.store import CHANNELS
+from pipeline.plates.discovery import LAYOUTS, Layout
+from pipeline.store.paths import CHANNELS
 from pipeline.synthetic.design import design_plates, well_names
 from pipeline.synthetic.phenotype import DMSO, POSITIVE_CONTROL, Phenotype, effective_phenotype, phenotype_from_smiles
 from pipeline.synthetic.render import illumination_fields, render_field
@@ -360,7 +360,7 @@ def generate(
     ValueError
         If ``n_wells`` is not in ``1..plate_format`` or :func:`write_plate` refuses.
     """
-    from pipeline.library import load_compound_library
+    from pipeline.chem.library import load_compound_library
 
     if not 1 <= n_wells <= plate_format:
         raise ValueError(f"n_wells must be in 1..{plate_format}, got {n_wells!r}")
@@ -386,7 +386,7 @@ def generate_demo(
 ) -> list[Path]:
     """Design ``n_plates`` plates of the shipped library and write them (ImageXpress layout,
     plates ``DEMO-1``, ``DEMO-2``, ...); returns the plate folders."""
-    from pipeline.library import load_compound_library
+    from pipeline.chem.library import load_compound_library
 
     maps = design_plates(load_compound_library(), n_plates=n_plates, plate_format=plate_format,
                          n_compounds=n_compounds, seed=seed)

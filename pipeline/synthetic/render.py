@@ -15,7 +15,7 @@ import numpy as np
 import scipy.ndimage as ndi
 from skimage.measure import label
 
-from pipeline.store import CHANNELS
+from pipeline.store.paths import CHANNELS
 from pipeline.synthetic.phenotype import Phenotype
 
 __all__ = ["DARK_OFFSET", "REAL_NUCLEUS_RADIUS", "REAL_PIXEL_SIZE_UM", "illumination_fields", "render_field"]

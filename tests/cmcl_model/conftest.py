@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cmcl_model.synthetic import make_synthetic_store
-from cmcl_model.train import TrainConfig, train
+from pipeline.synthetic.store import make_synthetic_store
+from cmcl_model.train.loop import TrainConfig, train
 
 #: split fractions giving ~24 validation and test compounds, so Hit@10 is below 1 by chance
 FRACTIONS = (0.5, 0.25, 0.25)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.schema import write_table
-from pipeline.store import Store
+from pipeline.store.schema import write_table
+from pipeline.store.paths import Store
 
 LINCS = Path(__file__).resolve().parents[1] / "data" / "profiles_lincs_SQ00015054"
 
@@ -16,10 +16,10 @@ def imported_profile_store(root: Path, *, plates: int = 1) -> Store:
     """Import the LINCS plate (``plates`` copies as plates ``P0``, ``P1``… of sources ``import:labN``)
     joined to the Drug Repurposing Hub, then standardize its compounds and write the graphs, as
     ``cmcl import-profiles`` and ``cmcl compounds`` do (same pipeline functions, no Prefect)."""
-    from pipeline import profile_io as pio
-    from pipeline.compounds import merge_parents, standardize_stream
-    from pipeline.graphs import graphs_table
-    from pipeline.profile_import import compound_records, import_profiles
+    from pipeline.profiles import io as pio
+    from pipeline.chem.standardize import merge_parents, standardize_stream
+    from pipeline.chem.graphs import graphs_table
+    from pipeline.profiles.imports import compound_records, import_profiles
 
     st = Store(root)
     table = pio.read_profile_table(LINCS / "SQ00015054_normalized_feature_select.csv.gz")

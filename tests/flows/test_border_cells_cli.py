@@ -8,10 +8,10 @@ import zarr
 from typer.testing import CliRunner
 
 from flows.cli import app
-from pipeline.borders import PAD_VALUE, edge_labels
-from pipeline.omezarr import open_plate, read_field
-from pipeline.store import Store
-from pipeline.verify import verify_store
+from pipeline.images.borders import PAD_VALUE, edge_labels
+from pipeline.store.omezarr import open_plate, read_field
+from pipeline.store.paths import Store
+from pipeline.store.verify import verify_store
 
 
 def test_cli_ingest_keeps_the_nuclei_near_the_edge_with_padded_crops(tmp_path):

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from pipeline.schema import table_names
-from pipeline.store import Store
+from pipeline.store.schema import table_names
+from pipeline.store.paths import Store
 
 runner = CliRunner()
 
@@ -70,7 +70,7 @@ def test_demo_quick_end_to_end_then_rerun_does_no_work(tmp_path):
 
 
 def test_compounds_counts_failures_and_is_incremental(tmp_path):
-    from pipeline.library import load_compound_library
+    from pipeline.chem.library import load_compound_library
 
     messy = load_compound_library(messy=True)
     f = tmp_path / "messy.csv"
@@ -125,7 +125,7 @@ def test_cli_process_leaves_no_process_behind(tmp_path):
 
 @pytest.mark.slow
 def test_train_ablation_over_seeds_prints_mean_and_sd(tmp_path):
-    from cmcl_model.synthetic import make_synthetic_store
+    from pipeline.synthetic.store import make_synthetic_store
 
     store = make_synthetic_store(tmp_path / "s", n_compounds=48, seed=2)
     result = runner.invoke(app, ["--quiet", "train", "--ablation", "--ablation-seeds", "0,1", "--store", str(store.root),

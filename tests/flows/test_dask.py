@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import zarr
 
-from pipeline.schema import table_names
-from pipeline.store import Store
+from pipeline.store.schema import table_names
+from pipeline.store.paths import Store
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from pipeline.store import Store
+from pipeline.store.paths import Store
 
 runner = CliRunner()
 

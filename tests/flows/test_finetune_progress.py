@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from cmcl_model.labelled import load_shipped
+from cmcl_model.finetune.labelled import load_shipped
 from flows.cli import app
 from flows.finetune_progress import finetune_progress, format_eta
 

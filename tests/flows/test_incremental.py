@@ -13,7 +13,7 @@ from rdkit.Chem.Scaffolds import MurckoScaffold
 from typer.testing import CliRunner
 
 from flows.cli import app
-from pipeline.store import Store
+from pipeline.store.paths import Store
 
 runner = CliRunner()
 INGEST = ["--crop-size", "16"]
@@ -29,7 +29,7 @@ def _ok(args: list[str]) -> str:
 def _choose_compounds() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Plates 1 and 2: 8 compounds each, one per scaffold; plate 3: 3 compounds on scaffolds of
     plates 1-2 and 6 on new scaffolds."""
-    from pipeline.library import load_compound_library
+    from pipeline.chem.library import load_compound_library
 
     lib = load_compound_library()
     lib = lib.assign(Scaffold=[MurckoScaffold.MurckoScaffoldSmiles(mol=Chem.MolFromSmiles(s)) for s in lib["Metadata_SMILES"]])

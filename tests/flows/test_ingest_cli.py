@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from pipeline.ingest import IngestSettings
-from pipeline.store import Store
-from pipeline.verify import verify_store
+from pipeline.ingest.run import IngestSettings
+from pipeline.store.paths import Store
+from pipeline.store.verify import verify_store
 
 runner = CliRunner()
 
@@ -52,7 +52,7 @@ def test_bad_illumination_flag_is_one_line_naming_the_choices(plate, tmp_path):
 
 
 def test_bad_plate_map_fails_before_any_pixel_is_read(plate, tmp_path, monkeypatch):
-    import pipeline.ingest as stages
+    import pipeline.ingest.run as stages
 
     good = shutil.copytree(plate, tmp_path / "inbox" / "CL", copy_function=shutil.copy2)
     bad = shutil.copytree(plate, tmp_path / "inbox" / "CM", copy_function=shutil.copy2)
@@ -165,7 +165,7 @@ def test_pe2loaddata_csv_beside_its_tiffs_ingests_its_field(tmp_path):
 
 
 def test_inspect_tables_fit_80_columns_and_json_keeps_every_column(tmp_path):
-    from pipeline.schema import write_table
+    from pipeline.store.schema import write_table
 
     store = Store(tmp_path / "s")
     long = "/very/long/folder/of/an/export/that/a/user/copied/from/somewhere/" * 2

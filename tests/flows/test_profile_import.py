@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from pipeline.store import Store
+from pipeline.store.paths import Store
 
 runner = CliRunner()
 FMT = Path(__file__).resolve().parents[1] / "data" / "profile_formats"

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from pipeline.features import feature_columns
-from pipeline.store import Store
+from pipeline.features.measure import feature_columns
+from pipeline.store.paths import Store
 
 runner = CliRunner()
 LINCS = Path(__file__).resolve().parents[1] / "data" / "profiles_lincs_SQ00015054"
@@ -100,8 +100,8 @@ def test_moa_consistency_where_labels_exist(lincs_store):
 
 
 def test_moa_consistency_summary_in_metrics_and_report(lincs_store):
-    from cmcl_model.evaluate import consistency_summary
-    from cmcl_model.report import _consistency_html, metrics_schema, validate_json
+    from cmcl_model.evaluation.run import consistency_summary
+    from cmcl_model.reports.evaluation import _consistency_html, metrics_schema, validate_json
 
     summary = consistency_summary(lincs_store)
     cons = lincs_store.read("consistency")

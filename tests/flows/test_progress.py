@@ -32,7 +32,7 @@ def test_callbacks_share_the_display_and_quiet_turns_them_off(clock, capsys, mon
     if progress_mode() == "bar":
         pytest.skip("stderr is a terminal")
     stage = stage_callback("T1: segment")
-    stage("segment", 0, 2)  # pipeline.ingest counts from 0
+    stage("segment", 0, 2)  # pipeline.ingest.run counts from 0
     clock[0] += 60
     stage("segment", 1, 2)
     train = count_callback("train")

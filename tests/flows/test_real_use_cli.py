@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from pipeline.store import Store
+from pipeline.store.paths import Store
 
 runner = CliRunner()
 TRAIN = ["--preset", "quick", "--set", "epochs=2", "--set", "split_fractions=[0.5,0.25,0.25]"]
@@ -48,7 +48,7 @@ def _plate(inbox: Path, plate_id: str, compounds: pd.DataFrame, *, n_dmso: int, 
 @pytest.fixture(scope="module")
 def no_dmso_run(tmp_path_factory, monkeypatch_module):
     """`cmcl run` (progress forced on, not quiet) on plate HID-A without any DMSO well beside HID-B with 4."""
-    from pipeline.library import load_compound_library
+    from pipeline.chem.library import load_compound_library
 
     tmp = tmp_path_factory.mktemp("nodmso")
     lib = load_compound_library().iloc[:10]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.store import Store
+from pipeline.store.paths import Store
 
 REPO = Path(__file__).resolve().parents[2]
 

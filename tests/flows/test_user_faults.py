@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from pipeline.ledger import update_ledger
-from pipeline.store import Store
+from pipeline.store.ledger import update_ledger
+from pipeline.store.paths import Store
 
 runner = CliRunner()
 
@@ -169,13 +169,13 @@ def test_ctrl_c_mid_ingest_of_a_TIF_plate_resumes_and_a_second_folder_cannot_tak
     assert "refused" in line
     assert st.read("ledger")["Source"].tolist() == [str(plate)] and len(st.read("cells")) == len(cells)
     # the user's way out: the same folder under an ID of its own is accepted up front
-    from pipeline.ingest import IngestSettings, check_plate_source, plan_plate
+    from pipeline.ingest.run import IngestSettings, check_plate_source, plan_plate
 
     check_plate_source(plan_plate(other, st, IngestSettings(), plate_id="UP-2"), st)
 
 
 def test_compound_libraries_accumulate_and_blank_treatment_wells_fail(tmp_path):
-    from pipeline.schema import write_table
+    from pipeline.store.schema import write_table
 
     st = Store(tmp_path / "store")
     # a plate map with six treatment wells, one without SMILES

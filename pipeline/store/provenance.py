@@ -1,0 +1,138 @@
+"""Fingerprints of the code that produced a result, for cache keys ("inputs + task source").
+
+A stage's cache key combines a fingerprint of its inputs with :func:`code_fingerprint` of the
+modules that compute it, so editing the logic of a stage redoes its work on the next run while
+unrelated edits do not. The fingerprint is taken over each module's syntax tree with docstrings
+removed (comments never reach the tree), so a comment or docstring fix leaves every result
+current; and it covers every module of the project a stage can run, found by following its
+imports (those inside functions too: ``pipeline.images.segmentation.classical`` imports ``pipeline.images.segmentation.cellpose``
+only when cellpose is asked for).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+from functools import cache
+from pathlib import Path
+
+__all__ = ["code_fingerprint", "module_closure", "normalized_source"]
+
+#: Top-level packages of cmcl whose modules a closure follows (besides the roots' own packages).
+PROJECT_PACKAGES = ("pipeline", "cmcl_model", "flows")
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def normalized_source(source: str) -> str:
+    """The syntax tree of ``source`` without docstrings, as text: what the code does, not how it
+    is commented or laid out.
+
+    Raises
+    ------
+    SyntaxError
+        If ``source`` does not parse.
+    """
+    return ast.dump(_strip_docstrings(ast.parse(source)), annotate_fields=False, include_attributes=False)
+
+
+@cache
+def _origin(name: str) -> Path | None:
+    """The source file of module ``name``, found on disk without importing anything but, at
+    most, locating its top-level package."""
+    top, *rest = name.split(".")
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    if not rest:
+        return Path(spec.origin) if spec.origin and spec.origin.endswith(".py") else None
+    if not spec.submodule_search_locations:
+        return None
+    for base in spec.submodule_search_locations:
+        here = Path(base).joinpath(*rest[:-1])
+        for cand in (here / f"{rest[-1]}.py", here / rest[-1] / "__init__.py"):
+            if cand.is_file():
+                return cand
+    return None
+
+
+def _source(name: str) -> str:
+    path = _origin(name)
+    if path is None:
+        raise ModuleNotFoundError(f"no Python source for module {name!r}")
+    return path.read_text(encoding="utf-8")
+
+
+def _imported(tree: ast.AST, name: str, is_package: bool) -> set[str]:
+    """Absolute names of the modules ``tree`` (module ``name``) imports, anywhere in its body."""
+    package = name if is_package else name.rpartition(".")[0]
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                mod = f"{base}.{node.module}" if node.module else base
+            else:
+                mod = node.module or ""
+            out.add(mod)
+            out |= {f"{mod}.{a.name}" for a in node.names}  # `from pkg import module`
+    return out
+
+
+def module_closure(*modules: str, packages: tuple[str, ...] = PROJECT_PACKAGES) -> list[str]:
+    """The named modules plus every module of ``packages`` (and of the roots' own top-level
+    packages) they import, directly or not; sorted.
+
+    Raises
+    ------
+    ModuleNotFoundError
+        If a named module has no Python source.
+    """
+    tops = set(packages) | {m.split(".")[0] for m in modules}
+    seen: set[str] = set()
+    todo = list(modules)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = _origin(name)
+        if path is None:
+            if name in modules:
+                raise ModuleNotFoundError(f"no Python source for module {name!r}")
+            continue  # `from pkg import function`: not a module
+        seen.add(name)
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for dep in _imported(tree, name, path.name == "__init__.py"):
+            if dep.split(".")[0] in tops and dep not in seen:
+                todo.append(dep)
+    return sorted(seen)
+
+
+@cache
+def code_fingerprint(*modules: str) -> str:
+    """SHA-256 over the docstring-free syntax trees (:func:`normalized_source`) of the named
+    modules and of every project module they import (:func:`module_closure`).
+
+    Raises
+    ------
+    ModuleNotFoundError
+        If a named module has no Python source.
+    """
+    h = hashlib.sha256()
+    for name in module_closure(*modules):
+        h.update(name.encode() + b"\0" + normalized_source(_source(name)).encode() + b"\0")
+    return h.hexdigest()

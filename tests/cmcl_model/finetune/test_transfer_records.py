@@ -1,0 +1,72 @@
+"""The accumulating transfer benchmark: records replace per cell, survive a reload, skip finished
+cells on a rerun, stop on the budget, and the Markdown is regenerated from the JSON."""
+
+import json
+
+import pytest
+
+from benchmarks.finetune import main, plan_cells
+from cmcl_model.finetune.records import (
+    add_record,
+    finished_keys,
+    leakage,
+    load_records,
+    render_markdown,
+    save_records,
+)
+
+
+def _rec(method="gin_random", seed=0, test=0.6, dataset="bbbp"):
+    return {"dataset": dataset, "method": method, "seed": seed, "epochs": 100, "protocol": "hu2020", "metric": "roc_auc",
+            "test_last": test, "test_best_val": test + 0.01, "best_epoch": 40, "wall_s": 12.0, "commit": "abc",
+            "command": f"python benchmarks/finetune.py --seeds {seed}"}
+
+
+def test_records_replace_reload_and_render(tmp_path):
+    doc = {"records": [], "encoders": {}}
+    add_record(doc, _rec(seed=0, test=0.60))
+    add_record(doc, _rec(seed=1, test=0.70))
+    add_record(doc, _rec(seed=1, test=0.66))  # same cell: replaced, not duplicated
+    assert len(doc["records"]) == 2 and {r["test_last"] for r in doc["records"]} == {0.60, 0.66}
+    path = save_records(doc, tmp_path / "t.json")
+    again = load_records(path)
+    assert again == doc and finished_keys(again) == {("bbbp", "gin_random", 0, 100, "hu2020"),
+                                                     ("bbbp", "gin_random", 1, 100, "hu2020")}
+    md = render_markdown(again, datasets=["bbbp", "clintox"], methods=["gin_random"], protocol="hu2020", epochs=100,
+                         seeds={"gin_random": 3}, descriptions={"gin_random": "random init"})
+    assert "| Hu et al. 2020, no pre-training | 65.8 | 58.0 |" in md
+    assert "| gin_random | 63.0 ± 4.2 (2/3) | – |" in md  # 60 and 66: mean 63, sd 4.24, 2 of 3 seeds
+    assert "gin_random on clintox" in md.split("## Missing cells")[1]
+    with pytest.raises(ValueError, match="lacks"):
+        add_record(doc, {"dataset": "bbbp"})
+    (tmp_path / "bad.json").write_text(json.dumps({"records": [{"dataset": "x"}], "encoders": {}}))
+    with pytest.raises(ValueError, match="bad.json: not a transfer results file"):
+        load_records(tmp_path / "bad.json")
+
+
+def test_leakage_counts_molecules_and_scaffolds():
+    lk = leakage(["K1", "K2", "K3"], ["c1ccccc1", "c1ccccc1", ""], {"K2", "K9"}, {"c1ccccc1", "C1CC1"})
+    assert lk == {"test_molecules": 3, "molecules_in_pretraining": 1, "test_scaffolds": 1, "scaffolds_in_pretraining": 1}
+
+
+def test_cells_run_most_important_first():
+    cells = plan_cells(["bbbp", "clintox", "bace", "sider"], ["gin_random", "morgan_lr", "gin_demo"], [0, 1])
+    assert cells[:6] == [("bbbp", "gin_random", 0), ("bbbp", "gin_random", 1), ("clintox", "gin_random", 0),
+                         ("clintox", "gin_random", 1), ("bace", "gin_random", 0), ("bace", "gin_random", 1)]
+    assert cells[6:9] == [("bbbp", "morgan_lr", 0), ("clintox", "morgan_lr", 0), ("bace", "morgan_lr", 0)]
+    assert cells[9][1] == "gin_demo" and cells[15] == ("sider", "gin_random", 0) and len(cells) == 4 * 5
+
+
+def test_benchmark_accumulates_skips_and_stops_on_budget(tmp_path, capsys):
+    out = tmp_path / "transfer.json"
+    common = ["--datasets", "bace", "--methods", "morgan_lr", "--out", str(out), "--threads", "1"]
+    assert main([*common, "--budget-minutes", "0"]) == 0
+    assert "budget of 0.0 min spent" in capsys.readouterr().out and not out.exists()
+    assert "morgan_lr on bace" in out.with_suffix(".md").read_text()
+    assert main(common) == 0
+    rec = load_records(out)["records"]
+    assert len(rec) == 1 and rec[0]["protocol"] == "hu2020" and 0.5 < rec[0]["test_last"] <= 1.0
+    assert rec[0]["epochs"] is None and "--methods morgan_lr --seeds 0" in rec[0]["command"]
+    assert main(common) == 0  # rerun: nothing left to do
+    assert "0 cell(s) run, 1 recorded" in capsys.readouterr().out
+    assert "| morgan_lr | " in out.with_suffix(".md").read_text()
