@@ -348,7 +348,7 @@ def _need_compounds(root: Path) -> None:
     if not st.table_path("graphs").is_file():
         _fail(FileNotFoundError(f"store {root} has no compounds yet ({st.table_path('graphs')} is missing); "
                                 f"run `cmcl compounds --store {root}` first"))
-    from pipeline.chem.standardize import CompoundsOutOfDate, wells_without_compounds
+    from pipeline.chem.parents import CompoundsOutOfDate, wells_without_compounds
 
     stale = wells_without_compounds(st.read("platemap"), st.read("well_compounds"))
     if len(stale):

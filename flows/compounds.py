@@ -105,7 +105,8 @@ def standardize_task(records: pd.DataFrame, n_jobs: int, canonicalize_tautomer: 
 
     Worker processes only pay off on larger inputs: below two chunks' worth one process is used.
     """
-    from pipeline.chem.standardize import merge_parents, standardize_stream
+    from pipeline.chem.parents import merge_parents
+    from pipeline.chem.standardize import standardize_stream
 
     chunks = (records.iloc[i:i + _CHUNK] for i in range(0, len(records), _CHUNK))
     jobs = n_jobs if len(records) > 2 * _CHUNK else 1
@@ -139,7 +140,7 @@ def compounds_flow(store: str, *, files: list[str] | None = None, smiles_col: st
     from pipeline.store.provenance import code_fingerprint
 
     key = _fingerprint(records, f"tautomer={canonicalize_tautomer}"
-                       + code_fingerprint("pipeline.chem.standardize", "pipeline.chem.graphs"))
+                       + code_fingerprint("pipeline.chem.standardize", "pipeline.chem.parents", "pipeline.chem.graphs"))
     key_file = st.path("compounds_fingerprint")
     if (not force and key_file.is_file() and key_file.read_text() == key and st.table_path("graphs").is_file()
             and st.table_path("well_compounds").is_file()):
@@ -158,7 +159,7 @@ def compounds_flow(store: str, *, files: list[str] | None = None, smiles_col: st
     write_table(inputs, "compound_inputs", st.table_path("compound_inputs"))
     write_table(compounds, "compounds", st.table_path("compounds"))
     write_table(graphs, "graphs", st.table_path("graphs"))
-    from pipeline.chem.standardize import well_compounds
+    from pipeline.chem.parents import well_compounds
 
     write_table(well_compounds(st.read("platemap"), inputs), "well_compounds", st.table_path("well_compounds"))
     key_file.parent.mkdir(parents=True, exist_ok=True)
