@@ -10,6 +10,7 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from pipeline.store.atomic import write_text_atomic
 from pipeline.store.schema import write_table
 from pipeline.store.paths import Store
 
@@ -162,8 +163,7 @@ def compounds_flow(store: str, *, files: list[str] | None = None, smiles_col: st
     from pipeline.chem.parents import well_compounds
 
     write_table(well_compounds(st.read("platemap"), inputs), "well_compounds", st.table_path("well_compounds"))
-    key_file.parent.mkdir(parents=True, exist_ok=True)
-    key_file.write_text(key)
+    write_text_atomic(key, key_file)
     summary = _summary(st, inputs, compounds, skipped=False)
     logger.info("compounds: %(read)d read, %(standardized)d standardized, %(unique_parents)d parents, "
                 "%(failed)d failed", summary)
