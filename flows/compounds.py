@@ -61,17 +61,9 @@ def collect_records(store: Store, files: list[str], *, smiles_col: str = "smiles
             if not sum(len(c) for c in chunks):
                 raise ValueError(f"{f}: no compound record in the file (a header without rows?)")
             parts.extend(chunks)
-    pm = store.read("platemap")
-    has_smiles = pm["Metadata_SMILES"].notna() & (pm["Metadata_SMILES"] != "")
-    pm = pm[has_smiles | (pm["Metadata_ControlType"] == "trt")]
-    if len(pm):
-        blank = pm["Metadata_SMILES"].isna() | (pm["Metadata_SMILES"] == "")
-        parts.append(pd.DataFrame({
-            "Metadata_Source": "platemap:" + pm["Metadata_Plate"],
-            "Metadata_CompoundID": pm["Metadata_CompoundID"].fillna(pm["Metadata_Plate"] + ":" + pm["Metadata_Well"]),
-            "Input_SMILES": pm["Metadata_SMILES"].fillna(""),
-            "Error": [f"plate map of {p}, well {w}: a treatment well without SMILES (Metadata_SMILES is blank)"
-                      if b else None for p, w, b in zip(pm["Metadata_Plate"], pm["Metadata_Well"], blank)]}))
+    from pipeline.chem.parents import platemap_records
+
+    parts.append(platemap_records(store.read("platemap")))
     parts.append(_imported_records(store))
     parts = [p for p in parts if len(p)]
     if not parts:

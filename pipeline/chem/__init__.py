@@ -34,7 +34,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         'graphs': ['GraphError', 'ATOM_FEATURE_DIMS', 'BOND_FEATURE_DIMS', 'ATOM_VOCABULARY', 'BOND_VOCABULARY', 'smiles_to_graph', 'graphs_table', 'graphs_to_data', 'morgan_fingerprints'],
         'io': ['READER_COLUMNS', 'SUFFIXES', 'find_id_column', 'read_compounds', 'check_compound_file'],
         'library': ['LIBRARY_COLUMNS', 'load_compound_library'],
-        'parents': ['CompoundsOutOfDate', 'merge_parents', 'well_compounds', 'wells_without_compounds'],
+        'parents': ['CompoundsOutOfDate', 'PLATEMAP_SOURCE', 'platemap_records', 'merge_parents', 'well_compounds', 'wells_without_compounds'],
         'rdkit_log': ['quiet_rdkit'],
         'rules': ['StandardizationError', 'RULES'],
         'scaffolds': ['ScaffoldError', 'scaffold'],

@@ -15,13 +15,47 @@ from rdkit import Chem
 from pipeline.chem.rdkit_log import quiet_rdkit
 from pipeline.chem.scaffolds import scaffold
 
-__all__ = ["CompoundsOutOfDate", "merge_parents", "well_compounds", "wells_without_compounds"]
+__all__ = ["CompoundsOutOfDate", "PLATEMAP_SOURCE", "platemap_records", "merge_parents", "well_compounds",
+           "wells_without_compounds"]
 
 _WELL_KEY = ["Metadata_Plate", "Metadata_Well"]
 
 
+#: ``Metadata_Source`` prefix of the input records built from a plate map (``platemap:<plate>``).
+PLATEMAP_SOURCE = "platemap:"
+
+
 class CompoundsOutOfDate(ValueError):
     """Plate-map wells name structures the compound table has not standardized yet."""
+
+
+def platemap_records(platemap: pd.DataFrame) -> pd.DataFrame:
+    """Input records of the plate-map wells that name a structure or are treatments.
+
+    Parameters
+    ----------
+    platemap : DataFrame
+        Rows of the ``platemap`` table (all plates).
+
+    Returns
+    -------
+    DataFrame
+        ``Metadata_Source`` (``platemap:<plate>``), ``Metadata_CompoundID`` (the map's, else
+        ``<plate>:<well>``), ``Input_SMILES`` ('' where blank) and ``Error``: a treatment well
+        without SMILES is a record whose ``Error`` says so (standardization reports it as
+        failed). Empty (no columns) when no well qualifies.
+    """
+    has_smiles = platemap["Metadata_SMILES"].notna() & (platemap["Metadata_SMILES"] != "")
+    pm = platemap[has_smiles | (platemap["Metadata_ControlType"] == "trt")]
+    if not len(pm):
+        return pd.DataFrame()
+    blank = pm["Metadata_SMILES"].isna() | (pm["Metadata_SMILES"] == "")
+    return pd.DataFrame({
+        "Metadata_Source": PLATEMAP_SOURCE + pm["Metadata_Plate"],
+        "Metadata_CompoundID": pm["Metadata_CompoundID"].fillna(pm["Metadata_Plate"] + ":" + pm["Metadata_Well"]),
+        "Input_SMILES": pm["Metadata_SMILES"].fillna(""),
+        "Error": [f"plate map of {p}, well {w}: a treatment well without SMILES (Metadata_SMILES is blank)"
+                  if b else None for p, w, b in zip(pm["Metadata_Plate"], pm["Metadata_Well"], blank)]})
 
 
 def merge_parents(inputs: pd.DataFrame) -> pd.DataFrame:
@@ -100,9 +134,8 @@ def well_compounds(platemap: pd.DataFrame, inputs: pd.DataFrame) -> pd.DataFrame
     """The compound identity of every plate-map well that names a structure.
 
     Each such well became one input record of its plate (``Metadata_Source`` =
-    ``platemap:<plate>``, ``Input_SMILES`` = the well's SMILES, as
-    :func:`flows.compounds.collect_records` builds them); the well takes the parent InChIKey
-    its plate's record standardized to.
+    ``platemap:<plate>``, ``Input_SMILES`` = the well's SMILES: :func:`platemap_records`); the
+    well takes the parent InChIKey its plate's record standardized to.
 
     Parameters
     ----------
@@ -125,8 +158,8 @@ def well_compounds(platemap: pd.DataFrame, inputs: pd.DataFrame) -> pd.DataFrame
         this plate map).
     """
     wells = _named_wells(platemap)[_WELL_KEY + ["Metadata_SMILES"]].rename(columns={"Metadata_SMILES": "Input_SMILES"})
-    src = inputs[inputs["Metadata_Source"].astype(str).str.startswith("platemap:")]
-    records = pd.DataFrame({"Metadata_Plate": src["Metadata_Source"].astype(str).str[len("platemap:"):],
+    src = inputs[inputs["Metadata_Source"].astype(str).str.startswith(PLATEMAP_SOURCE)]
+    records = pd.DataFrame({"Metadata_Plate": src["Metadata_Source"].astype(str).str[len(PLATEMAP_SOURCE):],
                             "Input_SMILES": src["Input_SMILES"],
                             "Metadata_InChIKey": src["Metadata_InChIKey"].where(src["Status"] == "ok")})
     records = records.drop_duplicates(["Metadata_Plate", "Input_SMILES"])
