@@ -8,7 +8,7 @@ data          The compound library files shipped with cmcl (CSV; source and lice
 fingerprints  Molecular fingerprints as model inputs: what the Morgan baselines of every evaluation use.
 graphs        OGB-compatible molecular graphs, their Parquet table, and fingerprints for baselines.
 io            Read compound files as streams of input-record chunks.
-library       The compound libraries shipped with cmcl (``pipeline/data``).
+library       The compound libraries shipped with cmcl (``pipeline/chem/data``).
 parents       Parents: standardized inputs merged into parent compounds, and the parent each plate-map well holds.
 rdkit_log     RDKit's log: silence it while a block runs and turn what it reported into a reason.
 rules         Standardization rules: the steps that turn a parsed input into its normalized, neutral form.
