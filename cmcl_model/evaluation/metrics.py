@@ -25,15 +25,19 @@ similarity is >= the positive's, so a constant embedding gets the worst rank, ne
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 
 __all__ = [
+    "retrieval_report",
+    "chance_report",
     "per_query_metrics",
     "bootstrap_ci",
     "DIRECTIONS",
+    "PROTOCOLS",
     "ranks_fullpool",
     "ranks_sampled",
     "hit101",
@@ -44,8 +48,12 @@ __all__ = [
     "crop_level",
 ]
 
-DIRECTIONS: tuple[str, str] = ("graph_to_image", "image_to_graph")
+Direction = Literal["graph_to_image", "image_to_graph"]
+#: The two retrieval directions, in report order.
+DIRECTIONS: tuple[str, ...] = typing.get_args(Direction)
 Protocol = Literal["hit101", "fullpool"]
+#: The two protocols: MIGA's 1 positive + 100 negatives, and the whole pool (CLOOME).
+PROTOCOLS: tuple[str, ...] = typing.get_args(Protocol)
 
 
 def _validate(graph: np.ndarray, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -308,3 +316,18 @@ def bootstrap_ci(graph: np.ndarray, image: np.ndarray, *, seeds: Sequence[int] =
     a = (1 - level) / 2
     return {p: {d: {m: [float(np.quantile(v[idx].mean(1), a)), float(np.quantile(v[idx].mean(1), 1 - a))]
                     for m, v in ms.items()} for d, ms in dd.items()} for p, dd in per.items()}
+
+
+def retrieval_report(graph: np.ndarray, image: np.ndarray, *, seeds: Sequence[int] = (0, 1, 2, 3, 4)) -> tuple[dict, dict]:
+    """Both protocols at once: (``R[protocol][direction][metric]``, ``{protocol: n_candidates}``)
+    for (N, d) ``graph`` and ``image`` embeddings of the same N compounds (:func:`hit101`,
+    :func:`fullpool`)."""
+    h, n_h = hit101(graph, image, seeds=seeds)
+    f, n_f = fullpool(graph, image)
+    return {"hit101": h, "fullpool": f}, {"hit101": n_h, "fullpool": n_f}
+
+
+def chance_report(n_candidates: dict[str, int]) -> dict[str, dict[str, dict[str, float]]]:
+    """Exact chance of each protocol and direction, ``[protocol][direction][metric]``, for
+    ``{protocol: n_candidates}`` as :func:`retrieval_report` returns it (:func:`chance`)."""
+    return {p: {d: chance(n, protocol=p) for d in DIRECTIONS} for p, n in n_candidates.items()}
