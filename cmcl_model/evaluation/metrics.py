@@ -159,8 +159,8 @@ def chance(n_candidates: int, *, protocol: Protocol = "hit101") -> dict[str, flo
         raise ValueError(f"n_candidates must be >= 1, got {n_candidates}")
     n = int(n_candidates)
     prefix, ks = ("hit", (1, 3, 5, 10)) if protocol == "hit101" else ("recall", (1, 5, 10))
-    if protocol not in ("hit101", "fullpool"):
-        raise ValueError(f"protocol={protocol!r} is not one of 'hit101', 'fullpool'")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol={protocol!r} is not one of {', '.join(map(repr, PROTOCOLS))}")
     out = {f"{prefix}@{k}": min(k, n) / n for k in ks}
     out["mrr"] = float(np.sum(1.0 / np.arange(1, n + 1)) / n)
     out["mean_rank"] = (n + 1) / 2

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from cmcl_model.evaluation.metrics import DIRECTIONS
+from cmcl_model.evaluation.metrics import DIRECTIONS, PROTOCOLS
 from cmcl_model.reports.figures import (
     embedding_map_png,
     img_tag,
@@ -68,7 +68,7 @@ def write_report(store: Store, run_dir: Path, result: dict[str, Any], *, dataset
                  "protocol (whole test pool). Percentages; mean rank 1 = best. Chance rows are exact expectations of a random ranking.</p>")
     rows = [("model", result["model"])] + list(result["baselines"].items()) + [("chance", result["chance"])]
     crop_rows = [("model, crop level", result["crop_level"]), ("chance, crop level", result["crop_level_chance"])] if "crop_level" in result else []
-    for proto in ("hit101", "fullpool"):
+    for proto in PROTOCOLS:
         for d in DIRECTIONS:
             parts.append(retrieval_table(rows, proto, d, f"{proto} · {d} · compound level (n={result['n_candidates'][proto]})"))
             if crop_rows:
