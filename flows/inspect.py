@@ -161,6 +161,7 @@ def profiles(root: Path) -> tuple[str, pd.DataFrame]:
             a = act[act["Metadata_Source"] == source] if act is not None else None
             rows.append({"source": source, "plate": path.name[: -len(".parquet")], "wells": len(df),
                          "dmso_wells": int((df["Metadata_ControlType"] == "negcon").sum()),
+                         "normalized_to": _normalized_to(df),
                          "features": len(feature_columns(df.columns)),
                          "selected_features": len(feature_columns(selected)) if source == "cmcl" else len(feature_columns(df.columns)),
                          "compounds_scored": None if a is None else len(a),
@@ -172,11 +173,20 @@ def profiles(root: Path) -> tuple[str, pd.DataFrame]:
         a = act[act["Metadata_Source"] == source] if act is not None else None
         n_feats = sum(not c.startswith("Metadata_") for c in pq_columns(path))
         rows.append({"source": source, "plate": f"{w['Metadata_Plate'].nunique()} plate(s)", "wells": len(w),
-                     "dmso_wells": int((w["Metadata_ControlType"] == "negcon").sum()), "features": n_feats,
+                     "dmso_wells": int((w["Metadata_ControlType"] == "negcon").sum()),
+                     "normalized_to": "as imported", "features": n_feats,
                      "selected_features": n_feats, "compounds_scored": None if a is None else len(a),
                      "retrieved_q<0.05": None if a is None else int(a["below_corrected_p"].sum()),
                      "mean_mAP": None if a is None or not len(a) else float(a["mean_average_precision"].mean())})
     return "profiles (cmcl profile: well profiles, activity mAP)", pd.DataFrame(rows)
+
+
+def _normalized_to(wells: pd.DataFrame) -> str | None:
+    """'negcon', 'all' (the plate had no negative control: normalized against all its wells) or
+    both, from ``Metadata_NormalizedTo``; None for tables written before the column existed."""
+    if "Metadata_NormalizedTo" not in wells.columns:
+        return None
+    return ",".join(sorted(set(wells["Metadata_NormalizedTo"].dropna().astype(str)))) or None
 
 
 def pq_columns(path: Path) -> list[str]:
@@ -195,6 +205,9 @@ VIEWS_WITH_ARG: dict[str, Callable[[Path, str], tuple[str, pd.DataFrame]]] = {"p
 #: Per view, the columns a terminal table shows and their short headers (``--json`` prints every
 #: column): an 80-column terminal holds each row on one line, long text cut with an ellipsis.
 TERMINAL_COLUMNS: dict[str, dict[str, str]] = {
+    "profiles": {"source": "source", "plate": "plate", "wells": "wells", "dmso_wells": "negcon",
+                 "normalized_to": "norm. to", "selected_features": "features", "compounds_scored": "scored",
+                 "retrieved_q<0.05": "active", "mean_mAP": "mAP"},
     "plates": {"Metadata_Plate": "plate", "Status": "status", "Layout": "layout", "N_Fields": "fields",
                "N_Cells": "cells", "N_Quarantined": "quar.", "ChannelSource": "channels"},
     "quarantine": {"Metadata_Plate": "plate", "Metadata_Well": "well", "Metadata_Site": "site",

@@ -75,6 +75,9 @@ def test_run_on_a_plate_without_dmso_trains_evaluates_and_flags_it(no_dmso_run):
     wells = st.read("profiles_wells")
     flag = wells.groupby("Metadata_Plate")["Metadata_NormalizedTo"].unique()
     assert list(flag["HID-A"]) == ["all"] and list(flag["HID-B"]) == ["negcon"]
+    from flows.inspect import profiles  # `cmcl inspect profiles` shows the flag per plate
+    view = profiles(st.root)[1].set_index("plate")["normalized_to"]
+    assert view["HID-A"] == "all" and view["HID-B"] == "negcon"
     html = (st.report_dir(run) / "report.html").read_text()
     assert "No negative control on plate(s) HID-A</b>" in html
     metrics = json.loads((st.report_dir(run) / "metrics.json").read_text())
