@@ -40,17 +40,21 @@ from scipy import ndimage as ndi
 
 from pipeline.images import illumination as illum
 from pipeline.plates.channel_check import check_channels
-from pipeline.features.measure import FEATURE_SETS, measure_objects
+from pipeline.features.choices import FEATURE_SETS
+from pipeline.features.measure import measure_objects
 from pipeline.store.ledger import file_lock, ledger_entry, update_ledger
 from pipeline.store.omezarr import PlateWriter, field_path, open_plate, preload_metadata_writer, read_field
 from pipeline.store.provenance import code_fingerprint
 from pipeline.plates.discovery import (LAYOUTS, PlateListing, discover_plate, fingerprint_files, parse_channel_map, read_platemap,
                              split_well)
 from pipeline.store.schema import arrow_schema, read_table, write_table
-from pipeline.images.segmentation.classical import SEGMENTERS, segment_cells, segment_field, segment_nuclei
+from pipeline.images.choices import ILLUMINATION_METHODS, SEGMENTERS
+from pipeline.images.segmentation.classical import segment_cells, segment_nuclei
+from pipeline.images.segmentation.dispatch import segment_field
 from pipeline.store.paths import CHANNELS, Store
 from pipeline.ingest.pool import pool_context, process_pool, start_pool_server
-from pipeline.images.crops import CROPS_CHUNK, CROPS_SHARD, CropArrayWriter, crop_cells, crop_counts, field_tiles
+from pipeline.images.crops import crop_cells, crop_counts, field_tiles
+from pipeline.store.crops import CROPS_CHUNK, CROPS_SHARD, CropArrayWriter
 
 __all__ = [
     "IngestSettings",
@@ -78,7 +82,6 @@ Progress = Callable[[str, int, int], None]
 #: wraps each in a task); it must return ``fn(*args, **kwargs)``.
 StageRunner = Callable[..., Any]
 
-ILLUMINATION_METHODS = ("mean", "median", "background")
 CYTO_CHANNELS = ("RNA", "AGP")
 BORDERS = ("skip", "pad")
 _LAYOUT_CHOICES = ("auto", *LAYOUTS)
