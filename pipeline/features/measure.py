@@ -445,6 +445,12 @@ def labels_from_outlines(outlines: np.ndarray) -> np.ndarray:
         is 0); the outline pixels go to the nearest enclosed object (CellProfiler draws an
         object's outline on its own boundary pixels). Labels are in scan order, not
         CellProfiler's object numbers: match objects by their centres.
+
+    Notes
+    -----
+    Rebuilds CellProfiler's own objects for feature comparisons (the largest region is the only
+    background). :func:`pipeline.images.segmentation.scoring.labels_from_outlines` is the one for
+    segmentation scores: it also drops regions along the border and above a size, as manual masks need.
     """
     from skimage.segmentation import expand_labels
     from scipy import ndimage as ndi
