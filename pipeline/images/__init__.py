@@ -3,7 +3,7 @@
 Modules
 -------
 borders       The field's edge: which nuclei touch it, and crops cut from windows that cross it.
-choices       The choice lists of the image stages (illumination and segmentation methods), declared once.
+choices       The choice lists of the image stages (illumination, segmentation, crop borders), declared once.
 crops         Single-cell crops: fixed-size, all channels, centred on each nucleus (their arrays: pipeline.store.crops).
 filters       Separable filters of 2-D float32 images with ``scipy.ndimage``'s exact values, faster.
 histo         Exact percentiles of integer images from histograms (``np.percentile``'s linear method).
@@ -22,7 +22,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     submodules=['borders', 'choices', 'crops', 'filters', 'histo', 'illumination', 'qc_plots', 'segmentation', 'stain_detect'],
     submod_attrs={
         'borders': ['PAD_VALUE', 'edge_labels', 'window_inside', 'cut_windows'],
-        'choices': ['IlluminationMethod', 'ILLUMINATION_METHODS', 'Segmenter', 'SEGMENTERS'],
+        'choices': ['IlluminationMethod', 'ILLUMINATION_METHODS', 'Segmenter', 'SEGMENTERS', 'CropBorder', 'CROP_BORDERS'],
         'crops': ['crop_cells', 'crop_counts', 'field_tiles', 'check_field_arrays'],
         'filters': ['gaussian_filter', 'sobel'],
         'histo': ['block_percentiles', 'int_percentiles'],

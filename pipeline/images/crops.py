@@ -9,14 +9,13 @@ codec) is the store's: :mod:`pipeline.store.crops`.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 from numba import njit
 import pandas as pd
 from scipy import ndimage as ndi
 
 from pipeline.images.borders import PAD_VALUE, cut_windows, edge_labels, window_inside
+from pipeline.images.choices import CROP_BORDERS, CropBorder
 
 __all__ = ["crop_cells", "crop_counts", "field_tiles", "check_field_arrays"]
 
@@ -67,7 +66,7 @@ def crop_cells(
     cells: np.ndarray,
     *,
     crop_size: int = 64,
-    border: Literal["skip", "pad"] = "pad",
+    border: CropBorder = "pad",
     exclude_edge: bool = True,
     channel_names: tuple[str, ...] = ("DNA", "ER", "RNA", "AGP", "Mito"),
 ) -> tuple[np.ndarray, pd.DataFrame]:
@@ -105,8 +104,8 @@ def crop_cells(
         lies at ``(crop_size // 2, crop_size // 2)`` and is the rounded nucleus centroid.
     """
     image = check_field_arrays(image, nuclei, cells, channel_names)
-    if border not in ("skip", "pad"):
-        raise ValueError(f"border {border!r} is not one of 'skip', 'pad'")
+    if border not in CROP_BORDERS:
+        raise ValueError(f"border {border!r} is not one of {', '.join(map(repr, CROP_BORDERS))}")
     n = int(nuclei.max())
     columns = ["Metadata_CellID", "Metadata_CropPadded", "Location_Center_Y", "Location_Center_X", "Crop_CenterY",
                "Crop_CenterX", "BBox_MinY", "BBox_MinX", "BBox_MaxY", "BBox_MaxX", "AreaShape_NucleusArea", "AreaShape_CellArea",

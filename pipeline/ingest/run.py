@@ -48,7 +48,7 @@ from pipeline.store.provenance import code_fingerprint
 from pipeline.plates.discovery import (LAYOUTS, PlateListing, discover_plate, fingerprint_files, parse_channel_map, read_platemap,
                              split_well)
 from pipeline.store.schema import arrow_schema, read_table, write_table
-from pipeline.images.choices import ILLUMINATION_METHODS, SEGMENTERS
+from pipeline.images.choices import CROP_BORDERS, ILLUMINATION_METHODS, SEGMENTERS
 from pipeline.images.segmentation.classical import segment_cells, segment_nuclei
 from pipeline.images.segmentation.dispatch import segment_field
 from pipeline.store.paths import CHANNELS, Store
@@ -83,7 +83,6 @@ Progress = Callable[[str, int, int], None]
 StageRunner = Callable[..., Any]
 
 CYTO_CHANNELS = ("RNA", "AGP")
-BORDERS = ("skip", "pad")
 _LAYOUT_CHOICES = ("auto", *LAYOUTS)
 
 
@@ -160,7 +159,7 @@ class IngestSettings:
         _number("illumination_max_fields", self.illumination_max_fields, integer=True, low=1)
         _choice("cyto_channel", self.cyto_channel, CYTO_CHANNELS)
         _number("crop_size", self.crop_size, integer=True, low=8)
-        _choice("border", self.border, BORDERS)
+        _choice("border", self.border, CROP_BORDERS)
         _number("crops_chunk", self.crops_chunk, integer=True, low=1)
         _number("crops_shard", self.crops_shard, integer=True, low=1)
         _number("cellpose_diameter", self.cellpose_diameter, low=0, low_open=True, optional=True)

@@ -14,6 +14,7 @@ propagation.
 
 from __future__ import annotations
 
+import typing
 from typing import Literal
 
 import numpy as np
@@ -29,7 +30,9 @@ from pipeline.images.illumination import above_grid
 
 __all__ = ["segment_nuclei", "segment_cells"]
 
+#: An automatic threshold of :func:`segment_nuclei` and :func:`segment_cells`.
 Threshold = Literal["otsu", "li"]
+THRESHOLDS: tuple[str, ...] = typing.get_args(Threshold)
 
 
 def _check_image(image: np.ndarray, name: str) -> np.ndarray:
@@ -53,7 +56,7 @@ def _threshold(image: np.ndarray, method: Threshold, cap: float | None = None) -
     image = np.minimum(image, cap)
     if method == "li":
         return float(threshold_li(image))
-    raise ValueError(f"threshold {method!r} is not one of 'otsu', 'li'")
+    raise ValueError(f"threshold {method!r} is not one of {', '.join(map(repr, THRESHOLDS))}")
 
 
 def _otsu(image: np.ndarray, cap: np.float32) -> float:
