@@ -12,7 +12,8 @@ qc_plots      Pictures of a plate for quality control: per-well heatmaps and a f
 segmentation  Nuclei and cell segmentation: one dispatch point, the classical default, cellpose, and scores.
 stain_detect  Which channel holds the nuclear stain, from the pixels alone.
 
-Names listed in ``__all__`` are imported lazily: importing the package imports nothing heavy.
+Names listed in ``__all__`` (what stages and flows use; helpers stay in their modules) are imported lazily:
+importing the package imports nothing heavy.
 """
 
 import lazy_loader
@@ -26,8 +27,8 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         'crops': ['crop_cells', 'crop_counts', 'field_tiles', 'check_field_arrays'],
         'filters': ['gaussian_filter', 'sobel'],
         'histo': ['block_percentiles', 'int_percentiles'],
-        'illumination': ['estimate', 'estimate_dark', 'theil_sen', 'flatness', 'compare_profiles', 'smooth', 'apply', 'subsample', 'upsample_grid', 'above_grid', 'MeanAccumulator', 'BackgroundAccumulator'],
+        'illumination': ['estimate', 'estimate_dark', 'smooth', 'apply', 'flatness', 'compare_profiles', 'MeanAccumulator', 'BackgroundAccumulator'],
         'qc_plots': ['well_summary', 'plate_heatmaps', 'field_composite'],
-        'stain_detect': ['ChannelScore', 'NuclearPick', 'MIN_DYNAMIC_RANGE', 'MARGIN', 'MIN_FIRST', 'MIN_OBJECTS', 'channel_scores', 'pick_nuclear', 'describe_scores'],
+        'stain_detect': ['ChannelScore', 'NuclearPick', 'channel_scores', 'pick_nuclear', 'describe_scores'],
     },
 )
