@@ -6,7 +6,7 @@ Two measurements in the same run:
    segmented by cmcl) measured by :func:`pipeline.features.measure.measure_objects` with the
    ``default`` and ``full`` sets, beside the same default features computed by cp_measure's own
    functions one compartment and channel at a time (what ``measure_objects`` did before
-   :mod:`pipeline.features.fastmeasure`), beside cp_measure called naively
+   cmcl's compiled kernels in :mod:`pipeline.features`), beside cp_measure called naively
    (``cp_measure.featurizer.featurize`` with its default configuration, every feature but
    Costes, on Nuclei / Cells / Cytoplasm), and beside CellProfiler's MeasureObjectIntensity as measured
    on this machine for the issue (2.3 s/field, quoted, not rerun: CellProfiler is not

@@ -19,6 +19,8 @@ from typer.core import TyperGroup
 
 from pipeline.chem.choices import ID_COLUMNS
 from pipeline.profiles.choices import DEFAULT_NEGCON
+from pipeline.features.choices import FEATURE_SETS
+from pipeline.images.choices import ILLUMINATION_METHODS, SEGMENTERS
 
 
 #: click's exceptions, wherever typer takes click from (it may vendor its own copy)
@@ -99,17 +101,18 @@ StoreOpt = typer.Option(None, "--store", "-s", help="Store directory (default: $
 LayoutOpt = typer.Option("auto", help="auto | imagexpress | phenix | loaddata")
 ChannelsOpt = typer.Option(None, help="Channel map 'DNA=1,ER=2,RNA=3,AGP=4,Mito=5' or a TOML/YAML file.")
 CropOpt = typer.Option(64, help="Single-cell crop edge in pixels.")
-IllumOpt = typer.Option("background", help="Illumination function: background (default) | mean (CellProfiler) | median.")
+IllumOpt = typer.Option("background", help=f"Illumination function: {' | '.join(ILLUMINATION_METHODS)} (default background; "
+                        "mean is CellProfiler's).")
 DarkOpt = typer.Option(None, help="Camera dark offset (ADU) subtracted before illumination correction "
                        "(default: estimated per channel from the plate's fields).")
-SegmenterOpt = typer.Option("classical", help="classical | cellpose")
+SegmenterOpt = typer.Option("classical", help=" | ".join(SEGMENTERS))
 CellposeOpt = typer.Option(None, help="Local cellpose weights for nuclei (never downloaded).")
 CellposeCellOpt = typer.Option(None, help="Local cellpose weights for cells (default: cells grown classically).")
 TileOpt = typer.Option(None, help="Also write field tiles of this size (e.g. 128).")
 OutsideOpt = typer.Option(False, "--allow-outside", help="LoadData: accept image paths outside the plate folder.")
 PlatemapOpt = typer.Option(None, "--platemap", help="A JUMP/LINCS plate map (well_position, broad_sample) or a TOML "
                            "config naming it, its compound metadata and barcode_platemap.csv (pipeline/plates/platemaps.py).")
-FeaturesOpt = typer.Option("default", help="CellProfiler features per cell (cp_measure): default | full | none.")
+FeaturesOpt = typer.Option("default", help=f"CellProfiler features per cell (cp_measure): {' | '.join((*FEATURE_SETS, 'none'))}.")
 NegconOpt = typer.Option(None, "--negcon", help="Negative-control labels, matched without case against the plate map's "
                          f"control type and compound ID (default: {','.join(DEFAULT_NEGCON)}). A plate without any is "
                          "normalized against all its wells and flagged.")

@@ -28,7 +28,7 @@ from torch_geometric.data import Batch, Data
 from pipeline.chem.graphs import graphs_to_data
 from pipeline.store.schema import write_table
 from pipeline.store.paths import CHANNELS, Store
-from pipeline.images.crops import CropArrayReader
+from pipeline.store.crops import CropArrayReader
 
 __all__ = [
     "graphs_from_arrow",
@@ -345,7 +345,7 @@ def _unpadded_cells(store: Store) -> pd.DataFrame:
 class ChunkedCropReader:
     """Read rows of ``crops/<plate>.zarr/<array>`` through an LRU cache of decoded chunks.
 
-    Only whole chunks along the first axis are ever read (:class:`pipeline.images.crops.CropArrayReader`),
+    Only whole chunks along the first axis are ever read (:class:`pipeline.store.crops.CropArrayReader`),
     and at most ``cache_bytes`` of decoded chunks are kept. With the sharded layout ingestion
     writes (16-row chunks inside 1024-row shards) a crop costs reading and decoding 16 rows by
     byte range from its shard file; older unsharded stores read through zarr. The array is

@@ -2,8 +2,18 @@
 
 Modules
 -------
-fastmeasure  CellProfiler's per-object size/shape, intensity and Pearson measurements, all objects at once.
-measure      CellProfiler features per cell, measured with cp_measure.
+choices      The feature sets measure_objects accepts, declared once (light: read by the CLI).
+correlation  Per-object Pearson correlation and slope between two channels, every object at once.
+groups       Object pixels grouped by label, the labels present and bounding boxes (shared by the kernels).
+intensity    CellProfiler's MeasureObjectIntensity (no edge features) for every object at once.
+measure      CellProfiler features per cell, measured with cp_measure (the stage: plan, names, table).
+ordering     Each object's pixel values in order, for the quantiles of intensity.
+sizeshape    CellProfiler 4's MeasureObjectSizeShape in 2-D without Zernike/Feret, every object at once.
+texture      Haralick texture (MeasureTexture, 256 grey levels) of every object at once.
+
+The kernels (correlation, intensity, sizeshape, texture) return cp_measure's own keys and values
+(tested on CellProfiler's objects of a real field); ``measure`` decides which run on which
+compartment and names the columns as CellProfiler does.
 
 Names listed in ``__all__`` are imported lazily: importing the package imports nothing heavy.
 """
@@ -12,9 +22,14 @@ import lazy_loader
 
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
-    submodules=['fastmeasure', 'measure'],
+    submodules=['choices', 'correlation', 'groups', 'intensity', 'measure', 'ordering', 'sizeshape', 'texture'],
     submod_attrs={
-        'fastmeasure': ['sizeshape', 'intensity', 'sort_keys', 'sorted_values', 'union_parts', 'pearson', 'texture', 'gray_levels', 'neighbours', 'segments', 'bounding_boxes', 'present_labels'],
-        'measure': ['FEATURE_SETS', 'COMPARTMENTS', 'DEFAULT_PAIRS', 'FEATURE_PATTERN', 'measure_objects', 'feature_columns', 'labels_from_outlines'],
+        'choices': ['FeatureSet', 'FEATURE_SETS'],
+        'correlation': ['pearson'],
+        'intensity': ['intensity'],
+        'measure': ['COMPARTMENTS', 'DEFAULT_PAIRS', 'FEATURE_PATTERN', 'measure_objects', 'feature_columns',
+                    'labels_from_outlines'],
+        'sizeshape': ['sizeshape'],
+        'texture': ['texture'],
     },
 )

@@ -33,19 +33,22 @@ from __future__ import annotations
 
 import itertools
 import re
-from typing import Literal
-
 import numpy as np
 import pandas as pd
 from skimage.segmentation import relabel_sequential
 
+from pipeline.features.choices import FEATURE_SETS, FeatureSet
+from pipeline.features.correlation import pearson
+from pipeline.features.groups import bounding_boxes, present_labels, segments
+from pipeline.features.intensity import intensity
+from pipeline.features.ordering import sorted_values, union_parts
+from pipeline.features.sizeshape import sizeshape
+from pipeline.features.texture import gray_levels, neighbours, texture
 from pipeline.images.crops import check_field_arrays
 
-__all__ = ["FEATURE_SETS", "COMPARTMENTS", "DEFAULT_PAIRS", "FEATURE_PATTERN", "measure_objects", "feature_columns",
+__all__ = ["COMPARTMENTS", "DEFAULT_PAIRS", "FEATURE_PATTERN", "measure_objects", "feature_columns",
            "labels_from_outlines"]
 
-#: Names of the feature sets :func:`measure_objects` accepts.
-FEATURE_SETS: tuple[str, ...] = ("default", "full")
 #: Compartments measured, in column order.
 COMPARTMENTS: tuple[str, ...] = ("Nuclei", "Cells", "Cytoplasm")
 #: A column is a feature column when it matches this (pycytominer's ``features="infer"`` rule).
@@ -81,24 +84,23 @@ def _core() -> tuple[dict, dict]:
 def _functions(core: dict, corr: dict, shared, raw: np.ndarray) -> dict:
     """Every measurement by plan name. cp_measure's take its arguments (pixels in [0, 1]);
     ``fast:<name>`` is the all-objects-at-once version of cp_measure's ``<name>``
-    (:mod:`pipeline.features.fastmeasure`: same keys and values) and takes channel indices instead of
+    (:mod:`pipeline.features.sizeshape`, ``.intensity``, ``.texture``, ``.correlation``: same keys and values) and takes channel indices instead of
     pixels: it reads the field in ADU (``raw``) and applies CellProfiler's scale itself, so no
     float64 copy of the field is made. ``shared(what, labels, c)`` gives what is computed once
     per compartment (``'segments'``, ``'boxes'``), per compartment and channel ``c``
     (``'sorted'``: sorted values, ``'intensity'``: the intensity features, ``'levels'``: grey
     levels for texture) or per compartment and texture scale ``c`` (``'neighbours'``: the pixel
     pairs texture counts), or None for labels that are not a compartment's."""
-    from pipeline.features import fastmeasure as fm
     out = {**core, **corr}
     out.update({
-        "fast:sizeshape": lambda labels, c: fm.sizeshape(labels, boxes=shared("boxes", labels)),
+        "fast:sizeshape": lambda labels, c: sizeshape(labels, boxes=shared("boxes", labels)),
         "fast:intensity": lambda labels, c: _features_only(shared("intensity", labels, c)
-                                                           or fm.intensity(labels, raw[c], scale=_FULL_SCALE)),
-        "fast:texture": lambda labels, c, scale: fm.texture(labels, None, scale=scale,
+                                                           or intensity(labels, raw[c], scale=_FULL_SCALE)),
+        "fast:texture": lambda labels, c, scale: texture(labels, None, scale=scale,
                                                             groups=shared("segments", labels),
                                                             levels=_levels(raw[c], shared("levels", labels, c)),
                                                             pairs=shared("neighbours", labels, scale)),
-        "fast:pearson": lambda a, b, labels: fm.pearson(raw[a], raw[b], labels, scale=_FULL_SCALE,
+        "fast:pearson": lambda a, b, labels: pearson(raw[a], raw[b], labels, scale=_FULL_SCALE,
                                                         groups=shared("segments", labels)),
     })
     return out
@@ -110,8 +112,6 @@ def _features_only(result: dict) -> dict:
 
 
 def _levels(image: np.ndarray, levels: np.ndarray | None) -> np.ndarray:
-    from pipeline.features.fastmeasure import gray_levels
-
     return levels if levels is not None else gray_levels(image, scale=_FULL_SCALE)
 
 
@@ -121,7 +121,7 @@ def _plan(feature_set: str, channel_names: tuple[str, ...]) -> dict:
     everything = list(itertools.permutations(range(len(channel_names)), 2))  # (a, b) and (b, a)
     if feature_set == "default":
         # cp_measure's sizeshape(calculate_advanced=False, new_features=False), intensity without
-        # edge features and Pearson, computed for all objects at once (pipeline.features.fastmeasure)
+        # edge features and Pearson, computed for all objects at once (cmcl's compiled kernels)
         fast_shape = [("fast:sizeshape", {})]
         intensity = ("fast:intensity", {})
         pairs = [(channel_names.index(a), channel_names.index(b)) for a, b in DEFAULT_PAIRS
@@ -184,13 +184,6 @@ def _pair_name(compartment: str, key: str, first: str, second: str) -> str:
     return f"{compartment}_{key}_{first}_{second}"
 
 
-def _present(labels: np.ndarray) -> np.ndarray:
-    """The labels > 0 present in an integer label image, ascending (int64)."""
-    from pipeline.features.fastmeasure import present_labels
-
-    return present_labels(labels)
-
-
 def _sequential(labels: np.ndarray, present: np.ndarray) -> np.ndarray:
     """``labels`` renumbered 1..n in the order of ``present`` (int32: half the memory traffic
     of int64 for a full-field lookup), 0 kept."""
@@ -215,13 +208,79 @@ def _compartment_labels(nuclei: np.ndarray, cells: np.ndarray) -> dict[str, np.n
     return {"Nuclei": nuclei, "Cells": cells, "Cytoplasm": cyto}
 
 
+class _Field:
+    """One field's pixels and what its measurements share, each computed once per field: a
+    compartment's segments, boxes, texture pairs and cell parts, and per channel the field's bit
+    patterns and a compartment's sorted values, intensity features and grey levels (Cells' from
+    those of Nuclei and Cytoplasm where it can).
+
+    Parameters
+    ----------
+    image : (C, Y, X) ndarray
+        The field in ADU, as checked by :func:`~pipeline.images.crops.check_field_arrays`.
+    clean_of : dict of str to (Y, X) integer ndarray
+        Each compartment's labels, renumbered ``1..n``.
+    """
+
+    def __init__(self, image: np.ndarray, clean_of: dict[str, np.ndarray]) -> None:
+        self.image = image
+        self.clean_of = clean_of
+        self.raw = np.asarray(image, dtype=np.float32)
+        self.core, self.corr = _core()
+        self._converted: np.ndarray | None = None
+        self._cache: dict = {}
+
+    def pixels(self, c: int) -> np.ndarray:
+        """Channel ``c`` in [0, 1] (float64), for cp_measure's own functions (converted once)."""
+        if self._converted is None:
+            self._converted = np.clip(self.image.astype(np.float64) / _FULL_SCALE, 0.0, 1.0)
+        return self._converted[c]
+
+    def get(self, name: str | None, what: str, c: int | None = None):
+        """``what`` of compartment ``name`` (and channel or texture scale ``c``), from the cache."""
+        key = (name, what, c)
+        if key not in self._cache:
+            self._cache[key] = self._compute(name, what, c)
+        return self._cache[key]
+
+    def _compute(self, name: str | None, what: str, c: int | None):
+        clean_of, raw, get = self.clean_of, self.raw, self.get
+        if what == "segments":
+            return segments(clean_of[name])
+        if what == "boxes":
+            return bounding_boxes(clean_of[name])
+        if what == "bits":  # float32 bit patterns, sort keys once clipped at 0
+            return np.ascontiguousarray(raw[c]).ravel().view(np.uint32)
+        if what == "neighbours":  # c: the texture scale
+            return neighbours(clean_of[name], scale=c, groups=get(name, "segments"))
+        if what == "levels":
+            return gray_levels(raw[c], scale=_FULL_SCALE, groups=get(name, "segments"))
+        if what == "parts":  # a cell whose nucleus lies inside it is that nucleus + its cytoplasm
+            return union_parts(clean_of["Cells"], clean_of["Nuclei"], clean_of["Cytoplasm"])
+        if what == "sorted" and name == "Cells":  # merged from the two parts' sorted values
+            return sorted_values(get(None, "bits", c), get(name, "segments"), parts=get(name, "parts"),
+                                 first=(get("Nuclei", "sorted", c), get("Nuclei", "segments")),
+                                 second=(get("Cytoplasm", "sorted", c), get("Cytoplasm", "segments")))
+        if what == "sorted":
+            return sorted_values(get(None, "bits", c), get(name, "segments"))
+        if what == "intensity" and name == "Cells":  # whole cells from their two parts' sums
+            return intensity(clean_of[name], raw[c], scale=_FULL_SCALE, groups=get(name, "segments"),
+                             ordered=get(name, "sorted", c), parts=get(name, "parts"),
+                             first=get("Nuclei", "intensity", c)["sums"],
+                             second=get("Cytoplasm", "intensity", c)["sums"])
+        if what == "intensity":
+            return intensity(clean_of[name], raw[c], scale=_FULL_SCALE, groups=get(name, "segments"),
+                             ordered=get(name, "sorted", c), sums=True)
+        raise KeyError(what)
+
+
 def measure_objects(
     image: np.ndarray,
     nuclei: np.ndarray,
     cells: np.ndarray,
     *,
     channel_names: tuple[str, ...],
-    feature_set: Literal["default", "full"] = "default",
+    feature_set: FeatureSet = "default",
     ids: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Measure CellProfiler features of every cell of one field with cp_measure.
@@ -237,7 +296,7 @@ def measure_objects(
     channel_names : tuple of str
         Names of the C channels (column suffixes).
     feature_set : {'default', 'full'}
-        See the module docstring.
+        One of :data:`~pipeline.features.choices.FEATURE_SETS`; see the module docstring.
     ids : (N,) integer ndarray, optional
         Nucleus labels to return rows for, in this order (default: every label present in
         ``nuclei``, ascending), e.g. the cells that got a crop.
@@ -254,118 +313,86 @@ def measure_objects(
     ValueError
         On shapes that disagree, a wrong number of channel names or an unknown feature set.
     """
-    from pipeline.features import fastmeasure as fm
     image = check_field_arrays(image, nuclei, cells, channel_names)
     plan = _plan(feature_set, tuple(channel_names))
     labels_of = _compartment_labels(np.asarray(nuclei), np.asarray(cells))
-    present_of = {name: _present(labels) for name, labels in labels_of.items()}  # label of clean label 1..n
+    present_of = {name: present_labels(labels) for name, labels in labels_of.items()}  # label of clean label 1..n
     if ids is None:
         ids = present_of["Nuclei"]
     ids = np.asarray(ids, dtype=np.int64)
-    clean_of = {name: _clean(labels, present_of[name]) for name, labels in labels_of.items()}
-    core, corr = _core()
-    raw = np.asarray(image, dtype=np.float32)
-    converted: list[np.ndarray] = []
-
-    def pixels(c: int) -> np.ndarray:  # cp_measure's own functions take the field in [0, 1] (float64)
-        if not converted:
-            converted.append(np.clip(image.astype(np.float64) / _FULL_SCALE, 0.0, 1.0))
-        return converted[0][c]
-
-    cache: dict = {}
-
-    def get(name: str | None, what: str, c: int | None = None):
-        """Computed once per field: a compartment's segments, boxes, texture pairs and cell parts,
-        and per channel the field's bit patterns and a compartment's sorted values, intensity
-        features and grey levels (Cells' from those of Nuclei and Cytoplasm where it can)."""
-        key = (name, what, c)
-        if key not in cache:
-            if what == "segments":
-                cache[key] = fm.segments(clean_of[name])
-            elif what == "boxes":
-                cache[key] = fm.bounding_boxes(clean_of[name])
-            elif what == "bits":  # float32 bit patterns, sort keys once clipped at 0
-                cache[key] = np.ascontiguousarray(raw[c]).ravel().view(np.uint32)
-            elif what == "neighbours":  # c: the texture scale
-                cache[key] = fm.neighbours(clean_of[name], scale=c, groups=get(name, "segments"))
-            elif what == "levels":
-                cache[key] = fm.gray_levels(raw[c], scale=_FULL_SCALE, groups=get(name, "segments"))
-            elif what == "parts":  # a cell whose nucleus lies inside it is that nucleus + its cytoplasm
-                cache[key] = fm.union_parts(clean_of["Cells"], clean_of["Nuclei"], clean_of["Cytoplasm"])
-            elif what == "sorted" and name == "Cells":  # merged from the two parts' sorted values
-                cache[key] = fm.sorted_values(get(None, "bits", c), get(name, "segments"), parts=get(name, "parts"),
-                                              first=(get("Nuclei", "sorted", c), get("Nuclei", "segments")),
-                                              second=(get("Cytoplasm", "sorted", c), get("Cytoplasm", "segments")))
-            elif what == "sorted":
-                cache[key] = fm.sorted_values(get(None, "bits", c), get(name, "segments"))
-            elif what == "intensity" and name == "Cells":  # whole cells from their two parts' sums
-                cache[key] = fm.intensity(clean_of[name], raw[c], scale=_FULL_SCALE, groups=get(name, "segments"),
-                                          ordered=get(name, "sorted", c), parts=get(name, "parts"),
-                                          first=get("Nuclei", "intensity", c)["sums"],
-                                          second=get("Cytoplasm", "intensity", c)["sums"])
-            elif what == "intensity":
-                cache[key] = fm.intensity(clean_of[name], raw[c], scale=_FULL_SCALE, groups=get(name, "segments"),
-                                          ordered=get(name, "sorted", c), sums=True)
-        return cache[key]
-
+    field = _Field(image, {name: _clean(labels, present_of[name]) for name, labels in labels_of.items()})
     columns: dict[str, np.ndarray] = {"Metadata_CellID": ids.astype(np.int32)}
     for compartment in labels_of:
-        present, clean = present_of[compartment], clean_of[compartment]
-        n = len(present)
-        # position in ``ids`` of each measured object, -1 when not asked for
-        where = np.full(n, -1, np.int64)
+        columns.update(_measure_compartment(field, plan, compartment, present_of[compartment], ids,
+                                            tuple(channel_names)))
+    return pd.DataFrame(columns)
+
+
+def _positions(present: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """(n,) int64: the position in ``ids`` of each measured object (``present``), -1 when not asked for."""
+    n = len(present)
+    where = np.full(n, -1, np.int64)
+    if n:
+        order = np.searchsorted(present, ids)
+        hit = (order < n) & (present[np.minimum(order, max(n - 1, 0))] == ids)
+        where[order[hit]] = np.nonzero(hit)[0]
+    return where
+
+
+def _measure_compartment(field: _Field, plan: dict, compartment: str, present: np.ndarray, ids: np.ndarray,
+                         channel_names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The feature columns of one compartment (shape, per channel, per channel pair), float32,
+    one row per entry of ``ids`` (NaN where the compartment has no such object)."""
+    clean = field.clean_of[compartment]
+    n = len(present)
+    where = _positions(present, ids)
+    results: dict[str, np.ndarray] = {}
+
+    def put(name: str, values) -> None:
+        out = np.full(len(ids), np.nan, np.float32)
         if n:
-            order = np.searchsorted(present, ids)
-            hit = (order < n) & (present[np.minimum(order, max(n - 1, 0))] == ids)
-            where[order[hit]] = np.nonzero(hit)[0]
-        results: dict[str, np.ndarray] = {}
+            v = np.asarray(values, dtype=np.float64).reshape(-1)
+            out[where[where >= 0]] = v[where >= 0]
+        results[name] = out
 
-        def put(name: str, values) -> None:
-            out = np.full(len(ids), np.nan, np.float32)
-            if n:
-                v = np.asarray(values, dtype=np.float64).reshape(-1)
-                out[where[where >= 0]] = v[where >= 0]
-            results[name] = out
+    def shared(what: str, labels, c: int | None = None):
+        return field.get(compartment, what, c) if labels is clean else None
 
-        def shared(what: str, labels, c: int | None = None, compartment=compartment, clean=clean):
-            return get(compartment, what, c) if labels is clean else None
-
-        functions = _functions(core, corr, shared, raw)
-        for func, kw in plan["shape"].get(compartment, []):
+    functions = _functions(field.core, field.corr, shared, field.raw)
+    for func, kw in plan["shape"].get(compartment, []):
+        if not n:
+            vals = _empty(func, kw)
+        elif func.startswith("fast:"):
+            vals = functions[func](clean, 0, **kw)
+        else:
+            vals = functions[func](clean.astype(np.int64, copy=False), field.pixels(0), **kw)
+        for key, v in vals.items():
+            if key.startswith("Location_") or key.startswith("Center_"):
+                continue  # positions are not phenotypes (the cells table keeps the centroid)
+            put(_shape_name(compartment, key), v)
+    for func, kw in plan["channel"].get(compartment, []):
+        for c, ch in enumerate(channel_names):
             if not n:
                 vals = _empty(func, kw)
             elif func.startswith("fast:"):
-                vals = functions[func](clean, 0, **kw)
+                vals = functions[func](clean, c, **kw)
             else:
-                vals = functions[func](clean.astype(np.int64, copy=False), pixels(0), **kw)
+                vals = functions[func](clean.astype(np.int64, copy=False), field.pixels(c), **kw)
             for key, v in vals.items():
-                if key.startswith("Location_") or key.startswith("Center_"):
-                    continue  # positions are not phenotypes (the cells table keeps the centroid)
-                put(_shape_name(compartment, key), v)
-        for func, kw in plan["channel"].get(compartment, []):
-            for c, ch in enumerate(channel_names):
-                if not n:
-                    vals = _empty(func, kw)
-                elif func.startswith("fast:"):
-                    vals = functions[func](clean, c, **kw)
-                else:
-                    vals = functions[func](clean.astype(np.int64, copy=False), pixels(c), **kw)
-                for key, v in vals.items():
-                    if key.startswith("Location_"):
-                        continue
-                    put(_channel_name(compartment, func.removeprefix("fast:"), key, ch), v)
-        for func, kw, pairs in plan["pairs"].get(compartment, []):
-            for a, b in pairs:
-                if not n:
-                    vals = _empty_pair(func, kw)
-                elif func.startswith("fast:"):
-                    vals = functions[func](a, b, clean, **kw)
-                else:
-                    vals = functions[func](pixels(a), pixels(b), clean.astype(np.int64, copy=False), **kw)
-                for key, v in vals.items():
-                    put(_pair_name(compartment, key, channel_names[a], channel_names[b]), v)
-        columns.update(results)
-    return pd.DataFrame(columns)
+                if key.startswith("Location_"):
+                    continue
+                put(_channel_name(compartment, func.removeprefix("fast:"), key, ch), v)
+    for func, kw, pairs in plan["pairs"].get(compartment, []):
+        for a, b in pairs:
+            if not n:
+                vals = _empty_pair(func, kw)
+            elif func.startswith("fast:"):
+                vals = functions[func](a, b, clean, **kw)
+            else:
+                vals = functions[func](field.pixels(a), field.pixels(b), clean.astype(np.int64, copy=False), **kw)
+            for key, v in vals.items():
+                put(_pair_name(compartment, key, channel_names[a], channel_names[b]), v)
+    return results
 
 
 _EMPTY_CACHE: dict = {}
@@ -418,6 +445,12 @@ def labels_from_outlines(outlines: np.ndarray) -> np.ndarray:
         is 0); the outline pixels go to the nearest enclosed object (CellProfiler draws an
         object's outline on its own boundary pixels). Labels are in scan order, not
         CellProfiler's object numbers: match objects by their centres.
+
+    Notes
+    -----
+    Rebuilds CellProfiler's own objects for feature comparisons (the largest region is the only
+    background). :func:`pipeline.images.segmentation.scoring.labels_from_outlines` is the one for
+    segmentation scores: it also drops regions along the border and above a size, as manual masks need.
     """
     from skimage.segmentation import expand_labels
     from scipy import ndimage as ndi

@@ -3,15 +3,11 @@
 Crops are cut from illumination-corrected fields and returned with a per-cell table. Nuclei that
 touch the field's edge get no crop (CellProfiler's convention, :mod:`pipeline.images.borders`); a crop
 whose box crosses the edge is zero-padded and flagged ``Metadata_CropPadded`` (``border='pad'``,
-the default) or skipped (``border='skip'``).
+the default) or skipped (``border='skip'``). Writing and reading the crop arrays (and their
+codec) is the store's: :mod:`pipeline.store.crops`.
 """
 
 from __future__ import annotations
-
-import json
-import os
-from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from numba import njit
@@ -19,14 +15,9 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from pipeline.images.borders import PAD_VALUE, cut_windows, edge_labels, window_inside
+from pipeline.images.choices import CROP_BORDERS, CropBorder
 
-__all__ = ["crop_cells", "crop_counts", "field_tiles", "check_field_arrays", "CropArrayWriter", "CropArrayReader",
-           "CROPS_CHUNK", "CROPS_SHARD"]
-
-#: rows per compressed chunk of a crop array (what reading one crop decodes)
-CROPS_CHUNK = 16
-#: rows per shard (one file) of a crop array
-CROPS_SHARD = 1024
+__all__ = ["crop_cells", "crop_counts", "field_tiles", "check_field_arrays"]
 
 
 def check_field_arrays(image, nuclei, cells, channel_names) -> np.ndarray:
@@ -75,7 +66,7 @@ def crop_cells(
     cells: np.ndarray,
     *,
     crop_size: int = 64,
-    border: Literal["skip", "pad"] = "pad",
+    border: CropBorder = "pad",
     exclude_edge: bool = True,
     channel_names: tuple[str, ...] = ("DNA", "ER", "RNA", "AGP", "Mito"),
 ) -> tuple[np.ndarray, pd.DataFrame]:
@@ -113,8 +104,8 @@ def crop_cells(
         lies at ``(crop_size // 2, crop_size // 2)`` and is the rounded nucleus centroid.
     """
     image = check_field_arrays(image, nuclei, cells, channel_names)
-    if border not in ("skip", "pad"):
-        raise ValueError(f"border {border!r} is not one of 'skip', 'pad'")
+    if border not in CROP_BORDERS:
+        raise ValueError(f"border {border!r} is not one of {', '.join(map(repr, CROP_BORDERS))}")
     n = int(nuclei.max())
     columns = ["Metadata_CellID", "Metadata_CropPadded", "Location_Center_Y", "Location_Center_X", "Crop_CenterY",
                "Crop_CenterX", "BBox_MinY", "BBox_MinX", "BBox_MaxY", "BBox_MaxX", "AreaShape_NucleusArea", "AreaShape_CellArea",
@@ -230,234 +221,3 @@ def field_tiles(image: np.ndarray, *, tile_size: int = 128) -> np.ndarray:
         raise ValueError(f"field {h}x{w} is smaller than tile_size {tile_size}")
     t = image[:, : ny * tile_size, : nx * tile_size].reshape(c, ny, tile_size, nx, tile_size)
     return t.transpose(1, 3, 0, 2, 4).reshape(ny * nx, c, tile_size, tile_size)
-
-
-class CropArrayWriter:
-    """Append crops or tiles to a sharded zarr v3 array, one whole shard at a time.
-
-    The array is ``(n, C, S, S)`` uint16, chunked ``chunk`` rows along ``n`` (the unit a reader
-    decodes: one crop costs ``chunk`` rows, not a whole file) inside shards of ``shard`` rows (the
-    unit of files: a 350,000-cell plate is a few hundred files, not tens of thousands). Each chunk
-    is zstd-compressed and carries a CRC32C checksum (zarr v3 ``crc32c`` codec). Rows are
-    buffered and written only as complete shards, so no shard is ever rewritten; :meth:`close`
-    writes the final partial shard.
-
-    Parameters
-    ----------
-    group : zarr.Group
-        Open for writing (zarr format 3).
-    name : str
-        Array name inside ``group`` (``'crops'``, ``'tiles'``).
-    n_channels, size : int
-        Channels and edge length of each row.
-    chunk, shard : int
-        Rows per chunk and per shard; ``shard`` must be a multiple of ``chunk``.
-
-    Examples
-    --------
-    >>> import zarr
-    >>> g = zarr.open_group(zarr.storage.MemoryStore(), mode="w", zarr_format=3)
-    >>> w = CropArrayWriter(g, "crops", n_channels=5, size=8, chunk=4, shard=16)
-    >>> w.append(np.zeros((10, 5, 8, 8), np.uint16)); w.close()
-    10
-    >>> g["crops"].chunks, g["crops"].shards
-    ((4, 5, 8, 8), (16, 5, 8, 8))
-    """
-
-    def __init__(self, group, name: str, *, n_channels: int, size: int, chunk: int = CROPS_CHUNK, shard: int = CROPS_SHARD) -> None:
-        if chunk < 1 or shard < chunk or shard % chunk:
-            raise ValueError(f"{name}: shard ({shard}) must be a positive multiple of chunk ({chunk})")
-        self.shard = int(shard)
-        from zarr.codecs import Crc32cCodec, ZstdCodec
-
-        self.array = group.create_array(
-            name, shape=(0, n_channels, size, size), chunks=(chunk, n_channels, size, size),
-            shards=(shard, n_channels, size, size), dtype="uint16", dimension_names=("n", "c", "y", "x"),
-            compressors=(ZstdCodec(level=1), Crc32cCodec()),  # a checksum per chunk: corruption is found
-            config={"write_empty_chunks": True},  # crops are never blank: skip zarr's compare-to-fill pass
-        )
-        self._buffer: list[np.ndarray] = []
-        self._buffered = 0
-
-    def append(self, rows: np.ndarray) -> None:
-        """Queue ``rows`` (k, C, S, S); every complete shard queued so far is written."""
-        if rows.shape[1:] != self.array.shape[1:]:
-            raise ValueError(f"rows of shape {rows.shape[1:]} do not fit array rows {self.array.shape[1:]}")
-        if len(rows):
-            self._buffer.append(rows)
-            self._buffered += len(rows)
-        if self._buffered >= self.shard:
-            block = np.concatenate(self._buffer)
-            n = (len(block) // self.shard) * self.shard
-            self.array.append(block[:n], axis=0)
-            rest = block[n:]
-            self._buffer, self._buffered = ([rest] if len(rest) else []), len(rest)
-
-    def close(self) -> int:
-        """Write what is left; return the number of rows in the array."""
-        if self._buffered:
-            self.array.append(np.concatenate(self._buffer), axis=0)
-            self._buffer, self._buffered = [], 0
-        return int(self.array.shape[0])
-
-
-_MISSING = np.uint64(2**64 - 1)
-
-
-def _direct_layout(meta: dict, shape: tuple[int, ...]) -> dict | None:
-    """The sharding parameters of ``meta`` (a zarr v3 ``zarr.json``) when the array is laid out
-    the way :class:`CropArrayWriter` writes it (row shards of row chunks; inner codecs
-    ``bytes`` (little-endian) + optional ``zstd`` + optional ``crc32c``; index ``bytes`` +
-    ``crc32c``), else None."""
-    try:
-        (codec,) = meta["codecs"]
-        if codec["name"] != "sharding_indexed" or meta["chunk_key_encoding"]["name"] != "default":
-            return None
-        cfg = codec["configuration"]
-        inner = [c["name"] for c in cfg["codecs"]]
-        if inner not in (["bytes"], ["bytes", "zstd"], ["bytes", "crc32c"], ["bytes", "zstd", "crc32c"]) \
-                or cfg["codecs"][0].get("configuration", {}).get("endian", "little") != "little":
-            return None
-        if [c["name"] for c in cfg.get("index_codecs", [])] != ["bytes", "crc32c"]:
-            return None
-        shard = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
-        chunk = tuple(cfg["chunk_shape"])
-        if shard[1:] != tuple(shape[1:]) or chunk[1:] != tuple(shape[1:]) or shard[0] % chunk[0]:
-            return None
-        return {
-            "chunk": chunk[0], "shard": shard[0], "zstd": "zstd" in inner, "crc32c": "crc32c" in inner,
-            "index_at_end": cfg.get("index_location", "end") == "end",
-            "sep": meta["chunk_key_encoding"].get("configuration", {}).get("separator", "/"),
-        }
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-class CropArrayReader:
-    """Whole row-chunks of a crop or tile array, read with two ``pread`` calls each.
-
-    zarr-python 3 spends 2-3 ms per ``array[a:b]`` call in its event-loop round trip, more
-    than decoding 16 crops, so a training loader that draws crops at random is bound by call
-    overhead. For the layout :class:`CropArrayWriter` writes on a local file system this reader
-    reads a shard's index once (checking its CRC32C), then each chunk's bytes, checks the chunk's
-    CRC32C when it has one, and decompresses them itself; it reads any other zarr v3 array (unsharded, other codecs) through zarr.
-
-    Parameters
-    ----------
-    path : path
-        The array's directory (e.g. ``crops/<plate>.zarr/crops``).
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``path/zarr.json`` does not exist.
-    """
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        meta_path = self.path / "zarr.json"
-        if not meta_path.exists():
-            raise FileNotFoundError(f"crop array {self.path} does not exist (no zarr.json)")
-        meta = json.loads(meta_path.read_text())
-        self.shape: tuple[int, ...] = tuple(int(v) for v in meta["shape"])
-        self._stored_dtype = np.dtype(meta["data_type"]).newbyteorder("<")  # zarr v3 'bytes' codec
-        #: dtype of what :meth:`read_chunk` returns (native byte order)
-        self.dtype = self._stored_dtype.newbyteorder("=")
-        self.fill_value = meta.get("fill_value", 0) or 0
-        self._indices: dict[int, np.ndarray] = {}
-        self._arr = None
-        self._zstd = None
-        self._crc = None
-        self._layout = _direct_layout(meta, self.shape)
-        self.chunk_len = self._layout["chunk"] if self._layout is not None else int(self._zarr().chunks[0])
-
-    def __getstate__(self) -> dict:  # cheap to send to DataLoader workers
-        state = self.__dict__.copy()
-        state.update(_arr=None, _zstd=None, _crc=None, _indices={})
-        return state
-
-    @property
-    def direct(self) -> bool:
-        """True when chunks are read without zarr."""
-        return self._layout is not None
-
-    def _zarr(self):
-        if self._arr is None:
-            import zarr
-
-            self._arr = zarr.open_array(str(self.path), mode="r")
-        return self._arr
-
-    def _shard_file(self, shard: int) -> Path:
-        sep = self._layout["sep"]
-        key = sep.join(["c", str(shard)] + ["0"] * (len(self.shape) - 1))
-        return self.path.joinpath(*key.split("/"))
-
-    def _index(self, shard: int, fd: int) -> np.ndarray:
-        index = self._indices.get(shard)
-        if index is None:
-            from numcodecs import CRC32C
-
-            n_inner = self._layout["shard"] // self._layout["chunk"]
-            size = n_inner * 16 + 4
-            start = os.fstat(fd).st_size - size if self._layout["index_at_end"] else 0
-            raw = os.pread(fd, size, start)
-            if len(raw) != size:
-                raise OSError(f"shard {self._shard_file(shard)} is truncated (index of {size} bytes unreadable)")
-            try:
-                body = CRC32C().decode(raw)
-            except RuntimeError as err:
-                raise OSError(f"shard {self._shard_file(shard)}: index checksum mismatch ({err})") from None
-            index = np.frombuffer(body, dtype="<u8").reshape(n_inner, 2)
-            self._indices[shard] = index
-        return index
-
-    def _check(self, raw: bytes, path: Path, local: int) -> bytes:
-        """``raw`` without its trailing CRC32C, which must match (else OSError naming the chunk)."""
-        if self._crc is None:
-            from numcodecs import CRC32C
-
-            self._crc = CRC32C()
-        try:
-            return self._crc.decode(raw)
-        except RuntimeError as err:
-            raise OSError(f"shard {path}: chunk {local} (rows from {local * self.chunk_len} of the shard) fails its "
-                          f"CRC32C checksum ({err})") from None
-
-    def _fill(self, n: int) -> np.ndarray:
-        return np.full((n, *self.shape[1:]), self.fill_value, dtype=self.dtype)
-
-    def read_chunk(self, c: int) -> np.ndarray:
-        """Rows ``[c * chunk_len, min((c + 1) * chunk_len, n))`` as an ndarray (native byte order)."""
-        L, n = self.chunk_len, self.shape[0]
-        a, b = c * L, min((c + 1) * L, n)
-        if not 0 <= a < n:
-            raise IndexError(f"chunk {c} is outside {self.path} ({n} rows, {L} per chunk)")
-        if self._layout is None:
-            return np.asarray(self._zarr()[a:b])
-        per_shard = self._layout["shard"] // L
-        shard, local = divmod(c, per_shard)
-        path = self._shard_file(shard)
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            return self._fill(b - a)  # a shard never written reads as the fill value, as in zarr
-        try:
-            offset, nbytes = self._index(shard, fd)[local]
-            if offset == _MISSING and nbytes == _MISSING:
-                return self._fill(b - a)
-            raw = os.pread(fd, int(nbytes), int(offset))
-        finally:
-            os.close(fd)
-        if len(raw) != int(nbytes):
-            raise OSError(f"shard {path} is truncated: chunk {local} needs {int(nbytes)} bytes at {int(offset)}")
-        if self._layout["crc32c"]:
-            raw = self._check(raw, path, local)
-        if self._layout["zstd"]:
-            if self._zstd is None:
-                from numcodecs import Zstd
-
-                self._zstd = Zstd()
-            raw = self._zstd.decode(raw)
-        block = np.frombuffer(raw, dtype=self._stored_dtype).reshape(L, *self.shape[1:])[: b - a]
-        return block.astype(self.dtype, copy=False)

@@ -46,14 +46,12 @@ from numba import njit
 from scipy import ndimage as ndi
 from skimage.transform import resize
 
+from pipeline.images.choices import ILLUMINATION_METHODS, IlluminationMethod
 from pipeline.images.histo import block_percentiles, int_percentiles
 
-__all__ = ["METHODS", "estimate", "estimate_dark", "theil_sen", "flatness", "compare_profiles", "smooth", "apply", "subsample",
+__all__ = ["estimate", "estimate_dark", "theil_sen", "flatness", "compare_profiles", "smooth", "apply", "subsample",
            "upsample_grid", "above_grid", "MeanAccumulator", "BackgroundAccumulator"]
 
-Method = Literal["mean", "median", "background"]
-#: Valid ``method`` values of :func:`estimate`.
-METHODS: tuple[str, ...] = ("mean", "median", "background")
 
 
 def _check_stack(images: np.ndarray) -> np.ndarray:
@@ -109,7 +107,7 @@ def smooth(
 def estimate(
     images: np.ndarray,
     *,
-    method: Method = "background",
+    method: IlluminationMethod = "background",
     dark: float | Literal["auto"] = "auto",
     filter_fraction: float = 1 / 8,
     downsample: int | None = None,
@@ -265,8 +263,8 @@ def compare_profiles(function: np.ndarray, reference: np.ndarray) -> float:
 
 
 def _check_method(method: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"method {method!r} is not one of {', '.join(map(repr, METHODS))}")
+    if method not in ILLUMINATION_METHODS:
+        raise ValueError(f"method {method!r} is not one of {', '.join(map(repr, ILLUMINATION_METHODS))}")
 
 
 def subsample(n_items: int, max_items: int) -> np.ndarray:

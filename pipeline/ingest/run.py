@@ -40,17 +40,21 @@ from scipy import ndimage as ndi
 
 from pipeline.images import illumination as illum
 from pipeline.plates.channel_check import check_channels
-from pipeline.features.measure import FEATURE_SETS, measure_objects
+from pipeline.features.choices import FEATURE_SETS
+from pipeline.features.measure import measure_objects
 from pipeline.store.ledger import file_lock, ledger_entry, update_ledger
 from pipeline.store.omezarr import PlateWriter, field_path, open_plate, preload_metadata_writer, read_field
 from pipeline.store.provenance import code_fingerprint
 from pipeline.plates.discovery import (LAYOUTS, PlateListing, discover_plate, fingerprint_files, parse_channel_map, read_platemap,
                              split_well)
 from pipeline.store.schema import arrow_schema, read_table, write_table
-from pipeline.images.segmentation.classical import SEGMENTERS, segment_cells, segment_field, segment_nuclei
+from pipeline.images.choices import CROP_BORDERS, ILLUMINATION_METHODS, SEGMENTERS
+from pipeline.images.segmentation.classical import segment_cells, segment_nuclei
+from pipeline.images.segmentation.dispatch import segment_field
 from pipeline.store.paths import CHANNELS, Store
 from pipeline.ingest.pool import pool_context, process_pool, start_pool_server
-from pipeline.images.crops import CROPS_CHUNK, CROPS_SHARD, CropArrayWriter, crop_cells, crop_counts, field_tiles
+from pipeline.images.crops import crop_cells, crop_counts, field_tiles
+from pipeline.store.crops import CROPS_CHUNK, CROPS_SHARD, CropArrayWriter
 
 __all__ = [
     "IngestSettings",
@@ -78,9 +82,7 @@ Progress = Callable[[str, int, int], None]
 #: wraps each in a task); it must return ``fn(*args, **kwargs)``.
 StageRunner = Callable[..., Any]
 
-ILLUMINATION_METHODS = ("mean", "median", "background")
 CYTO_CHANNELS = ("RNA", "AGP")
-BORDERS = ("skip", "pad")
 _LAYOUT_CHOICES = ("auto", *LAYOUTS)
 
 
@@ -157,7 +159,7 @@ class IngestSettings:
         _number("illumination_max_fields", self.illumination_max_fields, integer=True, low=1)
         _choice("cyto_channel", self.cyto_channel, CYTO_CHANNELS)
         _number("crop_size", self.crop_size, integer=True, low=8)
-        _choice("border", self.border, BORDERS)
+        _choice("border", self.border, CROP_BORDERS)
         _number("crops_chunk", self.crops_chunk, integer=True, low=1)
         _number("crops_shard", self.crops_shard, integer=True, low=1)
         _number("cellpose_diameter", self.cellpose_diameter, low=0, low_open=True, optional=True)

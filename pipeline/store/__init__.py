@@ -1,8 +1,9 @@
-"""The store: paths, schema-checked tables, ledger, OME-Zarr, verification, provenance, atomic writes.
+"""The store: paths, schema-checked tables, ledger, OME-Zarr, crop arrays, verification, provenance, atomic writes.
 
 Modules
 -------
 atomic      Atomic file writes: a temporary file in the target's folder, then one rename.
+crops       Crop and tile arrays: their codec (declared once), writer and fast reader.
 ledger      The store's ingestion ledger: which plate was ingested from what, and whether it completed.
 omezarr     Write and read OME-Zarr v0.5 HCS plates (zarr v3).
 paths       Paths inside a cmcl store, as declared in ``schemas/store.json``.
@@ -17,9 +18,10 @@ import lazy_loader
 
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
-    submodules=['atomic', 'ledger', 'omezarr', 'paths', 'provenance', 'schema', 'verify'],
+    submodules=['atomic', 'crops', 'ledger', 'omezarr', 'paths', 'provenance', 'schema', 'verify'],
     submod_attrs={
         'atomic': ['write_text_atomic'],
+        'crops': ['CROPS_CHUNK', 'CROPS_SHARD', 'CROP_CODEC', 'CropCodecError', 'CropArrayWriter', 'CropArrayReader'],
         'ledger': ['read_ledger', 'ledger_entry', 'update_ledger', 'file_lock', 'LockTimeout'],
         'omezarr': ['CHANNEL_COLORS', 'PlateWriter', 'field_path', 'preload_metadata_writer', 'read_field', 'read_labels', 'open_plate'],
         'paths': ['Store', 'default_store_path', 'CHANNELS'],

@@ -275,11 +275,11 @@ def damaged_chunks(array_path: str | Path) -> list[tuple[tuple[int, ...], str]]:
     each chunk that fails (a checksum mismatch, a codec error, a truncated shard).
 
     Crop and tile arrays in the layout ingestion writes are read chunk by chunk with
-    :class:`pipeline.images.crops.CropArrayReader` (checksums checked); other arrays through zarr.
+    :class:`pipeline.store.crops.CropArrayReader` (checksums checked); other arrays through zarr.
     """
     import zarr
 
-    from pipeline.images.crops import CropArrayReader
+    from pipeline.store.crops import CropArrayReader
 
     path = Path(array_path)
     out: list[tuple[tuple[int, ...], str]] = []

@@ -17,7 +17,7 @@ import pandas as pd
 from pipeline.chem.graphs import graphs_table
 from pipeline.store.schema import write_table
 from pipeline.store.paths import CHANNELS, Store
-from pipeline.images.crops import CROPS_CHUNK, CROPS_SHARD, CropArrayWriter
+from pipeline.store.crops import CROPS_CHUNK, CROPS_SHARD, CropArrayWriter
 
 __all__ = ["structure_signal", "make_synthetic_store"]
 

@@ -14,6 +14,7 @@ propagation.
 
 from __future__ import annotations
 
+import typing
 from typing import Literal
 
 import numpy as np
@@ -27,11 +28,11 @@ from skimage.segmentation import clear_border, relabel_sequential, watershed
 from pipeline.images.filters import gaussian_filter, sobel
 from pipeline.images.illumination import above_grid
 
-__all__ = ["SEGMENTERS", "segment_nuclei", "segment_cells", "segment_field"]
+__all__ = ["segment_nuclei", "segment_cells"]
 
+#: An automatic threshold of :func:`segment_nuclei` and :func:`segment_cells`.
 Threshold = Literal["otsu", "li"]
-Segmenter = Literal["classical", "cellpose"]
-SEGMENTERS: tuple[str, ...] = ("classical", "cellpose")
+THRESHOLDS: tuple[str, ...] = typing.get_args(Threshold)
 
 
 def _check_image(image: np.ndarray, name: str) -> np.ndarray:
@@ -55,7 +56,7 @@ def _threshold(image: np.ndarray, method: Threshold, cap: float | None = None) -
     image = np.minimum(image, cap)
     if method == "li":
         return float(threshold_li(image))
-    raise ValueError(f"threshold {method!r} is not one of 'otsu', 'li'")
+    raise ValueError(f"threshold {method!r} is not one of {', '.join(map(repr, THRESHOLDS))}")
 
 
 def _otsu(image: np.ndarray, cap: np.float32) -> float:
@@ -345,58 +346,6 @@ def segment_cells(
                  + (work - lo) / (hi - lo + 1e-9))
     cells = _watershed(elevation, nuclei.astype(np.int32), mask)
     return cells.astype(np.uint32)
-
-
-def segment_field(
-    dna: np.ndarray,
-    cyto: np.ndarray,
-    *,
-    segmenter: Segmenter = "classical",
-    cellpose_model: str | None = None,
-    cellpose_cell_model: str | None = None,
-    cellpose_diameter: float | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Nuclei and cells of one field with the chosen segmenter.
-
-    Parameters
-    ----------
-    dna, cyto : (Y, X) ndarray
-        DNA and cytoplasm (RNA or AGP) channels, illumination-corrected.
-    segmenter : {'classical', 'cellpose'}
-        'classical': :func:`segment_nuclei` + :func:`segment_cells` (no weights). 'cellpose':
-        nuclei from the local weights file ``cellpose_model``
-        (:func:`pipeline.images.segmentation.cellpose.segment_nuclei_cellpose`); cells from
-        ``cellpose_cell_model`` when given, else grown classically from those nuclei.
-    cellpose_model, cellpose_cell_model : str, optional
-        Paths of local cellpose weights files (never model names; nothing is downloaded).
-    cellpose_diameter : float, optional
-        Nucleus diameter in pixels for cellpose; None: the model's own.
-
-    Returns
-    -------
-    nuclei, cells : (Y, X) uint32 ndarray
-        Cell ``k`` contains nucleus ``k``.
-
-    Raises
-    ------
-    ValueError
-        If ``segmenter`` is not one of :data:`SEGMENTERS`, or 'cellpose' without ``cellpose_model``.
-    FileNotFoundError
-        If a cellpose weights file does not exist.
-    """
-    if segmenter == "classical":
-        nuclei = segment_nuclei(dna)
-        return nuclei, segment_cells(nuclei, cyto)
-    if segmenter == "cellpose":
-        from pipeline.images.segmentation.cellpose import segment_cells_cellpose, segment_nuclei_cellpose
-
-        if cellpose_model is None:
-            raise ValueError("segmenter 'cellpose' needs cellpose_model: the path of a local weights file")
-        nuclei = segment_nuclei_cellpose(dna, model_path=cellpose_model, diameter=cellpose_diameter)
-        if cellpose_cell_model is None:
-            return nuclei, segment_cells(nuclei, cyto)
-        return nuclei, segment_cells_cellpose(nuclei, cyto, dna, model_path=cellpose_cell_model)
-    raise ValueError(f"segmenter {segmenter!r} is not one of {', '.join(map(repr, SEGMENTERS))}")
 
 
 def object_table(labels: np.ndarray) -> dict[str, np.ndarray]:

@@ -72,6 +72,11 @@ def labels_from_outlines(outlines: np.ndarray, *, max_area: int | None = None) -
     Returns
     -------
     (Y, X) int32 label image, 0 background, 1..N objects.
+
+    Notes
+    -----
+    For segmentation scores. :func:`pipeline.features.measure.labels_from_outlines` rebuilds
+    CellProfiler's objects for feature comparisons (only the largest region is background).
     """
     from scipy import ndimage as ndi
     from skimage.segmentation import expand_labels, relabel_sequential

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipeline.images.segmentation.classical import segment_field
+from pipeline.images.segmentation.dispatch import segment_field
 
 
 def test_missing_weights_are_refused_without_download(tmp_path):

@@ -194,3 +194,22 @@ def test_compiled_otsu_equals_skimage_on_the_clipped_image():
     flat = np.full((30, 30), 7.0, np.float32)
     flat[0, 0] = 900
     assert _otsu(flat, np.float32(7)) == 7.0
+
+
+def test_one_dispatch_point_runs_every_declared_method():
+    """Every name of SEGMENTERS (the one declaration) has its entry in the dispatch table and no
+    other name does; 'classical' through segment_field is segment_nuclei + segment_cells."""
+    from pipeline.images.choices import SEGMENTERS
+    from pipeline.images.segmentation.dispatch import SEGMENTATION_METHODS, segment_field
+
+    assert set(SEGMENTATION_METHODS) == set(SEGMENTERS)
+    image, _, _ = render_field(phenotype_from_smiles("CCO"), size=128, nucleus_radius=7.0,
+                               rng=np.random.default_rng(4))
+    image = image.astype(np.float32)
+    nuclei, cells = segment_field(image[0], image[3], segmenter="classical")
+    expected = segment_nuclei(image[0])
+    assert nuclei.max() > 3
+    np.testing.assert_array_equal(nuclei, expected)
+    np.testing.assert_array_equal(cells, segment_cells(expected, image[3]))
+    with pytest.raises(ValueError, match="'classical', 'cellpose'"):
+        segment_field(image[0], image[3], segmenter="watershed")

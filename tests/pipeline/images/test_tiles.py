@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.images.crops import CropArrayReader, CropArrayWriter, crop_cells, field_tiles
+from pipeline.images.crops import crop_cells, field_tiles
 
 
 def _scene():
@@ -45,82 +45,6 @@ def test_field_tiles():
     np.testing.assert_array_equal(t[1], image[:, 0:5, 5:10])
     with pytest.raises(ValueError, match="smaller"):
         field_tiles(image, tile_size=20)
-
-
-# --------------------------------------------------------------------------------------------
-# crop arrays on disk
-# --------------------------------------------------------------------------------------------
-def _write(tmp_path, rows, *, chunk=4, shard=16, pieces=(5, 9, 1, 20)):
-    import zarr
-
-    group = zarr.open_group(str(tmp_path / "c.zarr"), mode="w", zarr_format=3)
-    writer = CropArrayWriter(group, "crops", n_channels=rows.shape[1], size=rows.shape[2], chunk=chunk, shard=shard)
-    start = 0
-    for k in pieces:
-        writer.append(rows[start : start + k])
-        start += k
-        # only whole shards reach the disk before close()
-        assert writer.array.shape[0] % shard == 0
-    writer.append(rows[start:])
-    assert writer.close() == len(rows)
-    return tmp_path / "c.zarr" / "crops"
-
-
-@pytest.fixture
-def rows():
-    return np.random.default_rng(0).integers(0, 60000, size=(45, 5, 6, 6)).astype(np.uint16)
-
-
-def test_writer_shards_and_reader_reads_every_chunk(tmp_path, rows):
-    import zarr
-
-    path = _write(tmp_path, rows)
-    arr = zarr.open_array(str(path), mode="r")
-    assert arr.chunks == (4, 5, 6, 6) and arr.shards == (16, 5, 6, 6)
-    np.testing.assert_array_equal(arr[:], rows)
-    assert len(list((path / "c").iterdir())) == 3  # 45 rows -> 3 shard files
-    reader = CropArrayReader(path)
-    assert reader.direct and reader.chunk_len == 4 and reader.shape == rows.shape
-    for c in range(12):  # the last chunk (rows 44..45) is partial and in a partial shard
-        np.testing.assert_array_equal(reader.read_chunk(c), rows[4 * c : 4 * c + 4])
-    with pytest.raises(IndexError, match="outside"):
-        reader.read_chunk(12)
-
-
-def test_reader_falls_back_to_zarr_for_other_layouts(tmp_path, rows):
-    import zarr
-
-    arr = zarr.open_group(str(tmp_path / "u.zarr"), mode="w", zarr_format=3).create_array(
-        "crops", shape=rows.shape, chunks=(8, 5, 6, 6), dtype="uint16")
-    arr[:] = rows
-    reader = CropArrayReader(tmp_path / "u.zarr" / "crops")
-    assert not reader.direct and reader.chunk_len == 8
-    np.testing.assert_array_equal(reader.read_chunk(5), rows[40:45])
-
-
-def test_reader_rejects_a_damaged_shard_index_and_fills_missing_shards(tmp_path, rows):
-    path = _write(tmp_path, rows)
-    shard = path / "c" / "1" / "0" / "0" / "0"
-    raw = bytearray(shard.read_bytes())
-    raw[-10] ^= 0xFF  # inside the index, before its CRC32C
-    shard.write_bytes(bytes(raw))
-    reader = CropArrayReader(path)
-    np.testing.assert_array_equal(reader.read_chunk(0), rows[:4])  # shard 0 untouched
-    with pytest.raises(OSError, match="checksum"):
-        reader.read_chunk(4)
-    shard.unlink()  # a missing shard reads as the fill value, as zarr reads it
-    assert not CropArrayReader(path).read_chunk(5).any()
-
-
-def test_writer_validates_its_geometry(tmp_path, rows):
-    import zarr
-
-    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w", zarr_format=3)
-    with pytest.raises(ValueError, match="multiple"):
-        CropArrayWriter(group, "crops", n_channels=5, size=6, chunk=4, shard=10)
-    writer = CropArrayWriter(group, "crops", n_channels=5, size=6, chunk=4, shard=16)
-    with pytest.raises(ValueError, match="do not fit"):
-        writer.append(rows[:, :, :4, :4])
 
 
 def test_cell_table_statistics_equal_scipy_on_the_real_field():

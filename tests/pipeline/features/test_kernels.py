@@ -1,4 +1,4 @@
-"""pipeline.features.fastmeasure: cp_measure's values, all objects at once (real field and hard shapes)."""
+"""pipeline.features kernels (sizeshape, intensity, correlation, texture, ordering, groups): cp_measure's values, all objects at once (real field and hard shapes)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,13 @@ from cp_measure.bulk import get_core_measurements, get_correlation_measurements
 from cp_measure.core.numba.measureobjectintensity import get_intensity
 from cp_measure.core.numba.measuretexture import get_texture
 
-from pipeline.features import fastmeasure as fm
-from pipeline.features.measure import _present, _sequential, labels_from_outlines
+from pipeline.features.correlation import pearson
+from pipeline.features.groups import bounding_boxes, present_labels, segments
+from pipeline.features.intensity import intensity
+from pipeline.features.ordering import sort_keys, sorted_values, union_parts
+from pipeline.features.sizeshape import sizeshape
+from pipeline.features.texture import gray_levels, texture
+from pipeline.features.measure import _sequential, labels_from_outlines
 
 REAL = Path(__file__).resolve().parents[2] / "data" / "phenix_BR00143976_C03"
 CORE = get_core_measurements(sanitize=False)
@@ -30,7 +35,7 @@ def _same(expected: dict, got: dict, keys=None, rtol=1e-9):
 
 def _check_all(labels: np.ndarray, image: np.ndarray, other: np.ndarray) -> None:
     """Every fast function against cp_measure on one label image; ``image`` in ADU (float32)."""
-    labels = _sequential(labels, _present(labels))
+    labels = _sequential(labels, present_labels(labels))
     pixels = np.clip(image.astype(np.float64) / 65535, 0, 1)
     second = np.clip(other.astype(np.float64) / 65535, 0, 1)
     with warnings.catch_warnings():
@@ -39,19 +44,19 @@ def _check_all(labels: np.ndarray, image: np.ndarray, other: np.ndarray) -> None
         inten = get_intensity(labels, pixels, edge_measurements=False)
         corr = PEARSON(pixels, second, labels)
         tex = get_texture(labels, pixels, scale=3)
-        got_shape = fm.sizeshape(labels)
+        got_shape = sizeshape(labels)
     assert set(got_shape) == set(shape)
     _same(shape, got_shape)
-    got = fm.intensity(labels, image, scale=65535.0)
+    got = intensity(labels, image, scale=65535.0)
     assert set(got) == {k for k in inten if k.startswith("Intensity_")}
     _same(inten, got, keys=got)
-    _same(corr, fm.pearson(pixels, second, labels))
-    _same(corr, fm.pearson(image, other, labels, scale=65535.0))  # from ADU, no converted copy
-    got_tex = fm.texture(labels, pixels, scale=3)
+    _same(corr, pearson(pixels, second, labels))
+    _same(corr, pearson(image, other, labels, scale=65535.0))  # from ADU, no converted copy
+    got_tex = texture(labels, pixels, scale=3)
     assert list(got_tex) == list(tex)
     _same(tex, got_tex)
-    levels = fm.gray_levels(image, scale=65535.0, groups=fm.segments(labels))  # from ADU, object pixels only
-    _same(tex, fm.texture(labels, None, scale=3, levels=levels))
+    levels = gray_levels(image, scale=65535.0, groups=segments(labels))  # from ADU, object pixels only
+    _same(tex, texture(labels, None, scale=3, levels=levels))
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +114,7 @@ def ndi_blob(rng, shape, threshold):
 
 def test_generated_field_through_measure_objects_matches_plain_cp_measure():
     """The default set through pipeline.features.measure equals cp_measure called per function (the
-    features as the code before fastmeasure computed them), on a generated dense field."""
+    features as the code before the compiled kernels computed them), on a generated dense field."""
     from pipeline.features.measure import measure_objects
     from pipeline.images.segmentation.classical import segment_cells, segment_nuclei
     from pipeline.synthetic import DMSO, render_field
@@ -124,27 +129,27 @@ def test_generated_field_through_measure_objects_matches_plain_cp_measure():
     pixels = np.clip(image.astype(np.float64) / 65535, 0, 1)
     cyto = np.where(nuclei > 0, 0, cells)
     for comp, lab in (("Cells", cells), ("Cytoplasm", cyto)):
-        clean = _sequential(lab, _present(lab))
-        present = _present(lab)
+        clean = _sequential(lab, present_labels(lab))
+        present = present_labels(lab)
         rows = np.searchsorted(f["Metadata_CellID"].to_numpy(), present)
         inten = get_intensity(clean, pixels[4], edge_measurements=False)
         for key in ("MeanIntensity", "MedianIntensity", "MADIntensity", "UpperQuartileIntensity", "MassDisplacement"):
             np.testing.assert_allclose(f[f"{comp}_Intensity_{key}_Mito"].to_numpy()[rows], inten[f"Intensity_{key}"], rtol=1e-6)
-    shape = CORE["sizeshape"](_sequential(cells, _present(cells)), pixels[0], calculate_advanced=False, new_features=False)
+    shape = CORE["sizeshape"](_sequential(cells, present_labels(cells)), pixels[0], calculate_advanced=False, new_features=False)
     for key in ("Solidity", "Perimeter", "EulerNumber", "MedianRadius", "Eccentricity"):
         np.testing.assert_allclose(f[f"Cells_AreaShape_{key}"], shape[key], rtol=1e-6)
-    tex = get_texture(_sequential(cells, _present(cells)), pixels[2], scale=3)
+    tex = get_texture(_sequential(cells, present_labels(cells)), pixels[2], scale=3)
     np.testing.assert_allclose(f["Cells_Texture_Entropy_RNA_3_02_256"], tex["Entropy_3_02_256"], rtol=1e-6)
-    pearson = PEARSON(pixels[1], pixels[4], _sequential(cells, _present(cells)))
-    np.testing.assert_allclose(f["Cells_Correlation_Correlation_ER_Mito"], pearson["Correlation_Pearson"], rtol=1e-6)
+    corr = PEARSON(pixels[1], pixels[4], _sequential(cells, present_labels(cells)))
+    np.testing.assert_allclose(f["Cells_Correlation_Correlation_ER_Mito"], corr["Correlation_Pearson"], rtol=1e-6)
 
 
 def test_segments_and_boxes():
     labels = np.array([[0, 2, 2], [1, 0, 2], [1, 1, 0]], np.int32)
-    idx, off, width = fm.segments(labels)
+    idx, off, width = segments(labels)
     assert width == 3 and off.tolist() == [0, 3, 6]
     assert idx[:3].tolist() == [3, 6, 7] and idx[3:].tolist() == [1, 2, 5]
-    assert fm.bounding_boxes(labels).tolist() == [[1, 0, 3, 2], [0, 1, 2, 3]]
+    assert bounding_boxes(labels).tolist() == [[1, 0, 3, 2], [0, 1, 2, 3]]
 
 
 def test_gray_levels_are_img_as_ubyte_of_cellprofiler_pixels():
@@ -153,9 +158,9 @@ def test_gray_levels_are_img_as_ubyte_of_cellprofiler_pixels():
     rng = np.random.default_rng(0)
     image = np.concatenate([np.arange(-3, 70_001), rng.uniform(-100, 70_000, 200_000)]).astype(np.float32)[None]
     expected = img_as_ubyte(np.clip(image.astype(np.float64) / 65535, 0, 1))  # rounds half to even
-    np.testing.assert_array_equal(fm.gray_levels(image, scale=65535.0), expected)
+    np.testing.assert_array_equal(gray_levels(image, scale=65535.0), expected)
     labels = (rng.random(image.shape) < 0.3).astype(np.int64)
-    got = fm.gray_levels(image, scale=65535.0, groups=fm.segments(labels))
+    got = gray_levels(image, scale=65535.0, groups=segments(labels))
     np.testing.assert_array_equal(got, np.where(labels > 0, expected, 0))
 
 
@@ -187,35 +192,35 @@ def _odd_compartments():
 def test_merged_sorted_values_equal_sorted_ones():
     nuclei, cells = _odd_compartments()
     cyto = np.where(nuclei > 0, 0, cells)
-    clean = {k: _sequential(v, _present(v)) for k, v in (("n", nuclei), ("c", cells), ("y", cyto))}
-    parts = fm.union_parts(clean["c"], clean["n"], clean["y"])
+    clean = {k: _sequential(v, present_labels(v)) for k, v in (("n", nuclei), ("c", cells), ("y", cyto))}
+    parts = union_parts(clean["c"], clean["n"], clean["y"])
     # cells 1, 4, 6, 7 and 10 are unions of (at most) one nucleus and their cytoplasm; 2 and 3 are not
     merged = [k for k in range(len(parts)) if parts[k, 0] >= 0]
-    assert _present(cells)[merged].tolist() == [1, 4, 6, 7, 10]
-    assert parts[_present(cells).tolist().index(6)].tolist() == [_present(nuclei).tolist().index(6) + 1, 0]
-    assert parts[_present(cells).tolist().index(4), 0] == 0
+    assert present_labels(cells)[merged].tolist() == [1, 4, 6, 7, 10]
+    assert parts[present_labels(cells).tolist().index(6)].tolist() == [present_labels(nuclei).tolist().index(6) + 1, 0]
+    assert parts[present_labels(cells).tolist().index(4), 0] == 0
     rng = np.random.default_rng(2)
     image = rng.normal(3000, 1000, cells.shape).astype(np.float32)
     image[rng.random(cells.shape) < 0.2] = 1500.0  # ties
     image[rng.random(cells.shape) < 0.05] = -3.0
     image[rng.random(cells.shape) < 0.05] = -0.0
-    keys = fm.sort_keys(image)
+    keys = sort_keys(image)
     bits = image.ravel().view(np.uint32)
-    groups = {k: fm.segments(v) for k, v in clean.items()}
-    runs = {k: fm.sorted_values(bits, groups[k]) for k in ("n", "y")}
-    got = fm.sorted_values(keys, groups["c"], parts=parts, first=(runs["n"], groups["n"]),
+    groups = {k: segments(v) for k, v in clean.items()}
+    runs = {k: sorted_values(bits, groups[k]) for k in ("n", "y")}
+    got = sorted_values(keys, groups["c"], parts=parts, first=(runs["n"], groups["n"]),
                            second=(runs["y"], groups["y"]))
-    np.testing.assert_array_equal(got, fm.sorted_values(keys, groups["c"]))
+    np.testing.assert_array_equal(got, sorted_values(keys, groups["c"]))
     idx, off, _ = groups["c"]
     for k in range(len(off) - 1):
         np.testing.assert_array_equal(got[off[k]:off[k + 1]], np.sort(keys[idx[off[k]:off[k + 1]]]))
-    for key, values in fm.intensity(clean["c"], image, scale=65535.0, groups=groups["c"], ordered=got).items():
-        np.testing.assert_array_equal(values, fm.intensity(clean["c"], image, scale=65535.0)[key])
+    for key, values in intensity(clean["c"], image, scale=65535.0, groups=groups["c"], ordered=got).items():
+        np.testing.assert_array_equal(values, intensity(clean["c"], image, scale=65535.0)[key])
     # cells made of a nucleus and a cytoplasm measured from their sums: equal to rounding
-    part_sums = {k: fm.intensity(clean[k], image, scale=65535.0, sums=True)["sums"] for k in ("n", "y")}
-    from_parts = fm.intensity(clean["c"], image, scale=65535.0, ordered=got, parts=parts, first=part_sums["n"],
+    part_sums = {k: intensity(clean[k], image, scale=65535.0, sums=True)["sums"] for k in ("n", "y")}
+    from_parts = intensity(clean["c"], image, scale=65535.0, ordered=got, parts=parts, first=part_sums["n"],
                               second=part_sums["y"])
-    for key, values in fm.intensity(clean["c"], image, scale=65535.0).items():
+    for key, values in intensity(clean["c"], image, scale=65535.0).items():
         np.testing.assert_allclose(from_parts[key], values, rtol=1e-12, atol=1e-15, err_msg=key)
 
 
@@ -229,11 +234,11 @@ def test_measure_objects_on_odd_compartments_equals_cp_measure():
     image = rng.normal(3000, 1500, (5,) + cells.shape).astype(np.float32)
     image[:, rng.random(cells.shape) < 0.02] = 70_000.0
     names = ("DNA", "ER", "RNA", "AGP", "Mito")
-    f = measure_objects(image, nuclei, cells, channel_names=names, ids=np.union1d(_present(cells), _present(nuclei)))
+    f = measure_objects(image, nuclei, cells, channel_names=names, ids=np.union1d(present_labels(cells), present_labels(nuclei)))
     pixels = np.clip(image.astype(np.float64) / 65535, 0, 1)
     cyto = np.where(nuclei > 0, 0, cells)
     for comp, lab in (("Nuclei", nuclei), ("Cells", cells), ("Cytoplasm", cyto)):
-        present = _present(lab)
+        present = present_labels(lab)
         rows = np.searchsorted(f["Metadata_CellID"].to_numpy(), present)
         clean = _sequential(lab, present)
         with warnings.catch_warnings():
