@@ -25,6 +25,6 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         'paths': ['Store', 'default_store_path', 'CHANNELS'],
         'provenance': ['code_fingerprint', 'module_closure', 'normalized_source'],
         'schema': ['SchemaError', 'table_schema', 'array_schema', 'store_layout', 'table_names', 'arrow_schema', 'validate_table', 'validate_array', 'conform', 'write_table', 'read_table'],
-        'verify': ['Problem', 'verify_store', 'format_problems', 'damaged_chunks', 'deep_check', 'repair_plate'],
+        'verify': ['Problem', 'verify_store', 'format_problems', 'deep_check'],
     },
 )
