@@ -405,12 +405,12 @@ def ingest(plate_dirs: list[Path] = typer.Argument(..., help="Plate folders."),
                          segmenter=segmenter, cellpose_model=cellpose_model, cellpose_cell_model=cellpose_cell_model,
                          field_tile_size=field_tile_size, allow_outside=allow_outside, platemap=platemap,
                          features=features)
-    plans = _check_plate_sources(plate_dirs, _store(store), settings, replace=replace, plate_id=plate_id)
-    if workers == 1:  # the workers' fork server imports its modules while this process imports Prefect
+    if workers == 1:  # the workers' fork server warms up while this process plans and imports Prefect
         from pipeline.ingest.run import start_workers
         from pipeline.ingest.settings import IngestSettings
 
         _run(start_workers, IngestSettings(**settings))
+    plans = _check_plate_sources(plate_dirs, _store(store), settings, replace=replace, plate_id=plate_id)
     from flows.parallel import ingest_flow
 
     results = _run(ingest_flow, [str(p) for p in plate_dirs], str(_store(store)), settings=settings, force=force,
