@@ -99,7 +99,7 @@ def ingest_inbox_flow(inbox: str, store: str, *, settings: dict[str, Any] | None
     inbox, store : str
         The folder watched for plate folders, and the cmcl store.
     settings : dict, optional
-        Fields of :class:`pipeline.ingest.run.IngestSettings`.
+        Fields of :class:`pipeline.ingest.settings.IngestSettings`.
     retrain_after : int, optional
         Train (``preset``, ``train_overrides``) and evaluate once this many plates have landed
         since the last training of this flow; None never trains.
