@@ -19,7 +19,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submodules=['atomic', 'ledger', 'omezarr', 'paths', 'provenance', 'schema', 'verify'],
     submod_attrs={
-        'atomic': ['write_text_atomic'],
+        'atomic': ['atomic_path', 'write_text_atomic'],
         'ledger': ['read_ledger', 'ledger_entry', 'update_ledger', 'file_lock', 'LockTimeout'],
         'omezarr': ['CHANNEL_COLORS', 'PlateWriter', 'field_path', 'preload_metadata_writer', 'read_field', 'read_labels', 'open_plate'],
         'paths': ['Store', 'default_store_path', 'CHANNELS'],
