@@ -94,13 +94,15 @@ def scaffold_folds(smiles: Sequence[str], *, folds: int = 5) -> np.ndarray:
     """(N,) int fold of each molecule; molecules with the same Bemis-Murcko scaffold share a
     fold (acyclic molecules share the empty scaffold); folds balanced by size (GroupKFold)."""
     from rdkit import Chem
-    from rdkit.Chem.Scaffolds import MurckoScaffold
     from sklearn.model_selection import GroupKFold
+
+    from pipeline.chem.scaffolds import scaffold
 
     scaf = []
     for s in smiles:
         mol = Chem.MolFromSmiles(s)
-        scaf.append(MurckoScaffold.MurckoScaffoldSmiles(mol=mol) if mol is not None else s)
+        # without chirality: stereoisomers share a fold, so no probe is scored on a mirror image it was fitted on
+        scaf.append(scaffold(s, chirality=False) if mol is not None and mol.GetNumAtoms() else s)
     fold = np.empty(len(scaf), dtype=np.int64)
     for k, (_, test) in enumerate(GroupKFold(n_splits=folds).split(np.zeros(len(scaf)), groups=scaf)):
         fold[test] = k
