@@ -32,8 +32,8 @@ class IlluminationStats:
     """Streaming illumination statistics of a plate's written fields, per field shape.
 
     Filled while the fields are written (:func:`pipeline.ingest.images.write_images`, one
-    partial per batch of fields, merged in batch order), so :func:`compute_illumination` needs no second read of the plate.
-    ``mean`` is kept only for ``illumination_method='mean'``.
+    partial per batch of fields, merged in batch order), so :func:`compute_illumination` needs
+    no second read of the plate. ``mean`` is kept only for ``illumination_method='mean'``.
     """
 
     background: dict[tuple[int, ...], illum.BackgroundAccumulator] = field(default_factory=dict)

@@ -42,8 +42,16 @@ class PlatePlan:
 
 #: Modules whose code decides what ingestion writes; part of every plate's fingerprint (with every
 #: project module they import: the ingest stages, the image, feature and store modules they call).
-STAGE_MODULES: tuple[str, ...] = ("pipeline.ingest.run", "pipeline.plates.discovery", "pipeline.plates.acquisition", "pipeline.store.omezarr", "pipeline.images.illumination",
-                  "pipeline.images.segmentation.classical", "pipeline.images.crops", "pipeline.features.measure")
+STAGE_MODULES: tuple[str, ...] = (
+    "pipeline.ingest.run",
+    "pipeline.plates.discovery",
+    "pipeline.plates.acquisition",
+    "pipeline.store.omezarr",
+    "pipeline.images.illumination",
+    "pipeline.images.segmentation.classical",
+    "pipeline.images.crops",
+    "pipeline.features.measure",
+)
 
 
 def plan_plate(plate_dir: str | Path, store: Store, settings: IngestSettings, *,
