@@ -602,6 +602,8 @@ def profile(store: Optional[Path] = StoreOpt,
             console.print(f"  {source}: {s['wells']} wells x {s['features']} features; {s['retrieved']} of "
                           f"{s['compounds']} compounds retrieved (phenotypically active) at corrected p < 0.05"
                           + (f"; {s['moas_consistent']} of {s['moas']} mechanisms consistent" if s.get("moas") else ""))
+            if s.get("selection_skipped"):
+                console.print(f"  {source}: {s['selection_skipped']}")
     _print_negcon(out)
     st = _store(store)
     console.print(f"activity: {st / 'tables' / 'profiles' / 'activity.parquet'}")

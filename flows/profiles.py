@@ -129,6 +129,9 @@ def downstream_task(store_root: str, null_size: int) -> dict[str, Any]:
                        "retrieved": int(act["below_corrected_p"].sum()), "moas": len(cons),
                        "moas_consistent": int(cons["below_corrected_p"].sum()) if len(cons) else 0,
                        "plates_not_scored": list(act.attrs.get("plates_without_negcon", []))}
+        if sel.attrs.get("selection_skipped"):
+            out[source]["selection_skipped"] = sel.attrs["selection_skipped"]
+            get_run_logger().warning("source %s: %s", source, sel.attrs["selection_skipped"])
     if selected:
         write_table(pd.concat(selected, ignore_index=True), "profiles_selected", store.table_path("profiles_selected"))
         write_table(pd.concat(consensus, ignore_index=True), "profiles_consensus", store.table_path("profiles_consensus"))

@@ -165,10 +165,24 @@ def normalize_plate(wells: pd.DataFrame) -> pd.DataFrame:
 def select_features(wells: pd.DataFrame, *, operations: Sequence[str] = SELECT_OPERATIONS,
                     corr_threshold: float = 0.9, na_cutoff: float = 0.05) -> pd.DataFrame:
     """pycytominer ``feature_select`` with ``operations`` (default: variance, correlation,
-    NA and the CellProfiler blocklist) over all wells given; metadata kept."""
+    NA and the CellProfiler blocklist) over all wells given; metadata kept.
+
+    When no feature varies over the wells (one well per plate, each normalized against itself;
+    or a single well), there is nothing to select from: the wells are returned unchanged and
+    ``out.attrs["selection_skipped"]`` says why, instead of pycytominer's bare
+    "No feature in X meets the variance threshold".
+    """
     import pycytominer
 
     feats = feature_columns(wells.columns)
+    varying = wells[feats].nunique(dropna=True) > 1
+    if not bool(varying.any()):
+        plates = sorted(map(str, wells["Metadata_Plate"].unique())) if "Metadata_Plate" in wells else []
+        out = _order(wells.copy())
+        out.attrs["selection_skipped"] = (
+            f"no feature varies over the {len(wells)} well(s) of plate(s) {', '.join(plates) or '-'}: "
+            "feature selection skipped, profiles kept as normalized")
+        return out
     out = pycytominer.feature_select(wells, features=feats, operation=list(operations),
                                      corr_threshold=corr_threshold, na_cutoff=na_cutoff)
     return _order(out)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from pipeline.profiles.choices import AGGREGATE_OPERATIONS
-from pipeline.profiles.wells import aggregate_wells
+from pipeline.profiles.wells import aggregate_wells, select_features
 
 
 def _cells() -> pd.DataFrame:
@@ -26,3 +26,16 @@ def test_aggregate_wells_operations(operation: str, a01: float) -> None:
 def test_an_unknown_operation_lists_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="'max'; valid: median, mean"):
         aggregate_wells(_cells(), operation="max")  # type: ignore[arg-type]
+
+
+def test_select_features_skips_when_no_feature_varies():
+    """One well per plate, each normalized against itself, is all zeros: nothing to select from.
+    The wells come back unchanged with the reason, not pycytominer's bare variance error."""
+    wells = pd.DataFrame({"Metadata_Plate": ["P1", "P2"], "Metadata_Well": ["A01", "A01"],
+                          "Cells_AreaShape_Area": [0.0, 0.0], "Nuclei_Intensity_MeanIntensity_DNA": [0.0, 0.0]})
+    out = select_features(wells)
+    pd.testing.assert_frame_equal(out.reset_index(drop=True), wells[out.columns].reset_index(drop=True))
+    assert list(out.columns[-2:]) == ["Cells_AreaShape_Area", "Nuclei_Intensity_MeanIntensity_DNA"]
+    assert "no feature varies over the 2 well(s) of plate(s) P1, P2" in out.attrs["selection_skipped"]
+    varied = wells.assign(Cells_AreaShape_Area=[1.0, 3.0])
+    assert "selection_skipped" not in select_features(varied).attrs
