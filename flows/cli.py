@@ -97,7 +97,7 @@ err = Console(stderr=True)
 
 StoreOpt = typer.Option(None, "--store", "-s", help="Store directory (default: $CMCL_STORE, else ./cmcl-store).")
 
-# Ingestion options, shared by `ingest` and `run` (they build pipeline.ingest.run.IngestSettings).
+# Ingestion options, shared by `ingest` and `run` (they build pipeline.ingest.settings.IngestSettings).
 LayoutOpt = typer.Option("auto", help="auto | imagexpress | phenix | loaddata")
 ChannelsOpt = typer.Option(None, help="Channel map 'DNA=1,ER=2,RNA=3,AGP=4,Mito=5' or a TOML/YAML file.")
 CropOpt = typer.Option(64, help="Single-cell crop edge in pixels.")
@@ -120,7 +120,7 @@ NegconOpt = typer.Option(None, "--negcon", help="Negative-control labels, matche
 
 def _settings(*, layout, channels, crop_size, illumination, dark, segmenter, cellpose_model, cellpose_cell_model,
               field_tile_size, allow_outside, platemap=None, features="default") -> dict[str, Any]:
-    from pipeline.ingest.run import IngestSettings
+    from pipeline.ingest.settings import IngestSettings
 
     settings = dict(layout=layout, channel_map=str(channels) if channels else None, crop_size=crop_size,
                     illumination_method=illumination, illumination_dark=dark, segmenter=segmenter,
@@ -329,19 +329,23 @@ def _check_compound_files(files: list[Path], smiles_col: str, id_col: Optional[s
 
 
 def _check_plate_sources(plate_dirs: list[Path], root: Path, settings: dict[str, Any], *, replace: bool,
-                         plate_id: Optional[str]) -> None:
-    """Before Prefect starts: the preflight of every folder (:func:`pipeline.ingest.run.preflight`:
+                         plate_id: Optional[str]) -> dict[str, Any]:
+    """Before Prefect starts: the preflight of every folder (:func:`pipeline.ingest.plan.preflight`:
     writable store, layout and channel map, plate map; a malformed LoadData CSV or a folder
-    mixing layouts fails here) and refuse one whose plate ID the store holds from another folder."""
-    from pipeline.ingest.run import IngestSettings, check_plate_source, preflight
+    mixing layouts fails here) and refuse one whose plate ID the store holds from another folder.
+    Returns each folder's plan (by ``str`` of the folder), passed on so the preflight runs once."""
+    from pipeline.ingest.plan import check_plate_source, preflight
+    from pipeline.ingest.settings import IngestSettings
     from pipeline.store.paths import Store
 
     st = Store(root)
     cfg = IngestSettings(**settings)
+    plans = {}
     for p in plate_dirs:
-        plan = _run(preflight, p, st, cfg, plate_id=plate_id)
+        plan = plans[str(p)] = _run(preflight, p, st, cfg, plate_id=plate_id)
         if not replace and st.table_path("ledger").is_file():
             _run(check_plate_source, plan, st)
+    return plans
 
 
 def _need_compounds(root: Path) -> None:
@@ -407,15 +411,16 @@ def ingest(plate_dirs: list[Path] = typer.Argument(..., help="Plate folders."),
                          segmenter=segmenter, cellpose_model=cellpose_model, cellpose_cell_model=cellpose_cell_model,
                          field_tile_size=field_tile_size, allow_outside=allow_outside, platemap=platemap,
                          features=features)
-    _check_plate_sources(plate_dirs, _store(store), settings, replace=replace, plate_id=plate_id)
-    if workers == 1:  # the workers' fork server imports its modules while this process imports Prefect
-        from pipeline.ingest.run import IngestSettings, start_workers
+    if workers == 1:  # the workers' fork server warms up while this process plans and imports Prefect
+        from pipeline.ingest.run import start_workers
+        from pipeline.ingest.settings import IngestSettings
 
         _run(start_workers, IngestSettings(**settings))
+    plans = _check_plate_sources(plate_dirs, _store(store), settings, replace=replace, plate_id=plate_id)
     from flows.parallel import ingest_flow
 
     results = _run(ingest_flow, [str(p) for p in plate_dirs], str(_store(store)), settings=settings, force=force,
-                   workers=workers, replace=replace, plate_id=plate_id)
+                   workers=workers, replace=replace, plate_id=plate_id, plans=plans)
     _print_plates(results)
     if any(r["n_quarantined"] for r in results):
         console.print("[yellow]some fields were quarantined:[/] see `cmcl inspect quarantine --store STORE`")
@@ -861,7 +866,10 @@ def verify(store_dir: Optional[Path] = typer.Argument(None, metavar="[STORE]", h
     from pipeline.store.verify import format_problems, verify_store
 
     store = _store(_run(store_argument, store_dir, store) if store_dir is not None else store)
-    problems = _run(verify_store, store, repair=repair, deep=deep)
+    rederive = None
+    if repair and deep:  # damaged chunks are re-derived from the plate's images
+        from pipeline.ingest.repair import repair_plate as rederive
+    problems = _run(verify_store, store, repair=repair, deep=deep, rederive=rederive)
     if problems:
         err.print(f"[bold red]{len(problems)} problem(s)[/] in {store}" + (" left after repair" if repair else ""))
         err.print(format_problems(problems), soft_wrap=True, markup=False)

@@ -11,10 +11,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from flows.progress import stage_callback
-from pipeline.ingest import run as stages
+from pipeline.ingest.plan import PlatePlan
+from pipeline.ingest.publish import PlateResult
+from pipeline.ingest.run import ingest_plate
+from pipeline.ingest.settings import IngestSettings
 from pipeline.store.paths import Store
 
-__all__ = ["ingest_plate_flow", "find_plate_folders"]
+__all__ = ["ingest_plate_flow", "find_plate_folders", "plate_artifact"]
 
 
 def retry_transient_io(task, task_run, state) -> bool:
@@ -56,24 +59,30 @@ def _run_stage(name: str, fn, *args, **kwargs):
 
 @flow(name="ingest-plate", flow_run_name=_run_name, log_prints=True)
 def ingest_plate_flow(plate_dir: str, store: str, *, settings: dict[str, Any] | None = None,
-                      force: bool = False, replace: bool = False, plate_id: str | None = None) -> dict[str, Any]:
+                      force: bool = False, replace: bool = False, plate_id: str | None = None,
+                      plan: Any = None) -> dict[str, Any]:
     """Ingest one plate folder into ``store`` (skipped when unchanged since its last ingest).
 
     Runs :func:`pipeline.ingest.run.ingest_plate`, each of its stages as a Prefect task. A folder
     whose plate ID the store holds from another folder is refused unless ``replace``;
-    ``plate_id`` ingests it under another ID (see :func:`pipeline.ingest.run.check_plate_source`).
+    ``plate_id`` ingests it under another ID (see :func:`pipeline.ingest.plan.check_plate_source`).
+    ``plan``: the folder's :class:`~pipeline.ingest.plan.PlatePlan` when the caller ran its
+    preflight already (with the same settings and ``plate_id``); else the flow runs it.
     """
     logger = get_run_logger()
-    cfg = stages.IngestSettings(**(settings or {}))
-    result = stages.ingest_plate(plate_dir, Store(Path(store)), cfg, force=force, replace=replace, plate_id=plate_id,
-                                 run_stage=_run_stage)
+    if plan is not None and not isinstance(plan, PlatePlan):
+        raise TypeError(f"plan must be a PlatePlan or None; got {type(plan).__name__}")
+    cfg = IngestSettings(**(settings or {}))
+    result = ingest_plate(plate_dir, Store(Path(store)), cfg, force=force, replace=replace, plate_id=plate_id,
+                          run_stage=_run_stage, plan=plan)
     logger.info("%s", result.summary)
     if result.status == "complete":
-        _plate_artifact(result)
+        plate_artifact(result)
     return asdict(result)
 
 
-def _plate_artifact(result: stages.PlateResult) -> None:
+def plate_artifact(result: PlateResult) -> None:
+    """A Prefect markdown artifact summarizing an ingested plate (fields, cells, quarantined, layout)."""
     from prefect.artifacts import create_markdown_artifact
 
     create_markdown_artifact(

@@ -23,8 +23,11 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 
-from flows.ingest import _plate_artifact, ingest_plate_flow
-from pipeline.ingest import run as stages
+from flows.ingest import ingest_plate_flow, plate_artifact
+from pipeline.ingest.plan import PlatePlan, preflight
+from pipeline.ingest.publish import PlateResult
+from pipeline.ingest.run import ingest_plate
+from pipeline.ingest.settings import IngestSettings
 from pipeline.store.paths import Store
 
 __all__ = ["ingest_plates", "ingest_flow", "dask_task_runner", "ingest_plates_dask_flow"]
@@ -62,26 +65,29 @@ def dask_task_runner(*, workers: int = 2, dask_address: str | None = None):
 
 @task(name="ingest-plate", cache_policy=NO_CACHE, task_run_name="ingest-{plate_dir}")
 def ingest_plate_task(plate_dir: str, store: str, *, settings: dict[str, Any] | None, force: bool,
-                      replace: bool = False, plate_id: str | None = None) -> dict[str, Any]:
-    """Ingest one plate in a single process (runs on a Dask worker)."""
-    result = stages.ingest_plate(plate_dir, Store(Path(store)), stages.IngestSettings(**(settings or {})),
-                                 force=force, processes=1, replace=replace, plate_id=plate_id)
+                      replace: bool = False, plate_id: str | None = None, plan: Any = None) -> dict[str, Any]:
+    """Ingest one plate in a single process (runs on a Dask worker); ``plan``: its preflight, if run."""
+    result = ingest_plate(plate_dir, Store(Path(store)), IngestSettings(**(settings or {})),
+                          force=force, processes=1, replace=replace, plate_id=plate_id, plan=plan)
     return asdict(result)
 
 
 @flow(name="ingest-plates-dask", flow_run_name="ingest-plates", log_prints=True)
 def ingest_plates_dask_flow(plate_dirs: list[str], store: str, *, settings: dict[str, Any] | None = None,
                             force: bool = False, on_error: str = "raise", replace: bool = False,
-                            plate_id: str | None = None) -> list[dict[str, Any]]:
+                            plate_id: str | None = None, plans: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Ingest ``plate_dirs`` concurrently, one task per plate, on the flow's task runner.
 
     Every plate is attempted even if another fails; failures are then raised together.
     Give the flow its runner with ``ingest_plates_dask_flow.with_options(task_runner=...)``
     (see :func:`dask_task_runner`); results come back in the order of ``plate_dirs``.
+    ``plans``: plate folder -> its :class:`~pipeline.ingest.plan.PlatePlan`, for folders whose
+    preflight already ran.
     """
     logger = get_run_logger()
-    futures = [ingest_plate_task.submit(d, store, settings=settings, force=force, replace=replace, plate_id=plate_id)
-               for d in plate_dirs]
+    plans = plans or {}
+    futures = [ingest_plate_task.submit(d, store, settings=settings, force=force, replace=replace, plate_id=plate_id,
+                                        plan=plans.get(d)) for d in plate_dirs]
     wait(futures)
     results, failed = [], []
     for d, fut in zip(plate_dirs, futures):
@@ -97,7 +103,7 @@ def ingest_plates_dask_flow(plate_dirs: list[str], store: str, *, settings: dict
         raise RuntimeError(f"{len(failed)} of {len(plate_dirs)} plates failed: " + "; ".join(failed))
     for r in results:
         if r["status"] == "complete":
-            _plate_artifact(stages.PlateResult(**r))
+            plate_artifact(PlateResult(**r))
     logger.info("plates: %d ingested, %d unchanged", sum(r["status"] == "complete" for r in results),
                 sum(r["status"] == "skipped" for r in results))
     return results
@@ -107,13 +113,14 @@ def _failed(plate_dir: str, exc: Any) -> dict[str, Any]:
     """The result of a plate folder whose ingestion raised ``exc``."""
     msg = " ".join(str(exc).split()) if isinstance(exc, BaseException) else str(exc)
     name = type(exc).__name__ if isinstance(exc, BaseException) else "Error"
-    return asdict(stages.PlateResult(plate=Path(plate_dir).name, source=str(plate_dir), status="failed",
+    return asdict(PlateResult(plate=Path(plate_dir).name, source=str(plate_dir), status="failed",
                                      error=f"{name}: {msg}"))
 
 
 def ingest_plates(plate_dirs: list[str | Path], store: str | Path, *, settings: dict[str, Any] | None = None,
                   force: bool = False, workers: int = 1, dask_address: str | None = None,
-                  on_error: str = "raise", replace: bool = False, plate_id: str | None = None) -> list[dict[str, Any]]:
+                  on_error: str = "raise", replace: bool = False, plate_id: str | None = None,
+                  plans: dict[str, PlatePlan] | None = None) -> list[dict[str, Any]]:
     """Ingest plate folders one after another or, with ``workers > 1`` or ``dask_address``, on Dask.
 
     Call it from inside a flow (the plates become sub-flow or task runs of that flow).
@@ -125,7 +132,7 @@ def ingest_plates(plate_dirs: list[str | Path], store: str | Path, *, settings: 
     store : str or Path
         The cmcl store.
     settings : dict, optional
-        Fields of :class:`pipeline.ingest.run.IngestSettings`.
+        Fields of :class:`pipeline.ingest.settings.IngestSettings`.
     force : bool, default False
         Ingest plates even if unchanged since their last ingest.
     workers : int, default 1
@@ -140,17 +147,22 @@ def ingest_plates(plate_dirs: list[str | Path], store: str | Path, *, settings: 
     on_error : {'raise', 'report'}, default 'raise'
         'report': a plate folder that fails becomes a result with status 'failed' and its
         ``error``, and every other folder is still ingested (a served inbox).
+    plans : dict, optional
+        Plate folder (as ``str``) -> its :class:`~pipeline.ingest.plan.PlatePlan`, for folders
+        whose preflight the caller ran already (with these settings and ``plate_id``; the
+        ``cmcl ingest`` command does, before Prefect starts): it is not run again. The others'
+        preflight runs here, once each.
 
     Returns
     -------
     list of dict
-        One :class:`pipeline.ingest.run.PlateResult` (as a dict) per plate folder, in input order.
+        One :class:`pipeline.ingest.publish.PlateResult` (as a dict) per plate folder, in input order.
 
     Raises
     ------
     ValueError
         If ``workers`` is below 1, a setting is invalid, or a plate fails its preflight (plate
-        map, layout, channel map: :func:`pipeline.ingest.run.preflight`); all plates are checked
+        map, layout, channel map: :func:`pipeline.ingest.plan.preflight`); all plates are checked
         before any pixel of any plate is read.
     PermissionError, NotADirectoryError
         If the store is not a writable directory.
@@ -162,24 +174,17 @@ def ingest_plates(plate_dirs: list[str | Path], store: str | Path, *, settings: 
     dirs = [str(d) for d in plate_dirs]
     if on_error not in ("raise", "report"):
         raise ValueError(f"on_error must be 'raise' or 'report', got {on_error!r}")
-    cfg = stages.IngestSettings(**(settings or {}))
-    refused: dict[str, dict[str, Any]] = {}
-    for d in dirs:  # every path (sequential, Dask, served) checks every plate before any pixel is read
-        try:
-            stages.preflight(d, Store(Path(store)), cfg, plate_id=plate_id)
-        except Exception as exc:  # noqa: BLE001 - reported per plate, or raised as it is
-            if on_error == "raise":
-                raise
-            refused[d] = _failed(d, exc)
+    plans, refused = _preflight_all(dirs, Store(Path(store)), IngestSettings(**(settings or {})), plate_id=plate_id,
+                                    plans=plans, on_error=on_error)
     todo = [d for d in dirs if d not in refused]
     if workers == 1 and not dask_address:
         if on_error == "raise":
-            return [ingest_plate_flow(d, str(store), settings=settings, force=force, replace=replace, plate_id=plate_id)
-                    for d in dirs]
+            return [ingest_plate_flow(d, str(store), settings=settings, force=force, replace=replace, plate_id=plate_id,
+                                      plan=plans[d]) for d in dirs]
         done = {}
         for d in todo:
             state = ingest_plate_flow(d, str(store), settings=settings, force=force, replace=replace, plate_id=plate_id,
-                                      return_state=True)
+                                      plan=plans[d], return_state=True)
             result = state.result(raise_on_failure=False)
             done[d] = result if state.is_completed() else _failed(d, result)
         return [refused.get(d) or done[d] for d in dirs]
@@ -189,17 +194,38 @@ def ingest_plates(plate_dirs: list[str | Path], store: str | Path, *, settings: 
     with _shared_api_url():
         done = dict(zip(todo, ingest_plates_dask_flow.with_options(task_runner=runner)(
             todo, str(store), settings=settings, force=force, on_error=on_error, replace=replace,
-            plate_id=plate_id))) if todo else {}
+            plate_id=plate_id, plans={d: plans[d] for d in todo}))) if todo else {}
     return [refused.get(d) or done[d] for d in dirs]
+
+
+def _preflight_all(dirs: list[str], store: Store, settings: IngestSettings, *, plate_id: str | None,
+                   plans: dict[str, PlatePlan] | None, on_error: str
+                   ) -> tuple[dict[str, PlatePlan], dict[str, dict[str, Any]]]:
+    """The preflight of every folder not in ``plans`` (every path — sequential, Dask, served —
+    checks every plate before any pixel of any plate is read): (plans, failed results of the
+    folders refused, with ``on_error='report'``; with ``'raise'`` the first refusal is raised)."""
+    plans = dict(plans or {})
+    refused: dict[str, dict[str, Any]] = {}
+    for d in dirs:
+        if d in plans:
+            continue
+        try:
+            plans[d] = preflight(d, store, settings, plate_id=plate_id)
+        except Exception as exc:  # noqa: BLE001 - reported per plate, or raised as it is
+            if on_error == "raise":
+                raise
+            refused[d] = _failed(d, exc)
+    return plans, refused
 
 
 @flow(name="ingest", flow_run_name="ingest", log_prints=True)
 def ingest_flow(plate_dirs: list[str], store: str, *, settings: dict[str, Any] | None = None, force: bool = False,
                 workers: int = 1, dask_address: str | None = None, replace: bool = False,
-                plate_id: str | None = None) -> list[dict[str, Any]]:
-    """Ingest plate folders (``cmcl ingest``): :func:`ingest_plates` inside a flow."""
+                plate_id: str | None = None, plans: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Ingest plate folders (``cmcl ingest``): :func:`ingest_plates` inside a flow (``plans``: the
+    folders' preflights, run by the command before Prefect started)."""
     return ingest_plates(plate_dirs, store, settings=settings, force=force, workers=workers, dask_address=dask_address,
-                         replace=replace, plate_id=plate_id)
+                         replace=replace, plate_id=plate_id, plans=plans)
 
 
 @contextmanager

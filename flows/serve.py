@@ -32,6 +32,7 @@ from flows.compounds import collect_records, compounds_flow
 from flows.ingest import find_plate_folders
 from flows.model import PRESETS, evaluate_flow, train_flow
 from flows.parallel import ingest_plates
+from pipeline.store.atomic import write_text_atomic
 from pipeline.store.paths import Store
 
 __all__ = [
@@ -57,13 +58,12 @@ def _complete_plates(st: Store) -> dict[str, str]:
     return dict(zip(led["Metadata_Plate"], led["Fingerprint"]))
 
 
-def plates_since_training(store: str | Path) -> int:
+def plates_since_training(st: Store) -> int:
     """Complete plates that are new or changed since the last run trained by :func:`ingest_inbox_flow`.
 
     A plate counts when its ``(plate, fingerprint)`` is missing from the newest run's
     ``trained_plates.json``; with no such run every complete plate counts.
     """
-    st = Store(Path(store))
     seen: dict[str, str] = {}
     for run in reversed(st.runs()):
         manifest = st.run_dir(run) / TRAINED_PLATES
@@ -99,7 +99,7 @@ def ingest_inbox_flow(inbox: str, store: str, *, settings: dict[str, Any] | None
     inbox, store : str
         The folder watched for plate folders, and the cmcl store.
     settings : dict, optional
-        Fields of :class:`pipeline.ingest.run.IngestSettings`.
+        Fields of :class:`pipeline.ingest.settings.IngestSettings`.
     retrain_after : int, optional
         Train (``preset``, ``train_overrides``) and evaluate once this many plates have landed
         since the last training of this flow; None never trains.
@@ -155,16 +155,16 @@ def ingest_inbox_flow(inbox: str, store: str, *, settings: dict[str, Any] | None
             logger.info("no plate map lists a compound yet: compounds not updated")
         else:
             out["compounds"] = compounds_flow(store)
-    pending = plates_since_training(store)
+    pending = plates_since_training(st)
     out["plates_since_training"] = pending
     if retrain_after is not None and pending >= retrain_after and st.table_path("graphs").is_file():
         logger.info("%d plates landed since the last training (threshold %d): training", pending, retrain_after)
         trained_on = _complete_plates(st)
         run = train_flow(store, preset=preset, overrides=train_overrides)
-        (st.run_dir(run) / TRAINED_PLATES).write_text(json.dumps(trained_on, indent=1, sort_keys=True))
+        write_text_atomic(json.dumps(trained_on, indent=1, sort_keys=True), st.run_dir(run) / TRAINED_PLATES)
         out["run"] = run
         out["metrics"] = evaluate_flow(store, run)
-        out["plates_since_training"] = plates_since_training(store)
+        out["plates_since_training"] = plates_since_training(st)
     return out
 
 
@@ -180,11 +180,7 @@ def _read_refused(st: Store) -> dict[str, dict[str, str]]:
 
 
 def _write_refused(st: Store, refused: dict[str, dict[str, str]]) -> None:
-    path = st.path("serve_refused")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(refused, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_text_atomic(json.dumps(refused, indent=1, sort_keys=True), st.path("serve_refused"))
 
 
 def serve_ingest(inbox: str | Path, store: str | Path, *, interval: float | None = None, cron: str | None = None,

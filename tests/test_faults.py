@@ -244,13 +244,13 @@ def test_read_only_store_fails_naming_the_store(plate, reference, tmp_path):
 def test_kill_9_during_tiling_then_rerun(plate, reference, tmp_path):
     store = Store(tmp_path / "store")
     # SIGKILL itself from inside segment_and_tile, after 3 fields: deterministic, however loaded the machine.
-    code = ("import os, signal; from pipeline.ingest import run as ing;"
-            "orig = ing._process_field; n = [0]\n"
+    code = ("import os, signal; from pipeline.ingest import fields, run as ing;"
+            "orig = fields._process_field; n = [0]\n"
             "def field(*a, **k):\n"
             "    n[0] += 1\n"
             "    if n[0] > 3: os.kill(os.getpid(), signal.SIGKILL)\n"
             "    return orig(*a, **k)\n"
-            "ing._process_field = field\n"
+            "fields._process_field = field\n"
             "ing.ingest_plate(sys.argv[2], ing.Store(sys.argv[3]), ing.IngestSettings(crop_size=24), processes=1)")
     proc = _run_child(code, str(plate), str(store.root))
     proc.communicate(timeout=300)
@@ -270,12 +270,12 @@ def test_kill_9_while_writing_in_two_processes_then_rerun(plate, reference, tmp_
     written fields back from staging for their statistics and writes the rest, and the store is
     the undisturbed one-process store."""
     store = Store(tmp_path / "store")
-    code = ("import os, signal; from pipeline.ingest import run as ing;"
-            "orig = ing.IlluminationStats.merge\n"
+    code = ("import os, signal; from pipeline.ingest import illumination, run as ing;"
+            "orig = illumination.IlluminationStats.merge\n"
             "def merge(self, other):\n"
             "    orig(self, other)\n"
             "    if other.background: os.kill(os.getpid(), signal.SIGKILL)\n"
-            "ing.IlluminationStats.merge = merge\n"
+            "illumination.IlluminationStats.merge = merge\n"
             "if __name__ == '__main__':\n"
             "    ing.ingest_plate(sys.argv[2], ing.Store(sys.argv[3]), ing.IngestSettings(crop_size=24), processes=2)")
     proc = _run_child(code, str(plate), str(store.root))

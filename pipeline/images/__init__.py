@@ -8,6 +8,7 @@ crops         Single-cell crops: fixed-size, all channels, centred on each nucle
 filters       Separable filters of 2-D float32 images with ``scipy.ndimage``'s exact values, faster.
 histo         Exact percentiles of integer images from histograms (``np.percentile``'s linear method).
 illumination  Illumination correction in the manner of CellProfiler's CorrectIlluminationCalculate/Apply.
+qc            Per-field QC and analysis choices: the focus score, the stain cells are grown on.
 qc_plots      Pictures of a plate for quality control: per-well heatmaps and a field with its outlines.
 segmentation  Nuclei and cell segmentation: one dispatch point, the classical default, cellpose, and scores.
 stain_detect  Which channel holds the nuclear stain, from the pixels alone.
@@ -20,7 +21,7 @@ import lazy_loader
 
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
-    submodules=['borders', 'choices', 'crops', 'filters', 'histo', 'illumination', 'qc_plots', 'segmentation', 'stain_detect'],
+    submodules=['borders', 'choices', 'crops', 'filters', 'histo', 'illumination', 'qc', 'qc_plots', 'segmentation', 'stain_detect'],
     submod_attrs={
         'borders': ['PAD_VALUE', 'edge_labels', 'window_inside', 'cut_windows'],
         'choices': ['IlluminationMethod', 'ILLUMINATION_METHODS', 'Segmenter', 'SEGMENTERS', 'CropBorder', 'CROP_BORDERS'],
@@ -28,6 +29,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         'filters': ['gaussian_filter', 'sobel'],
         'histo': ['block_percentiles', 'int_percentiles'],
         'illumination': ['estimate', 'estimate_dark', 'smooth', 'apply', 'flatness', 'compare_profiles', 'MeanAccumulator', 'BackgroundAccumulator'],
+        'qc': ['focus_score', 'cyto_channel', 'CytoChannel', 'CYTO_CHANNELS', 'CYTO_PREFERENCE'],
         'qc_plots': ['well_summary', 'plate_heatmaps', 'field_composite'],
         'stain_detect': ['ChannelScore', 'NuclearPick', 'channel_scores', 'pick_nuclear', 'describe_scores'],
     },

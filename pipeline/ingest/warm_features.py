@@ -5,6 +5,6 @@ features (:func:`pipeline.ingest.run.ingest_plate`): loads the feature kernels
 should import it.
 """
 
-from pipeline.ingest.run import warm_kernels
+from pipeline.ingest.fields import warm_kernels
 
 warm_kernels("default")

@@ -20,13 +20,13 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submodules=['atomic', 'crops', 'ledger', 'omezarr', 'paths', 'provenance', 'schema', 'verify'],
     submod_attrs={
-        'atomic': ['write_text_atomic'],
+        'atomic': ['atomic_path', 'write_text_atomic'],
         'crops': ['CROPS_CHUNK', 'CROPS_SHARD', 'CROP_CODEC', 'CropCodecError', 'CropArrayWriter', 'CropArrayReader'],
         'ledger': ['read_ledger', 'ledger_entry', 'update_ledger', 'file_lock', 'LockTimeout'],
         'omezarr': ['CHANNEL_COLORS', 'PlateWriter', 'field_path', 'preload_metadata_writer', 'read_field', 'read_labels', 'open_plate'],
         'paths': ['Store', 'default_store_path', 'CHANNELS'],
         'provenance': ['code_fingerprint', 'module_closure', 'normalized_source'],
         'schema': ['SchemaError', 'table_schema', 'array_schema', 'store_layout', 'table_names', 'arrow_schema', 'validate_table', 'validate_array', 'conform', 'write_table', 'read_table'],
-        'verify': ['Problem', 'verify_store', 'format_problems', 'damaged_chunks', 'deep_check', 'repair_plate'],
+        'verify': ['Problem', 'verify_store', 'format_problems', 'deep_check'],
     },
 )

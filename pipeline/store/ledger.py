@@ -66,7 +66,7 @@ def ledger_entry(store: Store, plate: str) -> dict | None:
 def update_ledger(store: Store, entry: dict) -> None:
     """Insert or replace the row of ``entry['Metadata_Plate']`` (atomic, store-wide lock)."""
     entry = {**entry, "UpdatedAt": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    with file_lock(store.root / "locks" / "ledger.lock"):
+    with file_lock(store.lock_path("ledger")):
         led = read_ledger(store)
         led = led[led["Metadata_Plate"] != entry["Metadata_Plate"]]
         led = pd.concat([led, pd.DataFrame([entry])], ignore_index=True) if len(led) else pd.DataFrame([entry])

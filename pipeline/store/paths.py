@@ -79,8 +79,32 @@ class Store:
     def crops_zarr(self, plate: str) -> Path:
         return self.path("crops", plate=plate)
 
+    def illumination_qc_dir(self, plate: str) -> Path:
+        """Folder of the plate's illumination QC PNGs (one per channel)."""
+        return self.path("illumination_qc", plate=plate, channel="-").parent
+
+    def staging_dir(self, plate: str) -> Path:
+        """Where a plate's outputs are written while it is ingested (moved into place when complete)."""
+        return self.path("staging", plate=plate)
+
+    def lock_path(self, name: str) -> Path:
+        """Lock file ``name`` (a plate ID, or ``'ledger'``)."""
+        return self.path("lock", name=name)
+
     def run_dir(self, run: str) -> Path:
         return self.path("runs", run=run)
+
+    def run_config(self, run: str) -> Path:
+        """The run's ``config.json``."""
+        return self.path("run_config", run=run)
+
+    def run_metrics(self, run: str) -> Path:
+        """The run's ``metrics.jsonl`` (one line per epoch)."""
+        return self.path("run_metrics", run=run)
+
+    def checkpoint(self, run: str, which: str = "best") -> Path:
+        """The run's checkpoint ``which`` (``'best'`` or ``'last'``)."""
+        return self.path("checkpoint", run=run, which=which)
 
     def report_dir(self, run: str) -> Path:
         return self.path("reports", run=run)

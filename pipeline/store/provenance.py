@@ -16,6 +16,7 @@ import hashlib
 import importlib.util
 from functools import cache
 from pathlib import Path
+from typing import Callable
 
 __all__ = ["code_fingerprint", "module_closure", "normalized_source"]
 
@@ -42,7 +43,12 @@ def normalized_source(source: str) -> str:
     SyntaxError
         If ``source`` does not parse.
     """
-    return ast.dump(_strip_docstrings(ast.parse(source)), annotate_fields=False, include_attributes=False)
+    return _dump(ast.parse(source))
+
+
+def _dump(tree: ast.Module) -> str:
+    """:func:`normalized_source` of a parsed module (its docstrings are removed in place)."""
+    return ast.dump(_strip_docstrings(tree), annotate_fields=False, include_attributes=False)
 
 
 @cache
@@ -102,24 +108,30 @@ def module_closure(*modules: str, packages: tuple[str, ...] = PROJECT_PACKAGES) 
     ModuleNotFoundError
         If a named module has no Python source.
     """
+    return sorted(_closure_trees(modules, packages, read=lambda path, name: path.read_text(encoding="utf-8")))
+
+
+def _closure_trees(modules: tuple[str, ...], packages: tuple[str, ...], *,
+                   read: Callable[[Path, str], str]) -> dict[str, ast.Module]:
+    """Each module of the closure of ``modules`` (:func:`module_closure`) -> its syntax tree,
+    every file read (``read(path, name)``) and parsed once."""
     tops = set(packages) | {m.split(".")[0] for m in modules}
-    seen: set[str] = set()
+    trees: dict[str, ast.Module] = {}
     todo = list(modules)
     while todo:
         name = todo.pop()
-        if name in seen:
+        if name in trees:
             continue
         path = _origin(name)
         if path is None:
             if name in modules:
                 raise ModuleNotFoundError(f"no Python source for module {name!r}")
             continue  # `from pkg import function`: not a module
-        seen.add(name)
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        tree = trees[name] = ast.parse(read(path, name))
         for dep in _imported(tree, name, path.name == "__init__.py"):
-            if dep.split(".")[0] in tops and dep not in seen:
+            if dep.split(".")[0] in tops and dep not in trees:
                 todo.append(dep)
-    return sorted(seen)
+    return trees
 
 
 @cache
@@ -133,6 +145,7 @@ def code_fingerprint(*modules: str) -> str:
         If a named module has no Python source.
     """
     h = hashlib.sha256()
-    for name in module_closure(*modules):
-        h.update(name.encode() + b"\0" + normalized_source(_source(name)).encode() + b"\0")
+    trees = _closure_trees(modules, PROJECT_PACKAGES, read=lambda path, name: _source(name))
+    for name in sorted(trees):  # each file parsed once, for its imports and its fingerprint
+        h.update(name.encode() + b"\0" + _dump(trees[name]).encode() + b"\0")
     return h.hexdigest()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -20,6 +19,8 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pipeline.store.atomic import atomic_path
 
 __all__ = [
     "SchemaError",
@@ -231,17 +232,9 @@ def write_table(table: pd.DataFrame | pa.Table, name: str, path: str | os.PathLi
     leaves a truncated table; an existing file is replaced (reruns never duplicate rows).
     """
     out = conform(table, name)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(out, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def read_table(name: str, path: str | os.PathLike, columns: Sequence[str] | None = None) -> pd.DataFrame:

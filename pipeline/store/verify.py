@@ -26,13 +26,14 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
 from pipeline.store.schema import SchemaError, read_table, table_names, table_schema
 from pipeline.store.paths import Store
 
-__all__ = ["Problem", "verify_store", "format_problems", "damaged_chunks", "deep_check", "repair_plate"]
+__all__ = ["Problem", "Rederive", "verify_store", "format_problems", "damaged_chunks", "deep_check", "rel_path"]
 
 #: Per-plate tables whose files must exist for a complete plate (``tiles`` is optional).
 _REQUIRED_PLATE_TABLES = ("platemap", "fields", "cells", "quarantine")
@@ -50,6 +51,11 @@ class Problem:
         return f"{self.path}: {self.message}"
 
 
+#: ``rederive(store, plate, found) -> problems left``: re-derive a complete plate's damaged
+#: chunks (``found`` by kind, as :func:`deep_check` returns it); :func:`verify_store`'s repair.
+Rederive = Callable[[Store, str, dict[str, list[Problem]]], list[Problem]]
+
+
 def format_problems(problems: list[Problem]) -> str:
     """One line per problem, for a CLI to print."""
     return "\n".join(str(p) for p in problems)
@@ -62,7 +68,8 @@ def _per_plate_tables() -> list[str]:
     return [n for n in table_names() if "{plate}" in table_schema(n)["path"] and not table_schema(n).get("derived")]
 
 
-def _rel(store: Store, path: Path) -> str:
+def rel_path(store: Store, path: Path) -> str:
+    """``path`` relative to the store root where it lies inside it, else as it is."""
     try:
         return str(path.relative_to(store.root))
     except ValueError:
@@ -135,24 +142,29 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def verify_store(root: str | Path, *, repair: bool = False, deep: bool = False) -> list[Problem]:
+def verify_store(root: Store | str | Path, *, repair: bool = False, deep: bool = False,
+                 rederive: Rederive | None = None) -> list[Problem]:
     """Check a store against ``schemas/`` and itself.
 
     Parameters
     ----------
-    root : str or Path
-        The store directory.
+    root : Store, str or Path
+        The store (or its directory).
     repair : bool, default False
         Remove half-written leftovers (``.staging/*``, ``*.tmp``, runs without ``config.json``)
         and every output of plates whose ledger row is missing or not ``complete``, so the next
         run redoes them. Complete plates are never touched; problems repair cannot fix (a
-        complete plate whose files disagree) are still returned. With ``deep``, damaged crops,
-        labels and illumination functions are re-derived from the plate's images
-        (:func:`repair_plate`); damaged images are reported with the folder to re-ingest from.
+        complete plate whose files disagree) are still returned. With ``deep`` and ``rederive``,
+        damaged crops, labels and illumination functions are re-derived by
+        ``rederive(store, plate, found)`` (:func:`pipeline.ingest.repair.repair_plate`: from the
+        plate's images; damaged images are reported with the folder to re-ingest from).
     deep : bool, default False
         Also decode every chunk of every complete plate's arrays (images, labels, crops, tiles,
         illumination; each chunk carries a CRC32C checksum) and report each damaged chunk by
         plate, array and chunk index (:func:`deep_check`).
+    rederive : callable, optional
+        ``rederive(store, plate, found) -> problems left``: what ``repair`` does with a plate's
+        damaged chunks (``found`` as :func:`deep_check` returns it); without it they are reported.
 
     Returns
     -------
@@ -164,13 +176,13 @@ def verify_store(root: str | Path, *, repair: bool = False, deep: bool = False) 
     NotADirectoryError
         If ``root`` is not a directory.
     """
-    store = Store(Path(root))
+    store = root if isinstance(root, Store) else Store(Path(root))
     if not store.root.is_dir():
         raise NotADirectoryError(f"store {str(store.root)!r} is not a directory")
     problems: list[Problem] = []
 
     def report(path: Path, message: str) -> None:
-        problems.append(Problem(_rel(store, path), message))
+        problems.append(Problem(rel_path(store, path), message))
 
     # 1. half-written leftovers
     for path, why in _leftovers(store):
@@ -213,50 +225,60 @@ def verify_store(root: str | Path, *, repair: bool = False, deep: bool = False) 
     # 4. complete plates: everything present and consistent
     rows = ledger.set_index("Metadata_Plate")
     for plate in complete:
-        plate_zarr, crops_zarr = store.plate_zarr(plate), store.crops_zarr(plate)
-        for path, what in ((plate_zarr, "plate OME-Zarr"), (crops_zarr, "crops Zarr")):
-            if not path.is_dir():
-                report(path, f"{what} of complete plate {plate!r} is missing")
-        for name in _REQUIRED_PLATE_TABLES:
-            path = store.table_path(name, plate=plate)
-            if not path.is_file():
-                report(path, f"{name} table of complete plate {plate!r} is missing")
-        cells = tables.get(("cells", store.table_path("cells", plate=plate)))
-        n_crops = _crops_length(crops_zarr) if crops_zarr.is_dir() else None
-        if crops_zarr.is_dir() and n_crops is None:
-            report(crops_zarr / "crops", "crops array metadata is missing or unreadable")
         ledger_cells = rows.loc[plate, "N_Cells"]
         ledger_cells = int(ledger_cells.iloc[-1] if isinstance(ledger_cells, pd.Series) else ledger_cells)
-        if cells is not None:
-            cpath = store.table_path("cells", plate=plate)
-            if n_crops is not None:
-                if n_crops != len(cells):
-                    report(crops_zarr, f"{n_crops} crops but {len(cells)} rows in the cells table")
-                bad = cells["Metadata_CropIndex"][(cells["Metadata_CropIndex"] < 0)
-                                                  | (cells["Metadata_CropIndex"] >= n_crops)]
-                if len(bad):
-                    report(cpath, f"{len(bad)} Metadata_CropIndex value(s) outside 0..{n_crops - 1} "
-                                  f"(first: {int(bad.iloc[0])})")
-            if cells["Metadata_CropIndex"].duplicated().any():
-                report(cpath, "duplicate Metadata_CropIndex values")
-            if ledger_cells != len(cells):
-                report(ledger_path, f"plate {plate!r}: N_Cells {ledger_cells} but {len(cells)} rows in the cells table")
-            if (cells["Metadata_Plate"] != plate).any():
-                report(cpath, f"rows of other plates than {plate!r}")
-        fields = tables.get(("fields", store.table_path("fields", plate=plate)))
-        if fields is not None and plate_zarr.is_dir():
-            for fp in fields["Metadata_FieldPath"]:
-                missing = _field_ok(plate_zarr, str(fp))
-                if missing:
-                    report(plate_zarr / str(fp), f"fields row of plate {plate!r}: {missing}")
+        _check_complete_plate(store, plate, tables, ledger_cells=ledger_cells, report=report)
         if deep:
             found = deep_check(store, plate)
             damaged = [p for group in found.values() for p in group]
-            if damaged and repair:
-                problems.extend(repair_plate(store, plate, found))
+            if damaged and repair and rederive is not None:
+                problems.extend(rederive(store, plate, found))
             else:
                 problems.extend(damaged)
     return problems
+
+
+
+def _check_complete_plate(store: Store, plate: str, tables: dict[tuple[str, Path], pd.DataFrame], *,
+                          ledger_cells: int, report: Callable[[Path, str], None]) -> None:
+    """Report what is missing or inconsistent in a plate the ledger holds as complete: its Zarr
+    groups and tables present, one crop per cells row, crop indexes in range and unique, the
+    ledger's cell count, every field's image and labels."""
+    ledger_path = store.table_path("ledger")
+    plate_zarr, crops_zarr = store.plate_zarr(plate), store.crops_zarr(plate)
+    for path, what in ((plate_zarr, "plate OME-Zarr"), (crops_zarr, "crops Zarr")):
+        if not path.is_dir():
+            report(path, f"{what} of complete plate {plate!r} is missing")
+    for name in _REQUIRED_PLATE_TABLES:
+        path = store.table_path(name, plate=plate)
+        if not path.is_file():
+            report(path, f"{name} table of complete plate {plate!r} is missing")
+    cells = tables.get(("cells", store.table_path("cells", plate=plate)))
+    n_crops = _crops_length(crops_zarr) if crops_zarr.is_dir() else None
+    if crops_zarr.is_dir() and n_crops is None:
+        report(crops_zarr / "crops", "crops array metadata is missing or unreadable")
+    if cells is not None:
+        cpath = store.table_path("cells", plate=plate)
+        if n_crops is not None:
+            if n_crops != len(cells):
+                report(crops_zarr, f"{n_crops} crops but {len(cells)} rows in the cells table")
+            bad = cells["Metadata_CropIndex"][(cells["Metadata_CropIndex"] < 0)
+                                              | (cells["Metadata_CropIndex"] >= n_crops)]
+            if len(bad):
+                report(cpath, f"{len(bad)} Metadata_CropIndex value(s) outside 0..{n_crops - 1} "
+                              f"(first: {int(bad.iloc[0])})")
+        if cells["Metadata_CropIndex"].duplicated().any():
+            report(cpath, "duplicate Metadata_CropIndex values")
+        if ledger_cells != len(cells):
+            report(ledger_path, f"plate {plate!r}: N_Cells {ledger_cells} but {len(cells)} rows in the cells table")
+        if (cells["Metadata_Plate"] != plate).any():
+            report(cpath, f"rows of other plates than {plate!r}")
+    fields = tables.get(("fields", store.table_path("fields", plate=plate)))
+    if fields is not None and plate_zarr.is_dir():
+        for fp in fields["Metadata_FieldPath"]:
+            missing = _field_ok(plate_zarr, str(fp))
+            if missing:
+                report(plate_zarr / str(fp), f"fields row of plate {plate!r}: {missing}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -327,71 +349,6 @@ def deep_check(store: Store, plate: str) -> dict[str, list[Problem]]:
             except Exception as exc:  # noqa: BLE001 - unreadable metadata is damage too
                 bad = [((), f"{type(exc).__name__}: {exc}")]
             for index, why in bad:
-                found[kind].append(Problem(_rel(store, arr), f"plate {plate!r}: chunk {'.'.join(map(str, index))} "
+                found[kind].append(Problem(rel_path(store, arr), f"plate {plate!r}: chunk {'.'.join(map(str, index))} "
                                                              f"is damaged ({why})"))
     return found
-
-
-def _is_label(problem: Problem) -> bool:
-    return "/labels/" in problem.path
-
-
-def repair_plate(store: Store, plate: str, found: dict[str, list[Problem]]) -> list[Problem]:
-    """Re-derive a plate's crops, labels and illumination functions from its (intact) images.
-
-    Returns what could not be repaired (empty when everything was re-derived). Images are the
-    one thing the store cannot re-derive: a damaged image chunk is reported with the plate's
-    source folder to re-ingest from.
-    """
-    from dataclasses import fields as dc_fields
-
-    import zarr
-
-    from pipeline.ingest import run as ing
-    from pipeline.plates.discovery import PlateListing
-
-    images = [p for p in found["plate"] if not _is_label(p)]
-    if images:
-        source = ""
-        if store.table_path("ledger").is_file():
-            led = store.read("ledger").set_index("Metadata_Plate")
-            source = str(led.loc[plate, "Source"]) if plate in led.index else ""
-        return [Problem(p.path, p.message + f"; raw images cannot be re-derived: re-ingest the plate from "
-                                            f"{source or 'its source folder'} with `cmcl ingest --force`") for p in images]
-    try:
-        attrs = dict(zarr.open_group(str(store.crops_zarr(plate)), mode="r").attrs)
-        known = {f.name for f in dc_fields(ing.IngestSettings)}
-        settings = ing.IngestSettings(**{k: v for k, v in attrs["ingest_settings"].items() if k in known})
-    except Exception as exc:  # noqa: BLE001 - whatever hides the settings, the answer is the same
-        return [Problem(p.path, p.message + f"; cannot re-derive: the plate's ingest settings are unreadable "
-                                            f"({type(exc).__name__}); re-ingest with `cmcl ingest --force`")
-                for p in found["crops"] + found["plate"] + found["illumination"]]
-    staging = store.root / ".staging" / f"{plate}.repair"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    listing = PlateListing(plate=plate, layout="", root=store.root, images=pd.DataFrame())
-    plan = ing.PlatePlan(listing, "repair", staging)
-    try:
-        shutil.copytree(store.plate_zarr(plate), staging / "plate.ome.zarr")
-        fields = store.read("fields")
-        fields = fields[fields["Metadata_Plate"] == plate][["Metadata_Well", "Metadata_Site", "Metadata_FieldPath"]]
-        fields = fields.sort_values(["Metadata_Well", "Metadata_Site"], ignore_index=True)
-        if found["illumination"] or not store.illumination_zarr(plate).is_dir():
-            ing.compute_illumination(plan, fields, settings)
-        else:
-            shutil.copytree(store.illumination_zarr(plate), staging / "illumination.zarr")
-        cells, _ = ing.segment_and_tile(plan, fields, settings, processes=1)
-        old = store.read("cells")
-        old = old[old["Metadata_Plate"] == plate]
-        if len(cells) != len(old):
-            return [Problem(_rel(store, store.crops_zarr(plate)), f"plate {plate!r}: re-derived {len(cells)} crops but the "
-                                                                  f"cells table has {len(old)}; re-ingest with `cmcl ingest --force`")]
-        for src, dst in ((staging / "plate.ome.zarr", store.plate_zarr(plate)), (staging / "crops.zarr", store.crops_zarr(plate)),
-                         (staging / "illumination.zarr", store.illumination_zarr(plate))):
-            if dst.exists():
-                shutil.rmtree(dst)
-            src.rename(dst)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return []

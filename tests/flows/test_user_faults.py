@@ -169,7 +169,7 @@ def test_ctrl_c_mid_ingest_of_a_TIF_plate_resumes_and_a_second_folder_cannot_tak
     assert "refused" in line
     assert st.read("ledger")["Source"].tolist() == [str(plate)] and len(st.read("cells")) == len(cells)
     # the user's way out: the same folder under an ID of its own is accepted up front
-    from pipeline.ingest.run import IngestSettings, check_plate_source, plan_plate
+    from pipeline.ingest import IngestSettings, check_plate_source, plan_plate
 
     check_plate_source(plan_plate(other, st, IngestSettings(), plate_id="UP-2"), st)
 

@@ -7,6 +7,8 @@ import pytest
 import tifffile
 import zarr
 
+from pipeline.images.qc import focus_score
+from pipeline.ingest import plan as ingest_plan
 from pipeline.ingest import run as ing
 from pipeline.ingest.run import IngestSettings, ingest_plate
 from pipeline.store.omezarr import open_plate, read_field, read_labels
@@ -141,7 +143,7 @@ def test_field_tiles_and_focus_flag(small_plate, tmp_path):
     import pandas as pd
     import zarr
 
-    from pipeline.ingest.run import compute_illumination, plan_plate, segment_and_tile, write_images
+    from pipeline.ingest import compute_illumination, plan_plate, segment_and_tile, write_images
     from pipeline.store.schema import read_table
 
     settings = IngestSettings(crop_size=32, field_tile_size=128)
@@ -162,7 +164,7 @@ def test_field_tiles_and_focus_flag(small_plate, tmp_path):
     assert (abs(flagged["Count_Nuclei"] - flagged["n_nuclei"]) <= 0.3 * flagged["n_nuclei"] + 1).all()
 
 
-@pytest.mark.parametrize("module", ["pipeline.ingest.run", "pipeline.images.segmentation.cellpose"])
+@pytest.mark.parametrize("module", ["pipeline.ingest.run", "pipeline.ingest.fields", "pipeline.images.segmentation.cellpose"])
 def test_plate_fingerprint_ignores_docstrings_and_comments_but_not_logic(ingested, small_plate, monkeypatch, module):
     """A docstring or comment edit to a stage module (the cellpose one included, which ingestion
     imports only on demand) leaves the plate current; a logic edit redoes it."""
@@ -170,7 +172,7 @@ def test_plate_fingerprint_ignores_docstrings_and_comments_but_not_logic(ingeste
 
     store, _ = ingested
     settings = IngestSettings(crop_size=32)
-    assert ing.is_current(ing.plan_plate(small_plate, store, settings), store)
+    assert ingest_plan.is_current(ingest_plan.plan_plate(small_plate, store, settings), store)
     real = prov._source
 
     def edited(change):
@@ -183,7 +185,7 @@ def test_plate_fingerprint_ignores_docstrings_and_comments_but_not_logic(ingeste
         monkeypatch.setattr(prov, "_source", edited(change))
         prov.code_fingerprint.cache_clear()
         try:
-            return ing.is_current(ing.plan_plate(small_plate, store, settings), store)
+            return ingest_plan.is_current(ingest_plan.plan_plate(small_plate, store, settings), store)
         finally:
             monkeypatch.setattr(prov, "_source", real)
             prov.code_fingerprint.cache_clear()
@@ -193,7 +195,7 @@ def test_plate_fingerprint_ignores_docstrings_and_comments_but_not_logic(ingeste
     assert fingerprint_with(lambda t: t + "\n# a comment at the end\n")
     assert fingerprint_with(lambda t: t.replace("\n\n\n", "\n\n\n\n", 1))  # layout
     assert not fingerprint_with(lambda t: t + "\nLOGIC_CHANGED = 1\n")
-    assert "pipeline.images.segmentation.cellpose" in prov.module_closure(*ing._STAGE_MODULES)
+    assert "pipeline.images.segmentation.cellpose" in prov.module_closure(*ingest_plan.STAGE_MODULES)
 
 
 def _arrays(group: zarr.Group, prefix: str = "") -> dict:
@@ -264,8 +266,8 @@ def test_focus_score_separates_defocused_fields_whatever_their_nuclei():
         image = render_field(DMSO, size=256, rng=rng, illumination=illum, out_of_focus=oof,
                              cell_density=0.5 + i / 6)[0]
         dna = apply(image, illum, dark=100)[0]
-        scores[oof].append(ing._focus_score(dna, segment_nuclei(dna)))
+        scores[oof].append(focus_score(dna, segment_nuclei(dna)))
     sharp, blurred = np.array(scores[False]), np.array(scores[True])
     assert sharp.min() > 0.85 * np.median(sharp)
     assert blurred.max() < 0.6 * np.median(sharp)
-    assert np.isnan(ing._focus_score(np.ones((64, 64), np.float32), np.zeros((64, 64), np.uint32)))
+    assert np.isnan(focus_score(np.ones((64, 64), np.float32), np.zeros((64, 64), np.uint32)))

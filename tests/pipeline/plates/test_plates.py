@@ -130,7 +130,7 @@ def test_phenix_without_plane_1_ingests_the_lowest_plane(tmp_path):
 
 
 def test_every_file_counts_in_the_fingerprint_and_unused_ones_are_listed_once(tmp_path):
-    from pipeline.ingest.run import IngestSettings, plan_plate
+    from pipeline.ingest import IngestSettings, plan_plate
     from pipeline.store.paths import Store
 
     plate = generate(tmp_path / "in", plate_id="U1", n_wells=2, sites=1, size=64, seed=1)

@@ -22,3 +22,18 @@ def test_failed_write_keeps_old_file_and_leaves_no_temporary(tmp_path):
         write_text_atomic(b"not text", target)  # type: ignore[arg-type]
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
+def test_atomic_path_renames_on_success_and_removes_on_any_failure(tmp_path):
+    from pipeline.store.atomic import atomic_path
+
+    target = tmp_path / "t" / "table.parquet"
+    with atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp != target and not target.exists()
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new"
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C mid-write: the old file stays, no temporary
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise KeyboardInterrupt
+    assert target.read_bytes() == b"new" and [p.name for p in target.parent.iterdir()] == ["table.parquet"]
