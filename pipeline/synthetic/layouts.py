@@ -131,7 +131,6 @@ def write_plate(
     (per well: effective phenotype, ``active``), ``ground_truth/fields.csv`` (per field:
     ``n_nuclei``, ``out_of_focus``). With ``faults``: one each of :data:`FAULT_KINDS`, listed in
     ``ground_truth/faults.csv`` (columns ``fault``, ``file``, ``well``, ``site``, ``channel``).
-
     Fields are rendered and written one at a time, so memory stays at a few field sizes.
 
     Parameters
@@ -183,40 +182,28 @@ def write_plate(
             np.save(fh, illum)
     files = _FieldFiles(plate_dir=plate_dir, layout=layout, plate_id=plate_id, seed=seed, size=size,
                         fault_at=_place_faults(wells, plate_id=plate_id, sites=sites, seed=seed) if faults else {})
-    plate_brightness = float(np.random.default_rng([seed, _crc(plate_id), 0xB0B]).lognormal(0.0, 0.05))
     rows, cols = _plate_shape(wells)
-    pheno_rows, field_rows = [], []
-    for _, row in platemap.iterrows():
-        well = row["Metadata_Well"]
-        pheno, pheno_row, density, brightness = _well_state(
-            row, _field_rng(seed, plate_id, well, 0), edge=_is_edge(well, rows, cols),
-            plate_brightness=plate_brightness)
-        pheno_rows.append(pheno_row)
-        for site in range(1, sites + 1):
-            frng = _field_rng(seed, plate_id, well, site)
-            blurred = bool(frng.random() < defocus_rate)
-            image, nuclei, cells = render_field(
-                pheno, size=size, nucleus_radius=nucleus_radius, rng=frng, illumination=illum,
-                out_of_focus=blurred, cell_density=density, brightness=brightness, bleed_through=bleed_through,
-            )
-            field_rows.append({"Metadata_Well": well, "Metadata_Site": site,
-                               "n_nuclei": int(nuclei.max()), "out_of_focus": blurred})
-            if ground_truth:
-                (gt / "labels" / f"{well}_s{site}.npz").write_bytes(_npz_bytes(nuclei=nuclei, cells=cells))
-            files.write_field(image, well=well, site=site)
-
+    pheno_rows, field_rows = _render_wells(
+        platemap, files, labels=gt / "labels" if ground_truth else None, illumination=illum, seed=seed,
+        plate_id=plate_id, sites=sites, size=size, nucleus_radius=nucleus_radius, defocus_rate=defocus_rate,
+        bleed_through=bleed_through, rows=rows, cols=cols)
     if layout == "loaddata":
         _write_load_data(plate_dir / "load_data.csv", files.load_rows)
     else:
         _write_instrument_metadata(plate_dir, layout, plate_id=plate_id, rows=rows, cols=cols, sites=sites)
     if ground_truth:
-        pd.DataFrame(pheno_rows).to_csv(gt / "phenotypes.csv", index=False)
-        pd.DataFrame(field_rows).to_csv(gt / "fields.csv", index=False)
-        if faults:
-            pd.DataFrame(files.fault_rows, columns=["fault", "file", "well", "site", "channel"]).to_csv(
-                gt / "faults.csv", index=False
-            )
+        _write_ground_truth(gt, pheno_rows, field_rows, files.fault_rows if faults else None)
     return plate_dir
+
+
+def _write_ground_truth(gt: Path, pheno_rows: list[dict], field_rows: list[dict], fault_rows: list[dict] | None) -> None:
+    """``phenotypes.csv``, ``fields.csv`` and, with faults, ``faults.csv`` in ``gt``."""
+    pd.DataFrame(pheno_rows).to_csv(gt / "phenotypes.csv", index=False)
+    pd.DataFrame(field_rows).to_csv(gt / "fields.csv", index=False)
+    if fault_rows is not None:
+        pd.DataFrame(fault_rows, columns=["fault", "file", "well", "site", "channel"]).to_csv(
+            gt / "faults.csv", index=False
+        )
 
 
 #: The plate map columns :func:`write_plate` needs (and writes to ``platemap.csv``).
@@ -325,6 +312,34 @@ class _FieldFiles:
         if self.layout == "imagexpress":
             thumb = self.plate_dir / f"{self.plate_id}_{well}_s{site}_w{ch + 1}_thumb{self.guids[ch]}.tif"
             _write_tiff(thumb, full[::4, ::4])
+
+
+def _render_wells(platemap: pd.DataFrame, files: _FieldFiles, *, labels: Path | None, illumination: np.ndarray,
+                  seed: int, plate_id: str, sites: int, size: int, nucleus_radius: float, defocus_rate: float,
+                  bleed_through: float, rows: int, cols: int) -> tuple[list[dict], list[dict]]:
+    """Render every field of the plate, well by well, and write its files (and, with
+    ``labels``, its label images); returns the ground-truth rows per well and per field."""
+    plate_brightness = float(np.random.default_rng([seed, _crc(plate_id), 0xB0B]).lognormal(0.0, 0.05))
+    pheno_rows, field_rows = [], []
+    for _, row in platemap.iterrows():
+        well = row["Metadata_Well"]
+        pheno, pheno_row, density, brightness = _well_state(
+            row, _field_rng(seed, plate_id, well, 0), edge=_is_edge(well, rows, cols),
+            plate_brightness=plate_brightness)
+        pheno_rows.append(pheno_row)
+        for site in range(1, sites + 1):
+            frng = _field_rng(seed, plate_id, well, site)
+            blurred = bool(frng.random() < defocus_rate)
+            image, nuclei, cells = render_field(
+                pheno, size=size, nucleus_radius=nucleus_radius, rng=frng, illumination=illumination,
+                out_of_focus=blurred, cell_density=density, brightness=brightness, bleed_through=bleed_through,
+            )
+            field_rows.append({"Metadata_Well": well, "Metadata_Site": site,
+                               "n_nuclei": int(nuclei.max()), "out_of_focus": blurred})
+            if labels is not None:
+                (labels / f"{well}_s{site}.npz").write_bytes(_npz_bytes(nuclei=nuclei, cells=cells))
+            files.write_field(image, well=well, site=site)
+    return pheno_rows, field_rows
 
 
 #: The stain names an instrument records for channels 1..5 (DNA, ER, RNA, AGP, Mito): MetaXpress
