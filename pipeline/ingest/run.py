@@ -725,7 +725,8 @@ def warm_kernels(features: str) -> None:
 
 def _vendor_flatfield_rms(listing: PlateListing, funcs: np.ndarray) -> dict[str, float]:
     """Channel -> RMS difference between cmcl's function and the vendor's flat-field profile."""
-    from pipeline.plates.acquisition import AcquisitionError, flatfield_image
+    from pipeline.plates.acquisition import AcquisitionError
+    from pipeline.plates.vendors.phenix import flatfield_image
 
     acq = listing.acquisition
     out: dict[str, float] = {}

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import tifffile
 
-from pipeline.plates.discovery import LAYOUTS, Layout
+from pipeline.plates.vendors import LAYOUTS, Layout
 from pipeline.store.paths import CHANNELS
 from pipeline.synthetic.design import design_plates, well_names
 from pipeline.synthetic.phenotype import DMSO, POSITIVE_CONTROL, Phenotype, effective_phenotype, phenotype_from_smiles
