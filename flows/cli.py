@@ -17,6 +17,8 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
+from pipeline.plates.vendors import LAYOUTS
+
 
 #: click's exceptions, wherever typer takes click from (it may vendor its own copy)
 _click = importlib.import_module(typer.BadParameter.__module__)
@@ -93,7 +95,7 @@ err = Console(stderr=True)
 StoreOpt = typer.Option(None, "--store", "-s", help="Store directory (default: $CMCL_STORE, else ./cmcl-store).")
 
 # Ingestion options, shared by `ingest` and `run` (they build pipeline.ingest.run.IngestSettings).
-LayoutOpt = typer.Option("auto", help="auto | imagexpress | phenix | loaddata")
+LayoutOpt = typer.Option("auto", help=" | ".join(("auto", *LAYOUTS)))
 ChannelsOpt = typer.Option(None, help="Channel map 'DNA=1,ER=2,RNA=3,AGP=4,Mito=5' or a TOML/YAML file.")
 CropOpt = typer.Option(64, help="Single-cell crop edge in pixels.")
 IllumOpt = typer.Option("background", help="Illumination function: background (default) | mean (CellProfiler) | median.")
@@ -361,7 +363,7 @@ def _need_compounds(root: Path) -> None:
 # ------------------------------------------------------------------------------------------ synth
 @app.command()
 def synth(out_dir: Path = typer.Argument(..., help="Folder to write the plate folder into."),
-          layout: str = typer.Option("imagexpress", help="imagexpress | phenix | loaddata"),
+          layout: str = typer.Option("imagexpress", help=" | ".join(LAYOUTS)),
           plate_id: str = typer.Option("P1", help="Plate identifier."),
           plate_format: int = typer.Option(96, "--format", help="96 or 384 wells."),
           wells: int = typer.Option(96, help="Number of wells to image (row-major from A01)."),

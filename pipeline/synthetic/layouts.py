@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import tifffile
 
-from pipeline.plates.vendors import LAYOUTS, Layout
+from pipeline.plates.vendors import Layout, get_vendor, layout_names
 from pipeline.store.paths import CHANNELS
 from pipeline.synthetic.design import design_plates, well_names
 from pipeline.synthetic.phenotype import DMSO, POSITIVE_CONTROL, Phenotype, effective_phenotype, phenotype_from_smiles
@@ -68,11 +68,11 @@ def _npz_bytes(**arrays: np.ndarray) -> bytes:
 
 
 def _image_relpath(layout: str, plate_id: str, well: str, site: int, ch: int, guid: str) -> str:
-    if layout == "imagexpress":
-        return f"{plate_id}_{well}_s{site}_w{ch + 1}{guid}.tif"
-    if layout == "phenix":
-        return f"Images/r{ord(well[0]) - 64:02d}c{int(well[1:]):02d}f{site:02d}p01-ch{ch + 1}sk1fk1fl1.tiff"
-    return f"images/{well}/{well}_s{site}_{CHANNELS[ch]}.tiff"
+    """Where channel index ``ch`` of a field goes: the vendor's file-name rule, or for LoadData
+    (whose CSV names the files) the generator's own ``images/<well>/<well>_s<site>_<Channel>.tiff``."""
+    if layout == "loaddata":
+        return f"images/{well}/{well}_s{site}_{CHANNELS[ch]}.tiff"
+    return get_vendor(layout).image_name(plate_id, well, site, ch + 1, guid=guid)
 
 
 def _well_phenotype(row: pd.Series, rng: np.random.Generator) -> tuple[Phenotype, bool]:
@@ -99,7 +99,7 @@ def write_plate(
     platemap: pd.DataFrame,
     *,
     plate_id: str,
-    layout: Layout = "imagexpress",
+    layout: Layout | str = "imagexpress",
     sites: int = 1,
     size: int = 256,
     nucleus_radius: float = 8.0,
@@ -141,8 +141,8 @@ def write_plate(
         One plate map from :func:`design_plates`.
     plate_id : str
         Plate name, used in folder and file names (letters, digits, ``-``; no ``_``).
-    layout : {'imagexpress', 'phenix', 'loaddata'}
-        File naming scheme.
+    layout : {'imagexpress', 'phenix', 'loaddata'} or a registered layout
+        File naming scheme (:meth:`pipeline.plates.vendors.base.Vendor.image_name`); registered: no metadata file.
     sites : int
         Fields per well.
     size, nucleus_radius : int, float
@@ -213,8 +213,14 @@ _PLATEMAP_COLUMNS = ["Metadata_Well", "Metadata_CompoundID", "Metadata_SMILES", 
 
 def _check_plate_args(platemap: pd.DataFrame, *, plate_id: str, layout: str, sites: int, faults: bool) -> None:
     """The validation of :func:`write_plate` (its Raises section)."""
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if layout not in layout_names():
+        raise ValueError(f"layout must be one of {layout_names()}, got {layout!r}")
+    if layout != "loaddata":
+        try:
+            get_vendor(layout).image_name(plate_id, "A01", 1, 1)
+        except NotImplementedError:
+            raise ValueError(f"layout {layout!r} has no file-name rule (Vendor.image_name): the generator cannot "
+                             f"write it") from None
     if not plate_id or "_" in plate_id or "/" in plate_id:
         raise ValueError(f"plate_id must be non-empty without '_' or '/', got {plate_id!r}")
     missing = [c for c in _PLATEMAP_COLUMNS if c not in platemap.columns]
@@ -373,7 +379,9 @@ def _duplicate_relpath(layout: str, rel: str, plate_id: str, well: str, site: in
         return _image_relpath(layout, plate_id, well, site, ch, _guid(seed, plate_id, ch, "duplicate"))
     if layout == "phenix":
         return rel.replace("sk1fk1fl1", "sk2fk1fl1")
-    return rel.replace(".tiff", "_copy.tiff")
+    if layout == "loaddata":
+        return rel.replace(".tiff", "_copy.tiff")
+    return f"duplicate/{rel}"  # a registered layout: the same name in a subfolder
 
 
 def _write_load_data(path: Path, load_rows: list) -> None:

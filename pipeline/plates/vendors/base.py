@@ -118,6 +118,19 @@ class Vendor(abc.ABC):
         channel map; None when the layout's channels have no vendor numbers (LoadData)."""
         return None
 
+    def image_name(self, plate: str, well: str, site: int, channel: int, *, guid: str = "") -> str:
+        """The path (relative to the plate folder) the instrument writes the image of ``well``
+        (``'B07'``), field ``site`` and vendor channel number ``channel`` to: the inverse of the
+        lister, used by :mod:`pipeline.synthetic` to write plates in this layout. ``guid`` is a
+        per-channel identifier for layouts whose names carry one.
+
+        Raises
+        ------
+        NotImplementedError
+            For a layout whose file names follow no rule (LoadData: the CSV names them).
+        """
+        raise NotImplementedError(f"the {self.name} layout has no file-name rule")
+
 
 class FileNameVendor(Vendor):
     """A layout whose file names say well, field and channel number. A subclass gives

@@ -35,6 +35,10 @@ class ImageXpress(FileNameVendor):
         found = shallowest(root, lambda p: p.suffix.lower() == ".htd")
         return None if found is None else read_htd(found)
 
+    def image_name(self, plate: str, well: str, site: int, channel: int, *, guid: str = "") -> str:
+        """``<plate>_<well>_s<site>_w<channel><GUID>.tif``."""
+        return f"{plate}_{well}_s{site}_w{channel}{guid}.tif"
+
     def list_files(self, root: Path, channel_map: dict[str, str] | None) -> FileListing:
         rows, unmatched, ignored, plates = [], [], [], set()
         for p in tiffs(root):

@@ -28,7 +28,7 @@ import numpy as np
 from pipeline.plates.acquisition import Acquisition, AcquisitionError, ChannelInfo, auto_channel_map
 from pipeline.plates.channel_maps import raw_channel
 from pipeline.plates.vendors.base import FileListing, FileNameVendor, shallowest, tiffs
-from pipeline.plates.wells import well_name
+from pipeline.plates.wells import row_number, split_well, well_name
 
 __all__ = ["Phenix", "VENDOR", "read_harmony_index", "flatfield_image", "HARMONY_TIFF_TAG", "tiff_channel_name",
            "tiff_acquisition"]
@@ -58,6 +58,12 @@ class Phenix(FileNameVendor):
     @staticmethod
     def _index(root: Path) -> Path | None:
         return shallowest(root, lambda p: p.name.lower() in _INDEX_NAMES)
+
+    def image_name(self, plate: str, well: str, site: int, channel: int, *, guid: str = "") -> str:
+        """``Images/r<row>c<col>f<site>p01-ch<channel>sk1fk1fl1.tiff`` (focal plane 1, two digits
+        each), as a Harmony export writes them."""
+        row, col = split_well(well)
+        return f"Images/r{row_number(row):02d}c{col:02d}f{site:02d}p01-ch{channel}sk1fk1fl1.tiff"
 
     def list_files(self, root: Path, channel_map: dict[str, str] | None) -> FileListing:
         unmatched, ignored = [], []
