@@ -44,6 +44,7 @@ from pipeline.features.measure import FEATURE_SETS, measure_objects
 from pipeline.store.ledger import file_lock, ledger_entry, update_ledger
 from pipeline.store.omezarr import PlateWriter, field_path, open_plate, preload_metadata_writer, read_field
 from pipeline.store.provenance import code_fingerprint
+from pipeline.plates.vendors import VENDOR_MODULES
 from pipeline.plates.discovery import (LAYOUTS, PlateListing, discover_plate, fingerprint_files, parse_channel_map, read_platemap,
                              split_well)
 from pipeline.store.schema import arrow_schema, read_table, write_table
@@ -246,7 +247,7 @@ def plan_plate(plate_dir: str | Path, store: Store, settings: IngestSettings, *,
         listing = _with_fields(listing, plate=plate_id)
     files = sorted(str(p.relative_to(listing.root)) for p in listing.root.rglob("*") if p.is_file())
     listing = _with_fields(listing, ignored=[*listing.ignored, *_unused_files(listing, files)])
-    extra = settings.key() + code_fingerprint(*_STAGE_MODULES)
+    extra = settings.key() + code_fingerprint(*_STAGE_MODULES, *VENDOR_MODULES)
     for weights in (settings.cellpose_model, settings.cellpose_cell_model):
         if weights:  # the weights' content, not just their path, decides the labels
             extra += hashlib.sha256(Path(weights).expanduser().read_bytes()).hexdigest()

@@ -30,12 +30,15 @@ if TYPE_CHECKING:
     from pipeline.plates.acquisition import Acquisition
     from pipeline.plates.vendors.base import Vendor
 
-__all__ = ["Layout", "LAYOUTS", "vendors", "layout_names", "get_vendor", "register", "unregister",
+__all__ = ["Layout", "LAYOUTS", "VENDOR_MODULES", "vendors", "layout_names", "get_vendor", "register", "unregister",
            "find_acquisition"]
 
 #: The shipped vendor layouts, one module each, in detection order: the registration line.
 Layout = Literal["imagexpress", "phenix", "loaddata"]
 LAYOUTS: tuple[str, ...] = typing.get_args(Layout)
+#: Their modules, for code fingerprints (:func:`pipeline.store.provenance.code_fingerprint` follows
+#: import statements, and these are imported by name on first use).
+VENDOR_MODULES: tuple[str, ...] = tuple(f"{__name__}.{name}" for name in LAYOUTS)
 
 #: Vendors added with :func:`register` (after the shipped ones, in the order added).
 _REGISTERED: dict[str, Vendor] = {}
@@ -44,7 +47,7 @@ _REGISTERED: dict[str, Vendor] = {}
 def vendors() -> tuple[Vendor, ...]:
     """Every vendor layout, in detection order: the shipped ones (:data:`LAYOUTS`), then the
     registered ones."""
-    shipped = tuple(importlib.import_module(f"{__name__}.{name}").VENDOR for name in LAYOUTS)
+    shipped = tuple(importlib.import_module(module).VENDOR for module in VENDOR_MODULES)
     return shipped + tuple(_REGISTERED.values())
 
 
