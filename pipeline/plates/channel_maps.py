@@ -4,18 +4,22 @@
 from __future__ import annotations
 
 import os
+import typing
 from pathlib import Path
+from typing import Literal
 
 from pipeline.store.paths import CHANNELS
 
-__all__ = ["DEFAULT_CHANNEL_MAP", "CHANNEL_SOURCES", "raw_channel", "plate_channels", "read_channel_map",
+__all__ = ["DEFAULT_CHANNEL_MAP", "ChannelSource", "CHANNEL_SOURCES", "raw_channel", "plate_channels", "read_channel_map",
            "parse_channel_map"]
 
 #: Default vendor channel number -> Cell Painting channel name.
 DEFAULT_CHANNEL_MAP: dict[str, str] = {str(i + 1): name for i, name in enumerate(CHANNELS)}
 
-#: Where a channel map may come from (:attr:`pipeline.plates.discovery.PlateListing.channel_source`).
-CHANNEL_SOURCES = ("metadata", "user", "pixels", "unresolved")
+#: Where a channel map may come from (:attr:`pipeline.plates.discovery.PlateListing.channel_source`):
+#: the instrument's metadata, the user (``--channels``), the pixels (DNA only), or nowhere yet.
+ChannelSource = Literal["metadata", "user", "pixels", "unresolved"]
+CHANNEL_SOURCES: tuple[str, ...] = typing.get_args(ChannelSource)
 
 
 def raw_channel(vendor_id: str) -> str:

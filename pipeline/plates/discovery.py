@@ -20,8 +20,10 @@ from typing import Literal
 import pandas as pd
 
 from pipeline.plates.acquisition import Acquisition
-from pipeline.plates.channel_maps import parse_channel_map, plate_channels
-from pipeline.plates.vendors import LAYOUTS, Layout, get_vendor, layout_names, vendors
+from pipeline.plates.channel_maps import ChannelSource, parse_channel_map, plate_channels
+# LAYOUTS (and split_well, parse_channel_map, PlateLayoutError below) are also imported from here
+# by other stages; their homes are pipeline.plates.vendors, .wells, .channel_maps, .vendors.base
+from pipeline.plates.vendors import LAYOUTS, Layout, get_vendor, layout_names, vendors  # noqa: F401
 from pipeline.plates.vendors.base import PlateLayoutError, Vendor, VendorListing
 from pipeline.plates.wells import PLATE_FORMATS, describe_format, row_number, split_well, well_name
 from pipeline.store.paths import CHANNELS
@@ -33,10 +35,6 @@ __all__ = [
     "read_platemap",
     "fingerprint_files",
 ]
-
-# Imported from here by other stages (LAYOUTS, PlateLayoutError, parse_channel_map, split_well):
-# their homes are pipeline.plates.vendors, .vendors.base, .channel_maps and .wells.
-_REEXPORTED = (LAYOUTS, PlateLayoutError, parse_channel_map, split_well)
 
 
 @dataclass(frozen=True)
@@ -93,7 +91,7 @@ class PlateListing:
     acquisition: Acquisition | None = None
     ignored: list[str] = field(default_factory=list)
     refused: list[dict] = field(default_factory=list)
-    channel_source: str = "metadata"
+    channel_source: ChannelSource = "metadata"
     notes: list[str] = field(default_factory=list)
 
 def raw_images(listing: PlateListing) -> pd.DataFrame:
@@ -158,10 +156,11 @@ def discover_plate(
     ----------
     plate_dir : path
         The plate folder (images, optionally ``platemap.csv`` and a LoadData CSV).
-    layout : {'auto', 'imagexpress', 'phenix', 'loaddata'}
-        ``'auto'`` reads the Phenix file names when a Harmony index (``Index.idx.xml`` /
-        ``Index.xml``) is present, else a LoadData CSV if one is present, else the file-name
-        layout that matches most TIFFs.
+    layout : {'auto', 'imagexpress', 'phenix', 'loaddata'} or a registered layout
+        A vendor layout of :mod:`pipeline.plates.vendors`. ``'auto'`` asks them in order: the
+        first whose own index the folder carries reads it alone (the Phenix file names when a
+        Harmony index, ``Index.idx.xml`` / ``Index.xml``, is present, else a LoadData CSV if one
+        is present), else the file-name layout that matches most TIFFs.
     channel_map : str or dict, optional
         Vendor channel number -> name (see :func:`parse_channel_map`; ``channel_source``
         'user'). When None, the map is read from the vendor metadata (Harmony index channel

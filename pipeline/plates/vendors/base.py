@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.plates.acquisition import Acquisition, auto_channel_map
-from pipeline.plates.channel_maps import raw_channel
+from pipeline.plates.channel_maps import ChannelSource, raw_channel
 from pipeline.plates.wells import split_well, well_name
 
 __all__ = ["PlateLayoutError", "FileListing", "VendorListing", "Vendor", "FileNameVendor", "tiffs", "refusal",
@@ -63,7 +63,7 @@ class VendorListing:
     files: FileListing
     channel_map: dict[str, str]
     acquisition: Acquisition | None
-    source: str
+    source: ChannelSource
 
 
 class Vendor(abc.ABC):
