@@ -18,6 +18,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from pipeline.chem.choices import ID_COLUMNS
+from pipeline.plates.vendors import LAYOUTS
 from pipeline.profiles.choices import DEFAULT_NEGCON
 from pipeline.features.choices import FEATURE_SETS
 from pipeline.images.choices import ILLUMINATION_METHODS, SEGMENTERS
@@ -98,7 +99,7 @@ err = Console(stderr=True)
 StoreOpt = typer.Option(None, "--store", "-s", help="Store directory (default: $CMCL_STORE, else ./cmcl-store).")
 
 # Ingestion options, shared by `ingest` and `run` (they build pipeline.ingest.settings.IngestSettings).
-LayoutOpt = typer.Option("auto", help="auto | imagexpress | phenix | loaddata")
+LayoutOpt = typer.Option("auto", help=" | ".join(("auto", *LAYOUTS)))
 ChannelsOpt = typer.Option(None, help="Channel map 'DNA=1,ER=2,RNA=3,AGP=4,Mito=5' or a TOML/YAML file.")
 CropOpt = typer.Option(64, help="Single-cell crop edge in pixels.")
 IllumOpt = typer.Option("background", help=f"Illumination function: {' | '.join(ILLUMINATION_METHODS)} (default background; "
@@ -371,7 +372,7 @@ def _need_compounds(root: Path) -> None:
 # ------------------------------------------------------------------------------------------ synth
 @app.command()
 def synth(out_dir: Path = typer.Argument(..., help="Folder to write the plate folder into."),
-          layout: str = typer.Option("imagexpress", help="imagexpress | phenix | loaddata"),
+          layout: str = typer.Option("imagexpress", help=" | ".join(LAYOUTS)),
           plate_id: str = typer.Option("P1", help="Plate identifier."),
           plate_format: int = typer.Option(96, "--format", help="96 or 384 wells."),
           wells: int = typer.Option(96, help="Number of wells to image (row-major from A01)."),

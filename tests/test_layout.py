@@ -31,10 +31,6 @@ MAX_MODULE_LINES = 700
 # (c) functions over MAX_FUNCTION_LINES: "module:qualname" -> reason.
 ALLOW_LONG_FUNCTIONS: dict[str, str] = {
     # being split by the other parts of issue #26 (step 2); the merger shrinks this list
-    "pipeline.synthetic.design:design_plates": "synthetic area, issue #26",
-    "pipeline.synthetic.layouts:write_plate": "synthetic area, issue #26",
-    "pipeline.synthetic.render:render_field": "synthetic area, issue #26",
-    "pipeline.synthetic.store:make_synthetic_store": "synthetic area, issue #26",
     "cmcl_model.finetune.run:finetune_once": "finetune area, issue #26",
     "cmcl_model.train.loop:train": "train area, issue #26",
 }

@@ -29,7 +29,7 @@ CellProfiler's mean with no offset is 8-13 % off (``tests/pipeline/test_illumina
 The function is divided by its minimum (``robust_percentile=0``), not clipped at a low
 percentile as CellProfiler does: clipping flattened the corners of strongly vignetted fields. :func:`flatness` reports how
 flat the corrected background is, and :func:`compare_profiles` compares a function with a
-vendor's flat-field profile (Harmony's, :func:`pipeline.plates.acquisition.flatfield_image`).
+vendor's flat-field profile (Harmony's, :func:`pipeline.plates.vendors.phenix.flatfield_image`).
 
 The combined image is then smoothed with a large median filter (computed on a downsampled image and
 upsampled back, which is what the JUMP recipe does for speed), rescaled so that its minimum is 1,

@@ -20,7 +20,8 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 from pipeline.images import illumination as illum
 from pipeline.ingest.plan import PlatePlan
 from pipeline.ingest.settings import IngestSettings
-from pipeline.plates.acquisition import AcquisitionError, flatfield_image
+from pipeline.plates.acquisition import AcquisitionError
+from pipeline.plates.vendors.phenix import flatfield_image
 from pipeline.plates.discovery import PlateListing
 from pipeline.store.omezarr import open_plate, read_field
 

@@ -20,6 +20,7 @@ from pipeline.plates.channel_check import check_channels
 from pipeline.plates.discovery import PlateListing, discover_plate, fingerprint_files, read_platemap
 from pipeline.store.ledger import ledger_entry
 from pipeline.store.paths import Store
+from pipeline.plates.vendors import VENDOR_MODULES
 from pipeline.store.provenance import code_fingerprint
 
 __all__ = ["PlatePlan", "STAGE_MODULES", "plan_plate", "folder_platemap", "PlateConflictError", "check_plate_source",
@@ -70,7 +71,7 @@ def plan_plate(plate_dir: str | Path, store: Store, settings: IngestSettings, *,
         listing = _with_fields(listing, plate=plate_id)
     files = sorted(str(p.relative_to(listing.root)) for p in listing.root.rglob("*") if p.is_file())
     listing = _with_fields(listing, ignored=[*listing.ignored, *_unused_files(listing, files)])
-    extra = settings.key() + code_fingerprint(*STAGE_MODULES)
+    extra = settings.key() + code_fingerprint(*STAGE_MODULES, *VENDOR_MODULES)
     for weights in (settings.cellpose_model, settings.cellpose_cell_model):
         if weights:  # the weights' content, not just their path, decides the labels
             extra += hashlib.sha256(Path(weights).expanduser().read_bytes()).hexdigest()

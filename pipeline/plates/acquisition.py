@@ -1,20 +1,10 @@
-"""What the microscope wrote about a plate: channel names, wavelengths, pixel size, objective.
+"""What the microscope wrote about a plate, vendor-neutral: channel names, wavelengths, pixel
+size, objective (:class:`Acquisition`), and which Cell Painting stain each channel holds.
 
-Readers for the metadata files that sit beside the images:
-
-``Index.idx.xml`` / ``Index.xml`` (PerkinElmer/Revvity Harmony V5 and later)
-    plate id, wells, fields, per channel its name, excitation/emission wavelengths and exposure,
-    pixel size (m), objective magnification and NA, and Harmony's own flat-field profile per
-    channel (a polynomial, see :func:`flatfield_image`).
-``<plate>.HTD`` (Molecular Devices ImageXpress / MetaXpress)
-    wavelength names (``"WaveName1", "DAPI"``), well and site layout.
-a Harmony TIFF's own description (private tag 65500)
-    Harmony V5 writes the measurement's records into every image; the image's ``RecordID`` and
-    ``ChannelID`` select its channel's ``Name`` (:func:`tiff_acquisition`). Later versions
-    (V7) write only the image's ids there: no channel name.
-a CellProfiler LoadData CSV (pe2loaddata style)
-    ``Metadata_ChannelName_Orig<X>``, ``Metadata_ImageResolutionX`` (m), wavelengths,
-    objective magnification.
+Each vendor's reader lives with its layout in :mod:`pipeline.plates.vendors`: the Harmony index
+and TIFF descriptions in :mod:`~pipeline.plates.vendors.phenix`, the ``.HTD`` file in
+:mod:`~pipeline.plates.vendors.imagexpress`, LoadData metadata columns in
+:mod:`~pipeline.plates.vendors.loaddata`; each returns an :class:`Acquisition`.
 
 :func:`stain_role` maps a stain or dye name to its Cell Painting role (Hoechst/DAPI -> DNA,
 ConA/Alexa 488 -> ER, SYTO 14/"488 long" -> RNA, phalloidin/WGA/Alexa 568 -> AGP,
@@ -25,15 +15,9 @@ Nothing here reads pixels.
 
 from __future__ import annotations
 
-import ast
-import os
 import re
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
 
 from pipeline.store.paths import CHANNELS
 
@@ -44,13 +28,6 @@ __all__ = [
     "stain_role",
     "auto_channel_map",
     "describe_channel_map",
-    "read_harmony_index",
-    "read_htd",
-    "loaddata_acquisition",
-    "find_acquisition",
-    "flatfield_image",
-    "tiff_channel_name",
-    "tiff_acquisition",
 ]
 
 
@@ -196,7 +173,7 @@ def describe_channel_map(mapping: dict[str, str], acq: Acquisition | None = None
     """One line: ``'DNA=ch5 (HOECHST 33342), ER=ch4 (Alexa 488), ...; ignored: ch6 (Brightfield)'``.
 
     Channels mapped to no stain (``ch<N>``, kept raw) are listed as ``unassigned``; with
-    ``source`` (:data:`pipeline.plates.discovery.CHANNEL_SOURCES`) the line ends with where the map
+    ``source`` (:data:`pipeline.plates.channel_maps.CHANNEL_SOURCES`) the line ends with where the map
     comes from (``'; source: the instrument's metadata'``). LoadData channels, named by their
     column, read ``OrigDNA``; vendor channel numbers read ``ch5``.
     """
@@ -211,293 +188,3 @@ def describe_channel_map(mapping: dict[str, str], acq: Acquisition | None = None
     return (", ".join(parts) + (f"; unassigned: {', '.join(label(v) for v in raw)}" if raw else "")
             + (f"; ignored: {', '.join(ignored)}" if ignored else "")
             + (f"; source: {_SOURCE_TEXT.get(source, source)}" if source else ""))
-
-
-# ----------------------------------------------------------------------------- Harmony
-def _strip_ns(root: ET.Element) -> ET.Element:
-    for el in root.iter():
-        if isinstance(el.tag, str) and "}" in el.tag:
-            el.tag = el.tag.split("}", 1)[1]
-    return root
-
-
-def _float(el: ET.Element | None) -> float | None:
-    if el is None or el.text is None or not el.text.strip():
-        return None
-    try:
-        return float(el.text)
-    except ValueError:
-        return None
-
-
-def _metres_to_um(el: ET.Element | None) -> float | None:
-    v = _float(el)
-    if v is None:
-        return None
-    unit = (el.get("Unit") or "m").strip()
-    return v * {"m": 1e6, "mm": 1e3, "um": 1.0, "µm": 1.0, "nm": 1e-3}.get(unit, 1e6)
-
-
-def _parse_profile(text: str) -> dict | None:
-    """Harmony's ``FlatfieldProfile`` text (YAML-like flow mapping) into a dict, or None."""
-    s = text.strip()
-    if not s.startswith("{"):
-        return None
-    # quote bare keys and bare string values so the mapping is a Python literal
-    s = re.sub(r"([{,]\s*)([A-Za-z][\w ]*?)\s*:", r"\1'\2':", s)
-    def value(m: re.Match) -> str:
-        v = m.group(1).strip()
-        try:
-            float(v)
-            return f": {v}{m.group(2)}"
-        except ValueError:
-            return f": {v!r}{m.group(2)}"
-
-    s = re.sub(r"'\s*:\s*([^,{}\[\]']+?)\s*([,}])", lambda m: "'" + value(m), s)
-    try:
-        out = ast.literal_eval(s)
-    except (ValueError, SyntaxError):
-        return None
-    return out if isinstance(out, dict) else None
-
-
-def read_harmony_index(path: str | os.PathLike) -> Acquisition:
-    """Read a Harmony ``Index.idx.xml`` (V5) or ``Index.xml`` (V6 and later).
-
-    Namespaces are ignored, so every Harmony version with ``Plates``/``Wells``/``Images``
-    elements reads the same way. Channel names and wavelengths come from the ``Images`` entries
-    (one per channel is enough) and, where present, the ``Maps`` entries.
-
-    Raises
-    ------
-    AcquisitionError
-        Naming the file when it is not XML or holds no image entries.
-    """
-    path = Path(path)
-    try:
-        root = _strip_ns(ET.parse(path).getroot())
-    except (ET.ParseError, OSError) as exc:
-        raise AcquisitionError(f"{path}: cannot read Harmony index: {exc}") from None
-    images = root.findall("./Images/Image")
-    if not images:
-        raise AcquisitionError(f"{path}: Harmony index has no Images/Image entries")
-    plate = root.findtext("./Plates/Plate/PlateID") or root.findtext("./Plates/Plate/Name")
-    channels: dict[str, ChannelInfo] = {}
-    wells: set[str] = set()
-    n_fields = 0
-    px = None
-    mag = na = None
-    for im in images:
-        cid = (im.findtext("ChannelID") or "").strip()
-        row, col = im.findtext("Row"), im.findtext("Col")
-        if row and col:
-            wells.add(f"{chr(ord('A') + int(row) - 1)}{int(col):02d}")
-        n_fields = max(n_fields, int(im.findtext("FieldID") or 0))
-        if px is None:
-            y, x = _metres_to_um(im.find("ImageResolutionY")), _metres_to_um(im.find("ImageResolutionX"))
-            if x is not None:
-                px = (y if y is not None else x, x)
-        mag = mag if mag is not None else _float(im.find("ObjectiveMagnification"))
-        na = na if na is not None else _float(im.find("ObjectiveNA"))
-        if cid and cid not in channels:
-            channels[cid] = ChannelInfo(
-                id=cid, name=(im.findtext("ChannelName") or f"channel {cid}").strip(),
-                excitation_nm=_float(im.find("MainExcitationWavelength")),
-                emission_nm=_float(im.find("MainEmissionWavelength")), exposure_s=_float(im.find("ExposureTime")))
-    flatfield: dict[str, dict] = {}
-    for entry in root.findall("./Maps/Map/Entry"):
-        cid = entry.get("ChannelID")
-        prof = entry.findtext("FlatfieldProfile")
-        if cid and prof:
-            parsed = _parse_profile(prof)
-            if parsed is not None:
-                flatfield[cid] = parsed
-        name = entry.findtext("ChannelName")
-        if cid and name and cid not in channels:
-            channels[cid] = ChannelInfo(id=cid, name=name.strip())
-    objective = None
-    if mag is not None:
-        objective = f"{mag:g}x" + (f", NA {na:g}" if na is not None else "")
-    return Acquisition(source=path, plate=plate.strip() if plate else None, wells=tuple(sorted(wells)),
-                       n_fields=n_fields or None,
-                       channels=tuple(channels[k] for k in sorted(channels, key=lambda s: (len(s), s))),
-                       pixel_size_um=px, objective=objective, flatfield=flatfield)
-
-
-def flatfield_image(profile: dict, *, part: str = "Background", shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Evaluate a Harmony flat-field polynomial profile on the pixel grid.
-
-    Harmony stores ``Profile: {Coefficients: [[c00], [c10, c01], [c20, c11, c02], ...], Dims,
-    Origin, Scale, Type: Polynomial}``; row ``k`` holds the coefficients of the degree-``k``
-    terms ``u^(k-j) v^j`` with ``u = (x - Origin[0]) * Scale[0]``, ``v = (y - Origin[1]) *
-    Scale[1]`` (pixel column x, row y).
-
-    Parameters
-    ----------
-    profile : dict
-        One channel's parsed profile (:attr:`Acquisition.flatfield` value).
-    part : {'Background', 'Foreground'}
-    shape : (Y, X), optional
-        Default: the profile's ``Dims`` (given as (X, Y)).
-
-    Returns
-    -------
-    (Y, X) float32 ndarray, normalised to mean 1.
-
-    Raises
-    ------
-    AcquisitionError
-        If the profile is not a polynomial one.
-    """
-    p = (profile.get(part) or {}).get("Profile") or {}
-    if p.get("Type") != "Polynomial" or "Coefficients" not in p:
-        raise AcquisitionError(f"flat-field profile part {part!r} is not a polynomial profile: {p!r}")
-    dims = p.get("Dims", [0, 0])
-    ny, nx = shape if shape is not None else (int(dims[1]), int(dims[0]))
-    ox, oy = p.get("Origin", [(nx - 1) / 2, (ny - 1) / 2])
-    sx, sy = p.get("Scale", [1 / nx, 1 / ny])
-    u = ((np.arange(nx) - ox) * sx)[None, :]
-    v = ((np.arange(ny) - oy) * sy)[:, None]
-    out = np.zeros((ny, nx), np.float64)
-    for k, row in enumerate(p["Coefficients"]):
-        for j, c in enumerate(row):
-            out += float(c) * u ** (k - j) * v ** j
-    return (out / out.mean()).astype(np.float32)
-
-
-# ----------------------------------------------------------------------------- ImageXpress
-def read_htd(path: str | os.PathLike) -> Acquisition:
-    """Read a MetaXpress ``.HTD`` file (``"Key", value, ...`` lines): wavelength names, sites.
-
-    Raises
-    ------
-    AcquisitionError
-        Naming the file when it holds no ``WaveName`` entries.
-    """
-    path = Path(path)
-    entries: dict[str, list[str]] = {}
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        raise AcquisitionError(f"{path}: cannot read HTD file: {exc}") from None
-    for line in text.splitlines():
-        parts = [p.strip().strip('"') for p in line.split(",")]
-        if parts and parts[0]:
-            entries[parts[0]] = parts[1:]
-    waves = sorted((k for k in entries if re.fullmatch(r"WaveName\d+", k)), key=lambda k: int(k[8:]))
-    if not waves:
-        raise AcquisitionError(f"{path}: HTD file has no WaveName entries")
-    channels = tuple(ChannelInfo(id=k[8:], name=entries[k][0] if entries[k] else f"w{k[8:]}") for k in waves)
-    n_fields = None
-    if entries.get("Sites", ["FALSE"])[0].upper() == "TRUE":
-        try:
-            n_fields = int(entries["XSites"][0]) * int(entries["YSites"][0])
-        except (KeyError, ValueError, IndexError):
-            n_fields = None
-    return Acquisition(source=path, plate=None, channels=channels, n_fields=n_fields)
-
-
-# ----------------------------------------------------------------------------- LoadData
-def loaddata_acquisition(table: pd.DataFrame, *, source: Path) -> Acquisition:
-    """Channel names, wavelengths and pixel size from a LoadData table's metadata columns.
-
-    Channels are the ``FileName_Orig<X>`` columns (id ``X``); their names come from
-    ``Metadata_ChannelName_Orig<X>`` where present, else ``X`` itself.
-    """
-    ids = [c[len("FileName_Orig"):] for c in table.columns if c.startswith("FileName_Orig")]
-    first = table.iloc[0] if len(table) else pd.Series(dtype=object)
-
-    def value(col: str) -> float | None:
-        v = pd.to_numeric(pd.Series([first.get(col)]), errors="coerce").iloc[0]
-        return None if pd.isna(v) else float(v)
-
-    channels = tuple(ChannelInfo(
-        id=x, name=str(first.get(f"Metadata_ChannelName_Orig{x}", x)) if pd.notna(first.get(f"Metadata_ChannelName_Orig{x}", x)) else x,
-        excitation_nm=value(f"Metadata_MainExcitationWavelength_Orig{x}"),
-        emission_nm=value(f"Metadata_MainEmissionWavelength_Orig{x}")) for x in ids)
-    px = None
-    rx, ry = value("Metadata_ImageResolutionX"), value("Metadata_ImageResolutionY")
-    if rx is not None:
-        scale = 1e6 if rx < 1e-3 else 1.0  # pe2loaddata writes metres
-        px = ((ry if ry is not None else rx) * scale, rx * scale)
-    mag = value("Metadata_ObjectiveMagnification")
-    na = value("Metadata_ObjectiveNA")
-    objective = None if mag is None else f"{mag:g}x" + (f", NA {na:g}" if na is not None else "")
-    return Acquisition(source=source, plate=str(first["Metadata_Plate"]) if "Metadata_Plate" in first else None,
-                       channels=channels, pixel_size_um=px, objective=objective)
-
-
-def find_acquisition(root: str | os.PathLike, layout: str) -> Acquisition | None:
-    """The vendor metadata of a plate folder for ``layout`` ('phenix': Harmony index,
-    'imagexpress': .HTD), or None when there is none. Searched recursively; the shallowest wins.
-
-    Raises
-    ------
-    AcquisitionError
-        If the file found cannot be read.
-    """
-    root = Path(root)
-    if layout == "phenix":
-        found = [p for p in root.rglob("*") if p.is_file() and p.name.lower() in ("index.idx.xml", "index.xml")]
-        reader = read_harmony_index
-    elif layout == "imagexpress":
-        found = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() == ".htd"]
-        reader = read_htd
-    else:
-        return None
-    if not found:
-        return None
-    return reader(min(found, key=lambda p: (len(p.relative_to(root).parts), p.name)))
-
-
-# ----------------------------------------------------------------------------- TIFF descriptions
-#: The private TIFF tag in which Harmony writes each image's XML description.
-HARMONY_TIFF_TAG = 65500
-
-
-def tiff_channel_name(path: str | os.PathLike) -> str | None:
-    """The channel name a Harmony TIFF's own description (tag 65500) gives, or None.
-
-    Harmony V5 writes the measurement's records (``Record/Channels/Channel/Name``) into every
-    image, and the image's ``Image/RecordID`` and ``Image/ChannelID``: the name is that
-    record's channel. A description without records (Harmony V7 writes only the image's ids),
-    an unreadable file or a TIFF without the tag gives None.
-    """
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            tag = tif.pages[0].tags.get(HARMONY_TIFF_TAG)
-            value = tag.value if tag is not None else None
-    except Exception:  # noqa: BLE001 - an unreadable file names nothing; ingestion quarantines it
-        return None
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
-    if not isinstance(value, str) or "<" not in value:
-        return None
-    try:
-        root = _strip_ns(ET.fromstring(value.strip()))
-    except ET.ParseError:
-        return None
-    record_id, channel_id = root.findtext(".//Image/RecordID"), root.findtext(".//Image/ChannelID")
-    records = [r for r in root.iter("Record") if r.find("./Channels/Channel") is not None]
-    try:
-        record = records[int(record_id) - 1]
-        channel = record.findall("./Channels/Channel")[int(channel_id or 1) - 1]
-    except (TypeError, ValueError, IndexError):
-        return None
-    name = channel.findtext("Name")
-    return name.strip() if name and name.strip() else None
-
-
-def tiff_acquisition(files: dict[str, Path]) -> Acquisition | None:
-    """Channel names from Harmony TIFF descriptions, one file per vendor channel id.
-
-    Returns an :class:`Acquisition` (source: the first file) when every file names its channel
-    and no two name the same one; else None (the descriptions do not name the channels).
-    """
-    names = {vid: tiff_channel_name(f) for vid, f in files.items()}
-    if not names or any(n is None for n in names.values()) or len(set(names.values())) < len(names):
-        return None
-    order = sorted(names, key=lambda v: (len(v), v))
-    return Acquisition(source=Path(files[order[0]]), channels=tuple(ChannelInfo(id=v, name=names[v]) for v in order))

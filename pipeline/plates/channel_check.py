@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 import tifffile
 
-from pipeline.plates.discovery import PlateListing, plate_channels, raw_channel, raw_images
+from pipeline.plates.channel_maps import plate_channels, raw_channel
+from pipeline.plates.discovery import PlateListing, raw_images
 from pipeline.images.stain_detect import NuclearPick, channel_scores, describe_scores, pick_nuclear
 
 __all__ = ["ChannelMapError", "SAMPLE_FIELDS", "FAR_BELOW", "sample_fields", "check_channels"]

@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.plates.discovery import split_well, well_name
+from pipeline.plates.wells import split_well, well_name
 
 __all__ = ["COLUMN_MAP", "PlatemapConfig", "read_platemap_config", "broad_platemap", "load_platemap"]
 

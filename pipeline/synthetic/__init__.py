@@ -22,42 +22,30 @@ All randomness flows from explicit seeds: a field's pixels depend only on
 ``(seed, plate_id, well, site)`` and the plate's illumination only on ``seed`` (one simulated
 microscope), so results never depend on the order in which fields are generated, and the same
 seed writes byte-identical files.
+
+Modules
+-------
+calibration  Statistics of real JUMP Phenix fields the renderer is calibrated to, with tolerances.
+design       Plate maps: DMSO spread over the plate, positive controls, replicates on different plates.
+layouts      Plate folders in a vendor layout (:mod:`pipeline.plates.vendors`), ground truth, deliberate faults.
+phenotype    The hidden structure -> morphology rule and its dose response.
+render       One field's pixels and labels; the simulated microscope's flat fields.
+store        A small synthetic cmcl store with a learnable molecule -> phenotype link (tests, benchmarks).
+
+Names listed in ``__all__`` are imported lazily: importing the package imports nothing heavy.
 """
 
-from pipeline.store.paths import CHANNELS
-from pipeline.synthetic.design import design_plates, well_names
-from pipeline.synthetic.layouts import FAULT_KINDS, generate, generate_demo, read_ground_truth, write_plate
-from pipeline.synthetic.phenotype import (
-    DMSO,
-    POSITIVE_CONTROL,
-    POSITIVE_CONTROL_ID,
-    POSITIVE_CONTROL_SMILES,
-    Phenotype,
-    effective_phenotype,
-    hill,
-    phenotype_from_smiles,
+import lazy_loader
+
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submodules=["calibration", "design", "layouts", "phenotype", "render", "store"],
+    submod_attrs={
+        "design": ["design_plates", "well_names"],
+        "layouts": ["FAULT_KINDS", "write_plate", "generate", "generate_demo", "read_ground_truth"],
+        "phenotype": ["DMSO", "POSITIVE_CONTROL", "POSITIVE_CONTROL_ID", "POSITIVE_CONTROL_SMILES", "Phenotype",
+                      "effective_phenotype", "hill", "phenotype_from_smiles"],
+        "render": ["DARK_OFFSET", "illumination_fields", "render_field"],
+        "store": ["make_synthetic_store"],
+    },
 )
-from pipeline.synthetic.render import DARK_OFFSET, illumination_fields, render_field
-
-__all__ = [
-    "CHANNELS",
-    "DARK_OFFSET",
-    "DMSO",
-    "POSITIVE_CONTROL_ID",
-    "POSITIVE_CONTROL_SMILES",
-    "POSITIVE_CONTROL",
-    "FAULT_KINDS",
-    "Phenotype",
-    "phenotype_from_smiles",
-    "effective_phenotype",
-    "hill",
-    "design_plates",
-    "well_names",
-    "illumination_fields",
-    "render_field",
-    "write_plate",
-    "generate",
-    "generate_demo",
-    "read_ground_truth",
-]
-

@@ -91,6 +91,46 @@ def design_plates(
     n_dmso = _DEFAULT_DMSO[plate_format] if n_dmso is None else n_dmso
     n_poscon = _DEFAULT_POSCON[plate_format] if n_poscon is None else n_poscon
     concentrations = tuple(float(c) for c in concentrations)
+    lib = library[library["Metadata_CompoundID"] != POSITIVE_CONTROL_ID]
+    n_compounds = _fit_design(n_available=len(lib), n_compounds=n_compounds, plate_format=plate_format,
+                              n_plates=n_plates, replicates=replicates, concentrations=concentrations,
+                              n_dmso=n_dmso, n_poscon=n_poscon)
+    plates_per_rep = n_plates // replicates
+    chosen = lib.iloc[:n_compounds]
+    pairs = [
+        (cid, smi, conc)
+        for cid, smi in zip(chosen["Metadata_CompoundID"], chosen["Metadata_SMILES"])
+        for conc in concentrations
+    ]
+    chunks = np.array_split(np.arange(len(pairs)), plates_per_rep)
+    names = well_names(plate_format)
+    maps = []
+    for p in range(n_plates):
+        rng = np.random.default_rng([seed, p, 0xD51])
+        grid = _control_grid(rng, p, rows=rows, cols=cols, n_dmso=n_dmso, n_poscon=n_poscon)
+        free = rng.permutation(np.flatnonzero(grid.ravel() == 0))
+        records = {}
+        for idx in np.flatnonzero(grid.ravel() == 1):
+            records[idx] = (None, None, np.nan, "negcon")
+        for idx in np.flatnonzero(grid.ravel() == 2):
+            records[idx] = (POSITIVE_CONTROL_ID, POSITIVE_CONTROL_SMILES, max(concentrations), "poscon")
+        for idx, k in zip(free, chunks[p % plates_per_rep]):
+            cid, smi, conc = pairs[k]
+            records[idx] = (cid, smi, conc, "trt")
+        maps.append(_map_table(records, names))
+    return maps
+
+
+def _fit_design(*, n_available: int, n_compounds: int | None, plate_format: int, n_plates: int, replicates: int,
+                concentrations: tuple[float, ...], n_dmso: int, n_poscon: int) -> int:
+    """The number of compounds the design holds (``n_compounds``, or as many as fit).
+
+    Raises
+    ------
+    ValueError
+        As :func:`design_plates` says.
+    """
+    rows, cols = _plate_shape(plate_format)
     if n_plates < 1 or replicates < 1 or not concentrations or min(concentrations) <= 0:
         raise ValueError(
             f"need n_plates >= 1, replicates >= 1 and positive concentrations; got n_plates="
@@ -103,13 +143,11 @@ def design_plates(
         raise ValueError(
             f"n_dmso={n_dmso} + n_poscon={n_poscon} exceed the {rows * cols} wells of a plate"
         )
-    lib = library[library["Metadata_CompoundID"] != POSITIVE_CONTROL_ID]
-    plates_per_rep = n_plates // replicates
-    slots = plates_per_rep * capacity // len(concentrations)
+    slots = (n_plates // replicates) * capacity // len(concentrations)
     if n_compounds is None:
-        n_compounds = min(len(lib), slots)
-    if n_compounds > len(lib):
-        raise ValueError(f"n_compounds={n_compounds} exceeds the library's {len(lib)} compounds")
+        n_compounds = min(n_available, slots)
+    if n_compounds > n_available:
+        raise ValueError(f"n_compounds={n_compounds} exceeds the library's {n_available} compounds")
     if n_compounds > slots:
         raise ValueError(
             f"design does not fit: {n_compounds} compounds x {len(concentrations)} "
@@ -117,45 +155,33 @@ def design_plates(
             f"{capacity} treatment wells ({plate_format} wells - {n_dmso} DMSO - {n_poscon} "
             f"positive controls); at most {slots} compounds fit"
         )
-    chosen = lib.iloc[:n_compounds]
-    pairs = [
-        (cid, smi, conc)
-        for cid, smi in zip(chosen["Metadata_CompoundID"], chosen["Metadata_SMILES"])
-        for conc in concentrations
-    ]
-    chunks = np.array_split(np.arange(len(pairs)), plates_per_rep)
-    names = well_names(plate_format)
-    maps = []
-    for p in range(n_plates):
-        rng = np.random.default_rng([seed, p, 0xD51])
-        grid = np.zeros((rows, cols), dtype=np.int8)  # 0 free, 1 DMSO, 2 poscon
-        for j in range(n_dmso):  # diagonal stride: every row, all columns incl. both edges
-            r, c = (j + p) % rows, (j * 5 + p) % cols
-            while grid[r, c]:
-                c = (c + 1) % cols
-            grid[r, c] = 1
-        free = np.flatnonzero(grid.ravel() == 0)
-        grid.ravel()[rng.choice(free, size=n_poscon, replace=False)] = 2
-        free = rng.permutation(np.flatnonzero(grid.ravel() == 0))
-        records = {}
-        for idx in np.flatnonzero(grid.ravel() == 1):
-            records[idx] = (None, None, np.nan, "negcon")
-        for idx in np.flatnonzero(grid.ravel() == 2):
-            records[idx] = (POSITIVE_CONTROL_ID, POSITIVE_CONTROL_SMILES, max(concentrations), "poscon")
-        for idx, k in zip(free, chunks[p % plates_per_rep]):
-            cid, smi, conc = pairs[k]
-            records[idx] = (cid, smi, conc, "trt")
-        order = sorted(records)
-        maps.append(
-            pd.DataFrame(
-                {
-                    "Metadata_Well": [names[i] for i in order],
-                    "Metadata_CompoundID": pd.array([records[i][0] for i in order], dtype="string"),
-                    "Metadata_SMILES": pd.array([records[i][1] for i in order], dtype="string"),
-                    "Metadata_Concentration": np.array([records[i][2] for i in order], dtype=float),
-                    "Metadata_ControlType": [records[i][3] for i in order],
-                }
-            )
-        )
-    return maps
+    return n_compounds
 
+
+def _control_grid(rng: np.random.Generator, p: int, *, rows: int, cols: int, n_dmso: int,
+                  n_poscon: int) -> np.ndarray:
+    """(rows, cols) int8 grid of plate ``p``: 0 free, 1 DMSO (a diagonal stride: every row, all
+    columns incl. both edges), 2 positive control (random free wells)."""
+    grid = np.zeros((rows, cols), dtype=np.int8)
+    for j in range(n_dmso):
+        r, c = (j + p) % rows, (j * 5 + p) % cols
+        while grid[r, c]:
+            c = (c + 1) % cols
+        grid[r, c] = 1
+    free = np.flatnonzero(grid.ravel() == 0)
+    grid.ravel()[rng.choice(free, size=n_poscon, replace=False)] = 2
+    return grid
+
+
+def _map_table(records: dict, names: list[str]) -> pd.DataFrame:
+    """A plate map from ``{well index: (compound id, SMILES, concentration, control type)}``."""
+    order = sorted(records)
+    return pd.DataFrame(
+        {
+            "Metadata_Well": [names[i] for i in order],
+            "Metadata_CompoundID": pd.array([records[i][0] for i in order], dtype="string"),
+            "Metadata_SMILES": pd.array([records[i][1] for i in order], dtype="string"),
+            "Metadata_Concentration": np.array([records[i][2] for i in order], dtype=float),
+            "Metadata_ControlType": [records[i][3] for i in order],
+        }
+    )

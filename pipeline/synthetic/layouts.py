@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import tifffile
 
-from pipeline.plates.discovery import LAYOUTS, Layout
+from pipeline.plates.vendors import Layout, get_vendor, layout_names
 from pipeline.store.paths import CHANNELS
 from pipeline.synthetic.design import design_plates, well_names
 from pipeline.synthetic.phenotype import DMSO, POSITIVE_CONTROL, Phenotype, effective_phenotype, phenotype_from_smiles
@@ -68,11 +68,11 @@ def _npz_bytes(**arrays: np.ndarray) -> bytes:
 
 
 def _image_relpath(layout: str, plate_id: str, well: str, site: int, ch: int, guid: str) -> str:
-    if layout == "imagexpress":
-        return f"{plate_id}_{well}_s{site}_w{ch + 1}{guid}.tif"
-    if layout == "phenix":
-        return f"Images/r{ord(well[0]) - 64:02d}c{int(well[1:]):02d}f{site:02d}p01-ch{ch + 1}sk1fk1fl1.tiff"
-    return f"images/{well}/{well}_s{site}_{CHANNELS[ch]}.tiff"
+    """Where channel index ``ch`` of a field goes: the vendor's file-name rule, or for LoadData
+    (whose CSV names the files) the generator's own ``images/<well>/<well>_s<site>_<Channel>.tiff``."""
+    if layout == "loaddata":
+        return f"images/{well}/{well}_s{site}_{CHANNELS[ch]}.tiff"
+    return get_vendor(layout).image_name(plate_id, well, site, ch + 1, guid=guid)
 
 
 def _well_phenotype(row: pd.Series, rng: np.random.Generator) -> tuple[Phenotype, bool]:
@@ -99,7 +99,7 @@ def write_plate(
     platemap: pd.DataFrame,
     *,
     plate_id: str,
-    layout: Layout = "imagexpress",
+    layout: Layout | str = "imagexpress",
     sites: int = 1,
     size: int = 256,
     nucleus_radius: float = 8.0,
@@ -131,7 +131,6 @@ def write_plate(
     (per well: effective phenotype, ``active``), ``ground_truth/fields.csv`` (per field:
     ``n_nuclei``, ``out_of_focus``). With ``faults``: one each of :data:`FAULT_KINDS`, listed in
     ``ground_truth/faults.csv`` (columns ``fault``, ``file``, ``well``, ``site``, ``channel``).
-
     Fields are rendered and written one at a time, so memory stays at a few field sizes.
 
     Parameters
@@ -142,8 +141,8 @@ def write_plate(
         One plate map from :func:`design_plates`.
     plate_id : str
         Plate name, used in folder and file names (letters, digits, ``-``; no ``_``).
-    layout : {'imagexpress', 'phenix', 'loaddata'}
-        File naming scheme.
+    layout : {'imagexpress', 'phenix', 'loaddata'} or a registered layout
+        File naming scheme (:meth:`pipeline.plates.vendors.base.Vendor.image_name`); registered: no metadata file.
     sites : int
         Fields per well.
     size, nucleus_radius : int, float
@@ -170,118 +169,183 @@ def write_plate(
         On an unknown layout (the message lists the valid ones), a bad plate id, a plate map
         without the required columns, or too few wells for ``faults``.
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    if not plate_id or "_" in plate_id or "/" in plate_id:
-        raise ValueError(f"plate_id must be non-empty without '_' or '/', got {plate_id!r}")
-    required = ["Metadata_Well", "Metadata_CompoundID", "Metadata_SMILES", "Metadata_Concentration", "Metadata_ControlType"]
-    missing = [c for c in required if c not in platemap.columns]
-    if missing:
-        raise ValueError(f"platemap lacks columns {missing}; has {list(platemap.columns)}")
-    if sites < 1:
-        raise ValueError(f"sites must be >= 1, got {sites!r}")
+    _check_plate_args(platemap, plate_id=plate_id, layout=layout, sites=sites, faults=faults)
     wells = list(platemap["Metadata_Well"])
-    if faults and len(wells) < len(FAULT_KINDS):
-        raise ValueError(f"faults=True needs >= {len(FAULT_KINDS)} wells, platemap has {len(wells)}")
-
     plate_dir = Path(out_dir) / plate_id
     plate_dir.mkdir(parents=True, exist_ok=True)
-    platemap.loc[:, required].to_csv(plate_dir / "platemap.csv", index=False)
+    platemap.loc[:, _PLATEMAP_COLUMNS].to_csv(plate_dir / "platemap.csv", index=False)
     illum = illumination_fields(size, seed)
-    guids = [_guid(seed, plate_id, ch) for ch in range(len(CHANNELS))]
     gt = plate_dir / "ground_truth"
     if ground_truth:
         (gt / "labels").mkdir(parents=True, exist_ok=True)
         with open(gt / "illumination.npy", "wb") as fh:
             np.save(fh, illum)
+    files = _FieldFiles(plate_dir=plate_dir, layout=layout, plate_id=plate_id, seed=seed, size=size,
+                        fault_at=_place_faults(wells, plate_id=plate_id, sites=sites, seed=seed) if faults else {})
+    rows, cols = _plate_shape(wells)
+    pheno_rows, field_rows = _render_wells(
+        platemap, files, labels=gt / "labels" if ground_truth else None, illumination=illum, seed=seed,
+        plate_id=plate_id, sites=sites, size=size, nucleus_radius=nucleus_radius, defocus_rate=defocus_rate,
+        bleed_through=bleed_through, rows=rows, cols=cols)
+    if layout == "loaddata":
+        _write_load_data(plate_dir / "load_data.csv", files.load_rows)
+    else:
+        _write_instrument_metadata(plate_dir, layout, plate_id=plate_id, rows=rows, cols=cols, sites=sites)
+    if ground_truth:
+        _write_ground_truth(gt, pheno_rows, field_rows, files.fault_rows if faults else None)
+    return plate_dir
 
-    # faults: which (well, site, channel) gets which fault
+
+def _write_ground_truth(gt: Path, pheno_rows: list[dict], field_rows: list[dict], fault_rows: list[dict] | None) -> None:
+    """``phenotypes.csv``, ``fields.csv`` and, with faults, ``faults.csv`` in ``gt``."""
+    pd.DataFrame(pheno_rows).to_csv(gt / "phenotypes.csv", index=False)
+    pd.DataFrame(field_rows).to_csv(gt / "fields.csv", index=False)
+    if fault_rows is not None:
+        pd.DataFrame(fault_rows, columns=["fault", "file", "well", "site", "channel"]).to_csv(
+            gt / "faults.csv", index=False
+        )
+
+
+#: The plate map columns :func:`write_plate` needs (and writes to ``platemap.csv``).
+_PLATEMAP_COLUMNS = ["Metadata_Well", "Metadata_CompoundID", "Metadata_SMILES", "Metadata_Concentration",
+                     "Metadata_ControlType"]
+
+
+def _check_plate_args(platemap: pd.DataFrame, *, plate_id: str, layout: str, sites: int, faults: bool) -> None:
+    """The validation of :func:`write_plate` (its Raises section)."""
+    if layout not in layout_names():
+        raise ValueError(f"layout must be one of {layout_names()}, got {layout!r}")
+    if layout != "loaddata":
+        try:
+            get_vendor(layout).image_name(plate_id, "A01", 1, 1)
+        except NotImplementedError:
+            raise ValueError(f"layout {layout!r} has no file-name rule (Vendor.image_name): the generator cannot "
+                             f"write it") from None
+    if not plate_id or "_" in plate_id or "/" in plate_id:
+        raise ValueError(f"plate_id must be non-empty without '_' or '/', got {plate_id!r}")
+    missing = [c for c in _PLATEMAP_COLUMNS if c not in platemap.columns]
+    if missing:
+        raise ValueError(f"platemap lacks columns {missing}; has {list(platemap.columns)}")
+    if sites < 1:
+        raise ValueError(f"sites must be >= 1, got {sites!r}")
+    if faults and len(platemap) < len(FAULT_KINDS):
+        raise ValueError(f"faults=True needs >= {len(FAULT_KINDS)} wells, platemap has {len(platemap)}")
+
+
+def _place_faults(wells: list[str], *, plate_id: str, sites: int, seed: int) -> dict[tuple[str, int, int], str]:
+    """Which (well, site, channel index) gets which fault: one of each of :data:`FAULT_KINDS`."""
     fault_at: dict[tuple[str, int, int], str] = {}
-    if faults:
-        frng = np.random.default_rng([seed, _crc(plate_id), 0xFA17])
-        picked = frng.choice(len(wells), size=len(FAULT_KINDS), replace=False)
-        for kind, w in zip(FAULT_KINDS, picked):
-            fault_at[(wells[int(w)], int(frng.integers(1, sites + 1)), int(frng.integers(0, len(CHANNELS))))] = kind
-    fault_rows: list[dict[str, object]] = []
+    frng = np.random.default_rng([seed, _crc(plate_id), 0xFA17])
+    picked = frng.choice(len(wells), size=len(FAULT_KINDS), replace=False)
+    for kind, w in zip(FAULT_KINDS, picked):
+        fault_at[(wells[int(w)], int(frng.integers(1, sites + 1)), int(frng.integers(0, len(CHANNELS))))] = kind
+    return fault_at
 
-    plate_rng = np.random.default_rng([seed, _crc(plate_id), 0xB0B])
-    plate_brightness = float(plate_rng.lognormal(0.0, 0.05))
+
+def _plate_shape(wells: list[str]) -> tuple[int, int]:
+    """(rows, columns) of the smallest of a 96- or 384-well plate holding ``wells``."""
     rows, cols = max(ord(w[0]) - 64 for w in wells), max(int(w[1:]) for w in wells)
-    rows, cols = (16, 24) if rows > 8 or cols > 12 else (8, 12)
-    pheno_rows, field_rows, load_rows = [], [], []
+    return (16, 24) if rows > 8 or cols > 12 else (8, 12)
+
+
+def _is_edge(well: str, rows: int, cols: int) -> bool:
+    return well[0] in ("A", chr(64 + rows)) or int(well[1:]) in (1, cols)
+
+
+def _well_state(row: pd.Series, wrng: np.random.Generator, *, edge: bool,
+                plate_brightness: float) -> tuple[Phenotype, dict, float, float]:
+    """One well's phenotype, its ground-truth row, its cell density and its brightness."""
+    pheno, active = _well_phenotype(row, wrng)
+    # cell count varies from well to well (seeding, growth; ~20 %), edge wells grow fewer
+    density = float(wrng.lognormal(0.0, 0.2)) * (0.85 if edge else 1.0)
+    brightness = plate_brightness * float(wrng.lognormal(0.0, 0.03))
+    pheno_row = {"Metadata_Well": row["Metadata_Well"], "Metadata_CompoundID": row["Metadata_CompoundID"],
+                 "Metadata_ControlType": row["Metadata_ControlType"],
+                 "Metadata_Concentration": row["Metadata_Concentration"],
+                 **{k: getattr(pheno, k) for k in (f.name for f in dataclasses.fields(Phenotype))},
+                 "magnitude": pheno.magnitude(), "active": active}
+    return pheno, pheno_row, density, brightness
+
+
+class _FieldFiles:
+    """Writes each field's channel files in one layout, with the plate's faults, and collects
+    the LoadData rows (:func:`_write_load_data`) and the faults written."""
+
+    def __init__(self, *, plate_dir: Path, layout: str, plate_id: str, seed: int, size: int,
+                 fault_at: dict[tuple[str, int, int], str]) -> None:
+        self.plate_dir, self.layout, self.plate_id, self.seed, self.size = plate_dir, layout, plate_id, seed, size
+        self.fault_at = fault_at
+        self.guids = [_guid(seed, plate_id, ch) for ch in range(len(CHANNELS))]
+        self.fault_rows: list[dict[str, object]] = []
+        self.load_rows: list = []
+
+    def write_field(self, image: np.ndarray, *, well: str, site: int) -> None:
+        """Write the (5, Y, X) uint16 ``image`` of one field, one file per channel."""
+        load_row: dict[str, object] = {"Metadata_Plate": self.plate_id, "Metadata_Well": well, "Metadata_Site": site}
+        for ch in range(len(CHANNELS)):
+            rel = _image_relpath(self.layout, self.plate_id, well, site, ch, self.guids[ch])
+            load_row[f"FileName_Orig{CHANNELS[ch]}"] = Path(rel).name
+            load_row[f"PathName_Orig{CHANNELS[ch]}"] = str(Path(rel).parent)
+            self._write_channel(image[ch], rel, well=well, site=site, ch=ch)
+        self.load_rows.append(load_row)
+
+    def _write_channel(self, data: np.ndarray, rel: str, *, well: str, site: int, ch: int) -> None:
+        path = self.plate_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kind = self.fault_at.get((well, site, ch))
+        if kind is not None:
+            self.fault_rows.append({"fault": kind, "file": rel, "well": well, "site": site, "channel": CHANNELS[ch]})
+        if kind == "missing_channel":
+            return
+        if kind == "zero_bytes":
+            path.write_bytes(b"")
+            return
+        full = data
+        if kind == "wrong_dtype":
+            data = (data >> 8).astype(np.uint8)
+        elif kind == "wrong_shape":
+            data = data[: self.size // 2]
+        _write_tiff(path, data)
+        if kind == "truncated":
+            raw = path.read_bytes()
+            path.write_bytes(raw[: len(raw) // 2])
+        if kind == "duplicate_site":
+            dup_rel = _duplicate_relpath(self.layout, rel, self.plate_id, well, site, ch, self.seed)
+            _write_tiff(self.plate_dir / dup_rel, data)
+            self.fault_rows[-1]["file"] = dup_rel
+            if self.layout == "loaddata":
+                self.load_rows.append(("dup", ch, dup_rel))
+        if self.layout == "imagexpress":
+            thumb = self.plate_dir / f"{self.plate_id}_{well}_s{site}_w{ch + 1}_thumb{self.guids[ch]}.tif"
+            _write_tiff(thumb, full[::4, ::4])
+
+
+def _render_wells(platemap: pd.DataFrame, files: _FieldFiles, *, labels: Path | None, illumination: np.ndarray,
+                  seed: int, plate_id: str, sites: int, size: int, nucleus_radius: float, defocus_rate: float,
+                  bleed_through: float, rows: int, cols: int) -> tuple[list[dict], list[dict]]:
+    """Render every field of the plate, well by well, and write its files (and, with
+    ``labels``, its label images); returns the ground-truth rows per well and per field."""
+    plate_brightness = float(np.random.default_rng([seed, _crc(plate_id), 0xB0B]).lognormal(0.0, 0.05))
+    pheno_rows, field_rows = [], []
     for _, row in platemap.iterrows():
         well = row["Metadata_Well"]
-        wrng = _field_rng(seed, plate_id, well, 0)
-        pheno, active = _well_phenotype(row, wrng)
-        edge = well[0] in ("A", chr(64 + rows)) or int(well[1:]) in (1, cols)
-        # cell count varies from well to well (seeding, growth; ~20 %), edge wells grow fewer
-        density = float(wrng.lognormal(0.0, 0.2)) * (0.85 if edge else 1.0)
-        brightness = plate_brightness * float(wrng.lognormal(0.0, 0.03))
-        pheno_rows.append(
-            {"Metadata_Well": well, "Metadata_CompoundID": row["Metadata_CompoundID"],
-             "Metadata_ControlType": row["Metadata_ControlType"],
-             "Metadata_Concentration": row["Metadata_Concentration"],
-             **{k: getattr(pheno, k) for k in (f.name for f in dataclasses.fields(Phenotype))},
-             "magnitude": pheno.magnitude(), "active": active}
-        )
+        pheno, pheno_row, density, brightness = _well_state(
+            row, _field_rng(seed, plate_id, well, 0), edge=_is_edge(well, rows, cols),
+            plate_brightness=plate_brightness)
+        pheno_rows.append(pheno_row)
         for site in range(1, sites + 1):
             frng = _field_rng(seed, plate_id, well, site)
             blurred = bool(frng.random() < defocus_rate)
             image, nuclei, cells = render_field(
-                pheno, size=size, nucleus_radius=nucleus_radius, rng=frng, illumination=illum,
+                pheno, size=size, nucleus_radius=nucleus_radius, rng=frng, illumination=illumination,
                 out_of_focus=blurred, cell_density=density, brightness=brightness, bleed_through=bleed_through,
             )
             field_rows.append({"Metadata_Well": well, "Metadata_Site": site,
                                "n_nuclei": int(nuclei.max()), "out_of_focus": blurred})
-            if ground_truth:
-                (gt / "labels" / f"{well}_s{site}.npz").write_bytes(_npz_bytes(nuclei=nuclei, cells=cells))
-            load_row: dict[str, object] = {"Metadata_Plate": plate_id, "Metadata_Well": well, "Metadata_Site": site}
-            for ch in range(len(CHANNELS)):
-                rel = _image_relpath(layout, plate_id, well, site, ch, guids[ch])
-                path = plate_dir / rel
-                path.parent.mkdir(parents=True, exist_ok=True)
-                kind = fault_at.get((well, site, ch))
-                load_row[f"FileName_Orig{CHANNELS[ch]}"] = Path(rel).name
-                load_row[f"PathName_Orig{CHANNELS[ch]}"] = str(Path(rel).parent)
-                if kind is not None:
-                    fault_rows.append({"fault": kind, "file": rel, "well": well, "site": site, "channel": CHANNELS[ch]})
-                if kind == "missing_channel":
-                    continue
-                if kind == "zero_bytes":
-                    path.write_bytes(b"")
-                    continue
-                data = image[ch]
-                if kind == "wrong_dtype":
-                    data = (data >> 8).astype(np.uint8)
-                elif kind == "wrong_shape":
-                    data = data[: size // 2]
-                _write_tiff(path, data)
-                if kind == "truncated":
-                    raw = path.read_bytes()
-                    path.write_bytes(raw[: len(raw) // 2])
-                if kind == "duplicate_site":
-                    dup_rel = _duplicate_relpath(layout, rel, plate_id, well, site, ch, seed)
-                    _write_tiff(plate_dir / dup_rel, data)
-                    fault_rows[-1]["file"] = dup_rel
-                    if layout == "loaddata":
-                        load_rows.append(("dup", ch, dup_rel))
-                if layout == "imagexpress":
-                    thumb = plate_dir / f"{plate_id}_{well}_s{site}_w{ch + 1}_thumb{guids[ch]}.tif"
-                    _write_tiff(thumb, image[ch, ::4, ::4])
-            load_rows.append(load_row)
-
-    if layout == "loaddata":
-        _write_load_data(plate_dir / "load_data.csv", load_rows)
-    else:
-        _write_instrument_metadata(plate_dir, layout, plate_id=plate_id, rows=rows, cols=cols, sites=sites)
-    if ground_truth:
-        pd.DataFrame(pheno_rows).to_csv(gt / "phenotypes.csv", index=False)
-        pd.DataFrame(field_rows).to_csv(gt / "fields.csv", index=False)
-        if faults:
-            pd.DataFrame(fault_rows, columns=["fault", "file", "well", "site", "channel"]).to_csv(
-                gt / "faults.csv", index=False
-            )
-    return plate_dir
+            if labels is not None:
+                (labels / f"{well}_s{site}.npz").write_bytes(_npz_bytes(nuclei=nuclei, cells=cells))
+            files.write_field(image, well=well, site=site)
+    return pheno_rows, field_rows
 
 
 #: The stain names an instrument records for channels 1..5 (DNA, ER, RNA, AGP, Mito): MetaXpress
@@ -315,7 +379,9 @@ def _duplicate_relpath(layout: str, rel: str, plate_id: str, well: str, site: in
         return _image_relpath(layout, plate_id, well, site, ch, _guid(seed, plate_id, ch, "duplicate"))
     if layout == "phenix":
         return rel.replace("sk1fk1fl1", "sk2fk1fl1")
-    return rel.replace(".tiff", "_copy.tiff")
+    if layout == "loaddata":
+        return rel.replace(".tiff", "_copy.tiff")
+    return f"duplicate/{rel}"  # a registered layout: the same name in a subfolder
 
 
 def _write_load_data(path: Path, load_rows: list) -> None:

@@ -7,6 +7,7 @@ optional defocus; :func:`illumination_fields` gives the microscope's flat fields
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Mapping
@@ -339,11 +340,60 @@ def render_field(
     leaks = _bleed_matrix(bleed_through)
     r = float(nucleus_radius)
     s = r / 8.0  # texture scale
-    shape = (size, size)
-    ph = phenotype
-    f32 = np.float32
+    geo = _draw_cells(phenotype, rng, size=size, r=r, cell_density=cell_density)
+    bank = _texture_bank(size, s, r)
+    rho, nuclei = _nucleus_labels(geo, bank, rng, size=size)
+    q, pn, cells = _cell_labels(geo, bank, rng, size=size)
+    in_nuc = nuclei > 0
+    cells[in_nuc] = nuclei[in_nuc]
+    nuclei, cells = _connected_to_nuclei(nuclei, cells, geo.cy, geo.cx)
+    sig = _stain(phenotype, geo, bank, rng, nuclei=nuclei, cells=cells, rho=rho, q=q, pn=pn, r=r, s=s)
+    sig *= brightness
+    for (src, dst), fraction in leaks:
+        sig[dst] += np.float32(fraction) * sig[src]
+    image = _optics_and_camera(sig, rng, r=r, s=s, illumination=illumination, out_of_focus=out_of_focus,
+                               debris=debris)
+    return image, nuclei, cells
 
-    # ---- cells: sizes, clustered placement, outlines ------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _CellGeometry:
+    """The cells of one field before any pixel is drawn: one entry per cell (length ``n``).
+
+    ``cy, cx`` nucleus centres, ``ccy, ccx`` cell-outline centres, ``theta`` the cell's long
+    axis, ``theta_n`` the nucleus's, ``a, b`` the nucleus's half axes, ``r_nuc, r_cell`` radii,
+    ``aspect, harm, spikes, norm, reach`` the outline (:func:`_cell_shapes`), ``shift`` the
+    nucleus's offset along the long axis, ``special`` rounded cells, ``dna_level`` nucleus DNA
+    level, ``frag`` mitochondrial fragmentation, ``cell_gain`` (5, n) per-channel stain gain.
+    """
+
+    n: int
+    special: np.ndarray
+    r_nuc: np.ndarray
+    r_cell: np.ndarray
+    cy: np.ndarray
+    cx: np.ndarray
+    theta: np.ndarray
+    aspect: np.ndarray
+    harm: np.ndarray
+    spikes: np.ndarray
+    norm: np.ndarray
+    reach: np.ndarray
+    shift: np.ndarray
+    ccy: np.ndarray
+    ccx: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    theta_n: np.ndarray
+    dna_level: np.ndarray
+    frag: np.ndarray
+    cell_gain: np.ndarray
+
+
+def _draw_cells(ph: Phenotype, rng: np.random.Generator, *, size: int, r: float,
+                cell_density: float) -> _CellGeometry:
+    """Cell count, sizes, clustered placement, outlines and per-cell stain levels (the field's
+    first random draws, in this order)."""
     n_nominal = _CELL_DENSITY * size * size / (r * r) * cell_density
     n = int(rng.poisson(n_nominal * (1.0 - min(ph.toxicity, 0.95))))
     special = rng.random(n) < 0.03 + 0.15 * ph.toxicity  # rounded: mitotic / apoptotic
@@ -370,26 +420,40 @@ def render_field(
     frag = np.clip(0.25 + 0.75 * ph.mito_fragmentation + rng.normal(0.0, 0.06, n), 0.0, 1.0)
     cell_gain = rng.lognormal(0.0, 0.22, n) * rng.lognormal(0.0, 0.1, (len(CHANNELS), n))
     cell_gain[:, special] *= 2.0
+    return _CellGeometry(n=n, special=special, r_nuc=r_nuc, r_cell=r_cell, cy=cy, cx=cx, theta=theta, aspect=aspect,
+                         harm=harm, spikes=spikes, norm=norm, reach=reach, shift=shift, ccy=ccy, ccx=ccx, a=a, b=b,
+                         theta_n=theta_n, dna_level=dna_level, frag=frag, cell_gain=cell_gain)
 
-    # Prepend a background entry so that arrays can be gathered with label images directly.
-    def per_label(values: np.ndarray, background: float = 0.0) -> np.ndarray:
-        return np.concatenate([[background], values]).astype(np.float32)
 
-    def box(y: float, x: float, half: float) -> tuple[slice, slice, np.ndarray, np.ndarray]:
-        y0, y1 = max(int(y - half), 0), min(int(y + half) + 2, size)
-        x0, x1 = max(int(x - half), 0), min(int(x + half) + 2, size)
-        return (slice(y0, y1), slice(x0, x1), np.arange(y0, y1, dtype=f32)[:, None] - f32(y),
-                np.arange(x0, x1, dtype=f32)[None, :] - f32(x))
+def _per_label(values: np.ndarray, background: float = 0.0) -> np.ndarray:
+    """``values`` with a background entry prepended, so that a label image gathers it directly."""
+    return np.concatenate([[background], values]).astype(np.float32)
 
-    bank = _texture_bank(size, s, r)
-    # nuclei: ovals, each pixel to the nucleus nearest in units of its own radius
+
+def _box(y: float, x: float, half: float, size: int) -> tuple[slice, slice, np.ndarray, np.ndarray]:
+    """The window of half-width ``half`` around (y, x), clipped to the field, and the (float32)
+    row and column offsets of its pixels from (y, x)."""
+    f32 = np.float32
+    y0, y1 = max(int(y - half), 0), min(int(y + half) + 2, size)
+    x0, x1 = max(int(x - half), 0), min(int(x + half) + 2, size)
+    return (slice(y0, y1), slice(x0, x1), np.arange(y0, y1, dtype=f32)[:, None] - f32(y),
+            np.arange(x0, x1, dtype=f32)[None, :] - f32(x))
+
+
+def _nucleus_labels(geo: _CellGeometry, bank: dict[str, np.ndarray], rng: np.random.Generator, *,
+                    size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nuclei as ovals, each pixel to the nucleus nearest in units of its own radius, with a
+    rough edge. Returns ``rho`` ((size, size) float32, distance in nucleus radii) and the
+    (size, size) uint32 nucleus labels."""
+    f32 = np.float32
+    shape = (size, size)
     rho = np.full(shape, np.inf, dtype=np.float32)
     nuclei = np.zeros(shape, dtype=np.uint32)
-    for i in range(n):
-        sy, sx, dy, dx = box(cy[i], cx[i], 1.6 * a[i] + 2)
-        ct, st = math.cos(theta_n[i]), math.sin(theta_n[i])
-        u = (dx * f32(ct) + dy * f32(st)) / f32(a[i])
-        v = (dy * f32(ct) - dx * f32(st)) / f32(b[i])
+    for i in range(geo.n):
+        sy, sx, dy, dx = _box(geo.cy[i], geo.cx[i], 1.6 * geo.a[i] + 2, size)
+        ct, st = math.cos(geo.theta_n[i]), math.sin(geo.theta_n[i])
+        u = (dx * f32(ct) + dy * f32(st)) / f32(geo.a[i])
+        v = (dy * f32(ct) - dx * f32(st)) / f32(geo.b[i])
         d = np.sqrt(u * u + v * v)
         view, own = rho[sy, sx], nuclei[sy, sx]
         closer = d < view
@@ -397,57 +461,86 @@ def render_field(
         own[closer] = i + 1
     rho *= 1.0 + 0.07 * _draw(bank["rough"], rng)
     nuclei[rho >= 1.0] = 0
-    # cells: each pixel to the cell nearest in units of its own outline
+    return rho, nuclei
+
+
+def _cell_labels(geo: _CellGeometry, bank: dict[str, np.ndarray], rng: np.random.Generator, *,
+                 size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cells, each pixel to the cell nearest in units of its own outline, with ragged free
+    edges. Returns ``q`` (distance in outline units), ``pn`` (distance beyond the own nucleus's
+    radius / cell radius), both (size, size) float32, and the (size, size) uint32 cell labels."""
+    f32 = np.float32
+    shape = (size, size)
     q = np.full(shape, np.inf, dtype=np.float32)
-    pn = np.ones(shape, dtype=np.float32)  # distance beyond the own nucleus's radius / cell radius
+    pn = np.ones(shape, dtype=np.float32)
     cells = np.zeros(shape, dtype=np.uint32)
-    for i in range(n):
-        radius = r_cell[i] / norm[i]
+    for i in range(geo.n):
+        radius = geo.r_cell[i] / geo.norm[i]
         # the outline reaches r_cell * reach; the ragged edge (below) at most 1 / 0.75 beyond
-        sy, sx, dy, dx = box(ccy[i], ccx[i], 1.34 * r_cell[i] * reach[i] + 2)
-        ct, st = math.cos(theta[i]), math.sin(theta[i])
+        sy, sx, dy, dx = _box(geo.ccy[i], geo.ccx[i], 1.34 * geo.r_cell[i] * geo.reach[i] + 2, size)
+        ct, st = math.cos(geo.theta[i]), math.sin(geo.theta[i])
         u = dx * f32(ct) + dy * f32(st)
         v = dy * f32(ct) - dx * f32(st)
         dist = np.sqrt(u * u + v * v) + f32(1e-3)
-        d = dist / (f32(radius) * _outline(u / dist, v / dist, f32(aspect[i]), harm[i].astype(f32), spikes[i].astype(f32)))
+        d = dist / (f32(radius) * _outline(u / dist, v / dist, f32(geo.aspect[i]), geo.harm[i].astype(f32),
+                                           geo.spikes[i].astype(f32)))
         view, own = q[sy, sx], cells[sy, sx]
         closer = d < view
         np.copyto(view, d, where=closer)
         own[closer] = i + 1
-        oy, ox = f32(cy[i] - ccy[i]), f32(cx[i] - ccx[i])
-        beyond = np.maximum(np.sqrt((dy - oy) ** 2 + (dx - ox) ** 2) - f32(r_nuc[i]), 0) / f32(r_cell[i])
+        oy, ox = f32(geo.cy[i] - geo.ccy[i]), f32(geo.cx[i] - geo.ccx[i])
+        beyond = np.maximum(np.sqrt((dy - oy) ** 2 + (dx - ox) ** 2) - f32(geo.r_nuc[i]), 0) / f32(geo.r_cell[i])
         np.copyto(pn[sy, sx], beyond, where=closer)
     # ragged free edges (the factor is shared by neighbours, so borders between cells stay smooth)
     edge_noise = np.maximum(1.0 + 0.12 * _draw(bank["limit"], rng) + 0.03 * _draw(bank["rough"], rng), 0.75)
     cells[q * edge_noise >= 1.0] = 0
-    in_nuc = nuclei > 0
-    cells[in_nuc] = nuclei[in_nuc]
-    nuclei, cells = _connected_to_nuclei(nuclei, cells, cy, cx)
-    in_nuc = nuclei > 0
-    in_cell = cells > 0
-    cytoplasm = in_cell & ~in_nuc
-    q = np.where(in_cell, np.minimum(q, 1.0), f32(1.0))
-    rho = np.minimum(rho, f32(4.0))
+    return q, pn, cells
 
-    sig = np.empty((len(CHANNELS),) + shape, dtype=np.float32)
-    gain = [per_label(cell_gain[c], 0.0)[cells] for c in range(len(CHANNELS))]
 
-    # RNA nucleoli (also dark holes in the DNA stain)
-    k_nucleoli = np.where(special, 0, rng.integers(1, 5, n))
-    owner_idx = np.repeat(np.arange(n), k_nucleoli)
+def _nucleoli(geo: _CellGeometry, rng: np.random.Generator, *, shape: tuple[int, int], s: float) -> np.ndarray:
+    """RNA nucleoli (also dark holes in the DNA stain): (Y, X) float density, 1-4 per cell."""
+    k_nucleoli = np.where(geo.special, 0, rng.integers(1, 5, geo.n))
+    owner_idx = np.repeat(np.arange(geo.n), k_nucleoli)
     ang = rng.uniform(0, 2 * np.pi, owner_idx.size)
     rad = 0.5 * np.sqrt(rng.random(owner_idx.size))
-    uu, vv = rad * a[owner_idx] * np.cos(ang), rad * b[owner_idx] * np.sin(ang)
-    ny = cy[owner_idx] + uu * np.sin(theta_n[owner_idx]) + vv * np.cos(theta_n[owner_idx])
-    nx = cx[owner_idx] + uu * np.cos(theta_n[owner_idx]) - vv * np.sin(theta_n[owner_idx])
-    nucleoli = ndi.gaussian_filter(
+    a, b, theta_n = geo.a[owner_idx], geo.b[owner_idx], geo.theta_n[owner_idx]
+    uu, vv = rad * a * np.cos(ang), rad * b * np.sin(ang)
+    ny = geo.cy[owner_idx] + uu * np.sin(theta_n) + vv * np.cos(theta_n)
+    nx = geo.cx[owner_idx] + uu * np.cos(theta_n) - vv * np.sin(theta_n)
+    return ndi.gaussian_filter(
         _impulses(shape, ny, nx, rng.uniform(0.6, 1.0, owner_idx.size)), 1.6 * s
     ) * (2 * np.pi * (1.6 * s) ** 2)
+
+
+def _membrane(cells: np.ndarray, s: float) -> np.ndarray:
+    """Label edges blurred to membranes, (Y, X) float32, scale-free."""
+    edge = np.zeros(cells.shape, dtype=bool)
+    edge[:-1] |= cells[:-1] != cells[1:]
+    edge[1:] |= cells[:-1] != cells[1:]
+    edge[:, :-1] |= cells[:, :-1] != cells[:, 1:]
+    edge[:, 1:] |= cells[:, :-1] != cells[:, 1:]
+    return ndi.gaussian_filter(edge.astype(np.float32), 0.8 * s) * np.float32(s)
+
+
+def _stain(ph: Phenotype, geo: _CellGeometry, bank: dict[str, np.ndarray], rng: np.random.Generator, *,
+           nuclei: np.ndarray, cells: np.ndarray, rho: np.ndarray, q: np.ndarray, pn: np.ndarray,
+           r: float, s: float) -> np.ndarray:
+    """The five stains' optical signal, (5, Y, X) float32, before brightness, bleed-through,
+    debris, blur, background and camera."""
+    f32 = np.float32
+    shape = nuclei.shape
+    in_nuc = nuclei > 0
+    in_cell = cells > 0
+    q = np.where(in_cell, np.minimum(q, 1.0), f32(1.0))
+    rho = np.minimum(rho, f32(4.0))
+    sig = np.empty((len(CHANNELS),) + shape, dtype=np.float32)
+    gain = [_per_label(geo.cell_gain[c], 0.0)[cells] for c in range(len(CHANNELS))]
+    nucleoli = _nucleoli(geo, rng, shape=shape, s=s)
 
     # DNA: domed nuclei with chromatin texture and darker nucleoli
     chromatin = _draw(bank["chromatin"], rng)
     tex = 0.3 + 0.3 * ph.texture
-    dna = per_label(dna_level)[nuclei] * (1.0 - 0.35 * np.minimum(rho, 1.0) ** 2)
+    dna = _per_label(geo.dna_level)[nuclei] * (1.0 - 0.35 * np.minimum(rho, 1.0) ** 2)
     dna *= np.maximum(1.0 + tex * chromatin, 0.1) * (1.0 - 0.35 * np.minimum(nucleoli, 1.0))
     sig[0] = np.where(in_nuc, dna, 0.0)
 
@@ -466,15 +559,10 @@ def render_field(
     sig[2] = _LEVELS[2] * ph.rna_intensity * rna * gain[2] * in_cell
 
     # AGP: membranes (label edges), cortical actin, Golgi blob beside the nucleus
-    edge = np.zeros(shape, dtype=bool)
-    edge[:-1] |= cells[:-1] != cells[1:]
-    edge[1:] |= cells[:-1] != cells[1:]
-    edge[:, :-1] |= cells[:, :-1] != cells[:, 1:]
-    edge[:, 1:] |= cells[:, :-1] != cells[:, 1:]
-    membrane = ndi.gaussian_filter(edge.astype(np.float32), 0.8 * s) * np.float32(s)  # scale-free
-    phi = theta + np.pi * (shift > 0) + rng.normal(0.0, 0.6, n)  # towards the cell body
+    membrane = _membrane(cells, s)
+    phi = geo.theta + np.pi * (geo.shift > 0) + rng.normal(0.0, 0.6, geo.n)  # towards the cell body
     golgi = ndi.gaussian_filter(
-        _impulses(shape, cy + 1.15 * b * np.sin(phi), cx + 1.15 * b * np.cos(phi), np.ones(n)),
+        _impulses(shape, geo.cy + 1.15 * geo.b * np.sin(phi), geo.cx + 1.15 * geo.b * np.cos(phi), np.ones(geo.n)),
         1.6 * s,
     ) * (2 * np.pi * (1.6 * s) ** 2)
     agp = (0.3 + 1.2 * membrane + 3.0 * golgi + 0.05 * chromatin) * (0.5 + 0.5 * thick)
@@ -483,24 +571,24 @@ def render_field(
     # Mito: perinuclear network of filaments (ridges of band-pass noise) or puncta
     ridges = _draw(bank["ridge"], rng)
     puncta = _draw(bank["puncta"], rng)
-    f = per_label(frag)[cells]
+    f = _per_label(geo.frag)[cells]
     mito = (0.03 + np.exp(-5.0 * pn)) * ((1.0 - f) * 1.4 * ridges + f * 1.2 * puncta)
     sig[4] = _LEVELS[4] * ph.mito_intensity * mito * gain[4] * np.where(in_nuc, 0.5, in_cell)
-
     sig[0] *= gain[0]
-    sig *= brightness
-    for (src, dst), fraction in leaks:
-        sig[dst] += f32(fraction) * sig[src]
+    return sig
 
-    # ---- debris (optical) ------------------------------------------------------------------------
+
+def _optics_and_camera(sig: np.ndarray, rng: np.random.Generator, *, r: float, s: float,
+                       illumination: np.ndarray | None, out_of_focus: bool, debris: bool) -> np.ndarray:
+    """Debris, the optics' blur and background, illumination and the camera (shot and read
+    noise, offset, saturated pixels): the (5, Y, X) float32 signal to a uint16 image."""
+    size = sig.shape[-1]
     if debris:
         _add_debris(sig, rng, r, s)
     # the optics' point spread (~1.9 px at the real scale) and, out of focus, a wide defocus blur
     blur = s * math.hypot(_PSF, 3.0 if out_of_focus else 0.0)
     sig = ndi.gaussian_filter(sig, (0.0, blur, blur))
     sig += _BACKGROUND[:, None, None].astype(np.float32)
-
-    # ---- camera --------------------------------------------------------------------------------
     if illumination is not None:
         sig *= illumination
     np.maximum(sig, 0.0, out=sig)
@@ -510,8 +598,7 @@ def render_field(
     if debris and rng.random() < 0.3:
         k = int(rng.integers(1, 6))
         sig[rng.integers(0, len(CHANNELS), k), rng.integers(0, size, k), rng.integers(0, size, k)] = 65535
-    image = np.clip(np.rint(sig), 0, 65535).astype(np.uint16)
-    return image, nuclei, cells
+    return np.clip(np.rint(sig), 0, 65535).astype(np.uint16)
 
 
 def _connected_to_nuclei(

@@ -12,11 +12,13 @@ import pytest
 import tifffile
 import zarr
 
-from pipeline.plates.acquisition import (AcquisitionError, auto_channel_map, flatfield_image, read_harmony_index, read_htd,
-                                  stain_role)
+from pipeline.plates.acquisition import AcquisitionError, auto_channel_map, stain_role
+from pipeline.plates.vendors.imagexpress import read_htd
+from pipeline.plates.vendors.phenix import flatfield_image, read_harmony_index
 from pipeline.ingest.run import IngestSettings, ingest_plate
 from pipeline.store.omezarr import open_plate, read_field, read_labels
-from pipeline.plates.discovery import discover_plate, parse_channel_map
+from pipeline.plates.channel_maps import parse_channel_map
+from pipeline.plates.discovery import discover_plate
 from pipeline.store.paths import Store
 from pipeline.synthetic import generate
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from pipeline.plates.acquisition import tiff_acquisition, tiff_channel_name
+from pipeline.plates.vendors.phenix import tiff_acquisition, tiff_channel_name
 from pipeline.plates.channel_check import ChannelMapError, check_channels
 from pipeline.plates.discovery import PlateLayoutError, discover_plate
 

@@ -15,8 +15,8 @@ from rdkit import DataStructs
 from rdkit.Chem import MolFromSmiles, rdFingerprintGenerator
 
 from pipeline.chem.library import load_compound_library
+from pipeline.store.paths import CHANNELS
 from pipeline.synthetic import (
-    CHANNELS,
     DARK_OFFSET,
     DMSO,
     FAULT_KINDS,
