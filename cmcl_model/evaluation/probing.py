@@ -29,7 +29,9 @@ import torch
 from torch_geometric.data import Batch, Data
 
 from cmcl_model.nn.model import CMCLModel
-from cmcl_model.train.loop import TrainConfig, build_model, load_checkpoint
+from cmcl_model.train.build import build_model
+from cmcl_model.train.checkpoints import load_checkpoint
+from cmcl_model.train.config import TrainConfig
 
 __all__ = ["DATASETS", "load_dataset", "smiles_to_data", "molecule_embeddings", "scaffold_folds", "probe_features", "probe"]
 

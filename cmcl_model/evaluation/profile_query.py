@@ -18,7 +18,9 @@ import pandas as pd
 from cmcl_model.evaluation.probing import molecule_embeddings, smiles_to_data
 from cmcl_model.data.profiles import ProfileDataset, ProfileNorm
 from cmcl_model.evaluation.profiles import compound_mean_profiles, embed_profile_set
-from cmcl_model.train.loop import TrainConfig, build_model, load_checkpoint
+from cmcl_model.train.build import build_model
+from cmcl_model.train.checkpoints import load_checkpoint
+from cmcl_model.train.config import TrainConfig
 from pipeline.store.paths import Store
 
 __all__ = ["query_smiles_profiles"]
@@ -61,7 +63,7 @@ def query_smiles_profiles(store_root: str | os.PathLike, run_dir: str | os.PathL
     model.load_state_dict(ckpt["model"])
     model.eval()
     norm = {b: ProfileNorm.from_dict(d) for b, d in ckpt["normalization"].items()}
-    ds = ProfileDataset(store.root, sources=config.profile_sources, normalization=norm, seed=config.seed)
+    ds = ProfileDataset(store, sources=config.profile_sources, normalization=norm, seed=config.seed)
     emb = embed_profile_set(model, ds)
     q = molecule_embeddings(model, [graph], projected=True)[0]
     img = emb.image / np.maximum(np.linalg.norm(emb.image, axis=1, keepdims=True), 1e-12)

@@ -29,7 +29,9 @@ from cmcl_model.evaluation.run import TestEmbeddings, morgan_cca_embeddings, ret
 from cmcl_model.evaluation.metrics import DIRECTIONS, bootstrap_ci, chance, crop_level
 from cmcl_model.nn.model import CMCLModel
 from cmcl_model.data.profiles import ProfileDataset, ProfileNorm
-from cmcl_model.train.loop import TrainConfig, build_model, load_checkpoint, resolve_device
+from cmcl_model.train.build import build_model, resolve_device
+from cmcl_model.train.checkpoints import load_checkpoint
+from cmcl_model.train.config import TrainConfig
 from pipeline.store.atomic import write_text_atomic
 from pipeline.store.paths import Store
 
@@ -112,7 +114,7 @@ def evaluate_profiles(store_root: str | Path, run_dir: str | Path, *, seeds: Seq
         raise ValueError(f"run {run_dir.name} trained on {config.image_source}, not profiles")
     split = store.read("split")
     norm = {b: ProfileNorm.from_dict(d) for b, d in ckpt["normalization"].items()}
-    full = ProfileDataset(store.root, sources=config.profile_sources, normalization=norm, seed=config.seed)
+    full = ProfileDataset(store, sources=config.profile_sources, normalization=norm, seed=config.seed)
     if full.features != next(iter(norm.values())).features:
         raise ValueError(f"the store's profile features differ from those run {run_dir.name} was trained on")
     test_keys = [k for k in split.loc[split["Split"] == "test", "Metadata_InChIKey"] if k in set(full.keys)]

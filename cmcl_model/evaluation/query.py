@@ -20,10 +20,14 @@ import pandas as pd
 import torch
 
 from cmcl_model.evaluation.run import _encode_wells
-from cmcl_model.data.pairs import ChunkedCropReader, PlateNorm, compute_normalization, current_well_compounds
+from cmcl_model.data.crops import ChunkedCropReader, PlateNorm, compute_normalization
+from cmcl_model.data.pairs import current_well_compounds
 from cmcl_model.nn.model import CMCLModel
 from cmcl_model.evaluation.probing import molecule_embeddings, smiles_to_data
-from cmcl_model.train.loop import TrainConfig, build_model, load_checkpoint
+from cmcl_model.train.build import build_model
+from cmcl_model.train.checkpoints import load_checkpoint
+from cmcl_model.train.config import TrainConfig
+from cmcl_model.train.layout import checkpoint_path
 from pipeline.store.paths import Store
 
 __all__ = ["well_table", "well_embeddings", "embed_wells", "query_smiles", "query_well"]
@@ -58,7 +62,7 @@ def _load(run_dir: Path, which: str) -> tuple[CMCLModel, TrainConfig, dict[str, 
 
 def _fingerprint(store: Store, run_dir: Path, which: str, crops_per_well: int) -> str:
     h = hashlib.sha256(f"{which}|{crops_per_well}".encode())
-    for p in [run_dir / "checkpoints" / f"{which}.pt", *store.table_files("cells"), *store.table_files("platemap")]:
+    for p in [checkpoint_path(run_dir, which), *store.table_files("cells"), *store.table_files("platemap")]:
         st = p.stat()
         h.update(f"{p.name}|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()

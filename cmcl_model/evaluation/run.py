@@ -33,10 +33,13 @@ import pandas as pd
 import torch
 from torch_geometric.data import Batch
 
-from cmcl_model.data.pairs import PairDataset, PlateNorm
+from cmcl_model.data.crops import PlateNorm
+from cmcl_model.data.pairs import PairDataset
 from cmcl_model.evaluation.metrics import DIRECTIONS, chance, crop_level, fullpool, hit101
 from cmcl_model.nn.model import CMCLModel
-from cmcl_model.train.loop import TrainConfig, build_model, load_checkpoint, resolve_device
+from cmcl_model.train.build import build_model, resolve_device
+from cmcl_model.train.checkpoints import load_checkpoint
+from cmcl_model.train.config import TrainConfig
 from pipeline.store.atomic import write_text_atomic
 from pipeline.store.paths import CHANNELS, Store
 
@@ -403,7 +406,7 @@ def evaluate(
     norm = {p: PlateNorm.from_dict(d) for p, d in ckpt["normalization"].items()}
     test_keys = split.loc[split["Split"] == "test", "Metadata_InChIKey"].tolist()
     train_keys = split.loc[split["Split"] == "train", "Metadata_InChIKey"].tolist()
-    ds = PairDataset(store.root, keys=test_keys, normalization=norm, log1p=config.log1p, seed=config.seed,
+    ds = PairDataset(store, keys=test_keys, normalization=norm, log1p=config.log1p, seed=config.seed,
                      source=config.image_source)
     if len(ds) < 2:
         raise ValueError(f"only {len(ds)} test compound(s) with images in {store.root}; need at least 2")

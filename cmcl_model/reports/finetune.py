@@ -227,7 +227,7 @@ def run_finetune(
     """
     from cmcl_model.finetune.run import random_encoder, run_encoder, run_methods, ssl_encoder, store_train_graphs
     from cmcl_model.finetune.labelled import load_shipped, prepare_labelled, read_labelled_csv, split_molecules, split_table
-    from cmcl_model.train.loop import resolve_device
+    from cmcl_model.train.build import resolve_device
 
     if (dataset is None) == (csv is None):
         raise ValueError("give exactly one of --dataset NAME or --csv FILE")
