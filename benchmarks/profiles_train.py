@@ -89,7 +89,8 @@ def make_store(root: Path, *, compounds: int, replicates: int, features: int, se
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.chem.standardize import merge_parents, standardize_table
+    from pipeline.chem.parents import merge_parents
+    from pipeline.chem.standardize import standardize_table
     from pipeline.chem.graphs import graphs_table
     from pipeline.store.schema import write_table
 

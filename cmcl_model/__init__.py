@@ -1,17 +1,15 @@
 """cmcl_model: the molecule <-> cell-image contrastive model (MIGA method).
 
-Modules
--------
-encoders   AtomEncoder, BondEncoder, GINEConv, GINEncoder, BasicBlock, ImageEncoder
-losses     info_nce, margin_loss, GICLoss, mgm_loss, ggim_loss, hard_negatives
-data       PairDataset (lazy zarr crops, DMSO normalisation), collate_pairs,
-           UniqueCompoundBatchSampler, scaffold_split, load_or_create_split, graphs_from_arrow
-model      CMCLModel, ProjectionHead
-train      TrainConfig (.quick(), .demo()), train, load_model, load_checkpoint
-metrics    hit101, fullpool, chance
-evaluate   evaluate (reports/<run>/metrics.json + report.html)
-synthetic  make_synthetic_store (tests, benchmarks), smiles_to_graph
+Subpackages
+-----------
+nn          Encoders (GIN, CNN, profile MLP), the cross-modal model, contrastive objectives.
+data        Training pairs: (graph, crops) and (graph, well profiles); scaffold split.
+train       Configuration, the training loop, checkpoints, torch.distributed, ablation.
+evaluation  Retrieval metrics, baselines, embeddings, probe, activity, zero-shot queries.
+reports     The evaluation report (report.html), the finetune document, their validator.
+finetune    Transfer to labelled molecule sets (MoleculeNet, your CSV).
+deploy      Exported encoders and molecule embeddings (``cmcl export``, ``cmcl embed``).
 
-Submodules are imported explicitly (``from cmcl_model.train.loop import train``) so that importing
-the package does not import torch.
+The map of every module: ``docs/layout.md``. Subpackages expose their public names lazily, so
+importing ``cmcl_model`` does not import torch.
 """

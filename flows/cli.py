@@ -17,6 +17,9 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
+from pipeline.chem.choices import ID_COLUMNS
+from pipeline.profiles.choices import DEFAULT_NEGCON
+
 
 #: click's exceptions, wherever typer takes click from (it may vendor its own copy)
 _click = importlib.import_module(typer.BadParameter.__module__)
@@ -108,7 +111,7 @@ PlatemapOpt = typer.Option(None, "--platemap", help="A JUMP/LINCS plate map (wel
                            "config naming it, its compound metadata and barcode_platemap.csv (pipeline/plates/platemaps.py).")
 FeaturesOpt = typer.Option("default", help="CellProfiler features per cell (cp_measure): default | full | none.")
 NegconOpt = typer.Option(None, "--negcon", help="Negative-control labels, matched without case against the plate map's "
-                         "control type and compound ID (default: DMSO,negcon,vehicle,negative). A plate without any is "
+                         f"control type and compound ID (default: {','.join(DEFAULT_NEGCON)}). A plate without any is "
                          "normalized against all its wells and flagged.")
 
 
@@ -348,7 +351,7 @@ def _need_compounds(root: Path) -> None:
     if not st.table_path("graphs").is_file():
         _fail(FileNotFoundError(f"store {root} has no compounds yet ({st.table_path('graphs')} is missing); "
                                 f"run `cmcl compounds --store {root}` first"))
-    from pipeline.chem.standardize import CompoundsOutOfDate, wells_without_compounds
+    from pipeline.chem.parents import CompoundsOutOfDate, wells_without_compounds
 
     stale = wells_without_compounds(st.read("platemap"), st.read("well_compounds"))
     if len(stale):
@@ -444,9 +447,8 @@ def _print_plates(results: list[dict]) -> None:
 def compounds(files: list[Path] = typer.Argument(None, help="CSV/TSV/.smi/SDF/Parquet compound files (plate maps in the store are always included)."),
               store: Optional[Path] = StoreOpt,
               smiles_col: str = typer.Option("smiles", help="SMILES column of CSV/TSV/Parquet inputs."),
-              id_col: Optional[str] = typer.Option(None, help="Identifier column (default: the first of Metadata_CompoundID, "
-                                                   "compound_id, id, Metadata_JCP2022, Metadata_broad_sample, pert_id, "
-                                                   "chembl_id, name, ... present: pipeline.chem.io.ID_COLUMNS)."),
+              id_col: Optional[str] = typer.Option(None, help=f"Identifier column (default: the first of {', '.join(ID_COLUMNS)} "
+                                                   "present, compared without case or punctuation: pipeline.chem.choices.ID_COLUMNS)."),
               tautomers: bool = typer.Option(False, "--tautomers", help="Canonicalize tautomers."),
               fresh: bool = typer.Option(False, "--fresh", help="Forget compound files read by earlier runs (they accumulate otherwise)."),
               jobs: int = typer.Option(2, help="Worker processes.")) -> None:
@@ -595,6 +597,8 @@ def profile(store: Optional[Path] = StoreOpt,
             console.print(f"  {source}: {s['wells']} wells x {s['features']} features; {s['retrieved']} of "
                           f"{s['compounds']} compounds retrieved (phenotypically active) at corrected p < 0.05"
                           + (f"; {s['moas_consistent']} of {s['moas']} mechanisms consistent" if s.get("moas") else ""))
+            if s.get("selection_skipped"):
+                console.print(f"  {source}: {s['selection_skipped']}")
     _print_negcon(out)
     st = _store(store)
     console.print(f"activity: {st / 'tables' / 'profiles' / 'activity.parquet'}")

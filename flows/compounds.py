@@ -10,6 +10,7 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from pipeline.store.atomic import write_text_atomic
 from pipeline.store.schema import write_table
 from pipeline.store.paths import Store
 
@@ -60,17 +61,9 @@ def collect_records(store: Store, files: list[str], *, smiles_col: str = "smiles
             if not sum(len(c) for c in chunks):
                 raise ValueError(f"{f}: no compound record in the file (a header without rows?)")
             parts.extend(chunks)
-    pm = store.read("platemap")
-    has_smiles = pm["Metadata_SMILES"].notna() & (pm["Metadata_SMILES"] != "")
-    pm = pm[has_smiles | (pm["Metadata_ControlType"] == "trt")]
-    if len(pm):
-        blank = pm["Metadata_SMILES"].isna() | (pm["Metadata_SMILES"] == "")
-        parts.append(pd.DataFrame({
-            "Metadata_Source": "platemap:" + pm["Metadata_Plate"],
-            "Metadata_CompoundID": pm["Metadata_CompoundID"].fillna(pm["Metadata_Plate"] + ":" + pm["Metadata_Well"]),
-            "Input_SMILES": pm["Metadata_SMILES"].fillna(""),
-            "Error": [f"plate map of {p}, well {w}: a treatment well without SMILES (Metadata_SMILES is blank)"
-                      if b else None for p, w, b in zip(pm["Metadata_Plate"], pm["Metadata_Well"], blank)]}))
+    from pipeline.chem.parents import platemap_records
+
+    parts.append(platemap_records(store.read("platemap")))
     parts.append(_imported_records(store))
     parts = [p for p in parts if len(p)]
     if not parts:
@@ -105,7 +98,8 @@ def standardize_task(records: pd.DataFrame, n_jobs: int, canonicalize_tautomer: 
 
     Worker processes only pay off on larger inputs: below two chunks' worth one process is used.
     """
-    from pipeline.chem.standardize import merge_parents, standardize_stream
+    from pipeline.chem.parents import merge_parents
+    from pipeline.chem.standardize import standardize_stream
 
     chunks = (records.iloc[i:i + _CHUNK] for i in range(0, len(records), _CHUNK))
     jobs = n_jobs if len(records) > 2 * _CHUNK else 1
@@ -139,7 +133,7 @@ def compounds_flow(store: str, *, files: list[str] | None = None, smiles_col: st
     from pipeline.store.provenance import code_fingerprint
 
     key = _fingerprint(records, f"tautomer={canonicalize_tautomer}"
-                       + code_fingerprint("pipeline.chem.standardize", "pipeline.chem.graphs"))
+                       + code_fingerprint("pipeline.chem.standardize", "pipeline.chem.parents", "pipeline.chem.graphs"))
     key_file = st.path("compounds_fingerprint")
     if (not force and key_file.is_file() and key_file.read_text() == key and st.table_path("graphs").is_file()
             and st.table_path("well_compounds").is_file()):
@@ -158,11 +152,10 @@ def compounds_flow(store: str, *, files: list[str] | None = None, smiles_col: st
     write_table(inputs, "compound_inputs", st.table_path("compound_inputs"))
     write_table(compounds, "compounds", st.table_path("compounds"))
     write_table(graphs, "graphs", st.table_path("graphs"))
-    from pipeline.chem.standardize import well_compounds
+    from pipeline.chem.parents import well_compounds
 
     write_table(well_compounds(st.read("platemap"), inputs), "well_compounds", st.table_path("well_compounds"))
-    key_file.parent.mkdir(parents=True, exist_ok=True)
-    key_file.write_text(key)
+    write_text_atomic(key, key_file)
     summary = _summary(st, inputs, compounds, skipped=False)
     logger.info("compounds: %(read)d read, %(standardized)d standardized, %(unique_parents)d parents, "
                 "%(failed)d failed", summary)

@@ -17,10 +17,12 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.progress import step_progress
 from pipeline.profiles import wells as prof
-from pipeline.profiles.controls import DEFAULT_NEGCON, parse_negcon, plates_normalized_to_all
+from pipeline.profiles.choices import DEFAULT_NEGCON
+from pipeline.profiles.controls import parse_negcon, plates_normalized_to_all
 from pipeline.features.measure import feature_columns
 from pipeline.plates.discovery import fingerprint_files
 from pipeline.store.provenance import code_fingerprint
+from pipeline.store.atomic import write_text_atomic
 from pipeline.store.schema import read_table, write_table
 from pipeline.store.paths import Store
 
@@ -37,11 +39,7 @@ def _load_state(store: Store) -> dict[str, str]:
 
 
 def _save_state(store: Store, state: dict[str, str]) -> None:
-    p = _state_path(store)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
-    os.replace(tmp, p)
+    write_text_atomic(json.dumps(state, indent=1, sort_keys=True), _state_path(store))
 
 
 def _plate_fingerprint(store: Store, plate: str, negcon: tuple[str, ...]) -> str:
@@ -131,6 +129,9 @@ def downstream_task(store_root: str, null_size: int) -> dict[str, Any]:
                        "retrieved": int(act["below_corrected_p"].sum()), "moas": len(cons),
                        "moas_consistent": int(cons["below_corrected_p"].sum()) if len(cons) else 0,
                        "plates_not_scored": list(act.attrs.get("plates_without_negcon", []))}
+        if sel.attrs.get("selection_skipped"):
+            out[source]["selection_skipped"] = sel.attrs["selection_skipped"]
+            get_run_logger().warning("source %s: %s", source, sel.attrs["selection_skipped"])
     if selected:
         write_table(pd.concat(selected, ignore_index=True), "profiles_selected", store.table_path("profiles_selected"))
         write_table(pd.concat(consensus, ignore_index=True), "profiles_consensus", store.table_path("profiles_consensus"))
@@ -150,7 +151,7 @@ def profile_flow(store: str, null_size: int = 10000, negcon: list[str] | None = 
 
     Incremental like ingestion: a plate's fingerprint covers its features and plate-map files,
     the compounds table, the negative-control labels ``negcon`` (default
-    :data:`pipeline.profiles.controls.DEFAULT_NEGCON`) and the code of the profile stages. A plate
+    :data:`pipeline.profiles.choices.DEFAULT_NEGCON`) and the code of the profile stages. A plate
     without a negative-control well is normalized against all its wells, listed in the
     summary's ``plates_without_negcon`` and left out of the activity scores; it never stops
     the flow.

@@ -18,10 +18,10 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     submodules=['choices', 'crops', 'pairs', 'profiles', 'split'],
     submod_attrs={
         'choices': ['ImageSource', 'IMAGE_SOURCES', 'ProfileSource', 'PROFILE_SOURCES', 'Negatives', 'NEGATIVES'],
-        'crops': ['ChunkedCropReader', 'PlateNorm'],
+        'crops': ['ChunkedCropReader', 'PlateNorm', 'compute_normalization'],
         'pairs': ['graphs_from_arrow', 'treatment_crops', 'require_channels', 'current_well_compounds', 'PairDataset',
                   'PairBatch', 'collate_pairs', 'UniqueCompoundBatchSampler'],
-        'profiles': ['ProfileDataError', 'ProfileDataset'],
+        'profiles': ['ProfileDataError', 'ProfileDataset', 'ProfileNorm'],
         'split': ['scaffold_split', 'load_or_create_split'],
     },
 )

@@ -93,11 +93,11 @@ def current_well_compounds(store: Store, platemap: pd.DataFrame | None = None) -
 
     Raises
     ------
-    pipeline.chem.standardize.CompoundsOutOfDate
+    pipeline.chem.parents.CompoundsOutOfDate
         If wells of some plates are not covered (ingested after the compounds stage ran, or
         re-ingested with a changed plate map); the message names the plates and what to run.
     """
-    from pipeline.chem.standardize import CompoundsOutOfDate, wells_without_compounds
+    from pipeline.chem.parents import CompoundsOutOfDate, wells_without_compounds
 
     pm = store.read("platemap") if platemap is None else platemap
     wells = store.read("well_compounds")
@@ -142,7 +142,7 @@ def treatment_crops(store: Store, source: CropSource = "crops", *,
     ValueError
         If a plate's crops lack one of the channels training needs (:data:`REQUIRED_CHANNELS`),
         or with ``exclude_padded`` if a cells table predates ``Metadata_CropPadded``.
-    pipeline.chem.standardize.CompoundsOutOfDate
+    pipeline.chem.parents.CompoundsOutOfDate
         If plate-map wells name structures the compound stage has not seen (plates ingested
         after it ran); the message says what to run.
     """

@@ -2,6 +2,9 @@
 
 Modules
 -------
+activity       Phenotypic activity and MOA consistency of a store's compounds, for the evaluation report.
+baselines      Baselines of the evaluation: what a run's retrieval is compared with, besides chance.
+embeddings     Embeddings of a trained run: molecules, test compounds, wells and profiles in the shared space.
 metrics        Cross-modal retrieval metrics.
 probing        Downstream probe: do frozen molecule embeddings of a run predict a real molecular property?
 profile_query  Zero-shot query of a profile-mode run: the compounds whose profiles sit nearest a molecule.
@@ -16,13 +19,15 @@ import lazy_loader
 
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
-    submodules=['metrics', 'probing', 'profile_query', 'profiles', 'query', 'run'],
+    submodules=['activity', 'baselines', 'embeddings', 'metrics', 'probing', 'profile_query', 'profiles', 'query', 'run'],
     submod_attrs={
-        'metrics': ['per_query_metrics', 'bootstrap_ci', 'DIRECTIONS', 'ranks_fullpool', 'ranks_sampled', 'hit101', 'fullpool', 'chance', 'mean_chance', 'summarize_ranks', 'crop_level'],
-        'probing': ['DATASETS', 'load_dataset', 'smiles_to_data', 'molecule_embeddings', 'scaffold_folds', 'probe_features', 'probe'],
+        'activity': ['activity_comparison', 'consistency_summary'],
+        'embeddings': ['TestEmbeddings', 'molecule_embeddings', 'embed_test_set', 'well_embeddings', 'embed_profile_set'],
+        'metrics': ['DIRECTIONS', 'hit101', 'fullpool', 'chance', 'crop_level', 'retrieval_report', 'bootstrap_ci'],
+        'probing': ['DATASETS', 'probe'],
         'profile_query': ['query_smiles_profiles'],
-        'profiles': ['embed_profile_set', 'compound_mean_profiles', 'morgan_ridge_profiles', 'evaluate_profiles'],
-        'query': ['well_table', 'well_embeddings', 'embed_wells', 'query_smiles', 'query_well'],
-        'run': ['EVALUATE_STEPS', 'evaluate', 'TestEmbeddings', 'embed_test_set', 'compound_embeddings', 'retrieval_report', 'compound_profiles', 'morgan_ridge_embeddings', 'morgan_cca_embeddings', 'validate_metrics'],
+        'profiles': ['evaluate_profiles'],
+        'query': ['query_smiles', 'query_well'],
+        'run': ['EVALUATE_STEPS', 'evaluate'],
     },
 )

@@ -25,15 +25,19 @@ similarity is >= the positive's, so a constant embedding gets the worst rank, ne
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 
 __all__ = [
+    "retrieval_report",
+    "chance_report",
     "per_query_metrics",
     "bootstrap_ci",
     "DIRECTIONS",
+    "PROTOCOLS",
     "ranks_fullpool",
     "ranks_sampled",
     "hit101",
@@ -44,8 +48,12 @@ __all__ = [
     "crop_level",
 ]
 
-DIRECTIONS: tuple[str, str] = ("graph_to_image", "image_to_graph")
+Direction = Literal["graph_to_image", "image_to_graph"]
+#: The two retrieval directions, in report order.
+DIRECTIONS: tuple[str, ...] = typing.get_args(Direction)
 Protocol = Literal["hit101", "fullpool"]
+#: The two protocols: MIGA's 1 positive + 100 negatives, and the whole pool (CLOOME).
+PROTOCOLS: tuple[str, ...] = typing.get_args(Protocol)
 
 
 def _validate(graph: np.ndarray, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -151,8 +159,8 @@ def chance(n_candidates: int, *, protocol: Protocol = "hit101") -> dict[str, flo
         raise ValueError(f"n_candidates must be >= 1, got {n_candidates}")
     n = int(n_candidates)
     prefix, ks = ("hit", (1, 3, 5, 10)) if protocol == "hit101" else ("recall", (1, 5, 10))
-    if protocol not in ("hit101", "fullpool"):
-        raise ValueError(f"protocol={protocol!r} is not one of 'hit101', 'fullpool'")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol={protocol!r} is not one of {', '.join(map(repr, PROTOCOLS))}")
     out = {f"{prefix}@{k}": min(k, n) / n for k in ks}
     out["mrr"] = float(np.sum(1.0 / np.arange(1, n + 1)) / n)
     out["mean_rank"] = (n + 1) / 2
@@ -308,3 +316,18 @@ def bootstrap_ci(graph: np.ndarray, image: np.ndarray, *, seeds: Sequence[int] =
     a = (1 - level) / 2
     return {p: {d: {m: [float(np.quantile(v[idx].mean(1), a)), float(np.quantile(v[idx].mean(1), 1 - a))]
                     for m, v in ms.items()} for d, ms in dd.items()} for p, dd in per.items()}
+
+
+def retrieval_report(graph: np.ndarray, image: np.ndarray, *, seeds: Sequence[int] = (0, 1, 2, 3, 4)) -> tuple[dict, dict]:
+    """Both protocols at once: (``R[protocol][direction][metric]``, ``{protocol: n_candidates}``)
+    for (N, d) ``graph`` and ``image`` embeddings of the same N compounds (:func:`hit101`,
+    :func:`fullpool`)."""
+    h, n_h = hit101(graph, image, seeds=seeds)
+    f, n_f = fullpool(graph, image)
+    return {"hit101": h, "fullpool": f}, {"hit101": n_h, "fullpool": n_f}
+
+
+def chance_report(n_candidates: dict[str, int]) -> dict[str, dict[str, dict[str, float]]]:
+    """Exact chance of each protocol and direction, ``[protocol][direction][metric]``, for
+    ``{protocol: n_candidates}`` as :func:`retrieval_report` returns it (:func:`chance`)."""
+    return {p: {d: chance(n, protocol=p) for d in DIRECTIONS} for p, n in n_candidates.items()}

@@ -20,20 +20,17 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from importlib.resources import files
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
-from torch_geometric.data import Batch, Data
+from torch_geometric.data import Data
 
-from cmcl_model.nn.model import CMCLModel
-from cmcl_model.train.build import build_model
-from cmcl_model.train.checkpoints import load_checkpoint
-from cmcl_model.train.config import TrainConfig
+from cmcl_model.evaluation.embeddings import molecule_embeddings
+from cmcl_model.train import TrainConfig, build_model, load_checkpoint
 
-__all__ = ["DATASETS", "load_dataset", "smiles_to_data", "molecule_embeddings", "scaffold_folds", "probe_features", "probe"]
+__all__ = ["DATASETS", "load_dataset", "smiles_to_data", "scaffold_folds", "probe_features", "probe"]
 
 #: Shipped labelled sets: name -> (file, label column, task).
 DATASETS: dict[str, tuple[str, str, Literal["regression", "classification"]]] = {
@@ -76,33 +73,19 @@ def smiles_to_data(smiles: str) -> Data:
     )
 
 
-@torch.no_grad()
-def molecule_embeddings(
-    model: CMCLModel, graphs: Sequence[Data], *, projected: bool = False, batch_size: int = 256
-) -> np.ndarray:
-    """(N, d) float32 embeddings of ``graphs``: the graph encoder's pooled output
-    (``projected=False``, d = encoder width) or the shared-space embedding (d = proj_dim)."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    for a in range(0, len(graphs), batch_size):
-        batch = Batch.from_data_list(list(graphs[a : a + batch_size])).to(device)
-        z = model.embed_graphs(batch) if projected else model.encode_graphs(batch)[1]
-        out.append(z.float().cpu())
-    return torch.cat(out).numpy()
-
-
 def scaffold_folds(smiles: Sequence[str], *, folds: int = 5) -> np.ndarray:
     """(N,) int fold of each molecule; molecules with the same Bemis-Murcko scaffold share a
     fold (acyclic molecules share the empty scaffold); folds balanced by size (GroupKFold)."""
     from rdkit import Chem
-    from rdkit.Chem.Scaffolds import MurckoScaffold
     from sklearn.model_selection import GroupKFold
+
+    from pipeline.chem.scaffolds import scaffold
 
     scaf = []
     for s in smiles:
         mol = Chem.MolFromSmiles(s)
-        scaf.append(MurckoScaffold.MurckoScaffoldSmiles(mol=mol) if mol is not None else s)
+        # without chirality: stereoisomers share a fold, so no probe is scored on a mirror image it was fitted on
+        scaf.append(scaffold(s, chirality=False) if mol is not None and mol.GetNumAtoms() else s)
     fold = np.empty(len(scaf), dtype=np.int64)
     for k, (_, test) in enumerate(GroupKFold(n_splits=folds).split(np.zeros(len(scaf)), groups=scaf)):
         fold[test] = k

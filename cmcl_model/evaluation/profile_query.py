@@ -1,7 +1,7 @@
 """Zero-shot query of a profile-mode run: the compounds whose profiles sit nearest a molecule.
 
 A compound's embedding is the run's profile-side embedding of all its standardized profiles
-(:func:`cmcl_model.evaluation.profiles.embed_profile_set`); the query molecule is standardized,
+(:func:`cmcl_model.evaluation.embeddings.embed_profile_set`); the query molecule is standardized,
 graphed and embedded by the graph encoder; scores are cosine similarities in the shared space.
 """
 
@@ -15,12 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cmcl_model.evaluation.probing import molecule_embeddings, smiles_to_data
-from cmcl_model.data.profiles import ProfileDataset, ProfileNorm
-from cmcl_model.evaluation.profiles import compound_mean_profiles, embed_profile_set
-from cmcl_model.train.build import build_model
-from cmcl_model.train.checkpoints import load_checkpoint
-from cmcl_model.train.config import TrainConfig
+from cmcl_model.data import ProfileDataset, ProfileNorm
+from cmcl_model.evaluation.embeddings import compound_mean_profiles, embed_profile_set, molecule_embeddings
+from cmcl_model.evaluation.probing import smiles_to_data
+from cmcl_model.train import TrainConfig, build_model, load_checkpoint
+from pipeline.chem import standardize_smiles
 from pipeline.store.paths import Store
 
 __all__ = ["query_smiles_profiles"]
@@ -45,8 +44,6 @@ def query_smiles_profiles(store_root: str | os.PathLike, run_dir: str | os.PathL
         If ``smiles`` cannot be standardized or graphed, ``top`` < 1, or the run is not a
         profile-mode run.
     """
-    from pipeline.chem.standardize import standardize_smiles
-
     if top < 1:
         raise ValueError(f"top must be >= 1, got {top}")
     run_dir = Path(run_dir)

@@ -20,79 +20,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
-from torch_geometric.data import Batch
 
-from cmcl_model.evaluation.run import TestEmbeddings, morgan_cca_embeddings, retrieval_report, validate_metrics
-from cmcl_model.evaluation.metrics import DIRECTIONS, bootstrap_ci, chance, crop_level
-from cmcl_model.nn.model import CMCLModel
-from cmcl_model.data.profiles import ProfileDataset, ProfileNorm
-from cmcl_model.train.build import build_model, resolve_device
-from cmcl_model.train.checkpoints import load_checkpoint
-from cmcl_model.train.config import TrainConfig
+from cmcl_model.data import ProfileDataset, ProfileNorm
+from cmcl_model.evaluation.baselines import morgan_cca_embeddings, morgan_ridge_profiles
+from cmcl_model.evaluation.embeddings import compound_mean_profiles, embed_profile_set
+from cmcl_model.evaluation.metrics import bootstrap_ci, chance_report, crop_level, retrieval_report
+from cmcl_model.reports.evaluation import write_report
+from cmcl_model.reports.validation import validate_metrics
+from cmcl_model.train import TrainConfig, build_model, load_checkpoint, resolve_device
 from pipeline.store.atomic import write_text_atomic
 from pipeline.store.paths import Store
 
-__all__ = ["embed_profile_set", "compound_mean_profiles",
-           "morgan_ridge_profiles", "evaluate_profiles"]
-
-
-@torch.no_grad()
-def embed_profile_set(model: CMCLModel, dataset: ProfileDataset, *, batch_size: int = 1024) -> TestEmbeddings:
-    """Graph, compound-level and profile-level embeddings of every compound of ``dataset``.
-
-    Returns
-    -------
-    TestEmbeddings
-        ``graph``, ``image`` (M, proj_dim) in ``dataset.keys`` order; ``crops`` (N, proj_dim), one
-        row per profile, and ``crop_groups`` (N,) its compound row.
-    """
-    model.eval()
-    device = next(model.parameters()).device
-    graphs = [model.embed_graphs(Batch.from_data_list(dataset.graphs[a : a + batch_size]).to(device)).float().cpu()
-              for a in range(0, len(dataset.keys), batch_size)]
-    rows = dataset.compound_rows
-    all_rows = np.concatenate(rows)
-    groups = np.concatenate([np.full(r.size, j, np.int64) for j, r in enumerate(rows)])
-    feats = torch.cat([model.encode_crops(torch.from_numpy(dataset.x[all_rows[a : a + batch_size]]).to(device)).float().cpu()
-                       for a in range(0, all_rows.size, batch_size)])
-    per_profile = model.project_images(feats.to(device)).float().cpu()
-    sums = torch.zeros(len(rows), feats.shape[1]).index_add_(0, torch.from_numpy(groups), feats)
-    mean = sums / torch.from_numpy(np.bincount(groups, minlength=len(rows))).float().unsqueeze(1)
-    image = model.project_images(mean.to(device)).float().cpu()
-    return TestEmbeddings(torch.cat(graphs).numpy(), image.numpy(), per_profile.numpy(), groups)
-
-
-def compound_mean_profiles(dataset: ProfileDataset) -> pd.DataFrame:
-    """Per-compound mean of the standardized profiles (all doses), indexed by InChIKey: (M, F)."""
-    x = np.stack([dataset.x[r].mean(0) for r in dataset.compound_rows])
-    return pd.DataFrame(x, index=pd.Index(dataset.keys, name="Metadata_InChIKey"), columns=list(dataset.features))
-
-
-def morgan_ridge_profiles(store: Store, profiles: pd.DataFrame, train_keys: Sequence[str], test_keys: Sequence[str], *,
-                          alpha: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
-    """Baseline: Morgan fingerprints (r=2, 2048 bits) -> ridge -> compound profile, fitted on the
-    training compounds. Returns (predicted, measured) profiles of ``test_keys``: (n_test, F) float32,
-    both standardized with the training compounds' mean and sd."""
-    from sklearn.linear_model import Ridge
-
-    from pipeline.chem.graphs import morgan_fingerprints
-
-    smiles = store.read("compounds").set_index("Metadata_InChIKey")["Metadata_SMILES"]
-    train_keys = [k for k in train_keys if k in profiles.index]
-    y = profiles.loc[train_keys].to_numpy(np.float64)
-    mu, sd = y.mean(0), y.std(0) + 1e-9
-    xtr = morgan_fingerprints(smiles.loc[train_keys].tolist(), radius=2, n_bits=2048).astype(np.float32)
-    xte = morgan_fingerprints(smiles.loc[list(test_keys)].tolist(), radius=2, n_bits=2048).astype(np.float32)
-    pred = Ridge(alpha=alpha).fit(xtr, (y - mu) / sd).predict(xte)
-    meas = (profiles.loc[list(test_keys)].to_numpy(np.float64) - mu) / sd
-    return pred.astype(np.float32), meas.astype(np.float32)
-
-
-def _chance(n_candidates: dict[str, int]) -> dict[str, Any]:
-    return {p: {d: chance(n, protocol=p) for d in DIRECTIONS} for p, n in n_candidates.items()}
+__all__ = ["evaluate_profiles"]
 
 
 def evaluate_profiles(store_root: str | Path, run_dir: str | Path, *, seeds: Sequence[int] = (0, 1, 2, 3, 4),
@@ -139,7 +79,7 @@ def evaluate_profiles(store_root: str | Path, run_dir: str | Path, *, seeds: Seq
     crop_r, crop_chance, crop_n = crop_level(emb.graph, emb.crops, emb.crop_groups, seeds=seeds)
     counts = split["Split"].value_counts()
     result: dict[str, Any] = {
-        "model": reports.pop("model"), "crop_level": crop_r, "baselines": reports, "chance": _chance(n_cand),
+        "model": reports.pop("model"), "crop_level": crop_r, "baselines": reports, "chance": chance_report(n_cand),
         "crop_level_chance": crop_chance,
         "split": {s: int(counts.get(s, 0)) for s in ("train", "val", "test")} | {"test_evaluated": len(ds.keys)},
         "n_candidates": n_cand, "crop_level_n": {"crops": crop_n["crops"], "compounds": crop_n["compounds"]},
@@ -152,7 +92,5 @@ def evaluate_profiles(store_root: str | Path, run_dir: str | Path, *, seeds: Seq
     validate_metrics(result)
     write_text_atomic(json.dumps(result, indent=2), store.report_dir(run_dir.name) / "metrics.json")
     if report:
-        from cmcl_model.reports.evaluation import write_report
-
         write_report(store, run_dir, result)
     return result

@@ -369,11 +369,9 @@ def _as_given(smiles: str) -> tuple[str | None, str | None]:
 def scaffold_of(smiles: str) -> str:
     """Bemis-Murcko scaffold SMILES with chirality (Hu et al.'s ``generate_scaffold``); ''
     for acyclic molecules."""
-    from rdkit import rdBase
-    from rdkit.Chem.Scaffolds import MurckoScaffold
+    from pipeline.chem.scaffolds import scaffold
 
-    with rdBase.BlockLogs():
-        return MurckoScaffold.MurckoScaffoldSmiles(smiles=smiles, includeChirality=True)
+    return scaffold(smiles, chirality=True)  # with chirality, as Hu et al.'s split: theirs reproduced
 
 
 def _scaffold_sets(smiles: Sequence[str]) -> list[list[int]]:

@@ -64,7 +64,7 @@ def load_records(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         return empty_document()
-    from cmcl_model.reports.evaluation import validate_json
+    from cmcl_model.reports.validation import validate_json
 
     try:
         doc = json.loads(p.read_text())
@@ -76,7 +76,7 @@ def load_records(path: str | os.PathLike) -> dict[str, Any]:
 
 def save_records(doc: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Validate and write ``doc`` atomically (temporary file + rename); returns the path."""
-    from cmcl_model.reports.evaluation import validate_json
+    from cmcl_model.reports.validation import validate_json
 
     validate_json(doc, transfer_schema())
     return write_text_atomic(json.dumps(doc, indent=1) + "\n", path)

@@ -3,7 +3,10 @@
 Modules
 -------
 evaluation  The evaluation report of a run: ``reports/<run>/report.html``, one self-contained file.
-finetune    The ``finetune`` results document (``schemas/reports/finetune.json``), its terminal table
+figures     The pictures of the reports, as PNG bytes: crop composites and grids, curves, maps, QC heatmaps.
+finetune    The ``finetune`` results document (``schemas/reports/finetune.json``), its terminal table and report section.
+sections    The HTML sections of a run's evaluation report, one function each.
+validation  What the reports share: their declarations (``schemas/reports/*.json``) and the validator.
 
 Names listed in ``__all__`` are imported lazily: importing the package imports nothing heavy.
 """
@@ -12,9 +15,11 @@ import lazy_loader
 
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
-    submodules=['evaluation', 'finetune'],
+    submodules=['evaluation', 'figures', 'finetune', 'sections', 'validation'],
     submod_attrs={
-        'evaluation': ['metrics_schema', 'validate_json', 'crop_rgb', 'crop_grid_png', 'phenotype_classes', 'write_report'],
-        'finetune': ['STANDARDIZATION', 'AS_GIVEN', 'finetune_schema', 'finetune_result', 'format_table', 'finetune_html', 'report_finetune_results', 'finetune_section', 'update_report', 'run_finetune'],
+        'evaluation': ['write_report'],
+        'figures': ['crop_rgb', 'crop_grid_png', 'phenotype_classes'],
+        'finetune': ['finetune_schema', 'finetune_result', 'format_table', 'update_report', 'run_finetune'],
+        'validation': ['report_schema', 'metrics_schema', 'validate_json', 'validate_metrics'],
     },
 )

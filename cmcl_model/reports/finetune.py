@@ -7,14 +7,15 @@ import html
 import json
 import os
 from collections.abc import Mapping, Sequence
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cmcl_model.finetune.run import FinetuneConfig
 from cmcl_model.finetune.labelled import LabelledSet
+from cmcl_model.finetune.run import FinetuneConfig
+from cmcl_model.reports.validation import report_schema, validate_json
+from pipeline.store.atomic import write_text_atomic
 
 __all__ = [
     "STANDARDIZATION",
@@ -43,7 +44,7 @@ AS_GIVEN = (
 
 def finetune_schema() -> dict[str, Any]:
     """``schemas/reports/finetune.json``."""
-    return json.loads(files("schemas").joinpath("reports/finetune.json").read_text())
+    return report_schema("finetune")
 
 
 def finetune_result(
@@ -61,8 +62,6 @@ def finetune_result(
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble one dataset's results document (validated against ``schemas/reports/finetune.json``)."""
-    from cmcl_model.reports.evaluation import validate_json
-
     split = np.asarray(split)
     out: dict[str, Any] = {
         "dataset": data.name,
@@ -162,8 +161,6 @@ def finetune_section(report_dir: str | os.PathLike) -> str:
 def update_report(report_dir: str | os.PathLike) -> Path | None:
     """Put (or replace) the finetune section in ``report_dir/report.html``; None when the run
     has no report yet (``cmcl evaluate`` writes it, with this section)."""
-    from pipeline.store.atomic import write_text_atomic
-
     path = Path(report_dir) / "report.html"
     if not path.is_file():
         return None
@@ -176,6 +173,67 @@ def update_report(report_dir: str | os.PathLike) -> Path | None:
         text = text.replace("</body>", section + "</body>", 1)
     write_text_atomic(text, path)
     return path
+
+
+def _labelled_input(dataset: str | None, csv: str | os.PathLike | None, *, smiles_col: str,
+                    tasks: Sequence[str] | None, kind: str | None, protocol: str) -> tuple[LabelledSet, str, str]:
+    """(prepared set, its name, its source) of a shipped set or a user CSV."""
+    from cmcl_model.finetune.labelled import load_shipped, prepare_labelled, read_labelled_csv
+
+    if dataset is not None:
+        frame, spec = load_shipped(dataset)
+        name, source = dataset.lower(), f"cmcl_model/datasets/{spec.file}"
+        data = prepare_labelled(frame, smiles_col=spec.smiles_col, tasks=spec.tasks, kind=spec.kind, name=name,
+                                protocol=protocol)  # type: ignore[arg-type]
+    else:
+        p = Path(csv)
+        frame = read_labelled_csv(p)
+        name, source = p.name.split(".")[0], str(p)
+        data = prepare_labelled(frame, smiles_col=smiles_col, tasks=tasks, kind=kind, name=str(p),  # type: ignore[arg-type]
+                                protocol=protocol)  # type: ignore[arg-type]
+        data.name = name
+    return data, name, source
+
+
+def _encoders(init: str, store: str | os.PathLike | None, config: FinetuneConfig, *, family: str, baselines: bool,
+              device) -> tuple[dict[str, Any], list[str], dict[str, Any], Path | None]:
+    """(encoders, methods, extra, report_dir) for ``init``: random, a ``cmcl export`` file or a
+    run of ``store`` (with its baselines); ``report_dir`` is the run's, else None."""
+    from cmcl_model.finetune.run import random_encoder, run_encoder, ssl_encoder, store_train_graphs
+
+    encoders = {"random": random_encoder(config)}
+    extra: dict[str, Any] = {}
+    report_dir = None
+    if init == "random":
+        methods = [f"{family}_random"]
+    elif init.endswith(".pt") or Path(init).is_file():  # a `cmcl export` file: no store needed
+        from cmcl_model.deploy.export import exported_graph_encoder
+
+        encoders["pretrained"], run_config = exported_graph_encoder(init)
+        extra["pretrained_run"] = {"file": str(init), "gin_layers": run_config.gin_layers,
+                                   "gin_hidden": run_config.gin_hidden, "epochs": run_config.epochs}
+        methods = [f"{family}_pretrained"]
+    else:
+        if store is None:
+            raise ValueError(f"--init {init!r} names a run: give --store")
+        from pipeline.store.paths import Store
+
+        st = Store(Path(store))
+        run_dir = st.run_dir(init)
+        if not (run_dir / "checkpoints").is_dir():
+            raise FileNotFoundError(f"run {init!r} not found in {st.root / 'runs'} (runs: {', '.join(st.runs()) or 'none'})")
+        encoders["pretrained"], run_config = run_encoder(run_dir)
+        extra["pretrained_run"] = {"run": init, "gin_layers": run_config.gin_layers, "gin_hidden": run_config.gin_hidden,
+                                   "epochs": run_config.epochs}
+        methods = [f"{family}_pretrained"]
+        report_dir = st.report_dir(init)
+        if baselines:
+            encoders["random_run"] = random_encoder(FinetuneConfig(layers=run_config.gin_layers, hidden=run_config.gin_hidden,
+                                                                   dropout=config.dropout, jk=run_config.gin_jk,
+                                                                   pooling=run_config.gin_pooling))
+            encoders["ssl"], extra["ssl_pretraining"] = ssl_encoder(store_train_graphs(st.root), run_config, device=device)
+            methods += [f"{family}_random_run", f"{family}_ssl", f"{family}_random"]
+    return encoders, methods, extra, report_dir
 
 
 def run_finetune(
@@ -225,61 +283,19 @@ def run_finetune(
     FileNotFoundError
         ``init`` names a run that the store does not hold, or a ``.pt`` file that does not exist.
     """
-    from cmcl_model.finetune.run import random_encoder, run_encoder, run_methods, ssl_encoder, store_train_graphs
-    from cmcl_model.finetune.labelled import load_shipped, prepare_labelled, read_labelled_csv, split_molecules, split_table
-    from cmcl_model.train.build import resolve_device
+    from cmcl_model.finetune.labelled import split_molecules, split_table
+    from cmcl_model.finetune.run import run_methods
+    from cmcl_model.train import resolve_device
 
     if (dataset is None) == (csv is None):
         raise ValueError("give exactly one of --dataset NAME or --csv FILE")
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
-    if dataset is not None:
-        frame, spec = load_shipped(dataset)
-        name, source = dataset.lower(), f"cmcl_model/datasets/{spec.file}"
-        data = prepare_labelled(frame, smiles_col=spec.smiles_col, tasks=spec.tasks, kind=spec.kind, name=name,
-                                protocol=protocol)  # type: ignore[arg-type]
-    else:
-        p = Path(csv)
-        frame = read_labelled_csv(p)
-        name, source = p.name.split(".")[0], str(p)
-        data = prepare_labelled(frame, smiles_col=smiles_col, tasks=tasks, kind=kind, name=str(p),  # type: ignore[arg-type]
-                                protocol=protocol)  # type: ignore[arg-type]
-        data.name = name
+    data, name, source = _labelled_input(dataset, csv, smiles_col=smiles_col, tasks=tasks, kind=kind, protocol=protocol)
     dev = resolve_device(device)  # type: ignore[arg-type]
     split = split_molecules(data.smiles, mode=split_mode, seed=split_seed)  # type: ignore[arg-type]
     family = "probe" if linear_probe else "gin"
-    encoders = {"random": random_encoder(config)}
-    extra: dict[str, Any] = {}
-    report_dir = None
-    if init == "random":
-        methods = [f"{family}_random"]
-    elif init.endswith(".pt") or Path(init).is_file():  # a `cmcl export` file: no store needed
-        from cmcl_model.deploy.export import exported_graph_encoder
-
-        encoders["pretrained"], run_config = exported_graph_encoder(init)
-        extra["pretrained_run"] = {"file": str(init), "gin_layers": run_config.gin_layers,
-                                   "gin_hidden": run_config.gin_hidden, "epochs": run_config.epochs}
-        methods = [f"{family}_pretrained"]
-    else:
-        if store is None:
-            raise ValueError(f"--init {init!r} names a run: give --store")
-        from pipeline.store.paths import Store
-
-        st = Store(Path(store))
-        run_dir = st.run_dir(init)
-        if not (run_dir / "checkpoints").is_dir():
-            raise FileNotFoundError(f"run {init!r} not found in {st.root / 'runs'} (runs: {', '.join(st.runs()) or 'none'})")
-        encoders["pretrained"], run_config = run_encoder(run_dir)
-        extra["pretrained_run"] = {"run": init, "gin_layers": run_config.gin_layers, "gin_hidden": run_config.gin_hidden,
-                                   "epochs": run_config.epochs}
-        methods = [f"{family}_pretrained"]
-        report_dir = st.report_dir(init)
-        if baselines:
-            encoders["random_run"] = random_encoder(FinetuneConfig(layers=run_config.gin_layers, hidden=run_config.gin_hidden,
-                                                                   dropout=config.dropout, jk=run_config.gin_jk,
-                                                                   pooling=run_config.gin_pooling))
-            encoders["ssl"], extra["ssl_pretraining"] = ssl_encoder(store_train_graphs(st.root), run_config, device=dev)
-            methods += [f"{family}_random_run", f"{family}_ssl", f"{family}_random"]
+    encoders, methods, extra, report_dir = _encoders(init, store, config, family=family, baselines=baselines, device=dev)
     if baselines:
         methods += [m for m in (f"{family}_random", "morgan_lr", "morgan_rf") if m not in methods]
     out_path = Path(out) if out else (report_dir / "finetune" / f"{name}.json" if report_dir else Path(f"finetune_{name}.json"))

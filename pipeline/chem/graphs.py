@@ -41,7 +41,7 @@ import pyarrow as pa
 from rdkit import Chem, rdBase
 from rdkit.Chem import rdFingerprintGenerator
 
-from pipeline.chem.standardize import quiet_rdkit
+from pipeline.chem.rdkit_log import quiet_rdkit
 from pipeline.store.schema import conform
 
 __all__ = [
@@ -259,7 +259,7 @@ def graphs_table(compounds: pd.DataFrame, *, n_jobs: int = 1) -> pd.DataFrame:
         If a required column is missing or ``n_jobs`` < 1.
     GraphError
         If a parent SMILES does not parse (parents come from standardization, so this means
-        the table was not produced by :func:`pipeline.chem.standardize.merge_parents`).
+        the table was not produced by :func:`pipeline.chem.parents.merge_parents`).
     """
     missing = [c for c in ("Metadata_InChIKey", "Metadata_SMILES") if c not in compounds.columns]
     if missing:
@@ -270,10 +270,10 @@ def graphs_table(compounds: pd.DataFrame, *, n_jobs: int = 1) -> pd.DataFrame:
     if n_jobs == 1 or len(smiles) < 2:
         graphs = [smiles_to_graph(s) for s in smiles]
     else:
-        from pipeline.chem.standardize import _executor, _split
+        from pipeline.chem.batch import chem_pool, split_evenly
 
-        with _executor(n_jobs) as pool:
-            graphs = [g for part in pool.map(_graph_batch, _split(smiles, n_jobs * 4)) for g in part]
+        with chem_pool(n_jobs) as pool:
+            graphs = [g for part in pool.map(_graph_batch, split_evenly(smiles, n_jobs * 4)) for g in part]
     table = pa.table(
         {
             "Metadata_InChIKey": pa.array(compounds["Metadata_InChIKey"].astype(str).tolist(), pa.string()),

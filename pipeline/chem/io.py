@@ -6,7 +6,7 @@ columns
 * ``Metadata_Source``: the file name;
 * ``Metadata_CompoundID``: the identifier from the file, or ``<file>:<record>`` (1-based
   record number) where the file gives none; a table's ID column is ``id_col`` when given,
-  else the first of :data:`ID_COLUMNS` it has (without case, blanks or punctuation);
+  else the first of :data:`pipeline.chem.choices.ID_COLUMNS` it has (without case, blanks or punctuation);
 * ``Input_SMILES``: the SMILES as given ('' when absent);
 * ``Error``: None, or why the record could not be read (a broken SDF record); such rows are
   carried through :func:`pipeline.chem.standardize.standardize_table` as failed.
@@ -29,9 +29,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 from rdkit import Chem
 
-from pipeline.chem.standardize import quiet_rdkit
+from pipeline.chem.choices import ID_COLUMNS
+from pipeline.chem.rdkit_log import quiet_rdkit
 
-__all__ = ["READER_COLUMNS", "SUFFIXES", "ID_COLUMNS", "find_id_column", "read_compounds", "check_compound_file"]
+__all__ = ["READER_COLUMNS", "SUFFIXES", "find_id_column", "read_compounds", "check_compound_file"]
 
 #: Columns of every chunk the readers yield.
 READER_COLUMNS: tuple[str, ...] = ("Metadata_Source", "Metadata_CompoundID", "Input_SMILES", "Error")
@@ -49,15 +50,6 @@ SUFFIXES: dict[str, str] = {
     ".parquet": "parquet",
     ".pq": "parquet",
 }
-
-#: Identifier columns a table is searched for when no ``id_col`` is given, in priority order
-#: (compared without case, blanks and punctuation): cmcl's own, generic ones, then the field's
-#: registries (JUMP, Broad / Drug Repurposing Hub, LINCS, ChEMBL), then names.
-ID_COLUMNS: tuple[str, ...] = (
-    "Metadata_CompoundID", "compound_id", "id",
-    "Metadata_JCP2022", "jcp2022", "Metadata_broad_sample", "broad_sample", "broad_id", "Metadata_pert_id", "pert_id",
-    "chembl_id", "molecule_chembl_id", "Metadata_Name", "name", "compound_name", "title",
-)
 
 
 def _squash(name: str) -> str:

@@ -1,4 +1,4 @@
-"""The compound libraries shipped with cmcl (``pipeline/data``).
+"""The compound libraries shipped with cmcl (``pipeline/chem/data``).
 
 Two CSV files ship as package data, both with the columns ``Metadata_CompoundID``,
 ``Metadata_SMILES`` and ``Name`` (see ``pipeline/chem/data/README.md`` for their source and licence):

@@ -2,10 +2,11 @@
 
 Modules
 -------
+choices   The profile stage's choice lists and defaults, declared once.
 controls  Negative controls: which wells a plate is normalized and scored against.
 imports   Import the field's public profile tables: find the columns, the features and each row's compound.
 index     Which files ``cmcl import-profiles`` has imported into a store (``tables/profiles/imports.json``).
-io        Read the files of ``cmcl import-profiles``: profile tables, compound maps, column maps and
+io        Read the files of ``cmcl import-profiles``: profile tables, compound, column and name maps.
 wells     Well profiles the field's way (pycytominer) and their phenotypic activity (copairs mAP).
 
 Names listed in ``__all__`` are imported lazily: importing the package imports nothing heavy.
@@ -15,9 +16,10 @@ import lazy_loader
 
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
-    submodules=['controls', 'imports', 'index', 'io', 'wells'],
+    submodules=['choices', 'controls', 'imports', 'index', 'io', 'wells'],
     submod_attrs={
-        'controls': ['DEFAULT_NEGCON', 'NegconError', 'parse_negcon', 'negcon_mask', 'mark_negcon', 'plates_without_negcon', 'plates_normalized_to_all'],
+        'choices': ['DEFAULT_NEGCON', 'AggregateOperation', 'AGGREGATE_OPERATIONS'],
+        'controls': ['NegconError', 'parse_negcon', 'negcon_mask', 'mark_negcon', 'plates_without_negcon', 'plates_normalized_to_all'],
         'imports': ['ROLES', 'ALIASES', 'IMPORTED_METADATA', 'DMSO_INCHIKEY', 'ProfileImportError', 'ImportedProfiles', 'resolve_columns', 'profile_features', 'rename_numbered', 'join_compound_map', 'import_profiles', 'as_well_profiles', 'compound_records'],
         'index': ['load_index', 'save_index', 'import_id', 'find_import', 'superseded'],
         'io': ['read_profile_table', 'read_compound_map', 'read_column_map', 'read_name_table', 'file_digest'],

@@ -18,16 +18,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from pipeline.profiles.choices import DEFAULT_NEGCON
+
 if TYPE_CHECKING:
     from pipeline.store.paths import Store
 
-__all__ = ["DEFAULT_NEGCON", "NegconError", "parse_negcon", "negcon_mask", "mark_negcon", "plates_without_negcon",
+__all__ = ["NegconError", "parse_negcon", "negcon_mask", "mark_negcon", "plates_without_negcon",
            "plates_normalized_to_all"]
-
-#: Default negative-control labels (matched against control type and compound ID): JUMP's
-#: ``negcon``, solvent names, and ``Negative`` (the cell-injury screen's ``Control Type``).
-DEFAULT_NEGCON: tuple[str, ...] = ("DMSO", "negcon", "vehicle", "negative")
-
 
 class NegconError(ValueError):
     """A malformed list of negative-control labels."""
@@ -40,7 +37,7 @@ def parse_negcon(labels: str | Iterable[str] | None) -> tuple[str, ...]:
     -------
     tuple of str
         The labels, stripped, in the given order, without duplicates (compared
-        case-insensitively); :data:`DEFAULT_NEGCON` for None.
+        case-insensitively); :data:`pipeline.profiles.choices.DEFAULT_NEGCON` for None.
 
     Raises
     ------

@@ -377,7 +377,7 @@ def _smiles_from_inchi(inchi: pd.Series) -> pd.Series:
     """SMILES of each InChI RDKit can read (None otherwise), each distinct InChI once."""
     from rdkit import Chem
 
-    from pipeline.chem.standardize import quiet_rdkit
+    from pipeline.chem.rdkit_log import quiet_rdkit
 
     def one(x: str) -> str | None:
         mol = Chem.MolFromInchi(x)

@@ -1,5 +1,7 @@
-"""Read the files of ``cmcl import-profiles``: profile tables, compound maps, column maps and
-feature name tables (the pure mapping is :mod:`pipeline.profiles.imports`).
+"""Read the files of ``cmcl import-profiles``: profile tables, compound, column and name maps.
+
+Profile tables, compound maps, column maps and feature name tables; the pure mapping is
+:mod:`pipeline.profiles.imports`.
 
 A compound map may be large (JUMP's 116,753 ``Metadata_JCP2022`` IDs): :func:`read_compound_map`
 reads its header first and then only the identifier and structure columns, keeping only the

@@ -27,7 +27,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from pipeline.profiles.controls import DEFAULT_NEGCON, mark_negcon, plates_without_negcon
+from pipeline.profiles.choices import AGGREGATE_OPERATIONS, DEFAULT_NEGCON, AggregateOperation
+from pipeline.profiles.controls import mark_negcon, plates_without_negcon
 from pipeline.features.measure import feature_columns
 
 __all__ = [
@@ -52,7 +53,7 @@ SELECT_OPERATIONS: tuple[str, ...] = ("variance_threshold", "correlation_thresho
 _NEGCON = "Metadata_ControlType == 'negcon'"
 
 
-def aggregate_wells(cells: pd.DataFrame, *, operation: str = "median") -> pd.DataFrame:
+def aggregate_wells(cells: pd.DataFrame, *, operation: AggregateOperation = "median") -> pd.DataFrame:
     """One profile per (plate, well): ``operation`` of every feature over the well's cells.
 
     Parameters
@@ -60,15 +61,25 @@ def aggregate_wells(cells: pd.DataFrame, *, operation: str = "median") -> pd.Dat
     cells : DataFrame
         Single-cell table with ``Metadata_Plate``, ``Metadata_Well`` and feature columns
         (:func:`pipeline.features.measure.feature_columns`).
+    operation : {'median', 'mean'}, default 'median'
+        :data:`pipeline.profiles.choices.AggregateOperation`.
 
     Returns
     -------
     DataFrame
         ``Metadata_Plate``, ``Metadata_Well``, ``Metadata_Count_Cells`` (int32) and the
         aggregated features (float64), sorted by plate and well.
+
+    Raises
+    ------
+    ValueError
+        If ``operation`` is not one of :data:`pipeline.profiles.choices.AGGREGATE_OPERATIONS`
+        (the message lists them), or the table has no feature column.
     """
     import pycytominer
 
+    if operation not in AGGREGATE_OPERATIONS:
+        raise ValueError(f"operation={operation!r}; valid: {', '.join(AGGREGATE_OPERATIONS)}")
     feats = feature_columns(cells.columns)
     if not feats:
         raise ValueError("the single-cell table has no feature columns (Cells_/Cytoplasm_/Nuclei_)")
@@ -154,10 +165,24 @@ def normalize_plate(wells: pd.DataFrame) -> pd.DataFrame:
 def select_features(wells: pd.DataFrame, *, operations: Sequence[str] = SELECT_OPERATIONS,
                     corr_threshold: float = 0.9, na_cutoff: float = 0.05) -> pd.DataFrame:
     """pycytominer ``feature_select`` with ``operations`` (default: variance, correlation,
-    NA and the CellProfiler blocklist) over all wells given; metadata kept."""
+    NA and the CellProfiler blocklist) over all wells given; metadata kept.
+
+    When no feature varies over the wells (one well per plate, each normalized against itself;
+    or a single well), there is nothing to select from: the wells are returned unchanged and
+    ``out.attrs["selection_skipped"]`` says why, instead of pycytominer's bare
+    "No feature in X meets the variance threshold".
+    """
     import pycytominer
 
     feats = feature_columns(wells.columns)
+    varying = wells[feats].nunique(dropna=True) > 1
+    if not bool(varying.any()):
+        plates = sorted(map(str, wells["Metadata_Plate"].unique())) if "Metadata_Plate" in wells else []
+        out = _order(wells.copy())
+        out.attrs["selection_skipped"] = (
+            f"no feature varies over the {len(wells)} well(s) of plate(s) {', '.join(plates) or '-'}: "
+            "feature selection skipped, profiles kept as normalized")
+        return out
     out = pycytominer.feature_select(wells, features=feats, operation=list(operations),
                                      corr_threshold=corr_threshold, na_cutoff=na_cutoff)
     return _order(out)

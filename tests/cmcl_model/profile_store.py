@@ -17,7 +17,8 @@ def imported_profile_store(root: Path, *, plates: int = 1) -> Store:
     joined to the Drug Repurposing Hub, then standardize its compounds and write the graphs, as
     ``cmcl import-profiles`` and ``cmcl compounds`` do (same pipeline functions, no Prefect)."""
     from pipeline.profiles import io as pio
-    from pipeline.chem.standardize import merge_parents, standardize_stream
+    from pipeline.chem.parents import merge_parents
+    from pipeline.chem.standardize import standardize_stream
     from pipeline.chem.graphs import graphs_table
     from pipeline.profiles.imports import compound_records, import_profiles
 

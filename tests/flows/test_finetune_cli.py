@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from cmcl_model.reports.finetune import finetune_schema
 from cmcl_model.finetune.labelled import load_shipped
-from cmcl_model.reports.evaluation import validate_json
+from cmcl_model.reports.validation import validate_json
 from flows.cli import app
 
 runner = CliRunner()

@@ -100,8 +100,9 @@ def test_moa_consistency_where_labels_exist(lincs_store):
 
 
 def test_moa_consistency_summary_in_metrics_and_report(lincs_store):
-    from cmcl_model.evaluation.run import consistency_summary
-    from cmcl_model.reports.evaluation import _consistency_html, metrics_schema, validate_json
+    from cmcl_model.evaluation.activity import consistency_summary
+    from cmcl_model.reports.sections import consistency_html
+    from cmcl_model.reports.validation import metrics_schema, validate_json
 
     summary = consistency_summary(lincs_store)
     cons = lincs_store.read("consistency")
@@ -110,6 +111,6 @@ def test_moa_consistency_summary_in_metrics_and_report(lincs_store):
     assert s["n_consistent"] == int(cons["below_corrected_p"].sum())
     assert s["mean_map"] == pytest.approx(cons["mean_average_precision"].mean())
     validate_json(summary, metrics_schema()["properties"]["consistency"], root=metrics_schema())
-    page = _consistency_html(summary)
+    page = consistency_html(summary)
     assert "MOA consistency" in page and f"<td>{s['n_moas']}</td>" in page
     assert consistency_summary(Store(lincs_store.root / "empty")) == {}

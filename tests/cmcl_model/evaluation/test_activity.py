@@ -1,10 +1,11 @@
-"""Phenotypic activity side by side (cmcl_model.evaluation.run.activity_comparison) and its report section."""
+"""Phenotypic activity side by side (cmcl_model.evaluation.activity.activity_comparison) and its report section."""
 
 import numpy as np
 import pandas as pd
 
-from cmcl_model.evaluation.run import activity_comparison
-from cmcl_model.reports.evaluation import _activity_html, metrics_schema, validate_json
+from cmcl_model.evaluation.activity import activity_comparison
+from cmcl_model.reports.sections import activity_html
+from cmcl_model.reports.validation import metrics_schema, validate_json
 from pipeline.store.paths import Store
 
 
@@ -35,5 +36,5 @@ def test_activity_calls_against_truth_and_in_metrics_and_report(tmp_path):
     assert act["untrained"]["n_retrieved"] <= 1
     assert act["model"]["mean_map"] > act["untrained"]["mean_map"]
     validate_json(act, metrics_schema()["properties"]["activity"], root=metrics_schema())
-    page = _activity_html(act)
+    page = activity_html(act)
     assert "precision" in page and "trained image encoder" in page and "100.0" in page and "75.0" in page

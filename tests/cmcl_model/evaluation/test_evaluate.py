@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from cmcl_model.evaluation.run import evaluate, validate_metrics
+from cmcl_model.evaluation.run import evaluate
+from cmcl_model.reports.validation import validate_metrics
 
 HIT = {"hit@1", "hit@3", "hit@5", "hit@10", "mrr", "mean_rank"}
 FULL = {"recall@1", "recall@5", "recall@10", "mrr", "mean_rank"}

@@ -2,7 +2,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cmcl_model.evaluation.query import query_smiles, query_well, well_embeddings
+from cmcl_model.evaluation.embeddings import well_embeddings
+from cmcl_model.evaluation.query import query_smiles, query_well
 
 
 def test_query_smiles_ranks_wells_and_writes_grid(quick_run, syn_store, tmp_path):

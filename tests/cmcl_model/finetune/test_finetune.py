@@ -22,7 +22,7 @@ from cmcl_model.finetune.run import (
 )
 from cmcl_model.reports.finetune import finetune_schema, format_table, run_finetune
 from cmcl_model.finetune.labelled import load_shipped, prepare_labelled, split_molecules
-from cmcl_model.reports.evaluation import validate_json
+from cmcl_model.reports.validation import validate_json
 
 TINY = FinetuneConfig(epochs=2, batch_size=16, layers=2, hidden=16)
 

@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cmcl_model.reports.evaluation import crop_rgb, phenotype_classes, validate_json
+from cmcl_model.reports.figures import crop_rgb, phenotype_classes
+from cmcl_model.reports.validation import validate_json
 
 
 def test_validate_json_subset():

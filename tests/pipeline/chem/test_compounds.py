@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 from rdkit import Chem
 
+from pipeline.chem.parents import merge_parents
+from pipeline.chem.rules import StandardizationError
 from pipeline.chem.standardize import (
-    StandardizationError,
     StandardizedCompound,
-    merge_parents,
     standardize_mol,
     standardize_smiles,
     standardize_stream,

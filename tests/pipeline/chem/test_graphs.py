@@ -8,7 +8,8 @@ import pytest
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.chem.standardize import merge_parents, standardize_table
+from pipeline.chem.parents import merge_parents
+from pipeline.chem.standardize import standardize_table
 from pipeline.chem.graphs import (
     ATOM_FEATURE_DIMS,
     BOND_FEATURE_DIMS,
