@@ -62,13 +62,14 @@ def store(args: argparse.Namespace) -> int:
 
 def train(args: argparse.Namespace) -> int:
     from cmcl_model.deploy.export import export_run
-    from cmcl_model.train.worker import resolve_config
+    from cmcl_model.train.config import resolve_config
     from cmcl_model.train.loop import train as train_run
+    from pipeline.store.paths import Store
 
     config = resolve_config(args.preset, dict(device=args.device, precision=args.precision, epochs=10_000,
                                               max_steps=args.steps, num_workers=args.workers, max_minutes=args.max_minutes))
     t = time.perf_counter()
-    run = train_run(args.dir, config, progress=False)
+    run = train_run(Store(Path(args.dir)), config, progress=False)
     seconds = time.perf_counter() - t
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     last = rows[-1] if rows else {}

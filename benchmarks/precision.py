@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from cmcl_model.train.worker import resolve_config
+from cmcl_model.train.config import resolve_config
+from pipeline.store.paths import Store
 from pipeline.synthetic.store import make_synthetic_store
 from cmcl_model.train.loop import train
 
@@ -41,7 +42,7 @@ def main() -> None:
             cfg = resolve_config(args.preset, dict(precision=p, epochs=args.epochs, device=args.device,
                                                    split_fractions=[0.5, 0.25, 0.25]))
             t = time.perf_counter()
-            run = train(root, cfg, progress=False, run_id=f"20260101-000000-{p}{r:02d}")
+            run = train(Store(Path(root)), cfg, progress=False, run_id=f"20260101-000000-{p}{r:02d}")
             seconds = time.perf_counter() - t
             last = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()][-1]
             rows.append(dict(precision=p, seconds=seconds, samples_per_s=last["train_samples_per_s"],

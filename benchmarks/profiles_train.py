@@ -40,10 +40,13 @@ _CHILD_CMCL = r"""
 import json, sys, time, numpy as np, torch
 from cmcl_model.data.profiles import ProfileDataset
 from cmcl_model.data.pairs import collate_pairs
-from cmcl_model.train.loop import TrainConfig, build_loss, build_model, compute_losses
+from cmcl_model.train.build import build_model
+from cmcl_model.train.config import TrainConfig
+from cmcl_model.train.objectives import build_loss, compute_losses
+from pipeline.store.paths import Store
 root, steps, preset = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 t0 = time.perf_counter()
-ds = ProfileDataset(root, profiles_per_sample=4)
+ds = ProfileDataset(Store(root), profiles_per_sample=4)
 load_s = time.perf_counter() - t0
 base = TrainConfig() if preset == "default" else TrainConfig.demo(batch_size=256)
 cfg = TrainConfig.from_dict({**base.to_dict(), "image_source": "profiles", "profile_features": ds.n_features})

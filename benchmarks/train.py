@@ -34,17 +34,22 @@ import torch
 from torch.utils.data import DataLoader
 
 from cmcl_model.data.pairs import PairDataset, UniqueCompoundBatchSampler, collate_pairs
+from pipeline.store.paths import Store
 from pipeline.synthetic.store import make_synthetic_store
-from cmcl_model.train.loop import TrainConfig, build_loss, build_model, compute_losses
+from cmcl_model.train.build import build_model
+from cmcl_model.train.config import TrainConfig
+from cmcl_model.train.objectives import build_loss, compute_losses
 
 
 _CHILD = """
 import json, resource, sys, time
-from cmcl_model.train.loop import TrainConfig, train
+from cmcl_model.train.config import TrainConfig
+from cmcl_model.train.loop import train
+from pipeline.store.paths import Store
 root, steps, cache_mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 cfg = TrainConfig.quick(epochs=1, max_steps=steps, crops_per_sample=4, cache_mb=cache_mb)
 t = time.perf_counter()
-run = train(root, cfg, progress=False)
+run = train(Store(root), cfg, progress=False)
 seconds = time.perf_counter() - t
 # VmHWM is this process's own peak. ru_maxrss is not: Linux carries the parent's high-water
 # mark across fork + exec, so it would report the benchmark process that built the stores.
@@ -64,8 +69,9 @@ _LOADER = """
 import json, sys, time
 from torch.utils.data import DataLoader
 from cmcl_model.data.pairs import PairDataset, UniqueCompoundBatchSampler, collate_pairs
+from pipeline.store.paths import Store
 root, cache_mb = sys.argv[1], int(sys.argv[2])
-ds = PairDataset(root, crops_per_sample=4, augment=True, norm_crops=256, cache_bytes=cache_mb * 2**20)
+ds = PairDataset(Store(root), crops_per_sample=4, augment=True, norm_crops=256, cache_bytes=cache_mb * 2**20)
 sampler = UniqueCompoundBatchSampler(ds.keys, 32, seed=0)
 loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate_pairs)
 t, n = time.perf_counter(), 0
@@ -161,7 +167,7 @@ def main() -> None:
         ).root
         print(f"synthetic store: {args.compounds} compounds x 2 plates, 32 px, built in {time.perf_counter() - t:.1f} s")
     t = time.perf_counter()
-    ds = PairDataset(root, crops_per_sample=config.crops_per_sample, augment=True, norm_crops=config.norm_crops,
+    ds = PairDataset(Store(Path(root)), crops_per_sample=config.crops_per_sample, augment=True, norm_crops=config.norm_crops,
                      cache_bytes=config.cache_mb * 2**20)
     print(f"dataset: {len(ds)} compounds, init (incl. normalisation) {time.perf_counter() - t:.2f} s")
     bs = min(config.batch_size, len(ds))
@@ -218,7 +224,7 @@ def _loader_rates(ds: PairDataset, bs: int, workers: int, steps: int) -> tuple[f
 
 def _step_seconds(config: TrainConfig, batch, precision: str, device: torch.device, steps: int) -> tuple[float, float]:
     """(median seconds of one optimizer step on a fixed batch, last loss) at ``precision``."""
-    from cmcl_model.train.loop import amp_dtype
+    from cmcl_model.train.build import amp_dtype
 
     torch.manual_seed(0)
     amp = amp_dtype(precision, device)

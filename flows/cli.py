@@ -304,7 +304,7 @@ def _run(fn, *args, **kwargs) -> Any:
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
     """``--set KEY=VALUE`` items as typed TrainConfig overrides; a bad key or value fails here, as one line."""
-    from cmcl_model.train.loop import TrainConfig
+    from cmcl_model.train.config import TrainConfig
 
     return _run(TrainConfig.parse_overrides, items) if items else {}
 
@@ -1002,7 +1002,7 @@ def embed(file: Path = typer.Argument(..., help="CSV/TSV/.smi/SDF/Parquet compou
     """Molecule embeddings of a trained model for a compound file, standardized as `cmcl compounds` does."""
     from cmcl_model.deploy.embed import embed_file, write_embeddings
     from cmcl_model.deploy.export import load_encoder
-    from cmcl_model.train.loop import resolve_device
+    from cmcl_model.train.build import resolve_device
 
     if not file.is_file():
         _fail(FileNotFoundError(f"compound file {file} does not exist"))

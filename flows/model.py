@@ -10,11 +10,20 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from cmcl_model.train.worker import PRESETS, resolve_config  # one definition, used by torchrun ranks too
+from cmcl_model.train.config import PRESETS, resolve_config  # one definition, used by torchrun ranks too
 from flows.progress import count_callback, progress_enabled, step_progress
+from cmcl_model.train.layout import checkpoint_path, metrics_path
 from pipeline.store.paths import Store
 
 __all__ = ["train_flow", "evaluate_flow", "ablation_flow", "finetune_flow", "resolve_config", "PRESETS"]
+
+#: the modules whose code a training run depends on (their fingerprint is part of the training key)
+TRAINING_MODULES = (
+    "cmcl_model.train.config", "cmcl_model.train.build", "cmcl_model.train.objectives", "cmcl_model.train.loaders",
+    "cmcl_model.train.loop", "cmcl_model.train.checkpoints", "cmcl_model.train.distributed",
+    "cmcl_model.nn.model", "cmcl_model.nn.encoders", "cmcl_model.nn.losses",
+    "cmcl_model.data.pairs", "cmcl_model.data.crops", "cmcl_model.data.split",
+)
 
 
 def _training_key(st: Store, config_dict: dict[str, Any]) -> str:
@@ -23,8 +32,7 @@ def _training_key(st: Store, config_dict: dict[str, Any]) -> str:
     from pipeline.store.provenance import code_fingerprint
 
     h = hashlib.sha256(json.dumps(config_dict, sort_keys=True).encode())
-    h.update(code_fingerprint("cmcl_model.train.loop", "cmcl_model.train.distributed", "cmcl_model.nn.model", "cmcl_model.nn.encoders", "cmcl_model.nn.losses",
-                              "cmcl_model.data.pairs").encode())
+    h.update(code_fingerprint(*TRAINING_MODULES).encode())
     led = st.read("ledger")
     for plate, fp, status in sorted(zip(led["Metadata_Plate"], led["Fingerprint"], led["Status"])):
         h.update(f"{plate}:{fp}:{status}\n".encode())
@@ -41,14 +49,16 @@ def _training_key(st: Store, config_dict: dict[str, Any]) -> str:
 def _finished_run_with_key(st: Store, key: str) -> str | None:
     for run in reversed(st.runs()):
         marker = st.run_dir(run) / "training_key.txt"
-        if marker.is_file() and marker.read_text() == key and (st.run_dir(run) / "checkpoints" / "best.pt").is_file():
+        if marker.is_file() and marker.read_text() == key and checkpoint_path(st.run_dir(run), "best").is_file():
             return run
     return None
 
 
 @task(name="train", cache_policy=NO_CACHE)
-def train_task(store: str, config_dict: dict[str, Any], run_id: str | None, resume: bool, nproc: int = 1) -> str:
-    from cmcl_model.train.loop import TrainConfig, new_run_id, train
+def train_task(store: Store, config_dict: dict[str, Any], run_id: str | None, resume: bool, nproc: int = 1) -> str:
+    from cmcl_model.train.config import TrainConfig
+    from cmcl_model.train.loop import train
+    from cmcl_model.train.rundir import new_run_id
 
     if nproc > 1:  # torchrun on this machine: N ranks of the same trainer (cmcl_model.train.worker)
         import tempfile
@@ -59,7 +69,7 @@ def train_task(store: str, config_dict: dict[str, Any], run_id: str | None, resu
         with tempfile.TemporaryDirectory() as tmp:
             cfg = Path(tmp) / "config.json"
             cfg.write_text(json.dumps(config_dict))
-            launch(nproc, ["--store", store, "--config", str(cfg), "--run-id", run_id, *(["--resume"] if resume else []),
+            launch(nproc, ["--store", str(store.root), "--config", str(cfg), "--run-id", run_id, *(["--resume"] if resume else []),
                            *([] if progress_enabled() else ["--quiet"])])
         return run_id
     run_dir = train(store, TrainConfig.from_dict(config_dict), run_id=run_id, progress=count_callback("train") or False,
@@ -81,7 +91,7 @@ def train_flow(store: str, *, preset: str = "default", overrides: dict[str, Any]
         if done:
             logger.info("run %s already trained on the same data and config: reusing it", done)
             return done
-    run = train_task(store, config.to_dict(), run_id, resume, nproc)
+    run = train_task(st, config.to_dict(), run_id, resume, nproc)
     (st.run_dir(run) / "training_key.txt").write_text(key)
     _run_artifact(st, run)
     return run
@@ -90,7 +100,8 @@ def train_flow(store: str, *, preset: str = "default", overrides: dict[str, Any]
 def _run_artifact(st: Store, run: str) -> None:
     from prefect.artifacts import create_markdown_artifact
 
-    lines = (st.run_dir(run) / "metrics.jsonl").read_text().splitlines() if (st.run_dir(run) / "metrics.jsonl").is_file() else []
+    metrics = metrics_path(st.run_dir(run))
+    lines = metrics.read_text().splitlines() if metrics.is_file() else []
     last = json.loads(lines[-1]) if lines else {}
     rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in last.items())
     create_markdown_artifact(key=f"run-{run.lower()}"[:60], markdown=f"### Training run {run}\n\n| metric | value |\n|---|---|\n{rows}\n",
@@ -116,7 +127,7 @@ def evaluate_flow(store: str, run: str, *, seeds: list[int] | None = None, force
     colour its embedding map (:func:`pipeline.synthetic.read_ground_truth`)."""
     st = Store(Path(store))
     metrics_path = st.report_dir(run) / "metrics.json"
-    ckpt = st.run_dir(run) / "checkpoints" / "best.pt"
+    ckpt = checkpoint_path(st.run_dir(run), "best")
     if not force and metrics_path.is_file() and metrics_path.stat().st_mtime >= ckpt.stat().st_mtime:
         get_run_logger().info("run %s already evaluated: %s", run, metrics_path)
         return json.loads(metrics_path.read_text())
@@ -133,7 +144,7 @@ def ablation_flow(store: str, *, preset: str = "default", overrides: dict[str, A
     kwargs: dict[str, Any] = {"variants": tuple(variants)} if variants else {}
     if seeds:
         kwargs["seeds"] = tuple(seeds)
-    table = run_ablation(store, config, progress=progress_enabled(), **kwargs)
+    table = run_ablation(Store(Path(store)), config, progress=progress_enabled(), **kwargs)
     get_run_logger().info("ablation table: %s", table.attrs.get("csv"))
     rows = table.to_dict(orient="records")
     for r in rows:

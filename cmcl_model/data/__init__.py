@@ -2,6 +2,9 @@
 
 Modules
 -------
+choices   The choice lists of the training data, declared once (torch-free).
+split     The scaffold split of a store's compounds: created once, extended, never reshuffled.
+crops     Reading and normalising crops for training: a chunk-cached crop reader, per-plate statistics.
 pairs     Training data from a cmcl store: (molecular graph, K single-cell crops) pairs.
 profiles  Profile-mode training data: (molecular graph, K CellProfiler well profiles) pairs.
 
@@ -12,9 +15,13 @@ import lazy_loader
 
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
-    submodules=['pairs', 'profiles'],
+    submodules=['choices', 'crops', 'pairs', 'profiles', 'split'],
     submod_attrs={
-        'pairs': ['graphs_from_arrow', 'scaffold_split', 'load_or_create_split', 'extend_split', 'treatment_crops', 'REQUIRED_CHANNELS', 'require_channels', 'current_well_compounds', 'ChunkedCropReader', 'PlateNorm', 'compute_normalization', 'PairDataset', 'PairBatch', 'collate_pairs', 'UniqueCompoundBatchSampler'],
-        'profiles': ['MIN_REFERENCE_WELLS', 'CLIP', 'ProfileSource', 'Negatives', 'ProfileDataError', 'ProfileNorm', 'ProfileTable', 'read_profile_tables', 'store_profile_table', 'parent_keys', 'standardize_batches', 'ProfileDataset', 'StratifiedBatchSampler'],
+        'choices': ['ImageSource', 'IMAGE_SOURCES', 'ProfileSource', 'PROFILE_SOURCES', 'Negatives', 'NEGATIVES'],
+        'crops': ['ChunkedCropReader', 'PlateNorm', 'compute_normalization'],
+        'pairs': ['graphs_from_arrow', 'treatment_crops', 'require_channels', 'current_well_compounds', 'PairDataset',
+                  'PairBatch', 'collate_pairs', 'UniqueCompoundBatchSampler'],
+        'profiles': ['ProfileDataError', 'ProfileDataset', 'ProfileNorm'],
+        'split': ['scaffold_split', 'load_or_create_split'],
     },
 )

@@ -1,20 +1,15 @@
 """Training data from a cmcl store: (molecular graph, K single-cell crops) pairs.
 
 One sample per *treatment* compound (plate-map ``Metadata_ControlType == 'trt'``; DMSO and
-positive controls are never paired). Crops are read lazily from ``crops/<plate>.zarr`` through a
-small LRU cache of decoded chunks; the whole crop array is never loaded. Crops are normalised per
-plate and channel with statistics of DMSO crops (``log1p``, then ``(x - mean) / std``).
+positive controls are never paired). Crops are read and normalised by :mod:`cmcl_model.data.crops`;
+the split of compounds is :mod:`cmcl_model.data.split`'s.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
-from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -25,31 +20,22 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 from torch_geometric.data import Batch, Data
 
+from cmcl_model.data.choices import CropSource
+from cmcl_model.data.crops import ChunkedCropReader, PlateNorm, compute_normalization
 from pipeline.chem.graphs import graphs_to_data
-from pipeline.store.schema import write_table
 from pipeline.store.paths import CHANNELS, Store
-from pipeline.store.crops import CropArrayReader
 
 __all__ = [
     "graphs_from_arrow",
-    "scaffold_split",
-    "load_or_create_split",
-    "extend_split",
     "treatment_crops",
     "REQUIRED_CHANNELS",
     "require_channels",
     "current_well_compounds",
-    "ChunkedCropReader",
-    "PlateNorm",
-    "compute_normalization",
     "PairDataset",
     "PairBatch",
     "collate_pairs",
     "UniqueCompoundBatchSampler",
 ]
-
-SplitName = Literal["train", "val", "test"]
-
 
 # --------------------------------------------------------------------------------------------
 # graphs
@@ -75,152 +61,8 @@ def graphs_from_arrow(table: pa.Table) -> dict[str, Data]:
 
 
 # --------------------------------------------------------------------------------------------
-# split
-# --------------------------------------------------------------------------------------------
-def scaffold_split(
-    compounds: pd.DataFrame, *, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
-) -> pd.DataFrame:
-    """Balanced scaffold split (chemprop-style), deterministic in ``seed``.
-
-    Compounds sharing a Bemis-Murcko scaffold (acyclic ones share ``''``) always land in the same
-    split. Scaffold groups larger than half the validation target go to train first (largest
-    first), the rest are shuffled with ``seed``; groups fill train, then val, then test.
-
-    Parameters
-    ----------
-    compounds : DataFrame
-        Columns ``Metadata_InChIKey`` (unique) and ``Metadata_Scaffold``.
-    fractions : (train, val, test), summing to 1.
-
-    Returns
-    -------
-    DataFrame conforming to the ``split`` table, sorted by InChIKey.
-
-    Raises
-    ------
-    ValueError
-        On missing columns, duplicate keys or fractions that do not sum to 1.
-    """
-    need = {"Metadata_InChIKey", "Metadata_Scaffold"}
-    if not need <= set(compounds.columns):
-        raise ValueError(f"scaffold_split needs columns {sorted(need)}, got {list(compounds.columns)}")
-    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
-        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
-    df = compounds[["Metadata_InChIKey", "Metadata_Scaffold"]].copy()
-    df["Metadata_Scaffold"] = df["Metadata_Scaffold"].fillna("").astype(str)
-    if df["Metadata_InChIKey"].duplicated().any():
-        raise ValueError("scaffold_split: duplicate Metadata_InChIKey values")
-    n = len(df)
-    n_train, n_val = fractions[0] * n, fractions[1] * n
-    groups = df.groupby("Metadata_Scaffold", sort=True)["Metadata_InChIKey"].apply(lambda s: sorted(s))
-    names = list(groups.index)
-    sizes = {s: len(groups[s]) for s in names}
-    big = sorted((s for s in names if sizes[s] > n_val / 2), key=lambda s: (-sizes[s], s))
-    small = [s for s in names if sizes[s] <= n_val / 2]
-    rng = np.random.default_rng(seed)
-    small = [small[j] for j in rng.permutation(len(small))]
-    assign: dict[str, str] = {}
-    counts = {"train": 0, "val": 0, "test": 0}
-    for s in big + small:
-        if counts["train"] + sizes[s] <= n_train:
-            part = "train"
-        elif counts["val"] + sizes[s] <= n_val:
-            part = "val"
-        else:
-            part = "test"
-        counts[part] += sizes[s]
-        for key in groups[s]:
-            assign[key] = part
-    df["Split"] = df["Metadata_InChIKey"].map(assign)
-    return df.sort_values("Metadata_InChIKey", ignore_index=True)
-
-
-def extend_split(
-    split: pd.DataFrame, compounds: pd.DataFrame, *, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
-) -> pd.DataFrame:
-    """Add the compounds ``split`` lacks, never moving one it holds.
-
-    A new compound whose scaffold the split already holds joins that scaffold's split (no
-    scaffold ever straddles two splits). New scaffolds are assigned group by group, largest
-    first, ties in an order fixed by ``seed``, each to the split furthest below its target
-    ``fractions`` of the enlarged total: deterministic, and balanced by the fractions.
-
-    Parameters
-    ----------
-    split : DataFrame
-        An existing ``split`` table.
-    compounds : DataFrame
-        ``Metadata_InChIKey`` and ``Metadata_Scaffold`` of every compound to be split (old and new).
-    fractions : (train, val, test), summing to 1.
-
-    Returns
-    -------
-    DataFrame conforming to the ``split`` table (old rows unchanged), sorted by InChIKey.
-
-    Raises
-    ------
-    ValueError
-        On missing columns or bad fractions (as :func:`scaffold_split`).
-    """
-    need = {"Metadata_InChIKey", "Metadata_Scaffold"}
-    if not need <= set(compounds.columns):
-        raise ValueError(f"extend_split needs columns {sorted(need)}, got {list(compounds.columns)}")
-    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
-        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
-    old = split[["Metadata_InChIKey", "Metadata_Scaffold", "Split"]].copy()
-    new = compounds[~compounds["Metadata_InChIKey"].isin(set(old["Metadata_InChIKey"]))][
-        ["Metadata_InChIKey", "Metadata_Scaffold"]].drop_duplicates("Metadata_InChIKey").copy()
-    if new.empty:
-        return old.sort_values("Metadata_InChIKey", ignore_index=True)
-    new["Metadata_Scaffold"] = new["Metadata_Scaffold"].fillna("").astype(str)
-    known = old.groupby("Metadata_Scaffold")["Split"].agg(lambda v: v.value_counts().index[0]).to_dict()
-    new["Split"] = new["Metadata_Scaffold"].map(known)
-    parts = ("train", "val", "test")
-    counts = {k: int((old["Split"] == k).sum()) + int((new["Split"] == k).sum()) for k in parts}
-    fresh = new[new["Split"].isna()]
-    groups = fresh.groupby("Metadata_Scaffold", sort=True).size()
-    names = list(groups.index)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(names))
-    ranked = sorted(range(len(names)), key=lambda i: (-int(groups.iloc[i]), int(order[i])))
-    total = len(old) + len(new)
-    assign: dict[str, str] = {}
-    for i in ranked:
-        size = int(groups.iloc[i])
-        part = max(parts, key=lambda k: (fractions[parts.index(k)] * total - counts[k], -parts.index(k)))
-        counts[part] += size
-        assign[names[i]] = part
-    new.loc[new["Split"].isna(), "Split"] = fresh["Metadata_Scaffold"].map(assign)
-    out = pd.concat([old, new], ignore_index=True)
-    return out.sort_values("Metadata_InChIKey", ignore_index=True)
-
-
-def load_or_create_split(
-    store: Store, compounds: pd.DataFrame, *, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
-) -> pd.DataFrame:
-    """The store's split, created or extended to cover ``compounds``.
-
-    Without ``tables/split.parquet`` it is :func:`scaffold_split` of ``compounds``. With one, a
-    compound keeps its split forever and the compounds it lacks are added by
-    :func:`extend_split` (``fractions`` then apply to new scaffolds only); the table is
-    rewritten only when it grew."""
-    path = store.table_path("split")
-    if not path.exists():
-        split = scaffold_split(compounds, fractions=fractions, seed=seed)
-        write_table(split, "split", path)
-        return split
-    split = store.read("split")
-    grown = extend_split(split, compounds, fractions=fractions, seed=seed)
-    if len(grown) != len(split):
-        write_table(grown, "split", path)
-    return grown
-
-
-# --------------------------------------------------------------------------------------------
 # which crops belong to which compound
 # --------------------------------------------------------------------------------------------
-ImageSource = Literal["crops", "tiles"]
-
 #: The channels the image encoder is trained on, in this order: all five Cell Painting stains.
 REQUIRED_CHANNELS: tuple[str, ...] = CHANNELS
 
@@ -269,7 +111,7 @@ def current_well_compounds(store: Store, platemap: pd.DataFrame | None = None) -
     return wells
 
 
-def treatment_crops(store: Store, source: ImageSource = "crops", *,
+def treatment_crops(store: Store, source: CropSource = "crops", *,
                     exclude_padded: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Join plate maps, compound inputs and the image rows of ``source``.
 
@@ -340,181 +182,6 @@ def _unpadded_cells(store: Store) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------------------------
-# lazy crop reading
-# --------------------------------------------------------------------------------------------
-class ChunkedCropReader:
-    """Read rows of ``crops/<plate>.zarr/<array>`` through an LRU cache of decoded chunks.
-
-    Only whole chunks along the first axis are ever read (:class:`pipeline.store.crops.CropArrayReader`),
-    and at most ``cache_bytes`` of decoded chunks are kept. With the sharded layout ingestion
-    writes (16-row chunks inside 1024-row shards) a crop costs reading and decoding 16 rows by
-    byte range from its shard file; older unsharded stores read through zarr. The array is
-    opened lazily, so the reader pickles cheaply into DataLoader workers.
-
-    Attributes
-    ----------
-    rows_read : int
-        Rows decoded so far (for tests and benchmarks).
-    max_rows_per_read : int
-        Largest single read, in rows (never more than the chunk length).
-    """
-
-    def __init__(self, path: str | Path, *, cache_bytes: int = 128 * 2**20, array: str = "crops") -> None:
-        self.path = Path(path)
-        self.array_name = array
-        self.cache_bytes = int(cache_bytes)
-        self._rows: CropArrayReader | None = None
-        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._cached_bytes = 0
-        self.rows_read = 0
-        self.max_rows_per_read = 0
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_rows"] = None
-        state["_cache"] = OrderedDict()
-        state["_cached_bytes"] = 0
-        return state
-
-    @property
-    def rows(self) -> CropArrayReader:
-        """The underlying chunk reader (opened on first use)."""
-        if self._rows is None:
-            self._rows = CropArrayReader(self.path / self.array_name)  # FileNotFoundError naming it
-        return self._rows
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.rows.shape
-
-    @property
-    def chunk_len(self) -> int:
-        return self.rows.chunk_len
-
-    def _chunk(self, c: int) -> np.ndarray:
-        hit = self._cache.get(c)
-        if hit is not None:
-            self._cache.move_to_end(c)
-            return hit
-        block = self.rows.read_chunk(c)
-        self.rows_read += block.shape[0]
-        self.max_rows_per_read = max(self.max_rows_per_read, block.shape[0])
-        self._cache[c] = block
-        self._cached_bytes += block.nbytes
-        while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
-            _, old = self._cache.popitem(last=False)
-            self._cached_bytes -= old.nbytes
-        return block
-
-    def clear_cache(self) -> None:
-        """Drop every cached chunk."""
-        self._cache.clear()
-        self._cached_bytes = 0
-
-    def read(self, rows: np.ndarray) -> np.ndarray:
-        """Rows ``rows`` (k,) int -> (k, C, S, S) uint16, in the given order.
-
-        Raises
-        ------
-        IndexError
-            If a row is outside the array, naming the range and the file.
-        """
-        rows = np.asarray(rows, dtype=np.int64)
-        shape = self.rows.shape
-        n = shape[0]
-        if rows.size and (rows.min() < 0 or rows.max() >= n):
-            raise IndexError(f"crop rows out of range [0, {n}) in {self.path}: {rows.min()}..{rows.max()}")
-        L = self.chunk_len
-        out = np.empty((rows.size, *shape[1:]), dtype=self.rows.dtype)
-        chunk_ids = rows // L
-        for c in np.unique(chunk_ids):
-            sel = np.flatnonzero(chunk_ids == c)
-            out[sel] = self._chunk(int(c))[rows[sel] - c * L]
-        return out
-
-
-# --------------------------------------------------------------------------------------------
-# normalisation
-# --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PlateNorm:
-    """Per-channel statistics of one plate's DMSO crops (after ``log1p`` when ``log1p``)."""
-
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    log1p: bool = True
-
-    def _compute(self, x: np.ndarray, trailing: int) -> np.ndarray:
-        """The normalisation itself, in place on float32 ``x`` whose channel axis is followed
-        by ``trailing`` axes ((k, C, S, S): 2; (C, values): 1)."""
-        if self.log1p:
-            np.log1p(x, out=x)
-        shape = (-1,) + (1,) * trailing
-        m = np.asarray(self.mean, np.float32).reshape(shape)
-        s = np.asarray(self.std, np.float32).reshape(shape)
-        return (x - m) / s
-
-    @cached_property
-    def lut(self) -> np.ndarray:
-        """(C, 65536) float32: the normalised value of every uint16 intensity per channel,
-        computed with the same float32 operations, so looking up equals computing bit for bit."""
-        values = np.broadcast_to(np.arange(65536, dtype=np.float32), (len(self.mean), 65536)).copy()
-        return np.ascontiguousarray(self._compute(values, 1), dtype=np.float32)
-
-    def apply(self, crops: np.ndarray) -> np.ndarray:
-        """(k, C, S, S) uint16 -> float32 normalised (a table lookup for uint16: ~5x faster
-        than ``log1p`` per pixel, which made normalisation the data loader's largest cost)."""
-        if crops.dtype == np.uint16 and crops.ndim == 4 and crops.shape[1] == len(self.mean):
-            out = np.empty(crops.shape, np.float32)
-            for k in range(crops.shape[0]):
-                self.apply_into(crops[k], out[k])
-            return out
-        return self._compute(crops.astype(np.float32), 2)
-
-    def apply_into(self, crop: np.ndarray, out: np.ndarray) -> None:
-        """Normalise one uint16 crop (C, S, S), any strides (e.g. a flipped view), into the
-        float32 array ``out`` (C, S, S)."""
-        if crop.dtype != np.uint16:
-            out[...] = self._compute(crop.astype(np.float32), 2)
-            return
-        lut = self.lut
-        for c in range(crop.shape[0]):
-            np.take(lut[c], crop[c], out=out[c])
-
-    def to_dict(self) -> dict:
-        return {"mean": list(self.mean), "std": list(self.std), "log1p": self.log1p}
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> "PlateNorm":
-        return cls(tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"]), bool(d["log1p"]))
-
-
-def compute_normalization(
-    reader: ChunkedCropReader, rows: np.ndarray, *, max_crops: int = 1024, log1p: bool = True, seed: int = 0
-) -> PlateNorm:
-    """Mean/std per channel over at most ``max_crops`` of ``rows`` (DMSO crops), read chunk by chunk.
-
-    To bound I/O the sample is taken from at most ``ceil(max_crops / chunk_len) + 1`` randomly
-    chosen chunks among those holding ``rows``.
-    """
-    rows = np.asarray(rows, dtype=np.int64)
-    if rows.size == 0:
-        raise ValueError(f"no crops to compute normalisation from in {reader.path}")
-    rng = np.random.default_rng(seed)
-    L = reader.chunk_len
-    chunks = np.unique(rows // L)
-    keep = rng.choice(chunks, size=min(len(chunks), -(-max_crops // L) + 1), replace=False)
-    cand = rows[np.isin(rows // L, keep)]
-    sample = np.sort(rng.choice(cand, size=min(max_crops, cand.size), replace=False))
-    x = reader.read(sample).astype(np.float64)
-    if log1p:
-        x = np.log1p(x)
-    mean = x.mean(axis=(0, 2, 3))
-    std = np.maximum(x.std(axis=(0, 2, 3)), 1e-6)
-    return PlateNorm(tuple(map(float, mean)), tuple(map(float, std)), log1p)
-
-
-# --------------------------------------------------------------------------------------------
 # dataset
 # --------------------------------------------------------------------------------------------
 def _jitter(x: np.ndarray, rng: np.random.Generator, jitter: float) -> np.ndarray:
@@ -531,7 +198,7 @@ class PairDataset(Dataset):
 
     Parameters
     ----------
-    store_root : path
+    store : Store
         The cmcl store.
     source : {'crops', 'tiles'}
         Train on single-cell crops (default) or on field tiles (see :func:`treatment_crops`).
@@ -558,9 +225,9 @@ class PairDataset(Dataset):
 
     def __init__(
         self,
-        store_root: str | Path,
+        store: Store,
         *,
-        source: ImageSource = "crops",
+        source: CropSource = "crops",
         keys: Sequence[str] | None = None,
         crops_per_sample: int = 4,
         augment: bool = False,
@@ -572,7 +239,7 @@ class PairDataset(Dataset):
         seed: int = 0,
         exclude_padded_crops: bool = False,
     ) -> None:
-        self.store = Store(Path(store_root))
+        self.store = store
         if crops_per_sample < 1:
             raise ValueError(f"crops_per_sample must be >= 1, got {crops_per_sample}")
         self.crops_per_sample, self.augment, self.jitter, self.seed = crops_per_sample, augment, jitter, seed

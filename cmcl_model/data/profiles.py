@@ -22,7 +22,6 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -33,14 +32,13 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 from torch_geometric.data import Data
 
+from cmcl_model.data.choices import NEGATIVES, Negatives, ProfileSource
 from cmcl_model.data.pairs import UniqueCompoundBatchSampler, graphs_from_arrow
 from pipeline.store.paths import Store
 
 __all__ = [
     "MIN_REFERENCE_WELLS",
     "CLIP",
-    "ProfileSource",
-    "Negatives",
     "ProfileDataError",
     "ProfileNorm",
     "ProfileTable",
@@ -57,8 +55,6 @@ MIN_REFERENCE_WELLS = 4
 #: Standardized features are clipped to [-CLIP, CLIP].
 CLIP = 10.0
 
-ProfileSource = Literal["all", "cmcl", "imported"]
-Negatives = Literal["any", "within_source"]
 
 #: CellProfiler-named features, and numbered ones (JUMP's X_1…, harmony_0…) as imported
 _FEATURE = re.compile(r"^((Cells|Cytoplasm|Nuclei|Image)_|(?!Metadata_)[A-Za-z][A-Za-z0-9]*_[0-9]+$)")
@@ -267,7 +263,7 @@ class ProfileDataset(Dataset):
 
     Parameters
     ----------
-    store_root : path
+    store : Store
         The cmcl store (graphs table and well profiles).
     sources : {'all', 'cmcl', 'imported'}
         Which profiles to pair (see :func:`read_profile_tables`).
@@ -304,7 +300,7 @@ class ProfileDataset(Dataset):
 
     def __init__(
         self,
-        store_root: str | Path,
+        store: Store,
         *,
         sources: ProfileSource = "all",
         keys: Sequence[str] | None = None,
@@ -316,11 +312,10 @@ class ProfileDataset(Dataset):
         seed: int = 0,
         table: ProfileTable | None = None,
     ) -> None:
-        if negatives not in ("any", "within_source"):
-            raise ProfileDataError(f"negatives={negatives!r} is not one of 'any', 'within_source'")
+        if negatives not in NEGATIVES:
+            raise ProfileDataError(f"negatives={negatives!r} is not one of {', '.join(map(repr, NEGATIVES))}")
         if profiles_per_sample < 1:
             raise ProfileDataError(f"profiles_per_sample must be >= 1, got {profiles_per_sample}")
-        store = Store(Path(store_root))
         gpath = store.table_path("graphs")
         if not gpath.exists():
             raise ProfileDataError(f"graphs table {gpath} is missing; run `cmcl compounds --store {store.root}` first")

@@ -67,7 +67,7 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, which: Lit
     FileNotFoundError
         If the run has no such checkpoint.
     """
-    from cmcl_model.train.loop import load_checkpoint
+    from cmcl_model.train.checkpoints import load_checkpoint
 
     run_dir, out = Path(run_dir), Path(out)
     ckpt = load_checkpoint(run_dir, which)
@@ -103,7 +103,8 @@ def load_exported(path: str | os.PathLike, *, map_location: str | torch.device =
     ExportError
         If it is not a cmcl encoder file of this format, or was trained with another featurizer.
     """
-    from cmcl_model.train.loop import TrainConfig, build_model
+    from cmcl_model.train.build import build_model
+    from cmcl_model.train.config import TrainConfig
 
     path = Path(path)
     if not path.is_file():
@@ -129,7 +130,7 @@ def load_encoder(source: str | os.PathLike):
     """(model in eval mode, TrainConfig) from an exported file or a run directory."""
     p = Path(source)
     if p.is_dir():
-        from cmcl_model.train.loop import load_model
+        from cmcl_model.train.checkpoints import load_model
 
         return load_model(p, "best")
     model, config, _ = load_exported(p)

@@ -29,7 +29,7 @@ from torch_geometric.data import Batch, Data
 
 from cmcl_model.data import ChunkedCropReader, PairDataset, PlateNorm, ProfileDataset, compute_normalization, current_well_compounds
 from cmcl_model.nn import CMCLModel
-from cmcl_model.train import TrainConfig, build_model, load_checkpoint
+from cmcl_model.train import TrainConfig, build_model, checkpoint_path, load_checkpoint
 from pipeline.store.paths import Store
 
 __all__ = [
@@ -183,7 +183,7 @@ def load_run_model(run_dir: Path, which: str) -> tuple[CMCLModel, TrainConfig, d
 
 def _fingerprint(store: Store, run_dir: Path, which: str, crops_per_well: int) -> str:
     h = hashlib.sha256(f"{which}|{crops_per_well}".encode())
-    for p in [run_dir / "checkpoints" / f"{which}.pt", *store.table_files("cells"), *store.table_files("platemap")]:
+    for p in [checkpoint_path(run_dir, which), *store.table_files("cells"), *store.table_files("platemap")]:
         st = p.stat()
         h.update(f"{p.name}|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()

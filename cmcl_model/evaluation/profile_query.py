@@ -60,7 +60,7 @@ def query_smiles_profiles(store_root: str | os.PathLike, run_dir: str | os.PathL
     model.load_state_dict(ckpt["model"])
     model.eval()
     norm = {b: ProfileNorm.from_dict(d) for b, d in ckpt["normalization"].items()}
-    ds = ProfileDataset(store.root, sources=config.profile_sources, normalization=norm, seed=config.seed)
+    ds = ProfileDataset(store, sources=config.profile_sources, normalization=norm, seed=config.seed)
     emb = embed_profile_set(model, ds)
     q = molecule_embeddings(model, [graph], projected=True)[0]
     img = emb.image / np.maximum(np.linalg.norm(emb.image, axis=1, keepdims=True), 1e-12)

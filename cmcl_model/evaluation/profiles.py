@@ -54,7 +54,7 @@ def evaluate_profiles(store_root: str | Path, run_dir: str | Path, *, seeds: Seq
         raise ValueError(f"run {run_dir.name} trained on {config.image_source}, not profiles")
     split = store.read("split")
     norm = {b: ProfileNorm.from_dict(d) for b, d in ckpt["normalization"].items()}
-    full = ProfileDataset(store.root, sources=config.profile_sources, normalization=norm, seed=config.seed)
+    full = ProfileDataset(store, sources=config.profile_sources, normalization=norm, seed=config.seed)
     if full.features != next(iter(norm.values())).features:
         raise ValueError(f"the store's profile features differ from those run {run_dir.name} was trained on")
     test_keys = [k for k in split.loc[split["Split"] == "test", "Metadata_InChIKey"] if k in set(full.keys)]

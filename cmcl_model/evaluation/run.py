@@ -81,7 +81,7 @@ def _load_test_run(store: Store, run_dir: Path, split: pd.DataFrame, ckpt: dict[
     norm = {p: PlateNorm.from_dict(d) for p, d in ckpt["normalization"].items()}
     test_keys = split.loc[split["Split"] == "test", "Metadata_InChIKey"].tolist()
     train_keys = split.loc[split["Split"] == "train", "Metadata_InChIKey"].tolist()
-    ds = PairDataset(store.root, keys=test_keys, normalization=norm, log1p=config.log1p, seed=config.seed,
+    ds = PairDataset(store, keys=test_keys, normalization=norm, log1p=config.log1p, seed=config.seed,
                      source=config.image_source)
     if len(ds) < 2:
         raise ValueError(f"only {len(ds)} test compound(s) with images in {store.root}; need at least 2")

@@ -682,7 +682,7 @@ def random_encoder(config: FinetuneConfig = FinetuneConfig()) -> Callable[[int],
 
 def run_encoder(run_dir, *, which: Literal["best", "last"] = "best") -> tuple[Callable[[int], GINEncoder], Any]:
     """(seed -> a copy of the run's pre-trained graph encoder, the run's TrainConfig)."""
-    from cmcl_model.train.loop import load_model
+    from cmcl_model.train.checkpoints import load_model
 
     model, run_config = load_model(run_dir, which)
     encoder = model.graph_encoder

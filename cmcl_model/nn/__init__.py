@@ -17,6 +17,6 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     submod_attrs={
         'encoders': ['ATOM_FEATURE_DIMS', 'BOND_FEATURE_DIMS', 'AtomEncoder', 'BondEncoder', 'GINEConv', 'GINEncoder', 'BasicBlock', 'ImageEncoder', 'ProfileEncoder'],
         'losses': ['info_nce', 'margin_loss', 'GICLoss', 'mgm_loss', 'ggim_loss', 'hard_negatives'],
-        'model': ['ProjectionHead', 'CMCLModel', 'frozen_running_stats'],
+        'model': ['ProjectionHead', 'CMCLModel', 'frozen_running_stats', 'HeadBuilder', 'mgm_head', 'ggim_head'],
     },
 )

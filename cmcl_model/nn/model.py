@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -11,7 +11,21 @@ from torch_geometric.data import Batch
 
 from cmcl_model.nn.encoders import ATOM_FEATURE_DIMS
 
-__all__ = ["ProjectionHead", "CMCLModel", "frozen_running_stats"]
+__all__ = ["ProjectionHead", "CMCLModel", "frozen_running_stats", "HeadBuilder", "mgm_head", "ggim_head"]
+
+#: ``builder(graph_dim, proj_dim) -> nn.Module``: an objective's head, built by :class:`CMCLModel`
+HeadBuilder = Callable[[int, int], nn.Module]
+
+
+def mgm_head(graph_dim: int, proj_dim: int) -> nn.Module:
+    """Masked-graph-modelling head: (N, graph_dim + proj_dim) node encoding fused with its
+    graph's image embedding -> (N, 119) atom-type logits."""
+    return nn.Sequential(nn.Linear(graph_dim + proj_dim, graph_dim), nn.ReLU(), nn.Linear(graph_dim, ATOM_FEATURE_DIMS[0]))
+
+
+def ggim_head(graph_dim: int, proj_dim: int) -> nn.Module:
+    """Graph-image matching head: (P, 2 proj_dim) fused pair -> (P, 1) logit."""
+    return nn.Sequential(nn.Linear(2 * proj_dim, proj_dim), nn.ReLU(), nn.Linear(proj_dim, 1))
 
 
 @contextlib.contextmanager
@@ -64,12 +78,11 @@ class CMCLModel(nn.Module):
         (N, C, S, S) crops or (N, F) profiles -> (N, out_dim).
     proj_dim : int
         Size of the shared embedding space.
-    mgm : bool
-        Build the masked-graph-modelling head (atom type from node encoding fused with the
-        paired image embedding); ``nn.Identity`` otherwise.
-    ggim : bool
-        Build the graph-image matching head (binary logit of a fused pair); ``nn.Identity``
-        otherwise.
+    heads : {name: HeadBuilder}
+        The heads of the training objectives that need one (:mod:`cmcl_model.train.objectives`
+        declares them), built in this order as attribute ``<name>_head``, e.g.
+        ``{"mgm": mgm_head, "ggim": ggim_head}``. ``mgm_head`` and ``ggim_head`` are
+        ``nn.Identity`` when not built.
 
     Shapes
     ------
@@ -79,19 +92,21 @@ class CMCLModel(nn.Module):
     """
 
     def __init__(
-        self, graph_encoder: nn.Module, image_encoder: nn.Module, *, proj_dim: int = 128, mgm: bool = False, ggim: bool = False
+        self, graph_encoder: nn.Module, image_encoder: nn.Module, *, proj_dim: int = 128,
+        heads: Mapping[str, HeadBuilder] | None = None,
     ) -> None:
         super().__init__()
         self.graph_encoder, self.image_encoder, self.proj_dim = graph_encoder, image_encoder, proj_dim
         gd, idim = graph_encoder.out_dim, image_encoder.out_dim
         self.graph_proj = ProjectionHead(gd, proj_dim)
         self.image_proj = ProjectionHead(idim, proj_dim)
-        self.mgm_head: nn.Module = (
-            nn.Sequential(nn.Linear(gd + proj_dim, gd), nn.ReLU(), nn.Linear(gd, ATOM_FEATURE_DIMS[0])) if mgm else nn.Identity()
-        )
-        self.ggim_head: nn.Module = (
-            nn.Sequential(nn.Linear(2 * proj_dim, proj_dim), nn.ReLU(), nn.Linear(proj_dim, 1)) if ggim else nn.Identity()
-        )
+        heads = dict(heads or {})
+        self.mgm_head: nn.Module = nn.Identity()
+        self.ggim_head: nn.Module = nn.Identity()
+        for name, build in heads.items():
+            self.add_module(f"{name}_head", build(gd, proj_dim))
+        #: names of the built heads, in build (and reset) order
+        self.head_names: tuple[str, ...] = tuple(heads)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -99,8 +114,8 @@ class CMCLModel(nn.Module):
         self.image_encoder.reset_parameters()
         self.graph_proj.reset_parameters()
         self.image_proj.reset_parameters()
-        for head in (self.mgm_head, self.ggim_head):
-            for m in head.modules():
+        for name in self.head_names:
+            for m in self.head(name).modules():
                 if isinstance(m, nn.Linear):
                     m.reset_parameters()
 
@@ -145,16 +160,24 @@ class CMCLModel(nn.Module):
         return self.project_images(feats)
 
     # -- auxiliary heads ------------------------------------------------------------------
+    def head(self, name: str) -> nn.Module:
+        """The head built for objective ``name``.
+
+        Raises
+        ------
+        RuntimeError
+            If the model was built without it.
+        """
+        if name not in self.head_names:
+            raise RuntimeError(f"model was built without the {name!r} head (built: {', '.join(self.head_names) or 'none'})")
+        return getattr(self, f"{name}_head")
+
     def mgm_logits(self, node_repr: Tensor, node_batch: Tensor, image_emb: Tensor) -> Tensor:
         """Atom-type logits (N, 119) from node encodings fused with the paired image embedding."""
-        if isinstance(self.mgm_head, nn.Identity):
-            raise RuntimeError("model was built with mgm=False")
-        return self.mgm_head(torch.cat([node_repr, image_emb[node_batch]], dim=-1))
+        return self.head("mgm")(torch.cat([node_repr, image_emb[node_batch]], dim=-1))
 
     def ggim_logits(self, graph_emb: Tensor, image_emb: Tensor) -> Tensor:
         """Matching logits (P,) of pairs (graph_emb[p], image_emb[p])."""
-        if isinstance(self.ggim_head, nn.Identity):
-            raise RuntimeError("model was built with ggim=False")
         g = nn.functional.normalize(graph_emb, dim=-1)
         i = nn.functional.normalize(image_emb, dim=-1)
-        return self.ggim_head(torch.cat([g * i, (g - i).abs()], dim=-1)).squeeze(-1)
+        return self.head("ggim")(torch.cat([g * i, (g - i).abs()], dim=-1)).squeeze(-1)

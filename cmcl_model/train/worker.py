@@ -16,31 +16,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
-__all__ = ["PRESETS", "resolve_config", "main"]
+from cmcl_model.train.config import PRESETS, TrainConfig, resolve_config
 
-PRESETS = ("quick", "demo", "default")
-
-
-def resolve_config(preset: str = "default", overrides: dict[str, Any] | None = None):
-    """A :class:`~cmcl_model.train.loop.TrainConfig` from a preset name and field overrides."""
-    from cmcl_model.train.loop import TrainConfig
-
-    if preset not in PRESETS:
-        raise ValueError(f"preset {preset!r} is not one of {', '.join(PRESETS)}")
-    overrides = dict(overrides or {})
-    if preset == "quick":
-        return TrainConfig.quick(**overrides)
-    if preset == "demo":
-        return TrainConfig.demo(**overrides)
-    return TrainConfig(**overrides)
+__all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m cmcl_model.train.worker", description=__doc__.splitlines()[0])
     p.add_argument("--store", required=True, help="the cmcl store")
-    p.add_argument("--preset", default="default", help="quick | demo | default")
+    p.add_argument("--preset", default="default", help=" | ".join(PRESETS))
     p.add_argument("--set", dest="set_", action="append", default=[], metavar="KEY=VALUE",
                    help="override a TrainConfig field (repeatable)")
     p.add_argument("--config", default=None, metavar="FILE.json",
@@ -54,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Train one rank; returns the exit status (2 with a one-line message on a bad option)."""
     args = _parser().parse_args(argv)
-    from cmcl_model.train.loop import TrainConfig, train
+    from cmcl_model.train.loop import train
+    from pipeline.store.paths import Store
 
     try:
         if args.config:
@@ -64,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    run_dir = train(args.store, config, run_id=args.run_id, progress=not args.quiet, resume=args.resume)
+    run_dir = train(Store(Path(args.store)), config, run_id=args.run_id, progress=not args.quiet, resume=args.resume)
     print(run_dir.name)
     return 0
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pipeline.synthetic.store import make_synthetic_store
-from cmcl_model.train.loop import TrainConfig, train
+from cmcl_model.train.config import TrainConfig
+from cmcl_model.train.loop import train
 
 #: split fractions giving ~24 validation and test compounds, so Hit@10 is below 1 by chance
 FRACTIONS = (0.5, 0.25, 0.25)
@@ -24,4 +25,4 @@ def syn_store(tmp_path_factory):
 @pytest.fixture(scope="session")
 def quick_run(syn_store):
     """One short training run on ``syn_store`` (writes its split)."""
-    return train(syn_store.root, quick_config(), run_id="20260101-000000-quick0", progress=False)
+    return train(syn_store, quick_config(), run_id="20260101-000000-quick0", progress=False)

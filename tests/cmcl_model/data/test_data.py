@@ -3,14 +3,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from cmcl_model.data.pairs import (
-    ChunkedCropReader,
-    PairDataset,
-    UniqueCompoundBatchSampler,
-    collate_pairs,
-    graphs_from_arrow,
-    treatment_crops,
-)
+from cmcl_model.data.crops import ChunkedCropReader
+from cmcl_model.data.pairs import PairDataset, UniqueCompoundBatchSampler, collate_pairs, graphs_from_arrow, treatment_crops
 from pipeline.chem.graphs import smiles_to_graph
 
 
@@ -41,12 +35,12 @@ def test_only_treatments_are_paired(syn_store):
     neg = set(zip(pm.loc[pm.Metadata_ControlType == "negcon", "Metadata_Plate"], pm.loc[pm.Metadata_ControlType == "negcon", "Metadata_Well"]))
     assert not neg & set(zip(trt.Metadata_Plate, trt.Metadata_Well))
     assert len(dmso) == 2 * 4 * 8
-    ds = PairDataset(syn_store.root, norm_crops=64)
+    ds = PairDataset(syn_store, norm_crops=64)
     assert len(ds) == 96 and len(set(ds.keys)) == 96
 
 
 def test_dataset_never_loads_the_whole_array(syn_store):
-    ds = PairDataset(syn_store.root, crops_per_sample=3, norm_crops=64, cache_bytes=1)
+    ds = PairDataset(syn_store, crops_per_sample=3, norm_crops=64, cache_bytes=1)
     for idx in range(5):
         g, x = ds[idx]
         assert x.shape == (3, 5, 16, 16) and x.dtype == torch.float32
@@ -70,7 +64,7 @@ def test_reader_reads_rows_in_order(syn_store):
 
 
 def test_sampling_is_a_function_of_seed_epoch_index(syn_store):
-    ds = PairDataset(syn_store.root, crops_per_sample=4, augment=True, norm_crops=64)
+    ds = PairDataset(syn_store, crops_per_sample=4, augment=True, norm_crops=64)
     a = ds[3][1]
     assert torch.equal(a, ds[3][1])
     ds.set_epoch(1)
@@ -78,7 +72,7 @@ def test_sampling_is_a_function_of_seed_epoch_index(syn_store):
 
 
 def test_dmso_normalisation(syn_store):
-    ds = PairDataset(syn_store.root, norm_crops=64)
+    ds = PairDataset(syn_store, norm_crops=64)
     _, dmso = treatment_crops(syn_store)
     for plate in ds.plates:
         rows = dmso.loc[dmso.Metadata_Plate == plate, "Metadata_CropIndex"].to_numpy()
@@ -104,7 +98,7 @@ def test_batch_sampler_never_repeats_a_compound():
 
 
 def test_collate_and_sampler_over_dataset(syn_store):
-    ds = PairDataset(syn_store.root, crops_per_sample=2, norm_crops=64)
+    ds = PairDataset(syn_store, crops_per_sample=2, norm_crops=64)
     loader = torch.utils.data.DataLoader(
         ds, batch_sampler=UniqueCompoundBatchSampler(ds.keys, 16, seed=0), collate_fn=collate_pairs
     )

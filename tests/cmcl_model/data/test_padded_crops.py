@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cmcl_model.data.pairs import PairDataset, treatment_crops
-from cmcl_model.train.loop import TrainConfig
+from cmcl_model.train.config import TrainConfig
 from pipeline.store.schema import read_table, write_table
 from pipeline.store.paths import Store
 
@@ -34,11 +34,11 @@ def test_setting_drops_exactly_the_flagged_rows(flagged_store):
         expected = full[~flags].reset_index(drop=True)
         assert kept.reset_index(drop=True).equals(expected)
     # the dataset: the rows it samples from are the unflagged treatment rows, and nothing else
-    ds = PairDataset(flagged_store.root, norm_crops=64, exclude_padded_crops=True)
+    ds = PairDataset(flagged_store, norm_crops=64, exclude_padded_crops=True)
     plate_of = dict(enumerate(ds.plates))
     sampled = {(plate_of[int(p)], int(r)) for c in ds.crops for p, r in c}
     assert sampled == set(zip(trt.Metadata_Plate, trt.Metadata_CropIndex))
-    default = PairDataset(flagged_store.root, norm_crops=64)  # default: padded crops kept
+    default = PairDataset(flagged_store, norm_crops=64)  # default: padded crops kept
     assert sum(len(c) for c in default.crops) == len(all_trt) > len(trt)
 
 

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from cmcl_model.data.pairs import extend_split, load_or_create_split, scaffold_split
+from cmcl_model.data.split import extend_split, load_or_create_split, scaffold_split
 from pipeline.store.paths import Store
 
 

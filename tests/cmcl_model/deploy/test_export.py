@@ -11,7 +11,9 @@ import torch
 from cmcl_model.deploy.embed import EMBEDDING_COLUMNS, embed_file, embed_smiles, write_embeddings
 from cmcl_model.deploy.export import ExportError, export_run, load_exported
 from pipeline.synthetic.store import make_synthetic_store
-from cmcl_model.train.loop import TrainConfig, load_model, train
+from cmcl_model.train.checkpoints import load_model
+from cmcl_model.train.config import TrainConfig
+from cmcl_model.train.loop import train
 from pipeline.store.schema import read_table
 
 CONFIG = TrainConfig.quick(epochs=1, batch_size=8, gin_layers=2, gin_hidden=32, cnn_widths=(8, 16), proj_dim=16,
@@ -21,7 +23,7 @@ CONFIG = TrainConfig.quick(epochs=1, batch_size=8, gin_layers=2, gin_hidden=32, 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     store = make_synthetic_store(tmp_path_factory.mktemp("export") / "store", n_compounds=32, n_dmso=2, cells_per_well=4)
-    return train(store.root, CONFIG, run_id="20260101-000000-export", progress=False)
+    return train(store, CONFIG, run_id="20260101-000000-export", progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
-from cmcl_model.train.ablation import COLUMNS, run_ablation, summarize, variant_config
-from cmcl_model.train.loop import TrainConfig
+from cmcl_model.train.ablation import columns, run_ablation, summarize, variant_config
+from cmcl_model.train.config import TrainConfig
 from tests.cmcl_model.conftest import quick_config
 
 
@@ -13,7 +13,7 @@ def test_variant_configs():
     assert (variant_config(base, "gic").mgm_weight, variant_config(base, "gic").ggim_weight) == (0.0, 0.0)
     assert (variant_config(base, "gic+mgm").mgm_weight, variant_config(base, "gic+mgm").ggim_weight) == (0.5, 0.0)
     assert variant_config(base, "gic+ggim").ggim_weight == 0.2  # the base's own weight is kept
-    allc = variant_config(base, "all", mgm_weight=0.7)
+    allc = variant_config(base, "all", weights={"mgm": 0.7})
     assert (allc.mgm_weight, allc.ggim_weight) == (0.7, 0.2)
     assert variant_config(base, "all").seed == base.seed and variant_config(base, "all").lr == base.lr
     with pytest.raises(ValueError, match="unknown ablation variant"):
@@ -22,12 +22,12 @@ def test_variant_configs():
 
 def test_run_ablation_writes_table(syn_store, quick_run):
     with pytest.raises(ValueError, match="repeated"):
-        run_ablation(syn_store.root, quick_config(), variants=("gic", "gic"))
+        run_ablation(syn_store, quick_config(), variants=("gic", "gic"))
     with pytest.raises(ValueError, match="seeds"):
-        run_ablation(syn_store.root, quick_config(), seeds=(1, 1))
-    df = run_ablation(syn_store.root, quick_config(epochs=1, max_steps=2), variants=("gic", "all"), seeds=(0, 1),
+        run_ablation(syn_store, quick_config(), seeds=(1, 1))
+    df = run_ablation(syn_store, quick_config(epochs=1, max_steps=2), variants=("gic", "all"), seeds=(0, 1),
                       evaluate_test=False)
-    assert list(df.columns) == COLUMNS and list(df["variant"]) == ["gic", "gic", "all", "all"]
+    assert list(df.columns) == columns() and list(df["variant"]) == ["gic", "gic", "all", "all"]
     assert list(df["seed"]) == [0, 1, 0, 1] and df["run_id"].nunique() == 4
     assert df.loc[2, "mgm_weight"] == 0.5 and df.loc[2, "ggim_weight"] == 0.5 and df.loc[0, "mgm_weight"] == 0
     assert (df["train_seconds"] > 0).all() and df["final_val_loss"].notna().all()

@@ -14,8 +14,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from cmcl_model.nn.losses import GICLoss
+from pipeline.store.paths import Store
 from pipeline.synthetic.store import make_synthetic_store
-from cmcl_model.train.loop import TrainConfig, load_checkpoint, train
+from cmcl_model.train.checkpoints import load_checkpoint
+from cmcl_model.train.config import TrainConfig
+from cmcl_model.train.loop import train
 
 #: tiny model, all three objectives; no dropout, the only randomness drawn per rank
 OPTS = dict(
@@ -51,11 +54,11 @@ def _worker(rank: int, world: int, port: int, store: str, run_id: str, out: str)
             loss.backward()
             torch.save({"loss": loss.detach(), "g_grad": g.grad, "i_grad": i.grad}, f"{out}.rank{rank}.pt")
         # stop after 4 of 6 steps (mid epoch 2), then resume from the checkpoint on disk
-        train(store, _config(max_steps=4), run_id=run_id, progress=False)
+        train(Store(store), _config(max_steps=4), run_id=run_id, progress=False)
         if rank == 0:
             torch.save(torch.load(f"{store}/runs/{run_id}/checkpoints/last.pt", weights_only=True)["position"],
                        f"{out}.position.pt")
-        train(store, _config(), run_id=run_id, progress=False, resume=True)
+        train(Store(store), _config(), run_id=run_id, progress=False, resume=True)
     finally:
         dist.destroy_process_group()
 
@@ -74,7 +77,7 @@ def store(tmp_path_factory):
 
 
 def test_two_processes_match_one_and_resume_exactly(store, tmp_path):
-    one = train(store.root, _config(), run_id="20260101-000000-single", progress=False)
+    one = train(store, _config(), run_id="20260101-000000-single", progress=False)
     # 2 ranks: the gathered loss of a fixed batch, then 4 steps, stop, resume to the end
     _spawn(store.root, "20260101-000000-ddp000", tmp_path / "gic")
     part = store.run_dir("20260101-000000-ddp000")
@@ -121,8 +124,8 @@ def test_batch_must_split_over_processes(store, tmp_path):
 
 
 def test_bf16_on_cpu_trains_close_to_fp32(store):
-    f32 = train(store.root, _config(epochs=1, max_steps=3), run_id="20260101-000000-fp32", progress=False)
-    b16 = train(store.root, _config(epochs=1, max_steps=3, precision="bf16"), run_id="20260101-000000-bf16",
+    f32 = train(store, _config(epochs=1, max_steps=3), run_id="20260101-000000-fp32", progress=False)
+    b16 = train(store, _config(epochs=1, max_steps=3, precision="bf16"), run_id="20260101-000000-bf16",
                 progress=False)
     la, lb = load_checkpoint(f32, "last"), load_checkpoint(b16, "last")
     assert lb["config"]["precision"] == "bf16"
@@ -131,7 +134,7 @@ def test_bf16_on_cpu_trains_close_to_fp32(store):
              if la["model"][k].is_floating_point()]
     assert 0 < max(diffs) < 0.05
     with pytest.raises(ValueError, match="needs CUDA"):
-        train(store.root, _config(precision="fp16", device="cpu"), run_id="20260101-000000-fp16", progress=False)
+        train(store, _config(precision="fp16", device="cpu"), run_id="20260101-000000-fp16", progress=False)
 
 
 def test_torchrun_launcher_runs_two_ranks_and_rejects_bad_settings(store, tmp_path, capsys):

@@ -9,7 +9,10 @@ import torch
 from cmcl_model.evaluation.run import evaluate
 from cmcl_model.evaluation.metrics import bootstrap_ci, fullpool, hit101, per_query_metrics
 from cmcl_model.data.profiles import ProfileDataError, ProfileDataset, StratifiedBatchSampler
-from cmcl_model.train.loop import TrainConfig, load_checkpoint, train
+from cmcl_model.train.checkpoints import load_checkpoint
+from cmcl_model.train.config import TrainConfig
+from cmcl_model.train.loop import train
+from pipeline.store.paths import Store
 from tests.cmcl_model.profile_store import imported_profile_store
 
 
@@ -25,7 +28,7 @@ def pstore(tmp_path_factory):
 
 
 def test_dataset_pairs_compounds_doses_and_standardizes_per_batch(pstore):
-    ds = ProfileDataset(pstore.root)
+    ds = ProfileDataset(pstore)
     assert ds.x.dtype == np.float32 and ds.n_features == 454
     # one item per (parent, dose): the compounds with a Hub structure (45-48 of 58), (up to) 6 doses each
     trt = ds.meta[(ds.meta["Metadata_ControlType"] == "trt") & ds.meta["Metadata_Parent"].notna()]
@@ -43,8 +46,8 @@ def test_dataset_pairs_compounds_doses_and_standardizes_per_batch(pstore):
 
 
 def test_within_source_batches_hold_one_stratum(pstore):
-    ds = ProfileDataset(pstore.root, negatives="within_source")
-    assert len(ds) == 2 * len(ProfileDataset(pstore.root))  # items also split by stratum (lab)
+    ds = ProfileDataset(pstore, negatives="within_source")
+    assert len(ds) == 2 * len(ProfileDataset(pstore))  # items also split by stratum (lab)
     sampler = ds.batch_sampler(16, seed=3)
     batches = sampler.batches()
     assert batches and sum(map(len, batches)) >= 0.9 * len(ds)
@@ -58,7 +61,7 @@ def test_within_source_batches_hold_one_stratum(pstore):
 def test_no_structures_is_one_clear_error(tmp_path, pstore):
     (tmp_path / "tables").mkdir()
     with pytest.raises(ProfileDataError, match="cmcl compounds"):
-        ProfileDataset(tmp_path)
+        ProfileDataset(Store(tmp_path))
 
 
 def test_per_query_metrics_average_to_the_protocols():
@@ -79,7 +82,7 @@ def test_per_query_metrics_average_to_the_protocols():
 
 
 def test_train_evaluate_on_imported_profiles_only(pstore):
-    run = train(pstore.root, _config(), run_id="20260101-000000-prof00", progress=False)
+    run = train(pstore, _config(), run_id="20260101-000000-prof00", progress=False)
     cfg = load_checkpoint(run)["config"]
     assert cfg["profile_features"] == 454 and cfg["image_source"] == "profiles"
     result = evaluate(pstore.root, run, probe_dataset=None, seeds=(0, 1))
@@ -109,9 +112,9 @@ def test_train_evaluate_on_imported_profiles_only(pstore):
 
 def test_profile_mode_resumes_exactly(pstore):
     opts = dict(negatives="within_source", mgm_weight=0.3, ggim_weight=0.3, epochs=2, batch_size=32, gin_hidden=32)
-    a = train(pstore.root, _config(**opts), run_id="20260101-000000-profa0", progress=False)
-    b = train(pstore.root, _config(**opts, max_steps=3), run_id="20260101-000000-profb0", progress=False)
-    b = train(pstore.root, _config(**opts), run_id="20260101-000000-profb0", progress=False, resume=True)
+    a = train(pstore, _config(**opts), run_id="20260101-000000-profa0", progress=False)
+    b = train(pstore, _config(**opts, max_steps=3), run_id="20260101-000000-profb0", progress=False)
+    b = train(pstore, _config(**opts), run_id="20260101-000000-profb0", progress=False, resume=True)
     ma, mb = load_checkpoint(a, "last")["model"], load_checkpoint(b, "last")["model"]
     for k in ma:
         torch.testing.assert_close(ma[k], mb[k], rtol=1e-5, atol=1e-6)

@@ -5,7 +5,9 @@ import torch
 
 from cmcl_model.evaluation.metrics import chance
 from cmcl_model.nn.model import CMCLModel
-from cmcl_model.train.loop import TrainConfig, load_model, new_run_id
+from cmcl_model.train.checkpoints import load_model
+from cmcl_model.train.config import TrainConfig
+from cmcl_model.train.rundir import new_run_id
 
 
 def _metrics(run_dir):
@@ -74,13 +76,13 @@ def test_training_on_field_tiles(tmp_path, syn_store):
     from ..conftest import quick_config
 
     with pytest.raises(FileNotFoundError, match="field-tile-size"):
-        PairDataset(syn_store.root, source="tiles")
+        PairDataset(syn_store, source="tiles")
     store = make_synthetic_store(tmp_path / "tiles", n_compounds=48, tiles=True, seed=1)
-    ds = PairDataset(store.root, source="tiles", crops_per_sample=2, norm_crops=64)
+    ds = PairDataset(store, source="tiles", crops_per_sample=2, norm_crops=64)
     graph, x = ds[0]
     assert x.shape == (2, 5, 32, 32)
     assert all(r.array_name == "tiles" and r.rows.shape[-1] == 32 for r in ds.readers.values())
-    run = train(store.root, quick_config(epochs=3, image_source="tiles"), progress=False)
+    run = train(store, quick_config(epochs=3, image_source="tiles"), progress=False)
     rows = _metrics(run)
     assert len(rows) == 3 and rows[-1]["train_loss"] < rows[0]["train_loss"]
     res = evaluate(store.root, run)
@@ -94,9 +96,10 @@ def test_masked_graph_pass_leaves_batchnorm_running_stats_alone(syn_store):
     from torch.utils.data import DataLoader
 
     from cmcl_model.data.pairs import PairDataset, UniqueCompoundBatchSampler, collate_pairs
-    from cmcl_model.train.loop import build_loss, build_model, compute_losses
+    from cmcl_model.train.build import build_model
+    from cmcl_model.train.objectives import build_loss, compute_losses
 
-    ds = PairDataset(syn_store.root, crops_per_sample=2, norm_crops=64)
+    ds = PairDataset(syn_store, crops_per_sample=2, norm_crops=64)
     batch = next(iter(DataLoader(ds, batch_sampler=UniqueCompoundBatchSampler(ds.keys, 16, seed=0),
                                  collate_fn=collate_pairs)))
     import copy
