@@ -46,6 +46,7 @@ __all__ = [
     "masked_mse",
     "task_scores",
     "finetune_once",
+    "check_encoder_features",
     "predict",
     "train_epoch",
     "make_optimizer",
@@ -72,6 +73,8 @@ class FinetuneConfig:
     ``'best_val'``; with ``patience`` set, training stops early and ``'best_val'`` is used.
     ``precision``: ``'bf16'`` runs forward and backward under CPU/CUDA bfloat16 autocast
     (weights, optimizer state, message sums and the loss stay float32); ``'fp32'`` is the default.
+    ``conv``: the GIN layer of a random init, ``'gine'`` (cmcl's / OGB's) or ``'selfloop'`` (Hu
+    et al.'s, :class:`cmcl_model.nn.selfloop.SelfLoopGINConv`; the ``hu2020`` protocol's).
     """
 
     epochs: int = 100
@@ -87,6 +90,7 @@ class FinetuneConfig:
     select: Literal["last", "best_val"] = "last"
     eval_batch_size: int = 1024
     precision: Literal["fp32", "bf16"] = "fp32"
+    conv: Literal["gine", "selfloop"] = "gine"
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -97,6 +101,8 @@ class FinetuneConfig:
             raise ValueError(f"patience must be >= 1, got {self.patience}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision={self.precision!r} is not one of 'fp32', 'bf16'")
+        if self.conv not in ("gine", "selfloop"):
+            raise ValueError(f"conv={self.conv!r} is not one of 'gine', 'selfloop'")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -286,6 +292,27 @@ def _labels_tensor(data: LabelledSet, train: np.ndarray, device: torch.device) -
     return y.to(device), mu, sd
 
 
+def check_encoder_features(encoder: GINEncoder, data: LabelledSet) -> None:
+    """Raise when ``encoder`` reads other atom/bond features than ``data.graphs`` hold.
+
+    Raises
+    ------
+    ValueError
+        One line: the two feature sets and what to do (pre-trained cmcl encoders read OGB
+        features: fine-tune them under ``--protocol cmcl``).
+    """
+    if not data.graphs:
+        return
+    want = (len(encoder.atom_encoder.dims), len(encoder.convs[0].bond_encoder.dims))
+    have = (int(data.graphs[0].x.size(1)), int(data.graphs[0].edge_attr.size(1)))
+    if want != have:
+        raise ValueError(
+            f"the encoder reads {want[0]} atom / {want[1]} bond features but {data.name}'s graphs "
+            f"({data.featurizer} featurizer) hold {have[0]} / {have[1]}: pre-trained cmcl encoders read OGB features, "
+            "fine-tune them with --protocol cmcl"
+        )
+
+
 #: ``on_epoch(epoch, epochs, val)``: called after every epoch (1-based) with its validation score.
 EpochCallback = Callable[[int, int, float], None]
 
@@ -337,6 +364,7 @@ def finetune_once(
     idx = {k: torch.from_numpy(np.flatnonzero(split == k)) for k in ("train", "val", "test")}
     if idx["train"].numel() == 0:
         raise ValueError("the split has no training molecules")
+    check_encoder_features(encoder, data)
     graphs = graphs or GraphTensors(data.graphs, device)
     encoder.dropout = config.dropout
     model = PropertyModel(encoder, len(data.tasks)).to(device)
@@ -670,12 +698,18 @@ def run_methods(
 # ---------------------------------------------------------------------------------------------
 
 
-def random_encoder(config: FinetuneConfig = FinetuneConfig()) -> Callable[[int], GINEncoder]:
-    """seed -> a GIN of ``config``'s architecture at random initialisation (``torch.manual_seed(seed)``)."""
+def random_encoder(config: FinetuneConfig = FinetuneConfig(), *, featurizer: str = "ogb") -> Callable[[int], GINEncoder]:
+    """seed -> a GIN of ``config``'s architecture (layer ``config.conv``) reading ``featurizer``'s
+    features (:func:`cmcl_model.finetune.featurizers.feature_dims`) at random initialisation
+    (``torch.manual_seed(seed)``)."""
+    from cmcl_model.finetune.featurizers import feature_dims
+
+    atom_dims, bond_dims = feature_dims(featurizer)  # type: ignore[arg-type]
 
     def make(seed: int) -> GINEncoder:
         torch.manual_seed(seed)
-        return GINEncoder(config.layers, config.hidden, dropout=config.dropout, jk=config.jk, pooling=config.pooling)
+        return GINEncoder(config.layers, config.hidden, dropout=config.dropout, jk=config.jk, pooling=config.pooling,
+                          atom_dims=atom_dims, bond_dims=bond_dims, conv=config.conv)
 
     return make
 
