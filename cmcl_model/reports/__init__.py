@@ -15,6 +15,6 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     submodules=['evaluation', 'finetune'],
     submod_attrs={
         'evaluation': ['metrics_schema', 'validate_json', 'crop_rgb', 'crop_grid_png', 'phenotype_classes', 'write_report'],
-        'finetune': ['STANDARDIZATION', 'AS_GIVEN', 'finetune_schema', 'finetune_result', 'format_table', 'finetune_html', 'report_finetune_results', 'finetune_section', 'update_report', 'run_finetune'],
+        'finetune': ['STANDARDIZATION', 'AS_GIVEN', 'finetune_schema', 'finetune_result', 'format_table', 'finetune_html', 'report_finetune_results', 'finetune_section', 'update_report', 'check_protocol_init', 'run_finetune'],
     },
 )
