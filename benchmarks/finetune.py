@@ -27,7 +27,15 @@ separate passes), alternating, with GFLOP/s counted by ``torch.utils.flop_counte
 
     PYTHONPATH=. python benchmarks/finetune.py [--datasets bbbp,clintox,bace,sider,tox21]
         [--methods gin_random,morgan_lr,morgan_rf,gin_ssl,gin_demo,gin_random_demo] [--seeds 0,1,2]
-        [--epochs 100] [--protocol hu2020|cmcl] [--budget-minutes N] [--threads N] [--out docs/transfer.json]
+        [--epochs 100] [--protocol hu2020|cmcl] [--featurizer ogb|hu2020] [--budget-minutes N] [--threads N]
+        [--out docs/transfer.json]
+
+``--protocol hu2020`` is the reproduction of Hu et al.: the SMILES as given, their featurizer
+(atom type + chirality, bond type + direction) and their self-loop GIN layer; it runs
+``gin_random`` and the Morgan models only (pre-trained cmcl encoders read OGB features: their
+rows run under ``--protocol cmcl``). ``--featurizer`` overrides the protocol's featurizer (the
+GIN layer follows it: ``hu2020`` features -> self-loop GIN, ``ogb`` -> GINE); the featurizer is
+part of each record's key, so cells of both are kept apart.
     PYTHONPATH=. python benchmarks/finetune.py --speed [--speed-epochs 2] [--threads 2]
 """
 
@@ -43,9 +51,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cmcl_model.finetune.featurizers import PROTOCOL_MODEL  # noqa: E402
+
 DEFAULT_METHODS = "gin_random,morgan_lr,morgan_rf,gin_ssl,gin_demo,gin_random_demo"
+HU2020_METHODS = "gin_random,morgan_lr,morgan_rf"  # pre-trained cmcl encoders read OGB features
 DESCRIPTIONS = {
-    "gin_random": "GIN 5 x 300 (OGB features), random init, fine-tuned with Hu et al.'s settings",
+    "gin_random": "GIN 5 x 300, random init, fine-tuned with Hu et al.'s settings; features `hu2020` (Hu et al.'s "
+                  "featurizer and self-loop GIN layer) or `ogb` (cmcl's OGB features and GINE layer)",
     "morgan_lr": "Morgan fingerprints (radius 2, 2048 bits) + logistic regression, C tuned per task on validation "
                  "(deterministic: one seed)",
     "morgan_rf": "Morgan fingerprints + random forest (200 trees), min_samples_leaf tuned per task on validation",
@@ -111,7 +123,7 @@ class Encoders:
         from cmcl_model.finetune.run import FinetuneConfig, random_encoder, run_encoder, ssl_encoder, store_train_graphs
 
         if init == "random":
-            make = random_encoder(self.config)
+            make = random_encoder(self.config, featurizer=self.args.featurizer)
         elif init == "demo":
             make = self._demo()[0]
         elif init == "random_demo":
@@ -192,8 +204,13 @@ def run_cell(dataset: str, method: str, seed: int, *, prepared, encoders: Encode
                       f"({now - t0:.0f} s, {now - last[0]:.0f} s for the last 10 or fewer)", flush=True)
                 last[0] = now
 
+        def log(line: str) -> None:  # "epoch k: loss .. val .. test ..": every 5th epoch (a shorter run's last)
+            if int(line.split(":", 1)[0].split()[1]) % 5 == 0:
+                print(f"    {dataset} {method} seed {seed} {line}", flush=True)
+
         enc = make(seed).to(device)
-        r = finetune_once(enc, data, split, config=config, seed=seed, device=device, graphs=graphs, on_epoch=tick)
+        r = finetune_once(enc, data, split, config=config, seed=seed, device=device, graphs=graphs, on_epoch=tick,
+                          log=log)
         return {"epochs": config.epochs, "test_last": r["test_last"], "test_best_val": r["test_best_val"],
                 "best_epoch": r["best_epoch"], "val_last": r["curve"]["val"][-1],
                 "per_task_test_last": r["per_task_test"] if config.select == "last" else None,
@@ -206,6 +223,8 @@ def run_cell(dataset: str, method: str, seed: int, *, prepared, encoders: Encode
 def _cell_command(args, dataset: str, method: str, seed: int) -> str:
     cmd = (f"PYTHONPATH=. python benchmarks/finetune.py --datasets {dataset} --methods {method} --seeds {seed} "
            f"--epochs {args.epochs} --protocol {args.protocol} --threads {args.threads}")
+    if args.featurizer != PROTOCOL_MODEL[args.protocol][0]:
+        cmd += f" --featurizer {args.featurizer}"
     if args.precision != "fp32":
         cmd += f" --precision {args.precision}"
     if method in ("gin_demo", "gin_random_demo", "gin_ssl"):
@@ -223,7 +242,7 @@ def _write_markdown(doc: dict, args, datasets: list[str], methods: list[str], se
            else "# MoleculeNet transfer")
     text = render_markdown(doc, datasets=datasets, methods=methods, protocol=args.protocol, epochs=args.epochs,
                            seeds={m: (1 if m == "morgan_lr" else len(seeds)) for m in methods},
-                           descriptions=DESCRIPTIONS, preamble=pre)
+                           descriptions=DESCRIPTIONS, preamble=pre, featurizer=args.featurizer)
     md.write_text(text)
 
 
@@ -237,7 +256,8 @@ def accumulate(args) -> int:
     datasets = [d for d in args.datasets.split(",") if d]
     methods = [m for m in args.methods.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",") if s]
-    config = FinetuneConfig(epochs=args.epochs, precision=args.precision)
+    conv = "selfloop" if args.featurizer == "hu2020" else "gine"
+    config = FinetuneConfig(epochs=args.epochs, precision=args.precision, conv=conv)
     device = torch.device("cpu")
     doc = load_records(args.out)
     done = finished_keys(doc)
@@ -247,7 +267,8 @@ def accumulate(args) -> int:
     commit = _commit()
     ran = 0
     for d, m, s in plan_cells(datasets, methods, seeds):
-        key = (d, m, s, args.epochs if m.startswith("gin_") else None, args.protocol)
+        gin = m.startswith("gin_")
+        key = (d, m, s, args.epochs if gin else None, args.protocol, args.featurizer if gin else "ogb")
         if key in done:
             continue
         if deadline is not None and time.monotonic() > deadline:
@@ -256,13 +277,15 @@ def accumulate(args) -> int:
         if d not in prepared:
             frame, spec = load_shipped(d)
             data = prepare_labelled(frame, smiles_col=spec.smiles_col, tasks=spec.tasks, kind=spec.kind, name=d,
-                                    protocol=args.protocol)
+                                    protocol=args.protocol, featurizer=args.featurizer)
             split = split_molecules(data.smiles, mode="scaffold")
             prepared[d] = (data, split, GraphTensors(data.graphs, device))
         rec = run_cell(d, m, s, prepared=prepared[d], encoders=encoders, config=config, device=device)
         rec.update(dataset=d, method=m, seed=s, protocol=args.protocol, metric="roc_auc", commit=commit,
                    command=_cell_command(args, d, m, s), threads=torch.get_num_threads(), precision=args.precision,
                    finished=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        if gin:
+            rec.update(featurizer=args.featurizer, conv=conv)
         if rec["per_task_test_last"] is None:
             rec.pop("per_task_test_last")
         add_record(doc, rec)
@@ -282,10 +305,13 @@ def accumulate(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", default="bbbp,clintox,bace,sider,tox21")
-    ap.add_argument("--methods", default=DEFAULT_METHODS)
+    ap.add_argument("--methods", default=None,
+                    help=f"default: {DEFAULT_METHODS} (protocol cmcl), {HU2020_METHODS} (protocol hu2020)")
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--protocol", default="hu2020", choices=("hu2020", "cmcl"))
+    ap.add_argument("--featurizer", default=None, choices=("ogb", "hu2020"),
+                    help="GIN features (default: the protocol's, hu2020 -> hu2020, cmcl -> ogb)")
     ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     ap.add_argument("--budget-minutes", type=float, default=None, help="stop between cells after this long")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (intra-op); inter-op is set to 1")
@@ -297,6 +323,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speed-epochs", type=int, default=2)
     ap.add_argument("--render", action="store_true", help="only regenerate the .md beside --out from its JSON")
     args = ap.parse_args(argv)
+    args.featurizer = args.featurizer or PROTOCOL_MODEL[args.protocol][0]
+    args.methods = args.methods or (DEFAULT_METHODS if args.featurizer == "ogb" else HU2020_METHODS)
+    pretrained = [m for m in args.methods.split(",") if m.startswith("gin_") and m != "gin_random"]
+    if args.featurizer != "ogb" and pretrained and not args.render:
+        ap.error(f"{', '.join(pretrained)} read OGB features (cmcl's pre-trained encoders): run them with "
+                 "--protocol cmcl, or leave them out of --methods")
     if args.render:
         from cmcl_model.finetune.records import load_records
 

@@ -7,14 +7,17 @@ such a table into molecules the GIN can read:
 1. every SMILES goes through cmcl's own standardization
    (:func:`pipeline.chem.standardize.standardize_smiles`: ChEMBL-style parent, salts and solvents
    stripped, charges neutralised), so a hydrochloride and its free base are one molecule;
-2. the parent is featurised with the OGB featurizer (:func:`cmcl_model.evaluation.probing.smiles_to_data`,
-   i.e. :func:`pipeline.chem.graphs.smiles_to_graph`);
+2. the parent is featurised with the OGB featurizer (:func:`pipeline.chem.graphs.smiles_to_graph`,
+   through :func:`cmcl_model.finetune.featurizers.featurize`);
 3. rows whose SMILES cannot be standardized or featurised are *reported* (row, SMILES,
    reason) and left out, never fatal.
 
-``protocol='hu2020'`` skips step 1 as Hu et al.'s ``loader.py`` does: the SMILES as given
-(counter-ions and charges kept) are featurised and the split is computed on RDKit's canonical
-SMILES of them.
+``protocol='hu2020'`` follows Hu et al.'s ``loader.py``: step 1 is skipped (the SMILES as
+given, counter-ions and charges kept), the molecule as parsed is featurised with Hu et al.'s
+featurizer (atom type + chirality, bond type + direction:
+:func:`pipeline.chem.graphs.smiles_to_graph_hu2020`, blind to charges and hydrogens) and the
+split is computed on RDKit's canonical SMILES of it. ``featurizer`` overrides the protocol's
+featurizer (:mod:`cmcl_model.finetune.featurizers`).
 
 Splits (:func:`split_molecules`) are the field's: the deterministic scaffold split of Hu et
 al. (2020) (Bemis-Murcko scaffolds with chirality, scaffold sets sorted largest first and
@@ -110,7 +113,7 @@ class LabelledSet:
     labels : (N, T) float64 ndarray
         Labels, NaN where missing.
     graphs : list of torch_geometric.data.Data
-        OGB graphs of ``smiles``.
+        Graphs of the molecules (``featurizer``'s features).
     invalid : list of dict
         ``{"row", "smiles", "reason"}`` of each input row left out.
     n_input : int
@@ -120,6 +123,8 @@ class LabelledSet:
         (salts stripped, charges neutralised, ...); 0 under ``'hu2020'``.
     protocol : {'cmcl', 'hu2020'}
         How the SMILES were prepared (:func:`prepare_labelled`).
+    featurizer : {'ogb', 'hu2020'}
+        Which features ``graphs`` hold.
     """
 
     name: str
@@ -134,6 +139,7 @@ class LabelledSet:
     n_input: int
     n_changed: int
     protocol: str = "cmcl"
+    featurizer: str = "ogb"
 
     def __len__(self) -> int:
         return len(self.smiles)
@@ -144,7 +150,7 @@ class LabelledSet:
         return LabelledSet(
             self.name, self.kind, self.tasks, [self.smiles[i] for i in idx], [self.input_smiles[i] for i in idx],
             self.rows[idx], self.labels[idx], [self.graphs[i] for i in idx], self.invalid, self.n_input, self.n_changed,
-            self.protocol,
+            self.protocol, self.featurizer,
         )
 
 
@@ -268,14 +274,16 @@ def prepare_labelled(
     kind: Kind | None = None,
     name: str = "table",
     protocol: Protocol = "cmcl",
+    featurizer: str | None = None,
 ) -> LabelledSet:
     """Standardize, featurise and check a labelled table.
 
     ``protocol='cmcl'`` standardizes every SMILES to its parent (salts stripped, charges
     neutralised) and featurises the parent; ``protocol='hu2020'`` follows Hu et al.'s
     ``loader.py``: the SMILES as given, parsed by RDKit (rows it cannot parse dropped), the
-    whole molecule featurised (counter-ions included) and ``smiles`` set to RDKit's canonical
-    SMILES of it, on which the scaffold split is then computed.
+    whole molecule as parsed featurised with Hu et al.'s featurizer (counter-ions included;
+    charges and hydrogens are not features) and ``smiles`` set to RDKit's canonical SMILES of
+    it, on which the scaffold split is then computed.
 
     Parameters
     ----------
@@ -289,6 +297,9 @@ def prepare_labelled(
         Default: classification when every label is 0 or 1, else regression.
     name : str
         Used in messages (the file name) and as the set's name.
+    protocol : {'cmcl', 'hu2020'}
+    featurizer : {'ogb', 'hu2020'}, optional
+        Default: the protocol's (:data:`cmcl_model.finetune.featurizers.PROTOCOL_MODEL`).
 
     Returns
     -------
@@ -304,13 +315,17 @@ def prepare_labelled(
     from pipeline.chem.graphs import GraphError
     from rdkit import Chem, rdBase
 
-    from cmcl_model.evaluation.probing import smiles_to_data
+    from cmcl_model.finetune.featurizers import FEATURIZERS, PROTOCOL_MODEL, featurize
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol={protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    featurizer = featurizer or PROTOCOL_MODEL[protocol][0]
+    if featurizer not in FEATURIZERS:
+        raise ValueError(f"featurizer={featurizer!r} is not one of {', '.join(FEATURIZERS)}")
+    as_given = protocol == "hu2020"
     tasks, labels = _validate(frame, smiles_col, tasks, kind, name)
     kind = kind or _infer_kind(labels)
-    parse = _as_given if protocol == "hu2020" else _standardized
+    parse = _as_given if as_given else _standardized
 
     raw = frame[smiles_col]
     keep, parents, graphs, invalid, changed = [], [], [], [], 0
@@ -324,7 +339,7 @@ def prepare_labelled(
             invalid.append({"row": r, "smiles": s, "reason": err or "standardization failed"})
             continue
         try:
-            g = smiles_to_data(parent)
+            g = featurize(s if as_given else parent, featurizer=featurizer)  # type: ignore[arg-type]
         except GraphError as exc:
             invalid.append({"row": r, "smiles": s, "reason": str(exc)})
             continue
@@ -342,7 +357,7 @@ def prepare_labelled(
     return LabelledSet(
         name=name, kind=kind, tasks=tasks, smiles=parents, input_smiles=[str(raw.iloc[r]) for r in keep],
         rows=np.asarray(keep, dtype=np.int64), labels=y, graphs=graphs, invalid=invalid, n_input=len(frame),
-        n_changed=changed, protocol=protocol,
+        n_changed=changed, protocol=protocol, featurizer=featurizer,
     )
 
 

@@ -2,7 +2,8 @@
 
 One record per finished (dataset, method, seed) cell, written as soon as the cell ends, so a
 benchmark that runs for days in pieces keeps everything it finished; a rerun skips the cells
-already recorded (same dataset, method, seed, epochs and protocol). The Markdown table is
+already recorded (same dataset, method, seed, epochs, protocol and featurizer; records written
+before the featurizer was recorded used the OGB features). The Markdown table is
 regenerated from the JSON alone. Schema: ``schemas/reports/transfer.json``.
 """
 
@@ -26,6 +27,7 @@ __all__ = [
     "empty_document",
     "load_records",
     "save_records",
+    "featurizer_of",
     "cell_key",
     "add_record",
     "finished_keys",
@@ -82,9 +84,16 @@ def save_records(doc: Mapping[str, Any], path: str | os.PathLike) -> Path:
     return write_text_atomic(json.dumps(doc, indent=1) + "\n", path)
 
 
+def featurizer_of(record: Mapping[str, Any]) -> str:
+    """The record's featurizer: ``'ogb'`` for records written before it was recorded (and
+    for fingerprint models, which have none)."""
+    return record.get("featurizer") or "ogb"
+
+
 def cell_key(record: Mapping[str, Any]) -> tuple:
-    """(dataset, method, seed, epochs, protocol): what makes two records the same cell."""
-    return (record["dataset"], record["method"], int(record["seed"]), record.get("epochs"), record["protocol"])
+    """(dataset, method, seed, epochs, protocol, featurizer): what makes two records the same cell."""
+    return (record["dataset"], record["method"], int(record["seed"]), record.get("epochs"), record["protocol"],
+            featurizer_of(record))
 
 
 def add_record(doc: dict[str, Any], record: Mapping[str, Any]) -> None:
@@ -128,17 +137,28 @@ def _cell(values: Sequence[float], expected: int) -> str:
     return f"{v.mean():.1f} ± {sd:.1f}{tail}"
 
 
+def _rows(records: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> list[tuple[str, str | None]]:
+    """(method, featurizer) rows: one per featurizer a GIN method was recorded with (the
+    protocol's own first), one (method, None) for fingerprint models and unrecorded methods."""
+    rows: list[tuple[str, str | None]] = []
+    for m in methods:
+        feats = sorted({featurizer_of(r) for r in records if r["method"] == m and r.get("epochs") is not None},
+                       key=lambda f: (f == "ogb", f))
+        rows += [(m, f) for f in feats] if feats else [(m, None)]
+    return rows
+
+
 def _table(records: Sequence[Mapping[str, Any]], datasets: Sequence[str], methods: Sequence[str], field: str,
            seeds: Mapping[str, int]) -> list[str]:
-    head = "| method | " + " | ".join(datasets) + " |"
-    lines = [head, "|---" * (len(datasets) + 1) + "|"]
+    head = "| method | features | " + " | ".join(datasets) + " |"
+    lines = [head, "|---" * (len(datasets) + 2) + "|"]
     if field == "test_last":
-        lines.append("| Hu et al. 2020, no pre-training | " + " | ".join(
+        lines.append("| Hu et al. 2020, no pre-training | hu2020 | " + " | ".join(
             f"{HU2020_NO_PRETRAIN[d]:.1f}" if d in HU2020_NO_PRETRAIN else "–" for d in datasets) + " |")
-    for m in methods:
-        cells = [_cell([r[field] for r in records if r["dataset"] == d and r["method"] == m], seeds.get(m, 3))
-                 for d in datasets]
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    for m, feat in _rows(records, methods):
+        mine = [r for r in records if r["method"] == m and (feat is None or featurizer_of(r) == feat)]
+        cells = [_cell([r[field] for r in mine if r["dataset"] == d], seeds.get(m, 3)) for d in datasets]
+        lines.append(f"| {m} | {feat or '–'} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -152,11 +172,13 @@ def render_markdown(
     seeds: Mapping[str, int],
     descriptions: Mapping[str, str],
     preamble: str = "",
+    featurizer: str = "ogb",
 ) -> str:
     """``docs/transfer.md``: test ROC-AUC % (mean ± sd over seeds; ``(k/n)`` when only k of
     the n seeds are done) at the last epoch beside Hu et al., at the best-validation epoch,
     the methods, the leakage of every pre-trained encoder, the missing cells and the command
-    of each recorded cell."""
+    of each recorded cell. GIN methods get one row per featurizer recorded; a GIN cell counts
+    as missing until it is recorded with ``featurizer``."""
     recs = [r for r in doc["records"] if r["protocol"] == protocol and r.get("epochs") in (epochs, None)]
     out = [preamble.rstrip(), ""] if preamble else []
     out += [f"## Test ROC-AUC %, last epoch (protocol `{protocol}`, {epochs} epochs, scaffold split 80/10/10)", ""]
@@ -172,12 +194,13 @@ def render_markdown(
             for d, lk in sorted(e.get("leakage", {}).items()):
                 out.append(f"  - {d}: {lk['molecules_in_pretraining']} of {lk['test_molecules']} test molecules and "
                            f"{lk['scaffolds_in_pretraining']} of {lk['test_scaffolds']} test scaffolds in the pre-training set")
-    done = {(r["dataset"], r["method"]) for r in recs}
+    done = {(r["dataset"], r["method"]) for r in recs if r.get("epochs") is None or featurizer_of(r) == featurizer}
     missing = [f"{m} on {d}" for d in datasets for m in methods if (d, m) not in done]
     out += ["", "## Missing cells", "", ", ".join(missing) if missing else "none"]
-    out += ["", "## Commands (one per recorded cell)", "", "| dataset | method | seed | wall s | commit | command |",
-            "|---|---|---|---|---|---|"]
-    for r in sorted(recs, key=lambda r: (r["dataset"], r["method"], r["seed"])):
-        out.append(f"| {r['dataset']} | {r['method']} | {r['seed']} | {r['wall_s']:.0f} | {r['commit'][:10]} | "
+    out += ["", "## Commands (one per recorded cell)", "",
+            "| dataset | method | features | seed | wall s | commit | command |", "|---|---|---|---|---|---|---|"]
+    for r in sorted(recs, key=lambda r: (r["dataset"], r["method"], featurizer_of(r), r["seed"])):
+        feat = featurizer_of(r) if r.get("epochs") is not None else "–"
+        out.append(f"| {r['dataset']} | {r['method']} | {feat} | {r['seed']} | {r['wall_s']:.0f} | {r['commit'][:10]} | "
                    f"`{r['command']}` |")
     return "\n".join(out) + "\n"

@@ -17,9 +17,12 @@ validation has not improved for that many epochs (the model is then taken at its
 validation epoch).
 
 Baselines on the same split: Morgan fingerprints with a logistic-regression / ridge or a
-random-forest model tuned on validation (:func:`morgan_baseline`), a linear probe on frozen
-GIN embeddings (:func:`linear_probe`), and a structure-only self-supervised GIN pre-trained by
-attribute masking (:func:`attribute_masking_pretrain`).
+random-forest model tuned on validation (:func:`~cmcl_model.finetune.baselines.morgan_baseline`),
+a linear probe on frozen GIN embeddings (:func:`~cmcl_model.finetune.baselines.linear_probe`),
+and a structure-only self-supervised GIN pre-trained by attribute masking
+(:func:`~cmcl_model.finetune.pretrain.attribute_masking_pretrain`); losses and scores live in
+:mod:`cmcl_model.finetune.scores`, graph batching in :mod:`cmcl_model.finetune.tensors`. Their
+names stay importable from this module.
 """
 
 from __future__ import annotations
@@ -35,8 +38,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cmcl_model.nn.encoders import GINEncoder
+from cmcl_model.finetune.baselines import linear_probe, morgan_baseline
 from cmcl_model.finetune.labelled import LabelledSet
+from cmcl_model.finetune.pretrain import attribute_masking_pretrain, ssl_encoder, store_train_graphs
+from cmcl_model.finetune.scores import is_better, masked_bce, masked_mse, summarize, task_scores
+from cmcl_model.finetune.tensors import GraphTensors
+from cmcl_model.nn.encoders import GINEncoder
 
 __all__ = [
     "FinetuneConfig",
@@ -46,6 +53,8 @@ __all__ = [
     "masked_mse",
     "task_scores",
     "finetune_once",
+    "score_val_test",
+    "check_encoder_features",
     "predict",
     "train_epoch",
     "make_optimizer",
@@ -72,6 +81,8 @@ class FinetuneConfig:
     ``'best_val'``; with ``patience`` set, training stops early and ``'best_val'`` is used.
     ``precision``: ``'bf16'`` runs forward and backward under CPU/CUDA bfloat16 autocast
     (weights, optimizer state, message sums and the loss stay float32); ``'fp32'`` is the default.
+    ``conv``: the GIN layer of a random init, ``'gine'`` (cmcl's / OGB's) or ``'selfloop'`` (Hu
+    et al.'s, :class:`cmcl_model.nn.selfloop.SelfLoopGINConv`; the ``hu2020`` protocol's).
     """
 
     epochs: int = 100
@@ -87,6 +98,7 @@ class FinetuneConfig:
     select: Literal["last", "best_val"] = "last"
     eval_batch_size: int = 1024
     precision: Literal["fp32", "bf16"] = "fp32"
+    conv: Literal["gine", "selfloop"] = "gine"
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -97,60 +109,17 @@ class FinetuneConfig:
             raise ValueError(f"patience must be >= 1, got {self.patience}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision={self.precision!r} is not one of 'fp32', 'bf16'")
+        if self.conv not in ("gine", "selfloop"):
+            raise ValueError(f"conv={self.conv!r} is not one of 'gine', 'selfloop'")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-class GraphTensors:
-    """A set of OGB graphs held as concatenated tensors, batched by index without Python loops.
-
-    Parameters
-    ----------
-    graphs : sequence of torch_geometric.data.Data
-        ``x`` (n, 9), ``edge_index`` (2, e), ``edge_attr`` (e, 3).
-    device : torch.device
-
-    ``batch(ids)`` returns ``(x (N, 9), edge_index (2, E), edge_attr (E, 3), batch (N,), G)``
-    for the graphs ``ids`` (G,) in that order, same as ``Batch.from_data_list``.
-    """
-
-    def __init__(self, graphs: Sequence, device: torch.device | str = "cpu") -> None:
-        nn_ = torch.tensor([int(g.num_nodes) for g in graphs], dtype=torch.long)
-        ne = torch.tensor([int(g.edge_index.shape[1]) for g in graphs], dtype=torch.long)
-        self.device = torch.device(device)
-        self.x = torch.cat([g.x for g in graphs]).to(self.device)
-        self.edge_index = torch.cat([g.edge_index for g in graphs], dim=1).to(self.device)  # local indices
-        self.edge_attr = torch.cat([g.edge_attr for g in graphs]).to(self.device)
-        self.n_nodes, self.n_edges = nn_.to(self.device), ne.to(self.device)
-        self.node_ptr = (torch.cumsum(nn_, 0) - nn_).to(self.device)
-        self.edge_ptr = (torch.cumsum(ne, 0) - ne).to(self.device)
-
-    def __len__(self) -> int:
-        return int(self.n_nodes.numel())
-
-    @staticmethod
-    def _ranges(starts: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
-        offsets = torch.cumsum(counts, 0) - counts
-        total = int(counts.sum())
-        idx = torch.repeat_interleave(starts - offsets, counts, output_size=total)
-        return idx + torch.arange(total, device=starts.device), offsets
-
-    def batch(self, ids: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
-        ids = ids.to(self.device)
-        n, e = self.n_nodes[ids], self.n_edges[ids]
-        node_idx, node_off = self._ranges(self.node_ptr[ids], n)
-        edge_idx, _ = self._ranges(self.edge_ptr[ids], e)
-        g = int(ids.numel())
-        shift = torch.repeat_interleave(node_off, e, output_size=edge_idx.numel())
-        batch = torch.repeat_interleave(torch.arange(g, device=self.device), n, output_size=node_idx.numel())
-        return self.x[node_idx], self.edge_index[:, edge_idx] + shift, self.edge_attr[edge_idx], batch, g
-
-
 class PropertyModel(nn.Module):
     """GIN encoder + linear task head.
 
-    Shapes: forward(x (N, 9), edge_index (2, E), edge_attr (E, 3), batch (N,), G) -> (G, T)
+    Shapes: forward(x (N, F_atom), edge_index (2, E), edge_attr (E, F_bond), batch (N,), G) -> (G, T)
     logits (classification) or standardised predictions (regression).
     """
 
@@ -166,53 +135,6 @@ class PropertyModel(nn.Module):
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
         return self.head(self.encoder(x, edge_index, edge_attr, batch, num_graphs)[1])
-
-
-def masked_bce(logits: Tensor, labels: Tensor) -> Tensor:
-    """Binary cross-entropy over the labelled entries only.
-
-    .. math:: L = \\frac{\\sum_{ij} m_{ij}\\,\\mathrm{BCE}(z_{ij}, y_{ij})}{\\sum_{ij} m_{ij}},
-              \\quad m_{ij} = [y_{ij} \\text{ is not NaN}]
-
-    Shapes: logits (B, T), labels (B, T) with NaN for missing -> scalar. Returns 0 (with a
-    gradient) when nothing is labelled.
-    """
-    mask = ~torch.isnan(labels)
-    loss = nn.functional.binary_cross_entropy_with_logits(logits, torch.where(mask, labels, 0.0), reduction="none")
-    return (loss * mask).sum() / mask.sum().clamp(min=1)
-
-
-def masked_mse(pred: Tensor, labels: Tensor) -> Tensor:
-    """Mean squared error over the labelled (non-NaN) entries. (B, T), (B, T) -> scalar."""
-    mask = ~torch.isnan(labels)
-    return (torch.where(mask, pred - labels, 0.0) ** 2).sum() / mask.sum().clamp(min=1)
-
-
-def task_scores(pred: np.ndarray, labels: np.ndarray, kind: str) -> tuple[float, list[float | None]]:
-    """Mean and per-task score: ROC-AUC (classification; None for a task whose labelled subset
-    has one class) or RMSE (regression; None for a task without labels).
-
-    Shapes: pred (N, T) (logits/probabilities or predictions in label units), labels (N, T) NaN
-    for missing.
-    """
-    from sklearn.metrics import roc_auc_score
-
-    per: list[float | None] = []
-    for j in range(labels.shape[1]):
-        m = np.isfinite(labels[:, j])
-        y, p = labels[m, j], pred[m, j]
-        if kind == "classification":
-            per.append(float(roc_auc_score(y, p)) if y.size and np.unique(y).size == 2 else None)
-        else:
-            per.append(float(np.sqrt(np.mean((p - y) ** 2))) if y.size else None)
-    vals = [v for v in per if v is not None]
-    return (float(np.mean(vals)) if vals else float("nan")), per
-
-
-def _better(a: float, b: float, kind: str) -> bool:
-    if np.isnan(b):
-        return not np.isnan(a)
-    return a > b if kind == "classification" else a < b
 
 
 def _autocast(device: torch.device, precision: str):
@@ -286,6 +208,54 @@ def _labels_tensor(data: LabelledSet, train: np.ndarray, device: torch.device) -
     return y.to(device), mu, sd
 
 
+def check_encoder_features(encoder: GINEncoder, data: LabelledSet) -> None:
+    """Raise when ``encoder`` reads other atom/bond features than ``data.graphs`` hold.
+
+    Raises
+    ------
+    ValueError
+        One line: the two feature sets and what to do (pre-trained cmcl encoders read OGB
+        features: fine-tune them under ``--protocol cmcl``).
+    """
+    if not data.graphs:
+        return
+    want = (len(encoder.atom_encoder.dims), len(encoder.convs[0].bond_encoder.dims))
+    have = (int(data.graphs[0].x.size(1)), int(data.graphs[0].edge_attr.size(1)))
+    if want != have:
+        raise ValueError(
+            f"the encoder reads {want[0]} atom / {want[1]} bond features but {data.name}'s graphs "
+            f"({data.featurizer} featurizer) hold {have[0]} / {have[1]}: pre-trained cmcl encoders read OGB features, "
+            "fine-tune them with --protocol cmcl"
+        )
+
+
+def score_val_test(
+    model: PropertyModel,
+    graphs: GraphTensors,
+    data: LabelledSet,
+    val_ids: Tensor,
+    test_ids: Tensor,
+    *,
+    config: FinetuneConfig,
+    mean: np.ndarray,
+    sd: np.ndarray,
+) -> tuple[tuple[float, list], tuple[float, list]]:
+    """Validation and test scores (:func:`task_scores`) from one forward pass over both.
+
+    ``val_ids`` (V,), ``test_ids`` (T,) index ``graphs``; predictions are mapped back to label
+    units with ``mean`` and ``sd`` (T_tasks,) (zeros and ones for classification). An empty part
+    scores ``(nan, [None] * T_tasks)``.
+    """
+    n_val = val_ids.numel()
+    scored = torch.cat([val_ids, test_ids])
+    nothing = (float("nan"), [None] * len(data.tasks))
+    p = predict(model, graphs, scored, config.eval_batch_size, config.precision) * sd + mean
+    lab = data.labels[scored.numpy()]
+    val = task_scores(p[:n_val], lab[:n_val], data.kind) if n_val else nothing
+    test = task_scores(p[n_val:], lab[n_val:], data.kind) if scored.numel() > n_val else nothing
+    return val, test
+
+
 #: ``on_epoch(epoch, epochs, val)``: called after every epoch (1-based) with its validation score.
 EpochCallback = Callable[[int, int, float], None]
 
@@ -337,6 +307,7 @@ def finetune_once(
     idx = {k: torch.from_numpy(np.flatnonzero(split == k)) for k in ("train", "val", "test")}
     if idx["train"].numel() == 0:
         raise ValueError("the split has no training molecules")
+    check_encoder_features(encoder, data)
     graphs = graphs or GraphTensors(data.graphs, device)
     encoder.dropout = config.dropout
     model = PropertyModel(encoder, len(data.tasks)).to(device)
@@ -344,17 +315,6 @@ def finetune_once(
     loss_fn = masked_bce if data.kind == "classification" else masked_mse
     opt = make_optimizer(model, config, device)
     gen = torch.Generator().manual_seed(seed)
-    n_val = idx["val"].numel()
-    scored = torch.cat([idx["val"], idx["test"]])
-    nothing = (float("nan"), [None] * len(data.tasks))
-
-    def score() -> tuple[tuple[float, list], tuple[float, list]]:
-        p = predict(model, graphs, scored, config.eval_batch_size, config.precision) * sd + mu
-        lab = data.labels[scored.numpy()]
-        val = task_scores(p[:n_val], lab[:n_val], data.kind) if n_val else nothing
-        test = task_scores(p[n_val:], lab[n_val:], data.kind) if scored.numel() > n_val else nothing
-        return val, test
-
     curve: dict[str, list[float]] = {"val": [], "test": []}
     best = (float("nan"), -1, None, None)  # val, epoch, test, per-task test
     best_state, bad = None, 0
@@ -362,10 +322,11 @@ def finetune_once(
     for epoch in range(config.epochs):
         loss = train_epoch(model, graphs, y, idx["train"], opt=opt, loss_fn=loss_fn, batch_size=config.batch_size,
                            generator=gen, precision=config.precision)
-        (val, _), (last_test, last_per) = score()
+        (val, _), (last_test, last_per) = score_val_test(model, graphs, data, idx["val"], idx["test"], config=config,
+                                                          mean=mu, sd=sd)
         curve["val"].append(val)
         curve["test"].append(last_test)
-        if _better(val, best[0], data.kind):
+        if is_better(val, best[0], data.kind):
             best, bad = (val, epoch, last_test, last_per), 0
             if config.patience is not None:
                 best_state = copy.deepcopy(model.state_dict())
@@ -394,146 +355,6 @@ def finetune_once(
         "curve": curve,
         "wall_s": time.perf_counter() - t0,
         "_model": model,
-    }
-
-
-def attribute_masking_pretrain(
-    encoder: GINEncoder,
-    graphs: Sequence,
-    *,
-    epochs: int,
-    batch_size: int = 256,
-    lr: float = 1e-3,
-    mask_rate: float = 0.15,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-) -> dict[str, Any]:
-    """Structure-only self-supervised pre-training (Hu et al.'s attribute masking), in place.
-
-    Each step masks ``mask_rate`` of the atoms (every feature replaced by its mask token) and
-    trains the encoder + a linear head to predict the masked atoms' element (cross-entropy
-    over the 119 atomic-number classes) from the node representations.
-
-    Returns ``{"epochs", "steps", "final_loss", "wall_s"}``.
-    """
-    t0 = time.perf_counter()
-    device = torch.device(device)
-    torch.manual_seed(seed)
-    gt = GraphTensors(graphs, device)
-    encoder.to(device)
-    head = nn.Linear(encoder.out_dim, int(encoder.atom_encoder.dims[0])).to(device)
-    opt = torch.optim.Adam(list(encoder.parameters()) + list(head.parameters()), lr=lr)
-    mask_index = encoder.atom_encoder.mask_index.to(device)
-    gen = torch.Generator().manual_seed(seed)
-    steps, loss = 0, torch.tensor(float("nan"))
-    for _ in range(epochs):
-        encoder.train()
-        perm = torch.randperm(len(gt), generator=gen)
-        for a in range(0, perm.numel(), batch_size):
-            ids = perm[a : a + batch_size]
-            if ids.numel() < 2:
-                continue
-            x, ei, ea, b, g = gt.batch(ids)
-            masked = torch.rand(x.size(0), device=device) < mask_rate
-            if not masked.any():
-                masked[0] = True
-            xm = torch.where(masked[:, None], mask_index[None, :], x)
-            node = encoder.node_forward(xm, ei, ea)
-            loss = nn.functional.cross_entropy(head(node[masked]), x[masked, 0])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            steps += 1
-    return {"epochs": int(epochs), "steps": steps, "final_loss": float(loss.detach()), "wall_s": time.perf_counter() - t0}
-
-
-def _fit_linear(x_tr, y_tr, x_ev, kind: str, c: float):
-    from sklearn.linear_model import LogisticRegression, Ridge
-
-    if kind == "classification":
-        m = LogisticRegression(C=c, max_iter=2000).fit(x_tr, y_tr)
-        return [m.predict_proba(x)[:, 1] for x in x_ev]
-    m = Ridge(alpha=1.0 / c).fit(x_tr, y_tr)
-    return [m.predict(x) for x in x_ev]
-
-
-def _fit_forest(x_tr, y_tr, x_ev, kind: str, leaf: int, seed: int):
-    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
-
-    cls = RandomForestClassifier if kind == "classification" else RandomForestRegressor
-    m = cls(n_estimators=200, min_samples_leaf=leaf, max_features="sqrt" if kind == "classification" else 0.3,
-            n_jobs=1, random_state=seed).fit(x_tr, y_tr)
-    return [m.predict_proba(x)[:, 1] if kind == "classification" else m.predict(x) for x in x_ev]
-
-
-def _tuned_per_task(
-    features: np.ndarray, data: LabelledSet, split: np.ndarray, fit: Callable, grid: Sequence[Any]
-) -> dict[str, Any]:
-    """Per task: fit each grid value on train, keep the best on validation, score on test."""
-    split = np.asarray(split)
-    tr, va, te = (split == k for k in ("train", "val", "test"))
-    t = len(data.tasks)
-    pv, pt = np.full((va.sum(), t), np.nan), np.full((te.sum(), t), np.nan)
-    chosen: list[Any] = []
-    for j in range(t):
-        lab = np.isfinite(data.labels[:, j])
-        m = tr & lab
-        y = data.labels[m, j]
-        if data.kind == "classification" and np.unique(y).size < 2:  # constant predictor
-            pv[:, j] = pt[:, j] = float(y.mean()) if y.size else 0.5
-            chosen.append(None)
-            continue
-        best = (None, None, None, None)
-        for g in grid:
-            p_val, p_test = fit(features[m], y, (features[va], features[te]), g)
-            s, _ = task_scores(p_val[:, None], data.labels[va][:, [j]], data.kind)
-            if best[0] is None or _better(s, best[0], data.kind) or (np.isnan(s) and best[1] is None):
-                best = (s, g, p_val, p_test)
-        pv[:, j], pt[:, j] = best[2], best[3]
-        chosen.append(best[1])
-    val, _ = task_scores(pv, data.labels[va], data.kind)
-    test, per = task_scores(pt, data.labels[te], data.kind)
-    return {"val": val, "test": test, "per_task_test": per, "chosen": chosen}
-
-
-def linear_probe(embeddings: np.ndarray, data: LabelledSet, split: np.ndarray) -> dict[str, Any]:
-    """Frozen embeddings (N, d), standardised -> logistic regression (classification) or
-    ridge (regression) per task, the inverse regularisation ``C`` chosen on validation."""
-    x = np.asarray(embeddings, dtype=np.float64)
-    tr = np.asarray(split) == "train"
-    mu, sd = x[tr].mean(0), x[tr].std(0)
-    sd[sd < 1e-12] = 1.0
-    x = (x - mu) / sd
-    return _tuned_per_task(
-        x, data, split, lambda a, y, ev, c: _fit_linear(a, y, ev, data.kind, c), (1e-3, 1e-2, 1e-1, 1.0)
-    )
-
-
-def morgan_baseline(
-    data: LabelledSet, split: np.ndarray, *, model: Literal["linear", "forest"], seed: int = 0
-) -> dict[str, Any]:
-    """Morgan fingerprints (radius 2, 2048 bits) -> logistic regression / ridge (``C`` in
-    {0.01, 0.1, 1}) or random forest (200 trees, ``min_samples_leaf`` in {1, 3}), tuned per
-    task on validation."""
-    from pipeline.chem.graphs import morgan_fingerprints
-
-    fp = morgan_fingerprints(data.smiles).astype(np.float32)
-    if model == "linear":
-        return _tuned_per_task(fp, data, split, lambda a, y, ev, c: _fit_linear(a, y, ev, data.kind, c), (0.01, 0.1, 1.0))
-    if model == "forest":
-        return _tuned_per_task(
-            fp, data, split, lambda a, y, ev, leaf: _fit_forest(a, y, ev, data.kind, leaf, seed), (1, 3)
-        )
-    raise ValueError(f"model={model!r} is not one of 'linear', 'forest'")
-
-
-def summarize(values: Sequence[float]) -> dict[str, Any]:
-    """``{"mean", "sd", "per_seed"}`` (sd with ddof=1; 0 for one value), NaNs dropped."""
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
-    return {
-        "mean": float(v.mean()) if v.size else None,
-        "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0 if v.size else None,
-        "per_seed": [float(x) if x is not None and np.isfinite(x) else None for x in values],
     }
 
 
@@ -670,12 +491,18 @@ def run_methods(
 # ---------------------------------------------------------------------------------------------
 
 
-def random_encoder(config: FinetuneConfig = FinetuneConfig()) -> Callable[[int], GINEncoder]:
-    """seed -> a GIN of ``config``'s architecture at random initialisation (``torch.manual_seed(seed)``)."""
+def random_encoder(config: FinetuneConfig = FinetuneConfig(), *, featurizer: str = "ogb") -> Callable[[int], GINEncoder]:
+    """seed -> a GIN of ``config``'s architecture (layer ``config.conv``) reading ``featurizer``'s
+    features (:func:`cmcl_model.finetune.featurizers.feature_dims`) at random initialisation
+    (``torch.manual_seed(seed)``)."""
+    from cmcl_model.finetune.featurizers import feature_dims
+
+    atom_dims, bond_dims = feature_dims(featurizer)  # type: ignore[arg-type]
 
     def make(seed: int) -> GINEncoder:
         torch.manual_seed(seed)
-        return GINEncoder(config.layers, config.hidden, dropout=config.dropout, jk=config.jk, pooling=config.pooling)
+        return GINEncoder(config.layers, config.hidden, dropout=config.dropout, jk=config.jk, pooling=config.pooling,
+                          atom_dims=atom_dims, bond_dims=bond_dims, conv=config.conv)
 
     return make
 
@@ -693,33 +520,3 @@ def run_encoder(run_dir, *, which: Literal["best", "last"] = "best") -> tuple[Ca
     return make, run_config
 
 
-def store_train_graphs(store_root) -> list:
-    """OGB graphs of the store's training-split compounds (what an image run learns from)."""
-    from pipeline.chem.graphs import graphs_to_data
-    from pipeline.store.paths import Store
-
-    st = Store(store_root)
-    graphs = st.read("graphs")
-    split = st.read("split")
-    train = set(split.loc[split["Split"].astype(str) == "train", "Metadata_InChIKey"].astype(str))
-    keep = graphs["Metadata_InChIKey"].astype(str).isin(train).to_numpy()
-    return graphs_to_data(graphs.loc[keep].reset_index(drop=True))
-
-
-def ssl_encoder(
-    graphs: Sequence, run_config, *, seed: int = 0, device: torch.device | str = "cpu"
-) -> tuple[Callable[[int], GINEncoder], dict[str, Any]]:
-    """Attribute-masking pre-training of the run's GIN architecture on ``graphs`` with the
-    run's budget (epochs, batch size, learning rate); returns (seed -> a copy, its log)."""
-    torch.manual_seed(seed)
-    enc = GINEncoder(run_config.gin_layers, run_config.gin_hidden, dropout=run_config.gin_dropout,
-                     jk=run_config.gin_jk, pooling=run_config.gin_pooling)
-    info = attribute_masking_pretrain(enc, graphs, epochs=run_config.epochs, batch_size=run_config.batch_size,
-                                      lr=run_config.lr, mask_rate=run_config.mask_rate, seed=seed, device=device)
-    info["compounds"] = len(graphs)
-    enc = enc.cpu()
-
-    def make(s: int) -> GINEncoder:
-        return copy.deepcopy(enc)
-
-    return make, info

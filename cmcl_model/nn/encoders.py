@@ -39,6 +39,8 @@ JK = Literal["last", "sum", "concat"]
 Pooling = Literal["mean", "sum", "attention"]
 _JK = ("last", "sum", "concat")
 _POOLING = ("mean", "sum", "attention")
+Conv = Literal["gine", "selfloop"]
+_CONV = ("gine", "selfloop")
 
 
 def _check_choice(value: str, valid: Sequence[str], what: str) -> None:
@@ -83,14 +85,16 @@ class _FeatureEmbedding(nn.Module):
 
 
 class AtomEncoder(_FeatureEmbedding):
-    """OGB atom features (N, 9) -> (N, hidden), sum of per-feature embeddings."""
+    """Atom features (N, len(dims)) -> (N, hidden), sum of per-feature embeddings; ``dims``
+    default to the 9 OGB features."""
 
     def __init__(self, hidden: int, dims: Sequence[int] = ATOM_FEATURE_DIMS) -> None:
         super().__init__(hidden, dims)
 
 
 class BondEncoder(_FeatureEmbedding):
-    """OGB bond features (E, 3) -> (E, hidden), sum of per-feature embeddings."""
+    """Bond features (E, len(dims)) -> (E, hidden), sum of per-feature embeddings; ``dims``
+    default to the 3 OGB features."""
 
     def __init__(self, hidden: int, dims: Sequence[int] = BOND_FEATURE_DIMS) -> None:
         super().__init__(hidden, dims)
@@ -105,17 +109,19 @@ class GINEConv(nn.Module):
 
     with MLP = Linear(h, 2h) - BatchNorm - ReLU - Linear(2h, h) and a learnable ``eps``.
 
-    Shapes: x (N, h), edge_index (2, E) long (source row 0, target row 1), edge_attr (E, 3)
-    -> (N, h).
+    ``bond_dims``: vocabulary sizes of the bond features (default: the 3 OGB features).
+
+    Shapes: x (N, h), edge_index (2, E) long (source row 0, target row 1), edge_attr
+    (E, len(bond_dims)) -> (N, h).
     """
 
-    def __init__(self, hidden: int) -> None:
+    def __init__(self, hidden: int, bond_dims: Sequence[int] = BOND_FEATURE_DIMS) -> None:
         super().__init__()
         self.mlp = nn.Sequential(
             nn.Linear(hidden, 2 * hidden), nn.BatchNorm1d(2 * hidden), nn.ReLU(), nn.Linear(2 * hidden, hidden)
         )
         self.eps = nn.Parameter(torch.zeros(1))
-        self.bond_encoder = BondEncoder(hidden)
+        self.bond_encoder = BondEncoder(hidden, bond_dims)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -130,6 +136,14 @@ class GINEConv(nn.Module):
         msg = torch.relu(x.index_select(0, src) + self.bond_encoder(edge_attr))
         agg = msg.new_zeros(x.shape).index_add_(0, dst, msg)  # msg's dtype: float32 sums under bf16 autocast
         return self.mlp((1 + self.eps) * x + agg)
+
+
+def _make_conv(conv: str, hidden: int, bond_dims: tuple[int, ...]) -> nn.Module:
+    if conv == "gine":
+        return GINEConv(hidden, bond_dims)
+    from cmcl_model.nn.selfloop import SelfLoopGINConv
+
+    return SelfLoopGINConv(hidden, BondEncoder(hidden, bond_dims), (bond_dims[0] - 1,) + (0,) * (len(bond_dims) - 1))
 
 
 class GINEncoder(nn.Module):
@@ -148,6 +162,15 @@ class GINEncoder(nn.Module):
         (including the input embedding), or their concatenation (layers only).
     pooling : {'mean', 'sum', 'attention'}
         Readout from atoms to the molecule.
+    atom_dims, bond_dims : sequence of int
+        Vocabulary sizes of the atom and bond features (default: OGB's 9 and 3, the graphs
+        table's; :data:`pipeline.chem.graphs.HU2020_ATOM_FEATURE_DIMS` and
+        ``HU2020_BOND_FEATURE_DIMS`` for Hu et al.'s featurizer).
+    conv : {'gine', 'selfloop'}
+        Message-passing layer: :class:`GINEConv` (OGB's: ReLU messages, learnable eps, batch
+        norm in the MLP) or :class:`~cmcl_model.nn.selfloop.SelfLoopGINConv` (Hu et al.'s:
+        self-loop edges of bond type ``bond_dims[0] - 1``, the category Hu et al.'s featurizer
+        reserves for them, plain sums, no batch norm in the MLP).
 
     Attributes
     ----------
@@ -157,7 +180,8 @@ class GINEncoder(nn.Module):
 
     Shapes
     ------
-    forward(x (N, 9) long, edge_index (2, E) long, edge_attr (E, 3) long, batch (N,) long)
+    forward(x (N, len(atom_dims)) long, edge_index (2, E) long, edge_attr (E, len(bond_dims)) long,
+    batch (N,) long)
     -> (node_repr (N, out_dim), graph_repr (G, out_dim)).
     """
 
@@ -169,16 +193,21 @@ class GINEncoder(nn.Module):
         dropout: float = 0.1,
         jk: JK = "last",
         pooling: Pooling = "mean",
+        atom_dims: Sequence[int] = ATOM_FEATURE_DIMS,
+        bond_dims: Sequence[int] = BOND_FEATURE_DIMS,
+        conv: Conv = "gine",
     ) -> None:
         super().__init__()
         _check_choice(jk, _JK, "jk")
         _check_choice(pooling, _POOLING, "pooling")
+        _check_choice(conv, _CONV, "conv")
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         self.num_layers, self.hidden, self.dropout, self.jk, self.pooling = num_layers, hidden, dropout, jk, pooling
         self.out_dim = hidden * num_layers if jk == "concat" else hidden
-        self.atom_encoder = AtomEncoder(hidden)
-        self.convs = nn.ModuleList(GINEConv(hidden) for _ in range(num_layers))
+        self.atom_dims, self.bond_dims, self.conv = tuple(atom_dims), tuple(bond_dims), conv
+        self.atom_encoder = AtomEncoder(hidden, atom_dims)
+        self.convs = nn.ModuleList(_make_conv(conv, hidden, self.bond_dims) for _ in range(num_layers))
         self.norms = nn.ModuleList(nn.BatchNorm1d(hidden) for _ in range(num_layers))
         self.attention: nn.Module = (
             AttentionalAggregation(gate_nn=nn.Linear(self.out_dim, 1)) if pooling == "attention" else nn.Identity()

@@ -19,7 +19,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     submod_attrs={
         'evaluation': ['write_report'],
         'figures': ['crop_rgb', 'crop_grid_png', 'phenotype_classes'],
-        'finetune': ['finetune_schema', 'finetune_result', 'format_table', 'update_report', 'run_finetune'],
+        'finetune': ['finetune_schema', 'finetune_result', 'format_table', 'update_report', 'check_protocol_init', 'run_finetune'],
         'validation': ['report_schema', 'metrics_schema', 'validate_json', 'validate_metrics'],
     },
 )

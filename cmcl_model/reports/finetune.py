@@ -3,6 +3,7 @@ and its section in a run's report."""
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import os
@@ -27,6 +28,7 @@ __all__ = [
     "report_finetune_results",
     "finetune_section",
     "update_report",
+    "check_protocol_init",
     "run_finetune",
 ]
 
@@ -38,7 +40,8 @@ STANDARDIZATION = (
 
 AS_GIVEN = (
     "protocol hu2020 (Hu et al. 2020, loader.py): the SMILES as given, parsed by RDKit, counter-ions kept; split on "
-    "RDKit's canonical SMILES; graphs: pipeline.chem.graphs.smiles_to_graph (OGB featurizer)"
+    "RDKit's canonical SMILES; graphs: pipeline.chem.graphs.smiles_to_graph_hu2020 (Hu et al.'s featurizer: atom "
+    "type + chirality, bond type + direction; no charges or hydrogens); GIN layer: Hu et al.'s self-loop GIN"
 )
 
 
@@ -73,6 +76,7 @@ def finetune_result(
         "n_molecules": len(data),
         "invalid": [dict(r) for r in data.invalid],
         "protocol": data.protocol,
+        "featurizer": data.featurizer,
         "standardization": {"method": STANDARDIZATION if data.protocol == "cmcl" else AS_GIVEN,
                             "n_changed": int(data.n_changed)},
         "split": {
@@ -196,12 +200,12 @@ def _labelled_input(dataset: str | None, csv: str | os.PathLike | None, *, smile
 
 
 def _encoders(init: str, store: str | os.PathLike | None, config: FinetuneConfig, *, family: str, baselines: bool,
-              device) -> tuple[dict[str, Any], list[str], dict[str, Any], Path | None]:
+              device, featurizer: str = "ogb") -> tuple[dict[str, Any], list[str], dict[str, Any], Path | None]:
     """(encoders, methods, extra, report_dir) for ``init``: random, a ``cmcl export`` file or a
     run of ``store`` (with its baselines); ``report_dir`` is the run's, else None."""
     from cmcl_model.finetune.run import random_encoder, run_encoder, ssl_encoder, store_train_graphs
 
-    encoders = {"random": random_encoder(config)}
+    encoders = {"random": random_encoder(config, featurizer=featurizer)}
     extra: dict[str, Any] = {}
     report_dir = None
     if init == "random":
@@ -234,6 +238,20 @@ def _encoders(init: str, store: str | os.PathLike | None, config: FinetuneConfig
             encoders["ssl"], extra["ssl_pretraining"] = ssl_encoder(store_train_graphs(st.root), run_config, device=device)
             methods += [f"{family}_random_run", f"{family}_ssl", f"{family}_random"]
     return encoders, methods, extra, report_dir
+
+
+def check_protocol_init(protocol: str, init: str) -> None:
+    """Raise when a pre-trained encoder is asked for under ``protocol='hu2020'``.
+
+    Raises
+    ------
+    ValueError
+        One line: cmcl's pre-trained encoders read OGB features; fine-tune them with
+        ``--protocol cmcl`` (hu2020 is the random-init reproduction of Hu et al.).
+    """
+    if protocol == "hu2020" and init != "random":
+        raise ValueError(f"--init {init} is a pre-trained cmcl encoder, which reads OGB features, not Hu et al.'s: "
+                         "use --protocol cmcl (hu2020 reproduces Hu et al.'s random-init GIN)")
 
 
 def run_finetune(
@@ -270,8 +288,9 @@ def run_finetune(
     ``reports/<run>/finetune/<dataset>.json`` for a run, whose report then gets the
     section) and the split as ``<out stem>.split.csv`` beside it. Returns (document, path).
 
-    ``protocol``: ``'cmcl'`` (SMILES standardized to parents before featurising and splitting)
-    or ``'hu2020'`` (Hu et al.: the SMILES as given); recorded in the document.
+    ``protocol``: ``'cmcl'`` (SMILES standardized to parents, OGB features, cmcl's GINE layer)
+    or ``'hu2020'`` (Hu et al.: the SMILES as given, their featurizer and self-loop GIN layer,
+    random init only); recorded in the document with the featurizer.
     ``progress(done, total, text)`` is called after every epoch (see :func:`run_methods`).
 
     Raises
@@ -279,7 +298,8 @@ def run_finetune(
     LabelledInputError
         Bad CSV input (one line naming the file and problem).
     ValueError
-        Neither or both of ``dataset`` and ``csv``; unknown dataset or split mode.
+        Neither or both of ``dataset`` and ``csv``; unknown dataset or split mode; a pre-trained
+        ``init`` under ``protocol='hu2020'`` (its encoder reads OGB features).
     FileNotFoundError
         ``init`` names a run that the store does not hold, or a ``.pt`` file that does not exist.
     """
@@ -291,11 +311,15 @@ def run_finetune(
         raise ValueError("give exactly one of --dataset NAME or --csv FILE")
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
+    check_protocol_init(protocol, init)
+    if protocol == "hu2020":
+        config = dataclasses.replace(config, conv="selfloop")
     data, name, source = _labelled_input(dataset, csv, smiles_col=smiles_col, tasks=tasks, kind=kind, protocol=protocol)
     dev = resolve_device(device)  # type: ignore[arg-type]
     split = split_molecules(data.smiles, mode=split_mode, seed=split_seed)  # type: ignore[arg-type]
     family = "probe" if linear_probe else "gin"
-    encoders, methods, extra, report_dir = _encoders(init, store, config, family=family, baselines=baselines, device=dev)
+    encoders, methods, extra, report_dir = _encoders(init, store, config, family=family, baselines=baselines, device=dev,
+                                                   featurizer=data.featurizer)
     if baselines:
         methods += [m for m in (f"{family}_random", "morgan_lr", "morgan_rf") if m not in methods]
     out_path = Path(out) if out else (report_dir / "finetune" / f"{name}.json" if report_dir else Path(f"finetune_{name}.json"))

@@ -31,7 +31,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     submod_attrs={
         'choices': ['FragmentMode', 'FRAGMENT_MODES', 'ID_COLUMNS'],
         'fingerprints': ['morgan_features'],
-        'graphs': ['GraphError', 'ATOM_FEATURE_DIMS', 'BOND_FEATURE_DIMS', 'ATOM_VOCABULARY', 'BOND_VOCABULARY', 'smiles_to_graph', 'graphs_table', 'graphs_to_data', 'morgan_fingerprints'],
+        'graphs': ['GraphError', 'ATOM_FEATURE_DIMS', 'BOND_FEATURE_DIMS', 'ATOM_VOCABULARY', 'BOND_VOCABULARY', 'smiles_to_graph', 'graphs_table', 'graphs_to_data', 'morgan_fingerprints', 'HU2020_ATOM_VOCABULARY', 'HU2020_BOND_VOCABULARY', 'HU2020_ATOM_FEATURE_DIMS', 'HU2020_BOND_FEATURE_DIMS', 'HU2020_SELF_LOOP_BOND', 'smiles_to_graph_hu2020'],
         'io': ['READER_COLUMNS', 'SUFFIXES', 'find_id_column', 'read_compounds', 'check_compound_file'],
         'library': ['LIBRARY_COLUMNS', 'load_compound_library'],
         'parents': ['CompoundsOutOfDate', 'PLATEMAP_SOURCE', 'platemap_records', 'merge_parents', 'well_compounds', 'wells_without_compounds'],

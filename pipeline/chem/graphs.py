@@ -54,6 +54,12 @@ __all__ = [
     "graphs_table",
     "graphs_to_data",
     "morgan_fingerprints",
+    "HU2020_ATOM_VOCABULARY",
+    "HU2020_BOND_VOCABULARY",
+    "HU2020_ATOM_FEATURE_DIMS",
+    "HU2020_BOND_FEATURE_DIMS",
+    "HU2020_SELF_LOOP_BOND",
+    "smiles_to_graph_hu2020",
 ]
 
 
@@ -391,3 +397,84 @@ def morgan_fingerprints(
             raise GraphError(f"SMILES #{i}: {exc}") from None
         out[i] = gen.GetFingerprintAsNumPy(mol)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Hu et al. (2020)'s featurizer
+# ---------------------------------------------------------------------------------------------
+
+#: Hu et al. (2020)'s atom features (pretrain-gnns ``chem/loader.py``,
+#: ``mol_to_graph_data_obj_simple``): atom type = atomic number - 1 (1..118 -> 0..117; index 118
+#: is never produced), chirality tag. Formal charge, hydrogens, degree and aromaticity are not
+#: features: a protonated amine and its free base differ only by an H the graph does not hold.
+HU2020_ATOM_VOCABULARY: tuple[tuple[object, ...], ...] = (
+    (*range(1, 119), "unused"),
+    ("CHI_UNSPECIFIED", "CHI_TETRAHEDRAL_CW", "CHI_TETRAHEDRAL_CCW", "CHI_OTHER"),
+)
+#: Hu et al.'s bond features: bond type (index 4 reserved for the self-loop edges their GIN
+#: adds; never produced here) and bond direction (the ``/`` ``\\`` marks of double-bond stereo).
+HU2020_BOND_VOCABULARY: tuple[tuple[object, ...], ...] = (
+    ("SINGLE", "DOUBLE", "TRIPLE", "AROMATIC", "self-loop"),
+    ("NONE", "ENDUPRIGHT", "ENDDOWNRIGHT"),
+)
+#: Sizes of Hu et al.'s atom features (with one mask row per feature the embedding tables have
+#: Hu et al.'s 120 atom types; they size the chirality table 3).
+HU2020_ATOM_FEATURE_DIMS: list[int] = [len(v) for v in HU2020_ATOM_VOCABULARY]
+#: Sizes of Hu et al.'s bond features (with the mask row: their 6 bond types, 3 directions + 1).
+HU2020_BOND_FEATURE_DIMS: list[int] = [len(v) for v in HU2020_BOND_VOCABULARY]
+#: Bond-type index of a self-loop edge (Hu et al.'s ``self_loop_attr[:, 0] = 4``).
+HU2020_SELF_LOOP_BOND: int = 4
+
+_HU_CHIRALITY = {getattr(Chem.ChiralType, n): i for i, n in enumerate(HU2020_ATOM_VOCABULARY[1])}
+_HU_BOND_TYPE = {getattr(Chem.BondType, n): i for i, n in enumerate(HU2020_BOND_VOCABULARY[0][:4])}
+_HU_BOND_DIR = {getattr(Chem.BondDir, n): i for i, n in enumerate(HU2020_BOND_VOCABULARY[1])}
+
+
+def smiles_to_graph_hu2020(smiles: str) -> dict[str, np.ndarray | int]:
+    """Hu et al. (2020)'s molecular graph of ``smiles`` (``mol_to_graph_data_obj_simple``).
+
+    The molecule is parsed with RDKit's default sanitization, as given (no standardization:
+    counter-ions stay as separate fragments). Atom order and edge order are RDKit's, every bond
+    giving (begin, end) then (end, begin), as in :func:`smiles_to_graph`.
+
+    Parameters
+    ----------
+    smiles : str
+
+    Returns
+    -------
+    dict
+        ``node_feat`` : (num_nodes, 2) int64 ndarray, atom type and chirality indices
+        (:data:`HU2020_ATOM_VOCABULARY`); ``edge_index`` : (2, num_edges) int64 ndarray;
+        ``edge_feat`` : (num_edges, 2) int64 ndarray, bond type and direction indices
+        (:data:`HU2020_BOND_VOCABULARY`); ``num_nodes`` : int.
+
+    Raises
+    ------
+    GraphError
+        If RDKit cannot parse ``smiles``, or it holds an atom, chirality, bond type or bond
+        direction Hu et al.'s vocabulary has no index for (their code raises there too): a
+        dummy atom ``*``, a dative bond, a wedge direction; the message quotes the SMILES.
+    TypeError
+        If ``smiles`` is not a string.
+    """
+    mol = _parse(smiles)
+    node = np.empty((mol.GetNumAtoms(), 2), dtype=np.int64)
+    for i, atom in enumerate(mol.GetAtoms()):
+        z, chi = atom.GetAtomicNum(), _HU_CHIRALITY.get(atom.GetChiralTag())
+        if not 1 <= z <= 118 or chi is None:
+            raise GraphError(f"cannot featurise SMILES {smiles!r} as Hu et al.: atom {i} has atomic number {z}, "
+                             f"chirality {atom.GetChiralTag()}")
+        node[i] = (z - 1, chi)
+    n_bonds = mol.GetNumBonds()
+    edge_index = np.empty((2, 2 * n_bonds), dtype=np.int64)
+    edge_feat = np.empty((2 * n_bonds, 2), dtype=np.int64)
+    for k, bond in enumerate(mol.GetBonds()):
+        bt, bd = _HU_BOND_TYPE.get(bond.GetBondType()), _HU_BOND_DIR.get(bond.GetBondDir())
+        if bt is None or bd is None:
+            raise GraphError(f"cannot featurise SMILES {smiles!r} as Hu et al.: bond {k} is {bond.GetBondType()}, "
+                             f"direction {bond.GetBondDir()}")
+        i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
+        edge_index[:, 2 * k], edge_index[:, 2 * k + 1] = (i, j), (j, i)
+        edge_feat[2 * k] = edge_feat[2 * k + 1] = (bt, bd)
+    return {"edge_index": edge_index, "edge_feat": edge_feat, "node_feat": node, "num_nodes": int(node.shape[0])}

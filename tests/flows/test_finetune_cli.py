@@ -61,3 +61,25 @@ def test_finetune_csv_writes_results_and_split(tmp_path):
     split = pd.read_csv(tmp_path / "res.split.csv")
     assert len(split) == doc["n_molecules"] and set(split["split"]) == {"train", "val", "test"}
     assert "gin_random" in result.output and str(out) in _one_line(result.output)
+
+
+def test_hu2020_with_a_pretrained_encoder_is_a_one_line_error():
+    result = runner.invoke(app, ["--quiet", "finetune", "--dataset", "bbbp", "--protocol", "hu2020", "--init", "enc.pt"])
+    out = _one_line(result.output)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "reads OGB features" in out and "use --protocol cmcl" in out
+
+
+def test_hu2020_records_hu_et_al_s_featurizer_and_layer(tmp_path):
+    frame, _ = load_shipped("bbbp")
+    path = tmp_path / "bbbp.csv"
+    frame.iloc[::25].to_csv(path, index=False)
+    out = tmp_path / "hu.json"
+    result = runner.invoke(app, ["--quiet", "finetune", "--csv", str(path), "--task", "p_np", "--protocol", "hu2020",
+                                 "--seeds", "1", "--epochs", "1", "--layers", "2", "--hidden", "16", "--out", str(out)],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    validate_json(doc, finetune_schema())
+    assert (doc["protocol"], doc["featurizer"], doc["config"]["conv"]) == ("hu2020", "hu2020", "selfloop")
+    assert "hu2020 features" in _one_line(result.output)

@@ -30,12 +30,12 @@ def test_records_replace_reload_and_render(tmp_path):
     assert len(doc["records"]) == 2 and {r["test_last"] for r in doc["records"]} == {0.60, 0.66}
     path = save_records(doc, tmp_path / "t.json")
     again = load_records(path)
-    assert again == doc and finished_keys(again) == {("bbbp", "gin_random", 0, 100, "hu2020"),
-                                                     ("bbbp", "gin_random", 1, 100, "hu2020")}
+    assert again == doc and finished_keys(again) == {("bbbp", "gin_random", 0, 100, "hu2020", "ogb"),
+                                                     ("bbbp", "gin_random", 1, 100, "hu2020", "ogb")}
     md = render_markdown(again, datasets=["bbbp", "clintox"], methods=["gin_random"], protocol="hu2020", epochs=100,
                          seeds={"gin_random": 3}, descriptions={"gin_random": "random init"})
-    assert "| Hu et al. 2020, no pre-training | 65.8 | 58.0 |" in md
-    assert "| gin_random | 63.0 ± 4.2 (2/3) | – |" in md  # 60 and 66: mean 63, sd 4.24, 2 of 3 seeds
+    assert "| Hu et al. 2020, no pre-training | hu2020 | 65.8 | 58.0 |" in md
+    assert "| gin_random | ogb | 63.0 ± 4.2 (2/3) | – |" in md  # 60 and 66: mean 63, sd 4.24, 2 of 3 seeds
     assert "gin_random on clintox" in md.split("## Missing cells")[1]
     with pytest.raises(ValueError, match="lacks"):
         add_record(doc, {"dataset": "bbbp"})
@@ -70,3 +70,28 @@ def test_benchmark_accumulates_skips_and_stops_on_budget(tmp_path, capsys):
     assert main(common) == 0  # rerun: nothing left to do
     assert "0 cell(s) run, 1 recorded" in capsys.readouterr().out
     assert "| morgan_lr | " in out.with_suffix(".md").read_text()
+
+
+def test_featurizer_is_part_of_the_cell_key_and_gets_its_own_row():
+    """Old records (no featurizer: OGB) are neither skipped as done nor mixed into the new rows."""
+    doc = {"records": [], "encoders": {}}
+    add_record(doc, _rec(seed=0, test=0.92, dataset="clintox"))  # written before featurizers were recorded
+    add_record(doc, {**_rec(seed=0, test=0.58, dataset="clintox"), "featurizer": "hu2020", "conv": "selfloop"})
+    assert len(doc["records"]) == 2
+    assert finished_keys(doc) == {("clintox", "gin_random", 0, 100, "hu2020", "ogb"),
+                                  ("clintox", "gin_random", 0, 100, "hu2020", "hu2020")}
+    kw = dict(datasets=["clintox"], methods=["gin_random"], protocol="hu2020", epochs=100, seeds={"gin_random": 1},
+              descriptions={})
+    md = render_markdown(doc, **kw, featurizer="hu2020")
+    assert "| gin_random | hu2020 | 58.0 ± 0.0 |" in md and "| gin_random | ogb | 92.0 ± 0.0 |" in md
+    assert md.split("## Missing cells")[1].split("##")[0].strip() == "none"
+    assert "| clintox | gin_random | ogb | 0 |" in md and "| clintox | gin_random | hu2020 | 0 |" in md
+    doc["records"].pop()  # only the OGB cell: the hu2020 cell is missing
+    assert "gin_random on clintox" in render_markdown(doc, **kw, featurizer="hu2020").split("## Missing cells")[1]
+
+
+def test_hu2020_benchmark_refuses_pretrained_encoders(capsys):
+    with pytest.raises(SystemExit):
+        main(["--protocol", "hu2020", "--methods", "gin_random,gin_demo", "--datasets", "bbbp"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "gin_demo read OGB features" in err and "--protocol cmcl" in err
