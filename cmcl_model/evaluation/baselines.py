@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from cmcl_model.data import treatment_crops
-from pipeline.chem import morgan_fingerprints
+from pipeline.chem.fingerprints import morgan_features
 from pipeline.features import feature_columns
 from pipeline.store.paths import CHANNELS, Store
 
@@ -40,11 +40,6 @@ __all__ = [
 
 #: The features of :func:`compound_profiles`: 5 channel intensities and 2 areas.
 PROFILE_FEATURES = [f"Intensity_Mean_{c}" for c in CHANNELS] + ["AreaShape_NucleusArea", "AreaShape_CellArea"]
-
-
-def _morgan(smiles: Sequence[str]) -> np.ndarray:
-    """(n, 2048) float32 Morgan fingerprints, radius 2 (:func:`pipeline.chem.graphs.morgan_fingerprints`)."""
-    return morgan_fingerprints(list(smiles), radius=2, n_bits=2048).astype(np.float32)
 
 
 def compound_profiles(store: Store) -> pd.DataFrame:
@@ -90,8 +85,8 @@ def _baseline_data(store: Store, train_keys: Sequence[str], test_keys: Sequence[
     smiles = store.read("compounds").set_index("Metadata_InChIKey")["Metadata_SMILES"]
     y_train = prof.loc[list(train_keys)].to_numpy(np.float64)
     mu, sd = y_train.mean(0), y_train.std(0) + 1e-9
-    x_train = _morgan(smiles.loc[list(train_keys)].tolist())
-    x_test = _morgan(smiles.loc[list(test_keys)].tolist())
+    x_train = morgan_features(smiles.loc[list(train_keys)].tolist())
+    x_test = morgan_features(smiles.loc[list(test_keys)].tolist())
     y_test = (prof.loc[list(test_keys)].to_numpy(np.float64) - mu) / sd
     return x_train, (y_train - mu) / sd, x_test, y_test
 
@@ -161,8 +156,8 @@ def morgan_ridge_profiles(store: Store, profiles: pd.DataFrame, train_keys: Sequ
     train_keys = [k for k in train_keys if k in profiles.index]
     y = profiles.loc[train_keys].to_numpy(np.float64)
     mu, sd = y.mean(0), y.std(0) + 1e-9
-    xtr = _morgan(smiles.loc[train_keys].tolist())
-    xte = _morgan(smiles.loc[list(test_keys)].tolist())
+    xtr = morgan_features(smiles.loc[train_keys].tolist())
+    xte = morgan_features(smiles.loc[list(test_keys)].tolist())
     pred = Ridge(alpha=alpha).fit(xtr, (y - mu) / sd).predict(xte)
     meas = (profiles.loc[list(test_keys)].to_numpy(np.float64) - mu) / sd
     return pred.astype(np.float32), meas.astype(np.float32)

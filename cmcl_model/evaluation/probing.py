@@ -191,7 +191,8 @@ def probe(
     ValueError
         On an unknown dataset or ``folds`` < 2.
     """
-    from pipeline.chem.graphs import GraphError, morgan_fingerprints
+    from pipeline.chem.fingerprints import morgan_features
+    from pipeline.chem.graphs import GraphError
 
     if folds < 2:
         raise ValueError(f"folds must be >= 2, got {folds}")
@@ -217,7 +218,7 @@ def probe(
     feats = {
         "pretrained_gin": molecule_embeddings(model, graphs),
         "random_gin": molecule_embeddings(random_model, graphs),
-        "morgan": morgan_fingerprints(data["smiles"].tolist()).astype(np.float32),
+        "morgan": morgan_features(data["smiles"].tolist()),
         "train_mean": None,
     }
     return {

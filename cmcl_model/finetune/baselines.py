@@ -82,9 +82,9 @@ def morgan_baseline(
     """Morgan fingerprints (radius 2, 2048 bits) -> logistic regression / ridge (``C`` in
     {0.01, 0.1, 1}) or random forest (200 trees, ``min_samples_leaf`` in {1, 3}), tuned per
     task on validation."""
-    from pipeline.chem.graphs import morgan_fingerprints
+    from pipeline.chem.fingerprints import morgan_features
 
-    fp = morgan_fingerprints(data.smiles).astype(np.float32)
+    fp = morgan_features(data.smiles)
     if model == "linear":
         return _tuned_per_task(fp, data, split, lambda a, y, ev, c: _fit_linear(a, y, ev, data.kind, c), (0.01, 0.1, 1.0))
     if model == "forest":
