@@ -16,6 +16,19 @@ os.environ.setdefault("CMCL_PROGRESS", "0")
 # of their own and stop what they started: tests/flows/test_background_server.py).
 os.environ["CMCL_REUSE_SERVER"] = "0"
 import flows  # noqa: E402,F401  (applies cmcl's Prefect defaults)
+import torch  # noqa: E402  (its default thread count, kept for every test: _torch_threads_restored)
+
+_TORCH_THREADS = torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """A test that sets torch's thread count (e.g. ``benchmarks/finetune.py --threads 1`` called
+    in-process) must not change the float summation order of the tests after it, nor make them
+    differ from the cmcl processes they start: torch's own default count is put back."""
+    yield
+    if torch.get_num_threads() != _TORCH_THREADS:
+        torch.set_num_threads(_TORCH_THREADS)
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,9 @@ from cmcl_model.train.objectives import OBJECTIVES, Objective, ObjectiveInputs, 
 from tests.cmcl_model.conftest import quick_config
 
 #: the epoch rows of two quick runs on ``syn_store`` (2 epochs x 3 steps of 16), computed by the
-#: code before issue #26 split the training loop (main at d89e4b4, one CPU); a change in what the
-#: loop draws or sums moves these by far more than the tolerance
+#: code before issue #26 split the training loop (main at d89e4b4). The tolerance (0.5 %) absorbs
+#: float32 summation order (thread count, CPU: 1 vs 2 threads moves val_loss by 2e-4 relative);
+#: a change in what the loop draws, weights or sums moves these by far more
 PINNED = {
     "gic": [
         dict(step=3, train_loss=2.7129933834075928, train_infonce=2.8288710912068686, train_margin=1.6700944900512695,
@@ -55,7 +56,7 @@ def test_quick_run_numbers_are_pinned(syn_store, variant):
         assert {k for k in got if k.startswith("train_") and k != "train_samples_per_s"} == \
             {k for k in want if k.startswith("train_")}
         for key, value in want.items():
-            assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-6), (variant, got["epoch"], key)
+            assert got[key] == pytest.approx(value, rel=5e-3, abs=1e-6), (variant, got["epoch"], key)
 
 
 def _toy_head(graph_dim: int, proj_dim: int) -> nn.Module:
