@@ -190,7 +190,7 @@ def _fingerprint(store: Store, run_dir: Path, which: str, crops_per_well: int) -
 
 
 def well_embeddings(
-    store_root: str | os.PathLike,
+    store_root: Store | str | os.PathLike,
     run_dir: str | os.PathLike,
     *,
     which: str = "best",
@@ -200,7 +200,7 @@ def well_embeddings(
     """(wells, embeddings): :func:`well_table` and (n_wells, proj_dim) float32 image embeddings
     of run ``run_dir``; read from ``reports/<run>/well_embeddings.npz`` when its fingerprint
     matches, else computed and cached."""
-    store = Store(Path(store_root))
+    store = Store.of(store_root)
     run_dir = Path(run_dir)
     cache = store.path("well_embeddings", run=run_dir.name)
     fp = _fingerprint(store, run_dir, which, crops_per_well)

@@ -25,7 +25,7 @@ from pipeline.store.paths import Store
 __all__ = ["query_smiles_profiles"]
 
 
-def query_smiles_profiles(store_root: str | os.PathLike, run_dir: str | os.PathLike, smiles: str, *, top: int = 10,
+def query_smiles_profiles(store_root: Store | str | os.PathLike, run_dir: str | os.PathLike, smiles: str, *, top: int = 10,
                           which: str = "best", out_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     """Rank the store's compounds with profiles by the similarity of their profiles to ``smiles``.
 
@@ -55,7 +55,7 @@ def query_smiles_profiles(store_root: str | os.PathLike, run_dir: str | os.PathL
     if std.status != "ok":
         raise ValueError(f"cannot use SMILES {smiles!r}: {std.error}")
     graph = smiles_to_data(std.smiles)
-    store = Store(Path(store_root))
+    store = Store.of(store_root)
     model = build_model(config)
     model.load_state_dict(ckpt["model"])
     model.eval()

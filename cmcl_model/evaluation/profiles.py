@@ -35,7 +35,7 @@ from pipeline.store.paths import Store
 __all__ = ["evaluate_profiles"]
 
 
-def evaluate_profiles(store_root: str | Path, run_dir: str | Path, *, seeds: Sequence[int] = (0, 1, 2, 3, 4),
+def evaluate_profiles(store_root: Store | str | Path, run_dir: str | Path, *, seeds: Sequence[int] = (0, 1, 2, 3, 4),
                       which: str = "best", device: str = "auto", n_boot: int = 1000, report: bool = True) -> dict[str, Any]:
     """Evaluate profile-mode run ``run_dir`` on the store's test split; write metrics.json and report.html.
 
@@ -45,7 +45,7 @@ def evaluate_profiles(store_root: str | Path, run_dir: str | Path, *, seeds: Seq
         If the store has no split, the run is not a profile-mode run, or fewer than 2 test
         compounds have profiles.
     """
-    store, run_dir = Store(Path(store_root)), Path(run_dir)
+    store, run_dir = Store.of(store_root), Path(run_dir)
     if not store.table_path("split").exists():
         raise ValueError(f"store {store.root} has no tables/split.parquet; train first")
     ckpt = load_checkpoint(run_dir, which)  # type: ignore[arg-type]

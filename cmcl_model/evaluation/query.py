@@ -45,7 +45,7 @@ def _page(title: str, body: str) -> str:
 
 
 def query_smiles(
-    store_root: str | os.PathLike,
+    store_root: Store | str | os.PathLike,
     run_dir: str | os.PathLike,
     smiles: str,
     *,
@@ -83,7 +83,7 @@ def query_smiles(
     if std.status != "ok":
         raise ValueError(f"cannot use SMILES {smiles!r}: {std.error}")
     graph = smiles_to_data(std.smiles)  # GraphError is a ValueError
-    store = Store(Path(store_root))
+    store = Store.of(store_root)
     run_dir = Path(run_dir)
     wells, emb = well_embeddings(store.root, run_dir, which=which)
     model, *_ = load_run_model(run_dir, which)
@@ -117,7 +117,7 @@ def _raw_crops(store: Store, plate: str, rows: np.ndarray, k: int) -> np.ndarray
 
 
 def query_well(
-    store_root: str | os.PathLike,
+    store_root: Store | str | os.PathLike,
     run_dir: str | os.PathLike,
     plate: str,
     well: str,
@@ -149,7 +149,7 @@ def query_well(
 
     if top < 1:
         raise ValueError(f"top must be >= 1, got {top}")
-    store = Store(Path(store_root))
+    store = Store.of(store_root)
     run_dir = Path(run_dir)
     if TrainConfig.from_dict(load_checkpoint(run_dir, which)["config"]).image_source == "profiles":  # type: ignore[arg-type]
         raise ValueError(f"run {run_dir.name} is a profile-mode run: query it with --smiles (its nearest compounds' profiles)")

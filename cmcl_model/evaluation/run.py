@@ -151,7 +151,7 @@ def _result(t: _TestRun, emb: TestEmbeddings, baselines: dict[str, Any], activit
 
 
 def evaluate(
-    store_root: str | os.PathLike,
+    store_root: Store | str | os.PathLike,
     run_dir: str | os.PathLike,
     *,
     seeds: Sequence[int] = (0, 1, 2, 3, 4),
@@ -180,7 +180,7 @@ def evaluate(
     ValueError
         If the store has no split table or fewer than 2 test compounds with images.
     """
-    store = Store(Path(store_root))
+    store = Store.of(store_root)
     run_dir = Path(run_dir)
     if not store.table_path("split").exists():
         raise ValueError(f"store {store.root} has no tables/split.parquet; train first")

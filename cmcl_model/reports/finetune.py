@@ -222,7 +222,7 @@ def _encoders(init: str, store: str | os.PathLike | None, config: FinetuneConfig
             raise ValueError(f"--init {init!r} names a run: give --store")
         from pipeline.store.paths import Store
 
-        st = Store(Path(store))
+        st = Store.of(store)
         run_dir = st.run_dir(init)
         if not (run_dir / "checkpoints").is_dir():
             raise FileNotFoundError(f"run {init!r} not found in {st.root / 'runs'} (runs: {', '.join(st.runs()) or 'none'})")

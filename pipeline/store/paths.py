@@ -43,6 +43,12 @@ class Store:
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
 
+    @classmethod
+    def of(cls, store: "Store | str | os.PathLike[str]") -> "Store":
+        """``store`` itself when it is a :class:`Store`, else the store rooted at that path: library
+        functions take a ``Store`` and still accept the path a script passes."""
+        return store if isinstance(store, Store) else cls(Path(store))
+
     def path(self, key: str, **fields: str) -> Path:
         """Concrete path for entry ``key`` of the store layout, formatting ``{plate}`` etc."""
         template = store_layout()["paths"][key]["path"]

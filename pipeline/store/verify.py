@@ -176,7 +176,7 @@ def verify_store(root: Store | str | Path, *, repair: bool = False, deep: bool =
     NotADirectoryError
         If ``root`` is not a directory.
     """
-    store = root if isinstance(root, Store) else Store(Path(root))
+    store = Store.of(root)
     if not store.root.is_dir():
         raise NotADirectoryError(f"store {str(store.root)!r} is not a directory")
     problems: list[Problem] = []

@@ -245,7 +245,7 @@ def make_synthetic_store(
     per well, 2 x 2 mosaics of its crops, so tiles are ``2 * crop_size`` px and carry the same
     phenotype.
     """
-    store = Store(Path(root))
+    store = Store.of(root)
     rng = np.random.default_rng(seed)
     comp = _pick_compounds(n_compounds, min_rings=min_rings)
     _write_compound_tables(store, comp)
