@@ -59,3 +59,20 @@ def test_a_cells_table_without_the_flag_fails_in_one_line(syn_store, tmp_path):
     assert len(treatment_crops(store)[0]) > 0  # without the setting, such a store still trains
     np.testing.assert_array_equal(treatment_crops(store)[0]["Metadata_CropIndex"],
                                   treatment_crops(syn_store)[0]["Metadata_CropIndex"])
+
+
+def test_controls_are_found_as_profiling_finds_them(syn_store, tmp_path):
+    """A plate map that calls its DMSO wells 'vehicle' (or leaves them 'trt' with compound ID
+    DMSO) gives the same treatment and control crops as one that says 'negcon'."""
+    ref_trt, ref_dmso = treatment_crops(syn_store)
+    assert len(ref_dmso) > 0
+    for relabel in ({"Metadata_ControlType": "vehicle"}, {"Metadata_ControlType": "trt", "Metadata_CompoundID": "DMSO"}):
+        store = Store(shutil.copytree(syn_store.root, tmp_path / "_".join(relabel.values()) / "store"))
+        for path in store.table_files("platemap"):
+            pm = read_table("platemap", path)
+            neg = pm["Metadata_ControlType"] == "negcon"
+            for col, value in relabel.items():
+                pm.loc[neg, col] = value
+            write_table(pm, "platemap", path)
+        trt, dmso = treatment_crops(store)
+        assert trt.equals(ref_trt) and dmso.equals(ref_dmso), relabel
