@@ -12,7 +12,7 @@ from pipeline.images.choices import (CROP_BORDERS, ILLUMINATION_METHODS, SEGMENT
 
 
 def test_tuples_are_the_literals_and_the_cli_help_lists_them():
-    from flows import cli
+    from flows.cli import app as cli  # the shared options live in flows/cli/app.py
 
     for literal, names, option in ((IlluminationMethod, ILLUMINATION_METHODS, cli.IllumOpt),
                                    (Segmenter, SEGMENTERS, cli.SegmenterOpt), (FeatureSet, FEATURE_SETS, cli.FeaturesOpt)):
