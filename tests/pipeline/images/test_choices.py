@@ -1,6 +1,7 @@
 """Choice lists declared once (pipeline.images.choices, pipeline.features.choices), used by the
 stages, the CLI's help and the error messages; the packages' public faces resolve."""
 
+import importlib
 import typing
 
 import numpy as np
@@ -12,7 +13,7 @@ from pipeline.images.choices import (CROP_BORDERS, ILLUMINATION_METHODS, SEGMENT
 
 
 def test_tuples_are_the_literals_and_the_cli_help_lists_them():
-    from flows.cli import app as cli  # the shared options live in flows/cli/app.py
+    cli = importlib.import_module("flows.cli.app")  # the shared options (the package exports the Typer app as `app`)
 
     for literal, names, option in ((IlluminationMethod, ILLUMINATION_METHODS, cli.IllumOpt),
                                    (Segmenter, SEGMENTERS, cli.SegmenterOpt), (FeatureSet, FEATURE_SETS, cli.FeaturesOpt)):
