@@ -240,10 +240,19 @@ def _write_markdown(doc: dict, args, datasets: list[str], methods: list[str], se
     md = Path(args.out).with_suffix(".md")
     pre = (Path(ROOT / "docs" / "transfer_intro.md").read_text() if (ROOT / "docs" / "transfer_intro.md").is_file()
            else "# MoleculeNet transfer")
-    text = render_markdown(doc, datasets=datasets, methods=methods, protocol=args.protocol, epochs=args.epochs,
-                           seeds={m: (1 if m == "morgan_lr" else len(seeds)) for m in methods},
-                           descriptions=DESCRIPTIONS, preamble=pre, featurizer=args.featurizer)
-    md.write_text(text)
+    # every protocol recorded gets its tables: hu2020 (the reproduction) first, then cmcl (the
+    # comparison rows, which need OGB features); the run's own protocol uses the run's methods
+    parts = []
+    for protocol in ("hu2020", "cmcl"):
+        if protocol != args.protocol and not any(r["protocol"] == protocol for r in doc["records"]):
+            continue
+        featurizer = args.featurizer if protocol == args.protocol else PROTOCOL_MODEL[protocol][0]
+        ms = methods if protocol == args.protocol else (DEFAULT_METHODS if featurizer == "ogb" else HU2020_METHODS).split(",")
+        parts.append(render_markdown(doc, datasets=datasets, methods=ms, protocol=protocol, epochs=args.epochs,
+                                     seeds={m: (1 if m == "morgan_lr" else len(seeds)) for m in ms},
+                                     descriptions=DESCRIPTIONS, preamble=pre if not parts else "",
+                                     featurizer=featurizer))
+    md.write_text("\n".join(parts))
 
 
 def accumulate(args) -> int:
