@@ -150,6 +150,7 @@ def profiles(root: Path) -> tuple[str, pd.DataFrame]:
     """Per profile source and plate: wells, DMSO wells, features (as stored and after selection),
     compounds scored for activity and retrieved at corrected p < 0.05."""
     from pipeline.features.measure import feature_columns
+    from pipeline.profiles.controls import normalized_to
 
     st = Store(root)
     rows = []
@@ -161,7 +162,8 @@ def profiles(root: Path) -> tuple[str, pd.DataFrame]:
             a = act[act["Metadata_Source"] == source] if act is not None else None
             rows.append({"source": source, "plate": path.name[: -len(".parquet")], "wells": len(df),
                          "dmso_wells": int((df["Metadata_ControlType"] == "negcon").sum()),
-                         "normalized_to": _normalized_to(df),
+                         "normalized_to": (normalized_to(df["Metadata_NormalizedTo"])
+                                           if "Metadata_NormalizedTo" in df.columns else None),
                          "features": len(feature_columns(df.columns)),
                          "selected_features": len(feature_columns(selected)) if source == "cmcl" else len(feature_columns(df.columns)),
                          "compounds_scored": None if a is None else len(a),
@@ -179,14 +181,6 @@ def profiles(root: Path) -> tuple[str, pd.DataFrame]:
                      "retrieved_q<0.05": None if a is None else int(a["below_corrected_p"].sum()),
                      "mean_mAP": None if a is None or not len(a) else float(a["mean_average_precision"].mean())})
     return "profiles (cmcl profile: well profiles, activity mAP)", pd.DataFrame(rows)
-
-
-def _normalized_to(wells: pd.DataFrame) -> str | None:
-    """'negcon', 'all' (the plate had no negative control: normalized against all its wells) or
-    both, from ``Metadata_NormalizedTo``; None for tables written before the column existed."""
-    if "Metadata_NormalizedTo" not in wells.columns:
-        return None
-    return ",".join(sorted(set(wells["Metadata_NormalizedTo"].dropna().astype(str)))) or None
 
 
 def pq_columns(path: Path) -> list[str]:

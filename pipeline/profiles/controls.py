@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from pipeline.store.paths import Store
 
 __all__ = ["NegconError", "parse_negcon", "negcon_mask", "mark_negcon", "plates_without_negcon",
-           "plates_normalized_to_all"]
+           "normalized_to", "plates_normalized_to_all"]
 
 class NegconError(ValueError):
     """A malformed list of negative-control labels."""
@@ -98,6 +98,12 @@ def plates_without_negcon(table: pd.DataFrame) -> list[str]:
     """Plates of ``table`` (``Metadata_Plate``, ``Metadata_ControlType``) with no ``'negcon'`` row, sorted."""
     has = table["Metadata_ControlType"].eq("negcon").groupby(table["Metadata_Plate"]).any()
     return sorted(str(p) for p in has.index[~has])
+
+
+def normalized_to(values: pd.Series) -> str | None:
+    """One label for a group of wells' ``Metadata_NormalizedTo``: ``'negcon'``, ``'all'`` (no
+    negative control on the plate) or both (``'all,negcon'``); None when none is recorded."""
+    return ",".join(sorted(set(values.dropna().astype(str)))) or None
 
 
 def plates_normalized_to_all(store: "Store") -> list[str]:

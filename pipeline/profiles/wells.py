@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.profiles.choices import AGGREGATE_OPERATIONS, DEFAULT_NEGCON, AggregateOperation
-from pipeline.profiles.controls import mark_negcon, plates_without_negcon
+from pipeline.profiles.controls import mark_negcon, normalized_to, plates_without_negcon
 from pipeline.features.measure import feature_columns
 
 __all__ = [
@@ -202,8 +202,7 @@ def consensus_profiles(wells: pd.DataFrame) -> pd.DataFrame:
     cons = pycytominer.consensus(df[reps + feats], replicate_columns=reps, operation="median", features=feats)
     first = df.groupby(reps, dropna=False)[keep].first().reset_index()
     if "Metadata_NormalizedTo" in df.columns:  # 'negcon', 'all', or both ('all,negcon') over the plates
-        norm = df.groupby(reps, dropna=False)["Metadata_NormalizedTo"].agg(
-            lambda s: ",".join(sorted(set(s.dropna().astype(str)))) or None)
+        norm = df.groupby(reps, dropna=False)["Metadata_NormalizedTo"].agg(normalized_to)
         first = first.merge(norm.reset_index(), on=reps)
     n = df.groupby(reps, dropna=False).size().rename("Metadata_N_Wells").astype(np.int32).reset_index()
     out = first.merge(n, on=reps).merge(cons, on=reps)
