@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger
 from flows.compounds import compounds_flow
 from flows.ingest import find_plate_folders
 from flows.model import evaluate_flow, train_flow
+from pipeline.profiles.controls import record_negcon
 from pipeline.store.paths import Store
 from flows.parallel import ingest_plates
 from flows.profiles import profile_flow
@@ -31,13 +32,16 @@ def run_flow(inbox: str, store: str, *, ingest_settings: dict[str, Any] | None =
     ingested in parallel, one plate per Dask worker (see :func:`flows.parallel.ingest_plates`);
     the store ends up identical to a sequential run. ``ground_truth``: folders of generated
     plates whose ground truth the report shows (see :func:`flows.model.evaluate_flow`).
-    ``negcon``: negative-control labels of the profiles (:func:`flows.profiles.profile_flow`);
-    a plate without any is flagged, never stops the run.
+    ``negcon``: negative-control labels of the profiles and the training (kept by the store for its
+    later runs; None: the store's, :func:`pipeline.profiles.controls.store_negcon`); a plate without
+    any is flagged, never stops the run.
     """
     logger = get_run_logger()
     plates = find_plate_folders(inbox)
     if not plates:
         raise ValueError(f"inbox {inbox} holds no plate folder (sub-folders with TIFFs or a LoadData CSV)")
+    if negcon is not None:  # kept by the store first, so training reads them even without profiles
+        record_negcon(Store(Path(store)), negcon)
     results = ingest_plates(plates, store, settings=ingest_settings, workers=workers, dask_address=dask_address)
     logger.info("plates: %d ingested, %d unchanged", sum(r["status"] == "complete" for r in results),
                 sum(r["status"] == "skipped" for r in results))

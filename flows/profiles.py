@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.progress import step_progress
 from pipeline.profiles import wells as prof
 from pipeline.profiles.choices import DEFAULT_NEGCON
-from pipeline.profiles.controls import parse_negcon, plates_normalized_to_all
+from pipeline.profiles.controls import plates_normalized_to_all, record_negcon
 from pipeline.features.measure import feature_columns
 from pipeline.plates.discovery import fingerprint_files
 from pipeline.store.provenance import code_fingerprint
@@ -150,15 +150,15 @@ def profile_flow(store: str, null_size: int = 10000, negcon: list[str] | None = 
     any well profile changed) feature selection, consensus and activity over the store.
 
     Incremental like ingestion: a plate's fingerprint covers its features and plate-map files,
-    the compounds table, the negative-control labels ``negcon`` (default
-    :data:`pipeline.profiles.choices.DEFAULT_NEGCON`) and the code of the profile stages. A plate
+    the compounds table, the negative-control labels ``negcon`` (kept by the store for its later
+    runs, training included; None: the store's, see :func:`pipeline.profiles.controls.store_negcon`) and the code of the profile stages. A plate
     without a negative-control well is normalized against all its wells, listed in the
     summary's ``plates_without_negcon`` and left out of the activity scores; it never stops
     the flow.
     """
     logger = get_run_logger()
-    labels = parse_negcon(negcon)
     st = Store(Path(store))
+    labels = record_negcon(st, negcon)
     state = _load_state(st)
     plates = [p.name[: -len(".parquet")] for p in st.table_files("features")]
     fps = {p: _plate_fingerprint(st, p, labels) for p in plates}

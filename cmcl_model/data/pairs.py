@@ -23,7 +23,7 @@ from torch_geometric.data import Batch, Data
 from cmcl_model.data.choices import CropSource
 from cmcl_model.data.crops import ChunkedCropReader, PlateNorm, compute_normalization
 from pipeline.chem.graphs import graphs_to_data
-from pipeline.profiles.controls import mark_negcon
+from pipeline.profiles.controls import mark_negcon, store_negcon
 from pipeline.store.paths import CHANNELS, Store
 
 __all__ = [
@@ -133,8 +133,9 @@ def treatment_crops(store: Store, source: CropSource = "crops", *,
     dmso : DataFrame
         One row per negative-control image: Metadata_Plate, Metadata_Well, Metadata_CropIndex.
         Negative controls are the wells :func:`pipeline.profiles.controls.mark_negcon` marks with
-        its default labels (the plate map's control type or compound ID: DMSO, negcon, vehicle,
-        negative), as profiling uses.
+        the store's labels (:func:`pipeline.profiles.controls.store_negcon`: the last ``--negcon``
+        given to it, else DMSO, negcon, vehicle, negative), matched against the plate map's control
+        type and compound ID, as profiling does.
 
     Wells are joined to compounds by (plate, well) through the ``well_compounds`` table the
     compounds stage writes, never by SMILES text.
@@ -153,10 +154,10 @@ def treatment_crops(store: Store, source: CropSource = "crops", *,
     if source not in ("crops", "tiles"):
         raise ValueError(f"image source {source!r} is not 'crops' or 'tiles'")
     require_channels(store)
-    # the negative controls are the profiling step's (pipeline.profiles.controls: DMSO, negcon,
-    # vehicle, negative, matched against control type and compound ID), so a map that calls its
-    # DMSO wells 'vehicle' or leaves them 'trt' neither trains on DMSO nor normalizes without it
-    pm = mark_negcon(store.read("platemap"))
+    # the negative controls are the profiling step's (the store's --negcon labels, matched against
+    # control type and compound ID), so a map that calls its DMSO wells 'vehicle' or leaves them
+    # 'trt' neither trains on DMSO nor normalizes without it
+    pm = mark_negcon(store.read("platemap"), store_negcon(store))
     if source == "tiles":
         if not store.table_files("tiles"):
             raise FileNotFoundError(f"store {store.root} has no tiles table; ingest with a field tile size "

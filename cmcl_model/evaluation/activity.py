@@ -16,7 +16,7 @@ import pandas as pd
 
 from cmcl_model.evaluation.baselines import cellprofiler_well_profiles
 from pipeline.features import feature_columns
-from pipeline.profiles import mark_negcon, phenotypic_activity
+from pipeline.profiles import mark_negcon, phenotypic_activity, store_negcon
 from pipeline.store.paths import Store
 
 __all__ = ["activity_comparison", "consistency_summary"]
@@ -76,7 +76,7 @@ def activity_comparison(
         truth = gt.groupby("Metadata_CompoundID")["active"].any()
     out: dict[str, Any] = {}
     for name, (wells, x) in reps.items():
-        meta = _negcon_as_profiled(wells, cp)
+        meta = _negcon_as_profiled(wells, cp, store)
         meta["Metadata_CompoundID"] = meta["Metadata_CompoundID"].replace("", None)
         act = phenotypic_activity(meta, x, null_size=null_size)
         out[name] = _activity_summary(act, truth)
@@ -85,12 +85,14 @@ def activity_comparison(
     return out
 
 
-def _negcon_as_profiled(wells: pd.DataFrame, profiles: pd.DataFrame | None) -> pd.DataFrame:
+def _negcon_as_profiled(wells: pd.DataFrame, profiles: pd.DataFrame | None, store: Store) -> pd.DataFrame:
     """Plate, compound and control type of ``wells``, the control type as ``cmcl profile`` set it
-    (its ``--negcon`` labels) where the well has a profile, else by the default labels."""
+    where the well has a profile, else by the store's labels
+    (:func:`pipeline.profiles.controls.store_negcon`). Profile tables are marked already: marking
+    them again by labels that do not name ``negcon`` would undo it."""
     meta = mark_negcon(wells[["Metadata_Plate", "Metadata_Well", "Metadata_CompoundID", "Metadata_ControlType"]]
                        if "Metadata_Well" in wells.columns else
-                       wells[["Metadata_Plate", "Metadata_CompoundID", "Metadata_ControlType"]])
+                       wells[["Metadata_Plate", "Metadata_CompoundID", "Metadata_ControlType"]], store_negcon(store))
     if profiles is not None and "Metadata_Well" in meta.columns:
         key = ["Metadata_Plate", "Metadata_Well"]
         ct = meta[key].merge(profiles[key + ["Metadata_ControlType"]].drop_duplicates(key), on=key, how="left")

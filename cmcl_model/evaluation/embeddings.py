@@ -31,6 +31,7 @@ from cmcl_model.data import ChunkedCropReader, PairDataset, PlateNorm, ProfileDa
 from cmcl_model.nn import CMCLModel
 from cmcl_model.train import TrainConfig, build_model, checkpoint_path, load_checkpoint
 from pipeline.store.paths import Store
+from pipeline.profiles.controls import mark_negcon, store_negcon
 
 __all__ = [
     "TestEmbeddings",
@@ -228,7 +229,7 @@ def embed_wells(model: CMCLModel, store: Store, wells: pd.DataFrame, norm: dict[
     (fixed seed), projected. Plates absent from ``norm`` are normalized by their own DMSO wells."""
     norm = dict(norm)
     rows = well_crop_rows(store)
-    pm = store.read("platemap")
+    pm = mark_negcon(store.read("platemap"), store_negcon(store))
     emb = np.zeros((len(wells), proj_dim), np.float32)
     with torch.no_grad():
         for plate, group in wells.groupby("Metadata_Plate"):

@@ -123,8 +123,9 @@ PlatemapOpt = typer.Option(None, "--platemap", help="A JUMP/LINCS plate map (wel
                            "config naming it, its compound metadata and barcode_platemap.csv (pipeline/plates/platemaps.py).")
 FeaturesOpt = typer.Option("default", help=f"CellProfiler features per cell (cp_measure): {' | '.join((*FEATURE_SETS, 'none'))}.")
 NegconOpt = typer.Option(None, "--negcon", help="Negative-control labels, matched without case against the plate map's "
-                         f"control type and compound ID (default: {','.join(DEFAULT_NEGCON)}). A plate without any is "
-                         "normalized against all its wells and flagged.")
+                         f"control type and compound ID (default: the store's, else {','.join(DEFAULT_NEGCON)}). The "
+                         "store keeps them for later runs and training. A plate without any is normalized against "
+                         "all its wells and flagged.")
 
 
 def ingest_settings(*, layout, channels, crop_size, illumination, dark, segmenter, cellpose_model,

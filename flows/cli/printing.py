@@ -65,7 +65,13 @@ def print_metrics(m: dict[str, Any]) -> None:
 
 
 def print_negcon(profiles: dict[str, Any]) -> None:
-    """One line per plate without a negative-control well (normalized against all its wells, activity not scored)."""
+    """The store's negative-control labels when they are not the defaults, then one line per plate
+    without a negative-control well (normalized against all its wells, activity not scored)."""
+    from pipeline.profiles.choices import DEFAULT_NEGCON
+
+    if profiles.get("negcon") and [s.lower() for s in profiles["negcon"]] != [s.lower() for s in DEFAULT_NEGCON]:
+        console.print(f"negative controls: {', '.join(profiles['negcon'])} (kept by the store for its later runs and "
+                      f"training; --negcon to change)", soft_wrap=True)
     for plate in profiles.get("plates_without_negcon", []):
         console.print(f"[yellow]plate {plate!r} has no negative-control well[/] ({', '.join(profiles['negcon'])}; "
                       f"see --negcon): normalized against all its wells; its activity is not scored", soft_wrap=True)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from pipeline.store.paths import Store
 
 __all__ = ["NegconError", "parse_negcon", "negcon_mask", "mark_negcon", "plates_without_negcon",
-           "normalized_to", "plates_normalized_to_all"]
+           "normalized_to", "plates_normalized_to_all", "store_negcon", "record_negcon"]
 
 class NegconError(ValueError):
     """A malformed list of negative-control labels."""
@@ -55,6 +55,35 @@ def parse_negcon(labels: str | Iterable[str] | None) -> tuple[str, ...]:
     if not out:
         raise NegconError(f"--negcon {labels!r} names no label; give e.g. --negcon {','.join(DEFAULT_NEGCON)}")
     return tuple(out)
+
+
+def store_negcon(store: "Store") -> tuple[str, ...]:
+    """The negative-control labels ``store`` uses: the ones last given to it (``cmcl profile
+    --negcon`` or ``cmcl run --negcon``, kept in its ``profiles_negcon`` file), else
+    :data:`pipeline.profiles.choices.DEFAULT_NEGCON`.
+
+    Profiling, training (which crops are controls) and evaluation all read them here, so a
+    store's later runs, its ``cmcl serve`` ticks included, agree on which wells are controls.
+    """
+    import json
+
+    path = store.path("profiles_negcon")
+    return parse_negcon(json.loads(path.read_text())["negcon"]) if path.is_file() else DEFAULT_NEGCON
+
+
+def record_negcon(store: "Store", labels: str | Iterable[str] | None) -> tuple[str, ...]:
+    """Labels for ``store``: ``labels`` parsed (:func:`parse_negcon`) and kept as the store's own
+    for later runs; None keeps the store's current ones (:func:`store_negcon`)."""
+    import json
+
+    from pipeline.store.atomic import write_text_atomic
+
+    if labels is None:
+        return store_negcon(store)
+    parsed = parse_negcon(labels)
+    if parsed != store_negcon(store) or not store.path("profiles_negcon").is_file():
+        write_text_atomic(json.dumps({"negcon": list(parsed)}, indent=1), store.path("profiles_negcon"))
+    return parsed
 
 
 def negcon_mask(table: pd.DataFrame, labels: Sequence[str] = DEFAULT_NEGCON) -> np.ndarray:

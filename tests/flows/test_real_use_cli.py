@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
+from cmcl_model.data.pairs import treatment_crops
 from pipeline.store.paths import Store
 
 runner = CliRunner()
@@ -103,6 +104,12 @@ def test_progress_is_hidden_by_quiet_and_negcon_is_a_setting(no_dmso_run, monkey
     out = _ok(["-q", "profile", "--store", str(st.root), "--null-size", "200", "--negcon", "vehicle"])
     assert "2 plate(s) profiled" in out and "plate 'HID-B' has no negative-control well" in out
     assert set(st.read("profiles_wells")["Metadata_NormalizedTo"]) == {"all"}
+    assert "negative controls: vehicle (kept by the store" in out
+    # the store keeps them: a later run without --negcon redoes nothing, training sees no controls
+    assert "0 plate(s) profiled" in _ok(["-q", "profile", "--store", str(st.root), "--null-size", "200"])
+    assert len(treatment_crops(st)[1]) == 0
+    _ok(["-q", "profile", "--store", str(st.root), "--null-size", "200", "--negcon", "negcon"])
+    assert len(treatment_crops(st)[1]) > 0
     assert "--negcon" in _error(["-q", "profile", "--store", str(st.root), "--negcon", " , "])
 
 

@@ -76,3 +76,24 @@ def test_controls_are_found_as_profiling_finds_them(syn_store, tmp_path):
             write_table(pm, "platemap", path)
         trt, dmso = treatment_crops(store)
         assert trt.equals(ref_trt) and dmso.equals(ref_dmso), relabel
+
+
+def test_training_uses_the_labels_the_store_was_given(syn_store, tmp_path):
+    """A map whose DMSO wells say 'solvent' (no default label matches their type or ID) trains without controls until the
+    store is given ``--negcon solvent``; then its crops are exactly those of a 'negcon' map."""
+    from pipeline.profiles.controls import record_negcon, store_negcon
+
+    ref_trt, ref_dmso = treatment_crops(syn_store)
+    store = Store(shutil.copytree(syn_store.root, tmp_path / "store"))
+    for path in store.table_files("platemap"):
+        pm = read_table("platemap", path)
+        neg = pm["Metadata_ControlType"] == "negcon"
+        pm.loc[neg, "Metadata_ControlType"] = "solvent"
+        pm.loc[neg, "Metadata_CompoundID"] = "0.1% solvent"
+        write_table(pm, "platemap", path)
+    assert len(treatment_crops(store)[1]) == 0
+    assert record_negcon(store, "Solvent, ") == ("Solvent",)
+    assert store_negcon(Store(store.root)) == ("Solvent",)  # kept by the store, read afresh
+    trt, dmso = treatment_crops(store)
+    assert trt.equals(ref_trt) and dmso.equals(ref_dmso)
+    assert record_negcon(store, None) == ("Solvent",)  # None keeps the store's own

@@ -90,3 +90,18 @@ def test_platemap_csv_control_type_columns_are_read(tmp_path):
     pm = read_platemap(f, plate="P")
     assert pm["Metadata_ControlType"].tolist() == ["vehicle", "trt", "negcon", "poscon"]
     assert negcon_mask(pm).tolist() == [True, False, True, False]
+
+
+def test_store_labels_default_then_kept(tmp_path):
+    from pipeline.profiles.choices import DEFAULT_NEGCON
+    from pipeline.profiles.controls import record_negcon, store_negcon
+    from pipeline.store.paths import Store
+
+    st = Store(tmp_path / "store")
+    assert store_negcon(st) == DEFAULT_NEGCON and record_negcon(st, None) == DEFAULT_NEGCON
+    assert not st.path("profiles_negcon").exists()  # nothing written until labels are given
+    record_negcon(st, ["vehicle", "VEHICLE", "empty"])
+    assert store_negcon(st) == ("vehicle", "empty")
+    with pytest.raises(NegconError):
+        record_negcon(st, ",")
+    assert store_negcon(st) == ("vehicle", "empty")  # a refused list leaves the store's labels alone
