@@ -59,15 +59,14 @@ def ingest(plate_dirs: list[Path] = typer.Argument(..., help="Plate folders."),
     need_dirs(plate_dirs, "plate folder")
     if plate_id is not None and len(plate_dirs) > 1:
         fail(ValueError(f"--plate-id names one plate; got {len(plate_dirs)} folders"))
+    if workers == 1:  # the workers' fork server warms up while this process plans and imports Prefect
+        from pipeline.ingest.pool import ingest_preload, start_pool_server
+
+        start_pool_server(ingest_preload(features))
     settings = ingest_settings(layout=layout, channels=channels, crop_size=crop_size, illumination=illumination, dark=dark,
                          segmenter=segmenter, cellpose_model=cellpose_model, cellpose_cell_model=cellpose_cell_model,
                          field_tile_size=field_tile_size, allow_outside=allow_outside, platemap=platemap,
                          features=features)
-    if workers == 1:  # the workers' fork server warms up while this process plans and imports Prefect
-        from pipeline.ingest.run import start_workers
-        from pipeline.ingest.settings import IngestSettings
-
-        call(start_workers, IngestSettings(**settings))
     plans = check_plate_sources(plate_dirs, store_root(store), settings, replace=replace, plate_id=plate_id)
     from flows.parallel import ingest_flow
 

@@ -177,7 +177,10 @@ def write_images(plan: PlatePlan, settings: IngestSettings | None = None, *, pro
     settings = settings or IngestSettings()
     listing, plate = plan.listing, plan.plate
     resume = _open_staging(plan)
-    preload_metadata_writer()  # ome_zarr's ~1 s import happens while the fields are written
+    jobs, refused = _field_jobs(listing)
+    n_processes = processes or default_processes(len(jobs))
+    if pool is None and n_processes <= 1:
+        preload_metadata_writer()  # ome_zarr's ~1 s import happens while the fields are written
     stains, pixel_size = _channel_metadata(listing)
     writer = PlateWriter(plan.staging / "plate.ome.zarr", plate=plate, channels=listing.channels,
                          resume=resume and (plan.staging / "plate.ome.zarr").exists(), pixel_size_um=pixel_size,
@@ -187,7 +190,6 @@ def write_images(plan: PlatePlan, settings: IngestSettings | None = None, *, pro
         for f in listing.unmatched if "thumb" not in f.lower()]
     quarantine += [_quarantine_row(plate, r["Metadata_Well"], r["Metadata_Site"], r["Metadata_Channel"], r["File"],
                                    r["Reason"]) for r in listing.refused]
-    jobs, refused = _field_jobs(listing)
     quarantine += refused
     for well in sorted({j.well for j in jobs}):  # well groups exist before workers add fields to them
         r, c = split_well(well)
@@ -196,7 +198,7 @@ def write_images(plan: PlatePlan, settings: IngestSettings | None = None, *, pro
     work = partial(_write_batch, str(writer.path), str(listing.root), plate=plate, channels=listing.channels,
                    pixel_size_um=pixel_size, stains=stains, with_mean=settings.illumination_method == "mean")
     records, stats = [], IlluminationStats()
-    with executor(processes or default_processes(len(jobs)), pool) as ex:
+    with executor(n_processes, pool) as ex:
         # this process writes the first batch itself while a new pool's workers start
         for batch_records, batch_stats, batch_seconds in map_in_order(ex, work, batches, help_first=True):
             # in batch order: a deterministic merge
@@ -206,19 +208,33 @@ def write_images(plan: PlatePlan, settings: IngestSettings | None = None, *, pro
                 add_seconds(timings, batch_seconds)
             if progress:
                 progress("write", len(records) - 1, len(jobs))
-    written, refused_late, plate_shape = _keep_plate_shape(records, writer, plate=plate, channels=listing.channels)
+        written, refused_late, plate_shape = _keep_plate_shape(records, writer, plate=plate, channels=listing.channels)
+        fields = pd.DataFrame(written, columns=["Metadata_Well", "Metadata_Site", "Metadata_FieldPath"])
+        by_well: dict[str, list[int]] = {}
+        for fp in fields["Metadata_FieldPath"]:
+            r, c, k = fp.split("/")
+            by_well.setdefault(f"{r}{int(c):02d}", []).append(int(k))
+        # the plate metadata through ome_zarr: in a worker, whose fork server imported it
+        # (pipeline.ingest.warm), so this process never pays its ~1 s import
+        finish = partial(_finalize, str(writer.path), plate=plate, channels=listing.channels, pixel_size_um=pixel_size,
+                         stains=stains, fields=by_well, acquisition=acquisition_record(listing))
+        if ex is not None:
+            ex.submit(finish).result()
+        else:
+            finish()
     quarantine += refused_late
     stats.background = {k: v for k, v in stats.background.items() if k[1:] == plate_shape}
     stats.mean = {k: v for k, v in stats.mean.items() if k[1:] == plate_shape}
-    fields = pd.DataFrame(written, columns=["Metadata_Well", "Metadata_Site", "Metadata_FieldPath"])
-    by_well: dict[str, list[int]] = {}
-    for fp in fields["Metadata_FieldPath"]:
-        r, c, k = fp.split("/")
-        by_well.setdefault(f"{r}{int(c):02d}", []).append(int(k))
-    writer.finalize(by_well, acquisition=acquisition_record(listing))
     quarantine_df = pd.DataFrame(quarantine, columns=["Metadata_Plate", "Metadata_Well", "Metadata_Site",
                                                       "Metadata_Channel", "File", "Reason"])
     return fields, quarantine_df, stats
+
+
+def _finalize(path: str, *, plate: str, channels: tuple[str, ...], pixel_size_um, stains, fields: dict[str, list[int]],
+              acquisition: dict) -> None:
+    """:meth:`PlateWriter.finalize` of the staging plate at ``path`` (in a worker or here)."""
+    PlateWriter(path, plate=plate, channels=channels, resume=True, pixel_size_um=pixel_size_um,
+                stains=stains).finalize(fields, acquisition=acquisition)
 
 
 def _open_staging(plan: PlatePlan) -> bool:

@@ -9,11 +9,19 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
-__all__ = ["exit_with_parent", "pool_context", "process_pool", "start_pool_server"]
+__all__ = ["exit_with_parent", "pool_context", "process_pool", "start_pool_server", "ingest_preload"]
 
 #: Modules the fork server imports before it forks any worker: every module any pool asked for
 #: before the server started (it starts once per process, with the first pool).
 _PRELOAD: list[str] = []
+
+
+def ingest_preload(features: str) -> list[str]:
+    """What the ingestion workers' fork server imports for plates ingested with ``features``
+    (:mod:`pipeline.ingest.warm`, and :mod:`pipeline.ingest.warm_features` unless ``'none'``).
+    Named here, in a module that imports nothing heavy, so a command can start the server before
+    it imports the ingestion code itself (``start_pool_server(ingest_preload(...))``)."""
+    return ["pipeline.ingest.warm"] + (["pipeline.ingest.warm_features"] if features != "none" else [])
 
 
 def exit_with_parent(interval: float = 0.5) -> None:

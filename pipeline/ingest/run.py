@@ -33,7 +33,7 @@ from pipeline.ingest.fields import segment_and_tile, warm_kernels
 from pipeline.ingest.illumination import compute_illumination, illumination_qc
 from pipeline.ingest.images import write_images
 from pipeline.ingest.plan import PlatePlan, check_plate_source, is_current, preflight
-from pipeline.ingest.pool import start_pool_server
+from pipeline.ingest.pool import ingest_preload, start_pool_server
 from pipeline.ingest.publish import PlateResult, publish, skipped_result
 from pipeline.ingest.settings import IngestSettings
 from pipeline.store.ledger import file_lock
@@ -54,7 +54,7 @@ def start_workers(settings: IngestSettings) -> None:
     """Start the workers' fork server now, preloading what plates ingested with ``settings`` need
     (:func:`pipeline.ingest.pool.start_pool_server`; no-op once it runs): a caller with its own start-up
     to do (the ``cmcl ingest`` command importing Prefect) overlaps it with the server's imports."""
-    start_pool_server(["pipeline.ingest.warm"] + (["pipeline.ingest.warm_features"] if settings.features != "none" else []))
+    start_pool_server(ingest_preload(settings.features))
 
 
 def ingest_plate(

@@ -8,6 +8,9 @@ worker forked from it starts with them loaded instead of paying ~1.5-2 s of CPU 
 else should import it.
 """
 
+import ome_zarr.format  # noqa: F401  (plate metadata, written by a worker: pipeline.ingest.images._finalize)
+import ome_zarr.writer  # noqa: F401
+
 import pipeline.ingest.images  # noqa: F401  (the first pass's worker function)
 from pipeline.ingest.fields import warm_kernels
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.util
+import json
+import os
 from functools import cache
 from pathlib import Path
-from typing import Callable
 
 __all__ = ["code_fingerprint", "module_closure", "normalized_source"]
 
@@ -108,30 +109,27 @@ def module_closure(*modules: str, packages: tuple[str, ...] = PROJECT_PACKAGES) 
     ModuleNotFoundError
         If a named module has no Python source.
     """
-    return sorted(_closure_trees(modules, packages, read=lambda path, name: path.read_text(encoding="utf-8")))
+    return sorted(_closure(modules, packages))
 
 
-def _closure_trees(modules: tuple[str, ...], packages: tuple[str, ...], *,
-                   read: Callable[[Path, str], str]) -> dict[str, ast.Module]:
-    """Each module of the closure of ``modules`` (:func:`module_closure`) -> its syntax tree,
-    every file read (``read(path, name)``) and parsed once."""
+def _closure(modules: tuple[str, ...], packages: tuple[str, ...]) -> dict[str, tuple[str, list[str]]]:
+    """Each module of the closure of ``modules`` (:func:`module_closure`) -> its :func:`_record`."""
     tops = set(packages) | {m.split(".")[0] for m in modules}
-    trees: dict[str, ast.Module] = {}
+    records: dict[str, tuple[str, list[str]]] = {}
     todo = list(modules)
     while todo:
         name = todo.pop()
-        if name in trees:
+        if name in records:
             continue
         path = _origin(name)
         if path is None:
             if name in modules:
                 raise ModuleNotFoundError(f"no Python source for module {name!r}")
             continue  # `from pkg import function`: not a module
-        tree = trees[name] = ast.parse(read(path, name))
-        for dep in _imported(tree, name, path.name == "__init__.py"):
-            if dep.split(".")[0] in tops and dep not in trees:
-                todo.append(dep)
-    return trees
+        records[name] = _record(name, path)
+        todo += [dep for dep in records[name][1] if dep.split(".")[0] in tops and dep not in records]
+    _save_records()
+    return records
 
 
 @cache
@@ -139,13 +137,72 @@ def code_fingerprint(*modules: str) -> str:
     """SHA-256 over the docstring-free syntax trees (:func:`normalized_source`) of the named
     modules and of every project module they import (:func:`module_closure`).
 
+    Each file's tree is parsed once per content: its digest and imports are kept by content
+    hash in ``$CMCL_CACHE_DIR`` (default ``~/.cache/cmcl``) ``/code-fingerprints.json``, so a
+    command does not parse the ~50 modules of a stage again (~0.3 s) while their files are
+    unchanged. The cache can be deleted at any time; an unwritable one is not used.
+
     Raises
     ------
     ModuleNotFoundError
         If a named module has no Python source.
     """
     h = hashlib.sha256()
-    trees = _closure_trees(modules, PROJECT_PACKAGES, read=lambda path, name: _source(name))
-    for name in sorted(trees):  # each file parsed once, for its imports and its fingerprint
-        h.update(name.encode() + b"\0" + _dump(trees[name]).encode() + b"\0")
+    for name, (digest, _) in sorted(_closure(modules, PROJECT_PACKAGES).items()):
+        h.update(name.encode() + b"\0" + digest.encode() + b"\0")
     return h.hexdigest()
+
+
+#: Entries the cache keeps at most (the newest; one per module version seen).
+CACHE_ENTRIES = 4000
+_new_records: dict[str, list] = {}
+
+
+def _cache_path() -> Path:
+    root = os.environ.get("CMCL_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cmcl"
+    return Path(root) / "code-fingerprints.json"
+
+
+@cache
+def _cached_records() -> dict[str, list]:
+    try:
+        doc = json.loads(_cache_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _record(name: str, path: Path) -> tuple[str, list[str]]:
+    """(SHA-256 of module ``name``'s :func:`normalized_source`, the modules it imports), looked
+    up by the SHA-256 of its name and bytes, parsed only when not seen before."""
+    source = _source(name).encode("utf-8")
+    is_package = path.name == "__init__.py"
+    key = hashlib.sha256(f"{name}\0{int(is_package)}\0".encode() + source).hexdigest()
+    hit = _cached_records().get(key) or _new_records.get(key)
+    if not (isinstance(hit, list) and len(hit) == 2):
+        tree = ast.parse(source.decode("utf-8"))
+        imports = sorted(_imported(tree, name, is_package))
+        hit = _new_records[key] = [hashlib.sha256(_dump(tree).encode()).hexdigest(), imports]
+    return hit[0], list(hit[1])
+
+
+def _save_records() -> None:
+    """Merge the records parsed in this process into the cache file (atomically; best effort)."""
+    if not _new_records:
+        return
+    from pipeline.store.atomic import write_text_atomic
+
+    path = _cache_path()
+    try:
+        current = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        current = current if isinstance(current, dict) else {}
+    except (OSError, ValueError):
+        current = {}
+    current.update(_new_records)
+    keep = dict(list(current.items())[-CACHE_ENTRIES:])
+    try:
+        write_text_atomic(json.dumps(keep), path)
+    except OSError:
+        return  # a read-only home: parse again next time
+    _cached_records().update(_new_records)
+    _new_records.clear()

@@ -68,3 +68,14 @@ def test_bad_input_is_one_clear_error():
         channel_scores(np.zeros((3, 8, 8), np.uint16), ["ch1", "ch2"])
     with pytest.raises(ValueError, match="at least one field"):
         pick_nuclear([])
+
+
+def test_tied_scores_share_their_mean_rank_as_scipy_ranks_them():
+    from scipy.stats import rankdata
+
+    from pipeline.images.stain_detect import _average_ranks
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        values = rng.integers(0, 4, size=rng.integers(1, 8)).astype(float)
+        np.testing.assert_array_equal(_average_ranks(values), rankdata(values, method="average"))

@@ -242,6 +242,17 @@ def test_illumination_qc_pngs_are_published_and_a_failing_qc_thread_fails_the_pl
     plate = store.read("fields")["Metadata_Plate"].iloc[0]
     pngs = sorted(p.name for p in (store.root / "illumination" / plate).glob("*.png"))
     assert pngs == sorted(f"{c}.png" for c in CHANNELS)
+    from matplotlib import colormaps
+    from PIL import Image
+
+    viridis = (colormaps["viridis"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
+    for name in pngs:  # viridis pixels, from the function's minimum (index 0) to its maximum (255)
+        with Image.open(store.root / "illumination" / plate / name) as im:
+            rgb = np.asarray(im.convert("RGB")).reshape(-1, 3)
+            assert max(im.size) <= 540 and "Range" in im.text
+        index = {tuple(c): i for i, c in enumerate(viridis)}
+        seen = {index[tuple(c)] for c in np.unique(rgb, axis=0)}
+        assert min(seen) == 0 and max(seen) == 255
 
     def broken(plan, funcs):
         raise OSError("disk full while drawing the QC")
@@ -271,3 +282,32 @@ def test_focus_score_separates_defocused_fields_whatever_their_nuclei():
     assert sharp.min() > 0.85 * np.median(sharp)
     assert blurred.max() < 0.6 * np.median(sharp)
     assert np.isnan(focus_score(np.ones((64, 64), np.float32), np.zeros((64, 64), np.uint32)))
+
+
+def test_code_fingerprints_are_kept_by_content_across_processes(tmp_path, monkeypatch):
+    """A second process reads each module's digest from the cache instead of parsing it; a
+    corrupt or unwritable cache only costs the parse."""
+    import json
+    import subprocess
+    import sys
+
+    import pipeline.store.provenance as prov
+
+    code = ("import sys, ast, pipeline.store.provenance as p\n"
+            "calls = []\nreal = ast.parse\n"
+            "ast.parse = lambda *a, **k: (calls.append(1), real(*a, **k))[1]\n"
+            "print(p.code_fingerprint('pipeline.ingest.plan'), len(calls))\n")
+    env = {**__import__("os").environ, "CMCL_CACHE_DIR": str(tmp_path / "cache")}
+    run = lambda: subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,  # noqa: E731
+                                 check=True).stdout.split()
+    first, second = run(), run()
+    assert first[0] == second[0] and int(first[1]) > 10 and second[1] == "0"
+    cache = tmp_path / "cache" / "code-fingerprints.json"
+    assert len(json.loads(cache.read_text())) == int(first[1])
+    cache.write_text("{not json")
+    assert run() == first  # parsed again, same fingerprint, cache rewritten
+    assert json.loads(cache.read_text())
+    monkeypatch.setenv("CMCL_CACHE_DIR", str(tmp_path / "cache"))
+    prov.code_fingerprint.cache_clear()
+    prov._cached_records.cache_clear()
+    assert prov.code_fingerprint("pipeline.ingest.plan") == first[0]  # in-process: the same value
