@@ -11,6 +11,8 @@ import sys as _sys
 #: offline) and a patient start of the ephemeral API on small, busy machines.
 PREFECT_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",  # Prefect's SDK telemetry (prefect._internal.analytics), in a terminal
+
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "PREFECT_UI_ENABLED": "false",
 }
