@@ -216,9 +216,13 @@ def _interrupted() -> None:
 
 
 class _OneLineLogs(logging.Filter):
-    """Without --debug, log records carry no traceback: the first line of the message only."""
+    """Without --debug, log records carry no traceback: the first line of the message only; and
+    Prefect's own plumbing (its event and log queues draining at exit: "EventsWorker - Still
+    processing items: 5 items remaining...") says nothing to the user."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not _State.debug and "_internal" in Path(record.pathname).parts and "prefect" in Path(record.pathname).parts:
+            return False
         if (not _State.debug and record.levelno >= logging.ERROR
                 and record.name.startswith(("prefect.flow_runs", "prefect.task_runs"))):
             return False  # a failed or crashed run: the CLI prints its cause once, as one line

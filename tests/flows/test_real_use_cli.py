@@ -161,3 +161,25 @@ def test_library_warnings_reach_the_user_only_with_debug(ingested, monkeypatch):
             warnings.simplefilter("always")
             _ok(args)
         assert len([w for w in seen if "fragmented" in str(w.message)]) == shown, args
+
+
+def test_prefect_plumbing_logs_reach_the_user_only_with_debug():
+    """Prefect's queue services log "EventsWorker - Still processing items: N items remaining..."
+    while they drain at exit on a busy machine: not the user's business unless --debug."""
+    import logging
+
+    import prefect._internal.concurrency.services as services
+
+    from flows.cli.app import _OneLineLogs, _State
+
+    drain = logging.LogRecord("EventsWorker", logging.WARNING, services.__file__, 231,
+                              "Still processing items: 5 items remaining...", (), None)
+    ours = logging.LogRecord("prefect.flow_runs", logging.WARNING, __file__, 1, "plate P1: 2 fields quarantined", (), None)
+    debug = _State.debug
+    try:
+        _State.debug = False
+        assert not _OneLineLogs().filter(drain) and _OneLineLogs().filter(ours)
+        _State.debug = True
+        assert _OneLineLogs().filter(drain)
+    finally:
+        _State.debug = debug
