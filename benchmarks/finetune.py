@@ -220,6 +220,19 @@ def run_cell(dataset: str, method: str, seed: int, *, prepared, encoders: Encode
             "per_task_test_last": r["per_task_test"], "wall_s": time.perf_counter() - t0}
 
 
+def _merged(on_disk: dict, mine: dict) -> dict:
+    """``on_disk`` plus the records and encoders of ``mine`` it lacks (a cell in both: the disk's)."""
+    from cmcl_model.finetune.records import add_record, cell_key, finished_keys
+
+    have = finished_keys(on_disk)
+    for r in mine["records"]:
+        if cell_key(r) not in have:
+            add_record(on_disk, r)
+    for name, e in mine.get("encoders", {}).items():
+        on_disk.setdefault("encoders", {}).setdefault(name, e)
+    return on_disk
+
+
 def _cell_command(args, dataset: str, method: str, seed: int) -> str:
     cmd = (f"PYTHONPATH=. python benchmarks/finetune.py --datasets {dataset} --methods {method} --seeds {seed} "
            f"--epochs {args.epochs} --protocol {args.protocol} --threads {args.threads}")
@@ -277,7 +290,8 @@ def accumulate(args) -> int:
     ran = 0
     for d, m, s in plan_cells(datasets, methods, seeds):
         gin = m.startswith("gin_")
-        key = (d, m, s, args.epochs if gin else None, args.protocol, args.featurizer if gin else "ogb")
+        key = (d, m, s, args.epochs if gin else None, args.protocol, args.featurizer if gin else "ogb",
+               args.precision if gin else "fp32")
         if key in done:
             continue
         if deadline is not None and time.monotonic() > deadline:
@@ -297,6 +311,9 @@ def accumulate(args) -> int:
             rec.update(featurizer=args.featurizer, conv=conv)
         if rec["per_task_test_last"] is None:
             rec.pop("per_task_test_last")
+        # read the file again just before writing it: another run (another protocol, another
+        # method list) may have recorded cells in it since this one started
+        doc = _merged(load_records(args.out), doc)
         add_record(doc, rec)
         init = m.removeprefix("gin_")
         if init in ("demo", "ssl", "profiles"):
@@ -355,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.speed:
         from finetune_speed import speed  # benchmarks/ is the script's directory
 
-        return speed(epochs=args.speed_epochs)
+        return speed(epochs=args.speed_epochs, protocol=args.protocol, featurizer=args.featurizer)
     return accumulate(args)
 
 

@@ -31,11 +31,11 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
     return best
 
 
-def _setup(data, split, precision: str, reference: bool):
+def _setup(data, split, precision: str, reference: bool, featurizer: str):
     from cmcl_model.finetune.run import FinetuneConfig, GraphTensors, PropertyModel, make_optimizer, random_encoder
 
-    config = FinetuneConfig(precision=precision)
-    model = PropertyModel(random_encoder(config)(0), len(data.tasks))
+    config = FinetuneConfig(precision=precision, conv="selfloop" if featurizer == "hu2020" else "gine")
+    model = PropertyModel(random_encoder(config, featurizer=featurizer)(0), len(data.tasks))
     model.encoder.dropout = config.dropout
     opt = (torch.optim.Adam(model.parameters(), lr=config.lr, foreach=False) if reference
            else make_optimizer(model, config, torch.device("cpu")))
@@ -56,18 +56,23 @@ def _epoch(state, data, split, gen, reference: bool) -> None:
                     data.kind)
 
 
-def speed(*, epochs: int = 2) -> int:
+def speed(*, epochs: int = 2, protocol: str = "hu2020", featurizer: str = "hu2020", dataset: str = "bbbp",
+          limit: int | None = None) -> int:
+    """Print the matmul peaks and ``epochs`` timed epochs of each step variant on ``dataset``
+    (its first ``limit`` molecules, for a quick check) under ``protocol`` with ``featurizer``'s
+    features (and its GIN layer)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from cmcl_model.finetune.labelled import load_shipped, prepare_labelled, split_molecules
 
     peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    frame, spec = load_shipped("bbbp")
-    data = prepare_labelled(frame, smiles_col=spec.smiles_col, tasks=spec.tasks, kind=spec.kind, name="bbbp",
-                            protocol="hu2020")
+    frame, spec = load_shipped(dataset)
+    frame = frame.iloc[:limit] if limit else frame
+    data = prepare_labelled(frame, smiles_col=spec.smiles_col, tasks=spec.tasks, kind=spec.kind, name=dataset,
+                            protocol=protocol, featurizer=featurizer)
     split = np.asarray(split_molecules(data.smiles, mode="scaffold"))
     variants = {"previous step (fp32)": ("fp32", True), "fp32": ("fp32", False), "bf16 autocast": ("bf16", False)}
-    states = {k: _setup(data, split, p, ref) for k, (p, ref) in variants.items()}
+    states = {k: _setup(data, split, p, ref, featurizer) for k, (p, ref) in variants.items()}
     gens = {k: torch.Generator().manual_seed(0) for k in variants}
     with FlopCounterMode(display=False) as fc:
         _epoch(states["fp32"], data, split, torch.Generator().manual_seed(1), False)
@@ -80,8 +85,8 @@ def speed(*, epochs: int = 2) -> int:
             times[k].append(time.perf_counter() - t)
     print(f"matmul peak (2048^3, {torch.get_num_threads()} threads): fp32 {peak['fp32']:.0f} GFLOP/s, "
           f"bf16 {peak['bf16']:.0f} GFLOP/s")
-    print(f"BBBP epoch (train {int((split == 'train').sum())} molecules + val/test scoring): "
-          f"{flops / 1e9:.0f} GFLOP counted")
+    print(f"{dataset} epoch (protocol {protocol}, {featurizer} features; train {int((split == 'train').sum())} "
+          f"molecules + val/test scoring): {flops / 1e9:.0f} GFLOP counted")
     base = min(times["previous step (fp32)"])
     for k, (p, _) in variants.items():
         best = min(times[k])

@@ -28,6 +28,7 @@ __all__ = [
     "load_records",
     "save_records",
     "featurizer_of",
+    "precision_of",
     "cell_key",
     "add_record",
     "finished_keys",
@@ -90,10 +91,17 @@ def featurizer_of(record: Mapping[str, Any]) -> str:
     return record.get("featurizer") or "ogb"
 
 
+def precision_of(record: Mapping[str, Any]) -> str:
+    """The record's training precision: ``'fp32'`` for records written before it was recorded
+    (and for fingerprint models)."""
+    return record.get("precision") or "fp32"
+
+
 def cell_key(record: Mapping[str, Any]) -> tuple:
-    """(dataset, method, seed, epochs, protocol, featurizer): what makes two records the same cell."""
+    """(dataset, method, seed, epochs, protocol, featurizer, precision): what makes two records
+    the same cell (a bf16 run is a cell of its own beside the fp32 one it is compared with)."""
     return (record["dataset"], record["method"], int(record["seed"]), record.get("epochs"), record["protocol"],
-            featurizer_of(record))
+            featurizer_of(record), precision_of(record) if record.get("epochs") is not None else "fp32")
 
 
 def add_record(doc: dict[str, Any], record: Mapping[str, Any]) -> None:
@@ -162,6 +170,28 @@ def _table(records: Sequence[Mapping[str, Any]], datasets: Sequence[str], method
     return lines
 
 
+def _precision_comparison(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Lines comparing each bf16-autocast cell with the fp32 cell of the same dataset, method,
+    features and seed: test ROC-AUC % at the last and best-validation epochs, seconds per epoch."""
+    fp32 = {cell_key(r)[:6]: r for r in records if precision_of(r) == "fp32" and r.get("epochs")}
+    pairs = [(fp32.get(cell_key(r)[:6]), r) for r in records if precision_of(r) != "fp32"]
+    if not pairs:
+        return []
+    out = ["", "## bf16 autocast against fp32 (same cell otherwise)", "",
+           "| dataset | method | features | seed | fp32 last / best-val | bf16 last / best-val | s/epoch fp32 / bf16 |",
+           "|---|---|---|---|---|---|---|"]
+    def auc(r):
+        return f"{100 * r['test_last']:.1f} / {100 * r['test_best_val']:.1f}" if r else "–"
+
+    def per_epoch(r):
+        return f"{r['wall_s'] / r['epochs']:.1f}" if r else "–"
+
+    for ref, r in sorted(pairs, key=lambda p: cell_key(p[1])):
+        out.append(f"| {r['dataset']} | {r['method']} | {featurizer_of(r)} | {r['seed']} | {auc(ref)} | {auc(r)} | "
+                   f"{per_epoch(ref)} / {per_epoch(r)} |")
+    return out
+
+
 def render_markdown(
     doc: Mapping[str, Any],
     *,
@@ -179,7 +209,8 @@ def render_markdown(
     the methods, the leakage of every pre-trained encoder, the missing cells and the command
     of each recorded cell. GIN methods get one row per featurizer recorded; a GIN cell counts
     as missing until it is recorded with ``featurizer``."""
-    recs = [r for r in doc["records"] if r["protocol"] == protocol and r.get("epochs") in (epochs, None)]
+    mine = [r for r in doc["records"] if r["protocol"] == protocol and r.get("epochs") in (epochs, None)]
+    recs = [r for r in mine if precision_of(r) == "fp32"]  # the tables; bf16 cells get their own comparison
     out = [preamble.rstrip(), ""] if preamble else []
     out += [f"## Test ROC-AUC %, last epoch (protocol `{protocol}`, {epochs} epochs, scaffold split 80/10/10)", ""]
     out += _table(recs, datasets, methods, "test_last", seeds)
@@ -194,12 +225,13 @@ def render_markdown(
             for d, lk in sorted(e.get("leakage", {}).items()):
                 out.append(f"  - {d}: {lk['molecules_in_pretraining']} of {lk['test_molecules']} test molecules and "
                            f"{lk['scaffolds_in_pretraining']} of {lk['test_scaffolds']} test scaffolds in the pre-training set")
+    out += _precision_comparison(mine)
     done = {(r["dataset"], r["method"]) for r in recs if r.get("epochs") is None or featurizer_of(r) == featurizer}
     missing = [f"{m} on {d}" for d in datasets for m in methods if (d, m) not in done]
     out += ["", "## Missing cells", "", ", ".join(missing) if missing else "none"]
     out += ["", "## Commands (one per recorded cell)", "",
             "| dataset | method | features | seed | wall s | commit | command |", "|---|---|---|---|---|---|---|"]
-    for r in sorted(recs, key=lambda r: (r["dataset"], r["method"], featurizer_of(r), r["seed"])):
+    for r in sorted(mine, key=lambda r: (r["dataset"], r["method"], featurizer_of(r), precision_of(r), r["seed"])):
         feat = featurizer_of(r) if r.get("epochs") is not None else "–"
         out.append(f"| {r['dataset']} | {r['method']} | {feat} | {r['seed']} | {r['wall_s']:.0f} | {r['commit'][:10]} | "
                    f"`{r['command']}` |")

@@ -30,8 +30,8 @@ def test_records_replace_reload_and_render(tmp_path):
     assert len(doc["records"]) == 2 and {r["test_last"] for r in doc["records"]} == {0.60, 0.66}
     path = save_records(doc, tmp_path / "t.json")
     again = load_records(path)
-    assert again == doc and finished_keys(again) == {("bbbp", "gin_random", 0, 100, "hu2020", "ogb"),
-                                                     ("bbbp", "gin_random", 1, 100, "hu2020", "ogb")}
+    assert again == doc and finished_keys(again) == {("bbbp", "gin_random", 0, 100, "hu2020", "ogb", "fp32"),
+                                                     ("bbbp", "gin_random", 1, 100, "hu2020", "ogb", "fp32")}
     md = render_markdown(again, datasets=["bbbp", "clintox"], methods=["gin_random"], protocol="hu2020", epochs=100,
                          seeds={"gin_random": 3}, descriptions={"gin_random": "random init"})
     assert "| Hu et al. 2020, no pre-training | hu2020 | 65.8 | 58.0 |" in md
@@ -78,8 +78,8 @@ def test_featurizer_is_part_of_the_cell_key_and_gets_its_own_row():
     add_record(doc, _rec(seed=0, test=0.92, dataset="clintox"))  # written before featurizers were recorded
     add_record(doc, {**_rec(seed=0, test=0.58, dataset="clintox"), "featurizer": "hu2020", "conv": "selfloop"})
     assert len(doc["records"]) == 2
-    assert finished_keys(doc) == {("clintox", "gin_random", 0, 100, "hu2020", "ogb"),
-                                  ("clintox", "gin_random", 0, 100, "hu2020", "hu2020")}
+    assert finished_keys(doc) == {("clintox", "gin_random", 0, 100, "hu2020", "ogb", "fp32"),
+                                  ("clintox", "gin_random", 0, 100, "hu2020", "hu2020", "fp32")}
     kw = dict(datasets=["clintox"], methods=["gin_random"], protocol="hu2020", epochs=100, seeds={"gin_random": 1},
               descriptions={})
     md = render_markdown(doc, **kw, featurizer="hu2020")
@@ -95,3 +95,54 @@ def test_hu2020_benchmark_refuses_pretrained_encoders(capsys):
         main(["--protocol", "hu2020", "--methods", "gin_random,gin_demo", "--datasets", "bbbp"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "gin_demo read OGB features" in err and "--protocol cmcl" in err
+
+
+@pytest.mark.parametrize("protocol", ["hu2020", "cmcl"])
+def test_speed_runs_with_each_protocols_features(protocol, capsys, monkeypatch):
+    """``--speed`` builds the GIN its protocol's featurizer needs (it once built an OGB-feature GIN
+    for Hu et al.'s two atom features and failed)."""
+    import sys
+
+    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parents[3] / "benchmarks"))
+    from finetune_speed import speed
+
+    featurizer = {"hu2020": "hu2020", "cmcl": "ogb"}[protocol]
+    assert speed(epochs=1, protocol=protocol, featurizer=featurizer, dataset="bace", limit=300) == 0
+    out = capsys.readouterr().out
+    assert f"protocol {protocol}, {featurizer} features" in out and "% of the bf16 matmul peak" in out
+    assert sys.modules["finetune_speed"] is not None
+
+
+def test_a_bf16_cell_is_its_own_cell_and_is_compared_not_averaged():
+    from cmcl_model.finetune.records import cell_key, render_markdown
+
+    base = dict(dataset="bbbp", method="gin_random", seed=0, epochs=100, protocol="hu2020", featurizer="hu2020",
+                metric="roc_auc", best_epoch=50, wall_s=400.0, commit="c" * 40, command="x")
+    fp32 = dict(base, test_last=0.66, test_best_val=0.64)
+    bf16 = dict(base, test_last=0.60, test_best_val=0.61, precision="bf16", wall_s=280.0)
+    assert cell_key(fp32) != cell_key(bf16) and cell_key(fp32) == cell_key(dict(fp32, precision="fp32"))
+    md = render_markdown({"records": [fp32, bf16], "encoders": {}}, datasets=["bbbp"], methods=["gin_random"],
+                         protocol="hu2020", epochs=100, seeds={}, descriptions={}, featurizer="hu2020")
+    assert "| gin_random | hu2020 | 66.0 ± 0.0 (1/3) |" in md  # the table: fp32 only
+    assert "| bbbp | gin_random | hu2020 | 0 | 66.0 / 64.0 | 60.0 / 61.0 | 4.0 / 2.8 |" in md
+
+
+def test_two_runs_writing_one_file_keep_each_others_cells(tmp_path, monkeypatch):
+    """A run reads the file again before writing it: a cell another run recorded meanwhile (the
+    two background runs of another protocol share docs/transfer.json) is kept."""
+    import benchmarks.finetune as bench
+
+    out = tmp_path / "transfer.json"
+    foreign = {**_rec(seed=0, test=0.7, dataset="clintox"), "featurizer": "hu2020", "conv": "selfloop"}
+    real = bench.run_cell
+
+    def other_run_meanwhile(*a, **k):
+        doc = load_records(out) if out.exists() else {"records": [], "encoders": {}}
+        add_record(doc, foreign)
+        save_records(doc, out)
+        return real(*a, **k)
+
+    monkeypatch.setattr(bench, "run_cell", other_run_meanwhile)
+    assert main(["--datasets", "bace", "--methods", "morgan_lr", "--out", str(out), "--threads", "1"]) == 0
+    assert {(r["dataset"], r["method"]) for r in load_records(out)["records"]} == {("clintox", "gin_random"),
+                                                                                ("bace", "morgan_lr")}
