@@ -224,7 +224,7 @@ def _encoders(init: str, store: str | os.PathLike | None, config: FinetuneConfig
 
         st = Store.of(store)
         run_dir = st.run_dir(init)
-        if not (run_dir / "checkpoints").is_dir():
+        if not st.has_run(init):
             raise FileNotFoundError(f"run {init!r} not found in {st.root / 'runs'} (runs: {', '.join(st.runs()) or 'none'})")
         encoders["pretrained"], run_config = run_encoder(run_dir)
         extra["pretrained_run"] = {"run": init, "gin_layers": run_config.gin_layers, "gin_hidden": run_config.gin_hidden,

@@ -203,7 +203,7 @@ def _run_dir(store: Optional[Path], run: Optional[str]) -> Path:
     run = run or (st.runs()[-1] if st.runs() else None)
     if run is None:
         fail(FileNotFoundError(f"no training run in {st.root / 'runs'}; run `cmcl train` first"))
-    if not (st.run_dir(run) / "checkpoints").is_dir():
+    if not st.has_run(run):
         fail(FileNotFoundError(f"run {run!r} not found in {st.root / 'runs'} (runs: {', '.join(st.runs()) or 'none'})"))
     return st.run_dir(run)
 

@@ -112,6 +112,11 @@ class Store:
         """The run's checkpoint ``which`` (``'best'`` or ``'last'``)."""
         return self.path("checkpoint", run=run, which=which)
 
+    def has_run(self, run: str) -> bool:
+        """Whether ``run`` is a training run of this store: its folder holds the checkpoints
+        folder (:meth:`checkpoint`'s), which training makes before its first epoch ends."""
+        return self.checkpoint(run).parent.is_dir()
+
     def report_dir(self, run: str) -> Path:
         return self.path("reports", run=run)
 

@@ -183,3 +183,14 @@ def test_prefect_plumbing_logs_reach_the_user_only_with_debug():
         assert _OneLineLogs().filter(drain)
     finally:
         _State.debug = debug
+
+
+def test_a_run_without_checkpoints_is_not_a_run(tmp_path):
+    """``cmcl export --run ID`` names the store's runs in one line when ID is not one of them; a
+    run folder that training has not reached yet (no checkpoints folder) is not a run."""
+    st = Store(tmp_path / "s")
+    (st.run_dir("20260101-000000-aaaaaa") / "checkpoints").mkdir(parents=True)
+    st.run_dir("20260102-000000-bbbbbb").mkdir(parents=True)
+    assert st.has_run("20260101-000000-aaaaaa") and not st.has_run("20260102-000000-bbbbbb")
+    line = _error(["export", str(tmp_path / "m.pt"), "--store", str(st.root), "--run", "20260102-000000-bbbbbb"])
+    assert "run '20260102-000000-bbbbbb' not found" in line and "20260101-000000-aaaaaa" in line
