@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import subprocess
 import sys
 import time
@@ -187,8 +188,11 @@ def _record_leakage(doc: dict, encoders: Encoders, init: str, dataset: str, data
                                         [scaffold_of(p.smiles) if p.smiles else "" for p in parents], keys, scaffolds)
 
 
-def run_cell(dataset: str, method: str, seed: int, *, prepared, encoders: Encoders, config, device) -> dict:
-    """One cell's record fields (without commit, command)."""
+def run_cell(dataset: str, method: str, seed: int, *, prepared, encoders: Encoders, config, device,
+             state: tuple[Path, str] | None = None) -> dict:
+    """One cell's record fields (without commit, command); a GIN cell with ``state`` (path, key)
+    writes its state after every epoch there and continues from it when started again
+    (:mod:`cmcl_model.finetune.resume`)."""
     from cmcl_model.finetune.run import finetune_once, morgan_baseline
 
     data, split, graphs = prepared
@@ -209,15 +213,31 @@ def run_cell(dataset: str, method: str, seed: int, *, prepared, encoders: Encode
                 print(f"    {dataset} {method} seed {seed} {line}", flush=True)
 
         enc = make(seed).to(device)
+        path, key = state if state else (None, "")
+        if path is not None and path.is_file():
+            print(f"  {dataset} {method} seed {seed}: continuing from {path}", flush=True)
         r = finetune_once(enc, data, split, config=config, seed=seed, device=device, graphs=graphs, on_epoch=tick,
-                          log=log)
+                          log=log, state_path=path, state_key=key)
         return {"epochs": config.epochs, "test_last": r["test_last"], "test_best_val": r["test_best_val"],
                 "best_epoch": r["best_epoch"], "val_last": r["curve"]["val"][-1],
                 "per_task_test_last": r["per_task_test"] if config.select == "last" else None,
-                "wall_s": time.perf_counter() - t0}
+                "wall_s": r["wall_s"]}  # over every run of the cell, when it was continued
     r = morgan_baseline(data, split, model="linear" if method == "morgan_lr" else "forest", seed=seed)
     return {"epochs": None, "test_last": r["test"], "test_best_val": r["test"], "best_epoch": None, "val_last": r["val"],
             "per_task_test_last": r["per_task_test"], "wall_s": time.perf_counter() - t0}
+
+
+def _cell_state(args, key: tuple, encoders: Encoders) -> tuple[Path, str]:
+    """Where a GIN cell keeps its state between runs (``--partial-dir``), and the key that state
+    must match: the cell, its initial encoder's source and the fine-tuning code."""
+    from pipeline.store.provenance import code_fingerprint
+
+    init = key[1].removeprefix("gin_")
+    encoders.get(init)  # builds it now if needed, so that its source is known (and the same) on every run
+    source = encoders.info.get({"random_demo": "demo"}.get(init, init), {}).get("source", "")
+    name = "-".join(str(k) for k in key) + ".pt"
+    return Path(args.partial_dir) / name, json.dumps([list(key), str(source), code_fingerprint(
+        "cmcl_model.finetune.run", "cmcl_model.finetune.featurizers")])
 
 
 def _merged(on_disk: dict, mine: dict) -> dict:
@@ -303,7 +323,8 @@ def accumulate(args) -> int:
                                     protocol=args.protocol, featurizer=args.featurizer)
             split = split_molecules(data.smiles, mode="scaffold")
             prepared[d] = (data, split, GraphTensors(data.graphs, device))
-        rec = run_cell(d, m, s, prepared=prepared[d], encoders=encoders, config=config, device=device)
+        rec = run_cell(d, m, s, prepared=prepared[d], encoders=encoders, config=config, device=device,
+                       state=_cell_state(args, key, encoders) if gin else None)
         rec.update(dataset=d, method=m, seed=s, protocol=args.protocol, metric="roc_auc", commit=commit,
                    command=_cell_command(args, d, m, s), threads=torch.get_num_threads(), precision=args.precision,
                    finished=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
@@ -347,9 +368,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile-run", type=Path, default=None, help="run directory of gin_profiles")
     ap.add_argument("--speed", action="store_true", help="measure the step against the matmul peak and exit")
     ap.add_argument("--speed-epochs", type=int, default=2)
+    ap.add_argument("--partial-dir", default=None,
+                    help="where GIN cells keep their state after every epoch, so that a stopped run continues "
+                         "them (default: beside --out, <out>.partial/)")
     ap.add_argument("--render", action="store_true", help="only regenerate the .md beside --out from its JSON")
     args = ap.parse_args(argv)
     args.featurizer = args.featurizer or PROTOCOL_MODEL[args.protocol][0]
+    args.partial_dir = args.partial_dir or f"{args.out}.partial"
     args.methods = args.methods or (DEFAULT_METHODS if args.featurizer == "ogb" else HU2020_METHODS)
     pretrained = [m for m in args.methods.split(",") if m.startswith("gin_") and m != "gin_random"]
     if args.featurizer != "ogb" and pretrained and not args.render:

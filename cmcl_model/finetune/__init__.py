@@ -6,6 +6,7 @@ baselines    Morgan-fingerprint models and linear probes on a fine-tuning split,
 featurizers  Molecular-graph featurizers for fine-tuning, and what each protocol uses.
 labelled     Labelled molecule sets for downstream fine-tuning: loading, standardization and splits.
 records      The transfer benchmark's accumulating results: ``docs/transfer.json`` and ``docs/transfer.md``.
+resume       A fine-tuning run that survives being stopped: its state after each epoch, on disk.
 pretrain     Structure-only self-supervised pre-training (attribute masking) and its molecules.
 run          Downstream fine-tuning of the molecule encoder (MIGA / Hu et al. 2020 protocol).
 scores       Masked losses, per-task ROC-AUC / RMSE, summaries over seeds.
@@ -18,7 +19,7 @@ import lazy_loader
 
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
-    submodules=['baselines', 'featurizers', 'labelled', 'pretrain', 'records', 'run', 'scores', 'tensors'],
+    submodules=['baselines', 'featurizers', 'labelled', 'pretrain', 'records', 'resume', 'run', 'scores', 'tensors'],
     submod_attrs={
         'featurizers': ['Featurizer', 'FEATURIZERS', 'PROTOCOL_MODEL', 'feature_dims', 'featurize'],
         'labelled': ['Kind', 'Protocol', 'PROTOCOLS', 'SplitMode', 'SPLIT_MODES', 'DatasetSpec', 'DATASETS', 'LabelledInputError', 'LabelledSet', 'read_labelled_csv', 'check_labelled_csv', 'load_shipped', 'prepare_labelled', 'scaffold_of', 'split_molecules', 'split_table'],

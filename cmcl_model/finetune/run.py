@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -41,6 +43,7 @@ from torch import Tensor, nn
 from cmcl_model.finetune.baselines import linear_probe, morgan_baseline
 from cmcl_model.finetune.labelled import LabelledSet
 from cmcl_model.finetune.pretrain import attribute_masking_pretrain, ssl_encoder, store_train_graphs
+from cmcl_model.finetune.resume import LoopState, load_state, save_state
 from cmcl_model.finetune.scores import is_better, masked_bce, masked_mse, summarize, task_scores
 from cmcl_model.finetune.tensors import GraphTensors
 from cmcl_model.nn.encoders import GINEncoder
@@ -271,6 +274,8 @@ def finetune_once(
     graphs: GraphTensors | None = None,
     log: Callable[[str], None] | None = None,
     on_epoch: EpochCallback | None = None,
+    state_path: str | os.PathLike | None = None,
+    state_key: str = "",
 ) -> dict[str, Any]:
     """Fine-tune ``encoder`` (modified in place) + a new head on the train part of ``split``.
 
@@ -292,6 +297,10 @@ def finetune_once(
         Gets one line per epoch.
     on_epoch : callable, optional
         ``on_epoch(epoch, epochs, val)`` after every epoch (progress displays).
+    state_path, state_key : path and str, optional
+        Where the run's state is written after every epoch and read at the start, for that key
+        (:mod:`cmcl_model.finetune.resume`): a stopped run continues to an uninterrupted run's
+        numbers; the file is removed at the end.
 
     Returns
     -------
@@ -315,33 +324,31 @@ def finetune_once(
     loss_fn = masked_bce if data.kind == "classification" else masked_mse
     opt = make_optimizer(model, config, device)
     gen = torch.Generator().manual_seed(seed)
-    curve: dict[str, list[float]] = {"val": [], "test": []}
-    best = (float("nan"), -1, None, None)  # val, epoch, test, per-task test
-    best_state, bad = None, 0
-    last_test, last_per = float("nan"), None
-    for epoch in range(config.epochs):
+    st = (load_state(state_path, state_key, model, opt, gen) if state_path else None) or LoopState()
+    for epoch in range(st.epoch, config.epochs):
         loss = train_epoch(model, graphs, y, idx["train"], opt=opt, loss_fn=loss_fn, batch_size=config.batch_size,
                            generator=gen, precision=config.precision)
-        (val, _), (last_test, last_per) = score_val_test(model, graphs, data, idx["val"], idx["test"], config=config,
-                                                          mean=mu, sd=sd)
-        curve["val"].append(val)
-        curve["test"].append(last_test)
-        if is_better(val, best[0], data.kind):
-            best, bad = (val, epoch, last_test, last_per), 0
-            if config.patience is not None:
-                best_state = copy.deepcopy(model.state_dict())
-        else:
-            bad += 1
+        (val, _), (test, per) = score_val_test(model, graphs, data, idx["val"], idx["test"], config=config, mean=mu,
+                                               sd=sd)
+        better = is_better(val, st.best[0], data.kind)
+        st.record(epoch, val, test, per, better=better,
+                  weights=copy.deepcopy(model.state_dict()) if better and config.patience is not None else None)
+        stop = config.patience is not None and st.bad >= config.patience
+        if state_path and st.epoch < config.epochs and not stop:
+            save_state(state_path, state_key, replace(st, wall_s=st.wall_s + time.perf_counter() - t0), model, opt, gen)
         if log:
-            log(f"epoch {epoch + 1}: loss {loss:.4f} val {val:.4f} test {last_test:.4f}")
+            log(f"epoch {epoch + 1}: loss {loss:.4f} val {val:.4f} test {st.last_test:.4f}")
         if on_epoch:
             on_epoch(epoch + 1, config.epochs, val)
-        if config.patience is not None and bad >= config.patience:
+        if stop:
             break
+    if state_path:
+        Path(state_path).unlink(missing_ok=True)
+    curve, best, last_test = st.curve, st.best, st.last_test
     select = "best_val" if config.patience is not None else config.select
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    head_test, head_per = (best[2], best[3]) if select == "best_val" else (last_test, last_per)
+    if st.best_state is not None:
+        model.load_state_dict(st.best_state)
+    head_test, head_per = (best[2], best[3]) if select == "best_val" else (last_test, st.last_per)
     return {
         "test": head_test,
         "val": best[0] if select == "best_val" else curve["val"][-1],
@@ -353,7 +360,7 @@ def finetune_once(
         "select": select,
         "per_task_test": head_per,
         "curve": curve,
-        "wall_s": time.perf_counter() - t0,
+        "wall_s": st.wall_s + time.perf_counter() - t0,
         "_model": model,
     }
 

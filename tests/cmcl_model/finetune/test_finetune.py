@@ -85,6 +85,44 @@ def test_finetune_once_is_seeded_and_learns_both_tasks(small):
     assert stopped["test"] == stopped["test_best_val"]
 
 
+@pytest.mark.parametrize("patience", [None, 3])
+def test_a_stopped_run_resumes_to_the_numbers_of_an_uninterrupted_one(small, tmp_path, patience):
+    """Stopped after its third of six epochs (the state is written before the epoch callback),
+    then started again with the same state file and key: the same curves, best epoch, weights
+    and test scores as a run never stopped; the file is gone at the end; another key starts over."""
+    data, split = small
+    cfg = FinetuneConfig(epochs=6, batch_size=16, layers=2, hidden=16, dropout=0.5, patience=patience)
+    whole = finetune_once(random_encoder(cfg)(0), data, split, config=cfg, seed=0)
+    state = tmp_path / "cell.pt"
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_3(epoch, epochs, val):
+        if epoch == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        finetune_once(random_encoder(cfg)(0), data, split, config=cfg, seed=0, state_path=state, state_key="k",
+                      on_epoch=stop_at_3)
+    assert state.is_file()
+    seen = []
+    resumed = finetune_once(random_encoder(cfg)(0), data, split, config=cfg, seed=0, state_path=state, state_key="k",
+                            on_epoch=lambda e, n, v: seen.append(e))
+    assert seen and seen[0] == 4 and not state.exists()  # epochs 4.. only, then the state is removed
+    for k in ("curve", "test", "test_last", "test_best_val", "best_epoch", "epochs_run", "per_task_test"):
+        assert resumed[k] == whole[k], k
+    for a, b in zip(whole["_model"].state_dict().values(), resumed["_model"].state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(Stop):
+        finetune_once(random_encoder(cfg)(0), data, split, config=cfg, seed=0, state_path=state, state_key="k",
+                      on_epoch=stop_at_3)
+    fresh = []
+    finetune_once(random_encoder(cfg)(1), data, split, config=cfg, seed=1, state_path=state, state_key="other",
+                  on_epoch=lambda e, n, v: fresh.append(e))
+    assert fresh[0] == 1  # another cell's state is not resumed
+
+
 def test_regression_rmse_is_in_label_units():
     frame, _ = load_shipped("esol")
     data = prepare_labelled(frame.iloc[:80], smiles_col="smiles", tasks=["logp"], kind="regression", name="esol")

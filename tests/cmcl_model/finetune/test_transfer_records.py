@@ -146,3 +146,29 @@ def test_two_runs_writing_one_file_keep_each_others_cells(tmp_path, monkeypatch)
     assert main(["--datasets", "bace", "--methods", "morgan_lr", "--out", str(out), "--threads", "1"]) == 0
     assert {(r["dataset"], r["method"]) for r in load_records(out)["records"]} == {("clintox", "gin_random"),
                                                                                 ("bace", "morgan_lr")}
+
+
+def test_a_cell_stopped_part_way_continues_on_the_next_run(tmp_path, capsys, monkeypatch):
+    import cmcl_model.finetune.run as ft
+
+    out = tmp_path / "transfer.json"
+    args = ["--datasets", "bace", "--methods", "gin_random", "--seeds", "0", "--epochs", "2", "--out", str(out),
+            "--threads", "1"]
+    real = ft.finetune_once
+
+    def stopped_after_epoch_1(*a, on_epoch=None, **k):
+        def stop(epoch, epochs, val):
+            if epoch == 1:
+                raise KeyboardInterrupt
+        return real(*a, on_epoch=stop, **k)
+
+    monkeypatch.setattr(ft, "finetune_once", stopped_after_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    partial = list((tmp_path / "transfer.json.partial").glob("*.pt"))
+    assert len(partial) == 1 and "bace-gin_random-0-2-hu2020-hu2020-fp32" in partial[0].name
+    monkeypatch.setattr(ft, "finetune_once", real)
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "continuing from" in printed and "epoch 2/2" in printed and "epoch 1/2" not in printed.split("continuing")[1]
+    assert not partial[0].exists() and len(load_records(out)["records"]) == 1
