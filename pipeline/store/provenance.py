@@ -158,15 +158,20 @@ CACHE_ENTRIES = 4000
 _new_records: dict[str, list] = {}
 
 
-def _cache_path() -> Path:
-    root = os.environ.get("CMCL_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cmcl"
+def _cache_path() -> Path | None:
+    """The cache file, or None where no home folder can be found (then nothing is cached)."""
+    try:
+        root = os.environ.get("CMCL_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cmcl"
+    except (RuntimeError, KeyError):  # Path.home() without $HOME or a passwd entry
+        return None
     return Path(root) / "code-fingerprints.json"
 
 
 @cache
 def _cached_records() -> dict[str, list]:
+    path = _cache_path()
     try:
-        doc = json.loads(_cache_path().read_text(encoding="utf-8"))
+        doc = json.loads(path.read_text(encoding="utf-8")) if path is not None else {}
     except (OSError, ValueError):
         return {}
     return doc if isinstance(doc, dict) else {}
@@ -193,6 +198,8 @@ def _save_records() -> None:
     from pipeline.store.atomic import write_text_atomic
 
     path = _cache_path()
+    if path is None:
+        return
     try:
         current = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         current = current if isinstance(current, dict) else {}
