@@ -13,7 +13,6 @@ repair         Re-derive a plate's damaged crops, labels and illumination functi
 batches        How a plate's fields are spread over worker processes: fixed batches, results in order.
 pool           Process pools whose workers never outlive the process that started them.
 warm           Imported by the fork server of the ingestion worker pools (:func:`pipeline.ingest.pool.pool_context`).
-warm_features  Imported by the ingestion workers' fork server when a plate is ingested with CellProfiler
 
 Names listed in ``__all__`` are imported lazily: importing the package imports nothing heavy.
 """
@@ -23,7 +22,7 @@ import lazy_loader
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submodules=['batches', 'fields', 'illumination', 'images', 'plan', 'pool', 'publish', 'repair', 'run', 'settings',
-                'warm', 'warm_features'],
+                'warm'],
     submod_attrs={
         'settings': ['IngestSettings'],
         'plan': ['PlatePlan', 'preflight', 'plan_plate', 'check_plate_source', 'PlateConflictError', 'is_current'],
