@@ -132,23 +132,27 @@ def test_ctrl_c_mid_ingest_of_a_TIF_plate_resumes_and_a_second_folder_cannot_tak
     plate = generate(tmp_path / "a", plate_id="UP", n_wells=4, sites=2, size=128, seed=1)
     for f in plate.glob("*.tif"):  # MetaXpress writes upper-case extensions
         f.rename(f.with_suffix(".TIF"))
-    store = tmp_path / "store"
-    args = ["--quiet", "ingest", str(plate), "--store", str(store), "--crop-size", "24"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    proc = subprocess.Popen([*_cmcl(), *args], env=env, start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    staged = store / ".staging" / "UP" / "plate.ome.zarr"
-    deadline = time.monotonic() + 300
-    while not staged.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert proc.poll() is None, "the ingest finished before it could be interrupted"
-    t0 = time.monotonic()
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-    out, _ = proc.communicate(timeout=30)
-    assert time.monotonic() - t0 < 10, out
-    assert proc.returncode == 130 and "rerun the same command" in out, out
-    assert _group_gone(proc.pid), subprocess.run(["ps", "-o", "pid,args", "-g", str(proc.pid)],
-                                                 capture_output=True, text=True).stdout
+    for attempt in range(3):  # a loaded machine can let the small plate finish before Ctrl-C lands: again
+        store = tmp_path / f"store{attempt}"
+        args = ["--quiet", "ingest", str(plate), "--store", str(store), "--crop-size", "24"]
+        proc = subprocess.Popen([*_cmcl(), *args], env=env, start_new_session=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        staged = store / ".staging" / "UP" / "plate.ome.zarr"
+        deadline = time.monotonic() + 300
+        while not staged.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the ingest finished before it could be interrupted"
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        out, _ = proc.communicate(timeout=30)
+        assert time.monotonic() - t0 < 10, out
+        assert proc.returncode == 130 and "rerun the same command" in out, out
+        assert _group_gone(proc.pid), subprocess.run(["ps", "-o", "pid,args", "-g", str(proc.pid)],
+                                                     capture_output=True, text=True).stdout
+        if not Store(store).table_path("ledger").is_file():  # interrupted before the plate was published
+            break
+    assert not Store(store).table_path("ledger").is_file(), "every Ctrl-C landed after the plate was published"
     # the rerun completes the .TIF plate, once; the store verifies clean. (The interrupted run
     # was in Prefect's ephemeral mode, its temporary API among what Ctrl-C had to stop; the rerun
     # uses the session's API and skips starting another.)
