@@ -12,7 +12,6 @@ import sys as _sys
 PREFECT_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",  # Prefect's SDK telemetry (prefect._internal.analytics), in a terminal
-
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "PREFECT_UI_ENABLED": "false",
 }

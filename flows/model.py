@@ -29,7 +29,7 @@ TRAINING_MODULES = (
 def _training_key(st: Store, config_dict: dict[str, Any]) -> str:
     """Fingerprint of everything a run learns from: the ledger's plate fingerprints, compounds,
     the store's negative-control labels, config and the model code."""
-    from pipeline.profiles.controls import store_negcon
+    from pipeline.profiles.controls import negcon_key, store_negcon
     from pipeline.store.provenance import code_fingerprint
 
     h = hashlib.sha256(json.dumps(config_dict, sort_keys=True).encode())
@@ -37,7 +37,7 @@ def _training_key(st: Store, config_dict: dict[str, Any]) -> str:
     led = st.read("ledger")
     for plate, fp, status in sorted(zip(led["Metadata_Plate"], led["Fingerprint"], led["Status"])):
         h.update(f"{plate}:{fp}:{status}\n".encode())
-    h.update(("negcon=" + ",".join(sorted(s.lower() for s in store_negcon(st)))).encode())  # which crops are controls
+    h.update(negcon_key(store_negcon(st)).encode())  # which crops are controls
     key_file = st.path("compounds_fingerprint")
     h.update(key_file.read_bytes() if key_file.is_file() else b"")
     if config_dict.get("image_source") == "profiles":  # imported profiles are in no ledger

@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.progress import step_progress
 from pipeline.profiles import wells as prof
 from pipeline.profiles.choices import DEFAULT_NEGCON
-from pipeline.profiles.controls import plates_normalized_to_all, record_negcon
+from pipeline.profiles.controls import negcon_key, plates_normalized_to_all, record_negcon
 from pipeline.features.measure import feature_columns
 from pipeline.plates.discovery import fingerprint_files
 from pipeline.store.provenance import code_fingerprint
@@ -46,7 +46,7 @@ def _plate_fingerprint(store: Store, plate: str, negcon: tuple[str, ...]) -> str
     files = [store.table_path(n, plate=plate) for n in ("features", "platemap")] + [store.table_path("compounds")]
     return fingerprint_files(store.root, [str(f.relative_to(store.root)) for f in files],
                              extra=code_fingerprint("pipeline.profiles.wells", "pipeline.features.measure", "pipeline.profiles.controls")
-                             + "negcon=" + ",".join(sorted(s.lower() for s in negcon)))  # order, case: no matter
+                             + negcon_key(negcon))
 
 
 @task(name="well-profiles", cache_policy=NO_CACHE)

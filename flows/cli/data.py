@@ -60,9 +60,9 @@ def ingest(plate_dirs: list[Path] = typer.Argument(..., help="Plate folders."),
     if plate_id is not None and len(plate_dirs) > 1:
         fail(ValueError(f"--plate-id names one plate; got {len(plate_dirs)} folders"))
     if workers == 1:  # the workers' fork server warms up while this process plans and imports Prefect
-        from pipeline.ingest.pool import ingest_preload, start_pool_server
+        from pipeline.ingest.pool import INGEST_PRELOAD, start_pool_server
 
-        start_pool_server(ingest_preload(features))
+        start_pool_server(INGEST_PRELOAD)
     settings = ingest_settings(layout=layout, channels=channels, crop_size=crop_size, illumination=illumination, dark=dark,
                          segmenter=segmenter, cellpose_model=cellpose_model, cellpose_cell_model=cellpose_cell_model,
                          field_tile_size=field_tile_size, allow_outside=allow_outside, platemap=platemap,

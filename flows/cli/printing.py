@@ -68,8 +68,9 @@ def print_negcon(profiles: dict[str, Any]) -> None:
     """The store's negative-control labels when they are not the defaults, then one line per plate
     without a negative-control well (normalized against all its wells, activity not scored)."""
     from pipeline.profiles.choices import DEFAULT_NEGCON
+    from pipeline.profiles.controls import negcon_key
 
-    if profiles.get("negcon") and [s.lower() for s in profiles["negcon"]] != [s.lower() for s in DEFAULT_NEGCON]:
+    if profiles.get("negcon") and negcon_key(profiles["negcon"]) != negcon_key(DEFAULT_NEGCON):
         console.print(f"negative controls: {', '.join(profiles['negcon'])} (kept by the store for its later runs and "
                       f"training; --negcon to change)", soft_wrap=True)
     for plate in profiles.get("plates_without_negcon", []):

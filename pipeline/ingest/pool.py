@@ -9,22 +9,21 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
-__all__ = ["exit_with_parent", "pool_context", "process_pool", "start_pool_server", "ingest_preload"]
+__all__ = ["exit_with_parent", "pool_context", "process_pool", "start_pool_server", "INGEST_PRELOAD"]
 
 #: Modules the fork server imports before it forks any worker: every module any pool asked for
 #: before the server started (it starts once per process, with the first pool).
 _PRELOAD: list[str] = []
 
 
-def ingest_preload(features: str) -> list[str]:
-    """What the ingestion workers' fork server imports (:mod:`pipeline.ingest.warm`), whatever
-    ``features``: the feature kernels are loaded by the workers while they idle during the
-    illumination stage (:func:`pipeline.ingest.run.ingest_plate`), which is cheaper than the fork
-    server loading them at start, where both cores are busy (``cmcl -q ingest`` of 40 real
-    fields with the default features: faster in 6 of 7 alternating pairs, median 13.3 against
-    13.7 s). Named here, in a module that imports nothing heavy, so a command can start the
-    server before it imports the ingestion code itself (``start_pool_server(ingest_preload(...))``)."""
-    return ["pipeline.ingest.warm"]
+#: What the ingestion workers' fork server imports: :mod:`pipeline.ingest.warm` (whatever the
+#: features: the workers load the feature kernels while they idle during the illumination stage,
+#: :func:`pipeline.ingest.run.ingest_plate`, which is cheaper than the server loading them at start,
+#: where both cores are busy; ``cmcl -q ingest`` of 40 real fields with the default features was
+#: faster in 6 of 7 alternating pairs, median 13.3 against 13.7 s). Named here, in a module that
+#: imports nothing heavy, so a command can start the server before it imports the ingestion code
+#: itself (``start_pool_server(INGEST_PRELOAD)``).
+INGEST_PRELOAD: tuple[str, ...] = ("pipeline.ingest.warm",)
 
 
 def exit_with_parent(interval: float = 0.5) -> None:

@@ -33,7 +33,7 @@ from pipeline.ingest.fields import segment_and_tile, warm_kernels
 from pipeline.ingest.illumination import compute_illumination, illumination_qc
 from pipeline.ingest.images import write_images
 from pipeline.ingest.plan import PlatePlan, check_plate_source, is_current, preflight
-from pipeline.ingest.pool import ingest_preload, start_pool_server
+from pipeline.ingest.pool import INGEST_PRELOAD, start_pool_server
 from pipeline.ingest.publish import PlateResult, publish, skipped_result
 from pipeline.ingest.settings import IngestSettings
 from pipeline.store.ledger import file_lock
@@ -50,11 +50,12 @@ def _call(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return fn(*args, **kwargs)
 
 
-def start_workers(settings: IngestSettings) -> None:
-    """Start the workers' fork server now, preloading what plates ingested with ``settings`` need
+def start_workers(settings: IngestSettings | None = None) -> None:
+    """Start the workers' fork server now, preloading :data:`pipeline.ingest.pool.INGEST_PRELOAD`
     (:func:`pipeline.ingest.pool.start_pool_server`; no-op once it runs): a caller with its own start-up
-    to do (the ``cmcl ingest`` command importing Prefect) overlaps it with the server's imports."""
-    start_pool_server(ingest_preload(settings.features))
+    to do overlaps it with the server's imports. ``settings`` is accepted for scripts written when
+    the preload depended on the feature set; it no longer does."""
+    start_pool_server(INGEST_PRELOAD)
 
 
 def ingest_plate(
@@ -106,7 +107,7 @@ def ingest_plate(
         If another folder owns the plate ID (checked before any work; names both folders).
     """
     if processes is None or processes > 1:  # its imports overlap the planning below
-        start_workers(settings)
+        start_workers()
     if plan is None:
         plan = run_stage("preflight", preflight, plate_dir, store, settings, plate_id=plate_id)
     with file_lock(store.lock_path(plan.plate), timeout=lock_timeout):

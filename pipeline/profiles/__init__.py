@@ -19,7 +19,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     submodules=['choices', 'controls', 'imports', 'index', 'io', 'wells'],
     submod_attrs={
         'choices': ['DEFAULT_NEGCON', 'AggregateOperation', 'AGGREGATE_OPERATIONS'],
-        'controls': ['NegconError', 'parse_negcon', 'negcon_mask', 'mark_negcon', 'plates_without_negcon', 'normalized_to', 'plates_normalized_to_all', 'store_negcon', 'record_negcon'],
+        'controls': ['NegconError', 'parse_negcon', 'negcon_mask', 'mark_negcon', 'plates_without_negcon', 'normalized_to', 'plates_normalized_to_all', 'store_negcon', 'record_negcon', 'negcon_key'],
         'imports': ['ROLES', 'ALIASES', 'IMPORTED_METADATA', 'DMSO_INCHIKEY', 'ProfileImportError', 'ImportedProfiles', 'resolve_columns', 'profile_features', 'rename_numbered', 'join_compound_map', 'import_profiles', 'as_well_profiles', 'compound_records'],
         'index': ['load_index', 'save_index', 'import_id', 'find_import', 'superseded'],
         'io': ['read_profile_table', 'read_compound_map', 'read_column_map', 'read_name_table', 'file_digest'],

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from pipeline.store.paths import Store
 
 __all__ = ["NegconError", "parse_negcon", "negcon_mask", "mark_negcon", "plates_without_negcon",
-           "normalized_to", "plates_normalized_to_all", "store_negcon", "record_negcon"]
+           "normalized_to", "plates_normalized_to_all", "store_negcon", "record_negcon",
+           "negcon_key"]
 
 class NegconError(ValueError):
     """A malformed list of negative-control labels."""
@@ -55,6 +56,11 @@ def parse_negcon(labels: str | Iterable[str] | None) -> tuple[str, ...]:
     if not out:
         raise NegconError(f"--negcon {labels!r} names no label; give e.g. --negcon {','.join(DEFAULT_NEGCON)}")
     return tuple(out)
+
+
+def negcon_key(labels: Iterable[str]) -> str:
+    """``labels`` as cache keys and comparisons see them: order and case do not matter."""
+    return "negcon=" + ",".join(sorted(s.lower() for s in labels))
 
 
 def store_negcon(store: "Store") -> tuple[str, ...]:
