@@ -293,7 +293,7 @@ def accumulate(args) -> int:
 
     from cmcl_model.finetune.run import FinetuneConfig, GraphTensors
     from cmcl_model.finetune.labelled import load_shipped, prepare_labelled, split_molecules
-    from cmcl_model.finetune.records import add_record, finished_keys, load_records, save_records
+    from cmcl_model.finetune.records import add_record, cell_key, finished_keys, load_records, save_records
 
     datasets = [d for d in args.datasets.split(",") if d]
     methods = [m for m in args.methods.split(",") if m]
@@ -310,8 +310,9 @@ def accumulate(args) -> int:
     ran = 0
     for d, m, s in plan_cells(datasets, methods, seeds):
         gin = m.startswith("gin_")
-        key = (d, m, s, args.epochs if gin else None, args.protocol, args.featurizer if gin else "ogb",
-               args.precision if gin else "fp32")
+        key = cell_key({"dataset": d, "method": m, "seed": s, "epochs": args.epochs if gin else None,
+                        "protocol": args.protocol, "featurizer": args.featurizer if gin else None,
+                        "precision": args.precision})
         if key in done:
             continue
         if deadline is not None and time.monotonic() > deadline:
