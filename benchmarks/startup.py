@@ -2,14 +2,16 @@
 
 In a Prefect home of its own (a temporary folder; no API configured, nothing started by hand):
 
-* ``cmcl compounds`` on one molecule, whole command (process start to exit):
-  **ephemeral**: ``CMCL_REUSE_SERVER=0``, Prefect's temporary API server started and stopped by the verb
-  (what every verb paid before cmcl started a server of its own);
-  **first**: no server running: the verb starts the background ``cmcl server`` and uses it;
-  **warm**: later verbs, which reuse it (``--repeats`` runs: median and range).
+* ``cmcl compounds`` on one molecule, whole command (process start to exit, the ``cmcl`` script users run):
+  **ephemeral**: ``CMCL_REUSE_SERVER=0 CMCL_WARM=0``, Prefect's temporary API server started and stopped by
+  the verb, all in its own process (what every verb paid before cmcl started a server of its own);
+  **first**: no server running: the verb starts the background ``cmcl server`` and uses it, and starts the
+  warm helper (:mod:`flows.warm`), which imports once that verb has ended;
+  **warm**: later verbs, run by the helper's forked children on the server (``--repeats`` runs: median and
+  range), once the helper is ready (the seconds it took are printed).
 * ``cmcl -q ingest`` of ``--fields`` real-size fields (the real JUMP field of tests/data repeated, as
   ``benchmarks/ingest.py --real`` builds them) with ``--features none`` and with the default features,
-  whole command on the warm server, each beside the plain 2-process script of ``benchmarks/ingest.py``
+  whole command on the warm server and helper, each beside the plain 2-process script of ``benchmarks/ingest.py``
   (same plate, same run, alternating, medians): ratio = script seconds / cmcl seconds (>= 1: cmcl as
   fast as the script while writing everything it writes). The script is timed both inside its
   process (after its imports, as ``benchmarks/ingest.py`` reports it) and as a whole process (what
@@ -39,7 +41,9 @@ sys.path.insert(0, str(HERE))
 
 import ingest as bench_ingest  # noqa: E402  (benchmarks/ingest.py: plate builder, plain script, CLI child)
 
-CMCL = [sys.executable, "-m", "flows.cli"]
+#: The ``cmcl`` command users run (its entry point, flows.launch, hands commands to the warm helper).
+CMCL = [str(Path(sys.executable).with_name("cmcl"))] if Path(sys.executable).with_name("cmcl").exists() \
+    else [sys.executable, "-m", "flows.launch"]
 
 
 def _cmcl_seconds(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
@@ -51,17 +55,31 @@ def _cmcl_seconds(args: list[str], env: dict[str, str], cwd: Path) -> tuple[floa
     return seconds, out.stdout + out.stderr
 
 
+def _wait_for_helper(timeout: float = 120.0) -> float:
+    """Seconds until the warm helper the first verb started is ready (it imports once that verb ended)."""
+    from flows.warm import helpers
+
+    t0 = time.perf_counter()
+    while not helpers() or any(h.get("state") != "ready" for h in helpers()):
+        if time.perf_counter() - t0 > timeout:
+            raise RuntimeError("the warm helper did not get ready")
+        time.sleep(0.1)
+    return time.perf_counter() - t0
+
+
 def compounds_startup(work: Path, env: dict[str, str], *, repeats: int) -> dict[str, list[float]]:
     """Seconds of ``cmcl compounds`` on one molecule: ephemeral, first (starts the server), warm."""
     smi = work / "one.smi"
     smi.write_text("CCO ethanol\n")
     args = lambda i: ["compounds", str(smi), "--store", str(work / f"store{i}")]  # noqa: E731
     out: dict[str, list[float]] = {"ephemeral": [], "first": [], "warm": []}
-    out["ephemeral"].append(_cmcl_seconds(args(0), {**env, "CMCL_REUSE_SERVER": "0"}, work)[0])
+    out["ephemeral"].append(_cmcl_seconds(args(0), {**env, "CMCL_REUSE_SERVER": "0", "CMCL_WARM": "0"}, work)[0])
     seconds, text = _cmcl_seconds(args(1), env, work)
     if "started a background `cmcl server`" not in text:
         raise RuntimeError(f"the first verb did not start the background server:\n{text[-2000:]}")
     out["first"].append(seconds)
+    if "starting a warm helper" in text:
+        out["helper_ready_s"] = [_wait_for_helper()]
     for i in range(repeats):
         seconds, text = _cmcl_seconds(args(2 + i), env, work)
         if "the running `cmcl server`" not in text:
@@ -134,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  first (starts the background cmcl server):                {c['first'][0]:.2f}")
         print(f"  warm (reuses it), median of {len(c['warm'])}:                        "
               f"{statistics.median(c['warm']):.2f} (range {min(c['warm']):.2f}-{max(c['warm']):.2f})")
+        if c.get("helper_ready_s"):
+            print(f"  (the warm helper the first verb started was ready {c['helper_ready_s'][0]:.1f} s after it)")
         print(f"fixed start-up warm: {statistics.median(c['warm']):.2f} s; "
               f"ephemeral / warm: {c['ephemeral'][0] / statistics.median(c['warm']):.1f}x")
         if not args.no_ingest:

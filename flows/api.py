@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Iterator
 
 __all__ = ["STATE_FILE", "REUSE_ENV", "state_path", "client_url", "record_server", "forget_server",
-           "running_server", "reuse_enabled", "api_configured", "use_running_server", "point_at",
+           "running_server", "reuse_enabled", "api_configured", "use_running_server", "point_at", "refresh_prefect_settings",
            "no_flow_heartbeats"]
 
 #: Name of the record ``cmcl server`` keeps in ``$PREFECT_HOME`` while it runs.
@@ -195,17 +195,17 @@ def point_at(url: str) -> bool:
     """Make ``url`` this process's (and its children's) Prefect API; False, changing nothing, when a
     caller's own settings context overrides the environment."""
     os.environ["PREFECT_API_URL"] = url  # children (Dask workers, pools) inherit it
-    _refresh_prefect_settings()
+    refresh_prefect_settings()
     from prefect.settings import get_current_settings
 
     if str(get_current_settings().api.url or "").rstrip("/") != url:  # inside a caller's own settings context: leave it be
         del os.environ["PREFECT_API_URL"]
-        _refresh_prefect_settings()
+        refresh_prefect_settings()
         return False
     return True
 
 
-def _refresh_prefect_settings() -> None:
+def refresh_prefect_settings() -> None:
     """Prefect resolved its settings when imported: rebuild the process-wide settings context from
     the environment (threads such as Prefect's log and event workers read that one)."""
     import prefect.context

@@ -15,6 +15,9 @@ os.environ.setdefault("CMCL_PROGRESS", "0")
 # server (tests of the reuse and of the background server set CMCL_REUSE_SERVER=1 in a PREFECT_HOME
 # of their own and stop what they started: tests/flows/test_background_server.py).
 os.environ["CMCL_REUSE_SERVER"] = "0"
+# Likewise no warm helper (flows.warm): the `cmcl` commands tests start run in their own process
+# (tests of the helper set CMCL_WARM=1 and stop it: tests/flows/test_warm.py).
+os.environ["CMCL_WARM"] = "0"
 import flows  # noqa: E402,F401  (applies cmcl's Prefect defaults)
 import torch  # noqa: E402  (its default thread count, kept for every test: _torch_threads_restored)
 

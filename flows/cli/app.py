@@ -170,6 +170,9 @@ def main(ctx: typer.Context,
         os.environ["CMCL_PROGRESS"] = "0"
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    warm = sys.modules.get("flows.warm")
+    if warm is not None and warm.in_child():  # a warm helper's child: Prefect and the consoles predate this command
+        warm.reconfigure()
     if ctx.invoked_subcommand in _FLOW_VERBS and "--help" not in sys.argv[1:]:
         from flows.background import EarlyStart, may_need_server
 

@@ -173,9 +173,14 @@ def server(action: Optional[str] = typer.Argument(None, help="stop: stop the run
     from flows.background import stop_server, wait_or_idle
 
     if action == "stop":
+        from flows.warm import stop_helpers
+
         state = call(stop_server)
         console.print("no `cmcl server` is running" if not state else f"stopped the `cmcl server` at {state['api_url']}"
                       if state["api_url"] else f"stopped the background `cmcl server` that was starting (pid {state['pid']})")
+        n = stop_helpers()
+        if n:
+            console.print(f"stopped {n} warm cmcl helper{'s' if n > 1 else ''}")
         return
     if action is not None:
         fail(typer.BadParameter(f"unknown action {action!r}; `cmcl server` starts one, `cmcl server stop` stops it"))
