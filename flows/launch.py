@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 __all__ = ["main", "WARM_ENV", "FLOW_VERBS", "helper_key", "code_stamp", "runtime_dir", "warm_enabled",
-           "verb_of", "send_request", "HEADER"]
+           "verb_of", "send_request", "HEADER", "pid_running"]
 
 #: Environment variable: ``0`` (or false/no/off) runs every command in its own process, no helper.
 WARM_ENV = "CMCL_WARM"
@@ -76,8 +76,9 @@ def verb_of(argv: list[str]) -> str | None:
 
 def code_stamp(root: Path | None = None) -> str:
     """A digest of what the helper's preloaded code is made of: every cmcl source file's path, size
-    and modification time, and the modification times of the folders on ``sys.path`` (installing or
-    removing a package changes its ``site-packages``). A few milliseconds."""
+    and modification time, and the modification times of the ``site-packages`` folders on ``sys.path``
+    (installing or removing a package changes them; other folders there, such as a working folder
+    named by ``PYTHONPATH=.``, change with every file written in them). A few milliseconds."""
     root = Path(__file__).resolve().parents[1] if root is None else root
     h = hashlib.sha256()
     stack = [str(root / p) for p in _PACKAGES]
@@ -95,10 +96,11 @@ def code_stamp(root: Path | None = None) -> str:
                 st = e.stat()
                 h.update(f"{e.path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     for p in sys.path:
-        try:
-            h.update(f"{p}\0{os.stat(p or '.').st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(f"{p}\0-\n".encode())
+        if p.rstrip(os.sep).endswith(("site-packages", "dist-packages")):  # not a working folder: it changes
+            try:
+                h.update(f"{p}\0{os.stat(p).st_mtime_ns}\n".encode())
+            except OSError:
+                h.update(f"{p}\0-\n".encode())
     return h.hexdigest()
 
 
@@ -186,13 +188,27 @@ def _run_warm(argv: list[str], path: Path) -> int | None:
         done = None
     finally:
         sock.close()
-    if not done:
-        sys.stderr.write("error: the warm cmcl helper went away while running this command; "
-                         "run it again (CMCL_WARM=0 runs commands without it)\n")
+    if not done:  # the helper was killed: the child runs on, orphaned; wait for it, still forwarding signals
+        while pid_running(child):
+            time.sleep(0.1)
+        sys.stderr.write("error: the warm cmcl helper was killed while it ran this command, whose exit status "
+                         "is lost; check its output (CMCL_WARM=0 runs commands without a helper)\n")
         return 1
     if "signal" in done:
         return 128 + int(done["signal"])
     return int(done.get("exit", 1))
+
+
+def pid_running(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, ended but not reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
 
 
 def _umask() -> int:

@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from flows.launch import HEADER, code_stamp, runtime_dir
+from flows.launch import HEADER, code_stamp, pid_running, runtime_dir
 
 __all__ = ["serve", "in_child", "reconfigure", "stop_helpers", "helpers", "PRELOAD"]
 
@@ -102,7 +102,7 @@ def _prefect_home() -> str:
 def _serve(key: str, d: Path, record: Path, stamp: str, after: int) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGHUP, _stop)
-    while _alive(after):  # the command that started the helper runs: leave it the CPU
+    while pid_running(after):  # the command that started the helper runs: leave it the CPU
         time.sleep(0.1)
     started = time.monotonic()
     for name in PRELOAD:
@@ -110,7 +110,12 @@ def _serve(key: str, d: Path, record: Path, stamp: str, after: int) -> None:
     from pipeline.ingest.pool import start_pool_server
 
     start_pool_server(_POOL_PRELOAD)
+    _pool_server_ready()
+    import gc
     import threading
+
+    gc.collect()
+    gc.freeze()  # children's collections skip what the helper built: no traversal, no copy-on-write of its pages
 
     if threading.active_count() != 1:
         _log(f"not serving: threads after the imports ({[t.name for t in threading.enumerate()]})")
@@ -124,32 +129,45 @@ def _serve(key: str, d: Path, record: Path, stamp: str, after: int) -> None:
     record.write_text(json.dumps({"pid": os.getpid(), "key": key, "state": "ready", "prefect_home": _prefect_home(),
                                   "started": time.time()}))
     _log(f"ready in {time.monotonic() - started:.1f} s")
-    _loop(listener, stamp)
+    _loop(listener, stamp, d / f"{key}.sock")
+
+
+def _noop() -> None:
+    """What :func:`_pool_server_ready` runs in a worker."""
+
+
+def _pool_server_ready() -> None:
+    """Wait until the fork server has preloaded its modules (it forks a first worker only then), so
+    that the helper is ready only once a command's pool would start at once: a command arriving
+    earlier would wait for the preload anyway, and compete with it for the CPU."""
+    import multiprocessing
+
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        p = multiprocessing.get_context("forkserver").Process(target=_noop)
+        p.start()
+        p.join()
+
+
+#: Set by SIGTERM/SIGHUP once serving: stop listening, let the running commands finish, then exit.
+_stopping = False
+_serving = False
 
 
 def _stop(signum, frame) -> None:
-    raise SystemExit(0)
+    global _stopping
+    if not _serving:
+        raise SystemExit(0)
+    _stopping = True  # the loop's select wakes up (signal wakeup fd)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    try:  # a zombie (ended, not reaped) has ended
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
-def _loop(listener: socket.socket, stamp: str) -> None:
-    """Accept commands, fork their children, report their ends; return when idle or stale."""
+def _loop(listener: socket.socket, stamp: str, path: Path) -> None:
+    """Accept commands, fork their children, report their ends; return when idle or stale, or once
+    told to stop (SIGTERM) and the commands running then have ended."""
+    global _serving
     from flows.background import idle_timeout
 
     idle_s = idle_timeout()
+    _serving = True
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.signal(signal.SIGCHLD, lambda *a: None)
@@ -157,18 +175,25 @@ def _loop(listener: socket.socket, stamp: str) -> None:
     children: dict[int, socket.socket] = {}
     last = checked = time.monotonic()
     while True:
-        socks = [listener, *children.values()]
+        if _stopping and listener is not None:
+            listener.close()
+            listener = None
+            path.unlink(missing_ok=True)  # no new command comes here
+            _log(f"stopping once {len(children)} running command(s) end")
+        if _stopping and not children:
+            return
+        socks = [*(() if listener is None else (listener,)), *children.values()]
         ready, _, _ = select.select([*socks, wake_r], [], [], _STALE_CHECK_S)
         now = time.monotonic()
         if wake_r in ready:
             os.read(wake_r, 512)
         _reap(children)
         for s in ready:
-            if s is listener:
+            if listener is not None and s is listener:
                 _accept(listener, children, (wake_r, wake_w))
             elif s in children.values():
                 _command_gone(s, children)
-        if children:
+        if children or _stopping:
             last = now
         elif now - last > idle_s:
             _log(f"no cmcl command for {idle_s:g} s: stopping")
@@ -334,7 +359,7 @@ def _adopt_pool_server() -> None:
     original = server.ensure_running
 
     def ensure_running() -> None:
-        if _alive(pid):
+        if pid_running(pid):
             resource_tracker.ensure_running()
             return
         server._forkserver_pid = None  # gone: start this process's own
@@ -372,7 +397,7 @@ def helpers(prefect_home: str | None = None) -> list[dict]:
             pid = int(rec["pid"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if rec.get("prefect_home") == home and _alive(pid) and _is_helper(pid):
+        if rec.get("prefect_home") == home and pid_running(pid) and _is_helper(pid):
             out.append(rec)
     return out
 
@@ -386,7 +411,8 @@ def _is_helper(pid: int) -> bool:
 
 
 def stop_helpers(*, timeout: float = 10.0) -> int:
-    """Stop the helpers of this process's ``PREFECT_HOME`` (their running commands finish); how many."""
+    """Stop the helpers of this process's ``PREFECT_HOME``; how many. Each stops listening at once and
+    exits once the commands it is running have ended (waited for up to ``timeout`` seconds here)."""
     recs = helpers()
     for rec in recs:
         try:
@@ -395,11 +421,6 @@ def stop_helpers(*, timeout: float = 10.0) -> int:
             pass
     deadline = time.monotonic() + timeout
     for rec in recs:
-        while _alive(int(rec["pid"])) and time.monotonic() < deadline:
+        while pid_running(int(rec["pid"])) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _alive(int(rec["pid"])):
-            try:
-                os.kill(int(rec["pid"]), signal.SIGKILL)
-            except OSError:
-                pass
     return len(recs)

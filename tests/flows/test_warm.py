@@ -140,7 +140,7 @@ def test_a_flow_verb_starts_a_helper_and_later_commands_run_in_it_as_their_own(h
     assert not _helpers(home)
 
 
-def test_ctrl_c_reaches_the_helpers_child_and_an_idle_helper_stops_itself(home, tmp_path):
+def test_ctrl_c_reaches_the_helpers_child_a_stopped_helper_finishes_its_command_and_an_idle_one_stops(home, tmp_path):
     from pipeline.synthetic import generate
     from pipeline.store import Store
 
@@ -169,14 +169,29 @@ def test_ctrl_c_reaches_the_helpers_child_and_an_idle_helper_stops_itself(home, 
     while not _gone(child) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _gone(child)
+    # `cmcl server stop` while the helper runs a command: it stops listening at once, the command
+    # finishes (the rerun resumes the interrupted plate), then the helper exits
+    log = launch.runtime_dir() / f"{rec['key']}.log"
+    before = log.read_text().count(f"--store {store}")
+    proc = subprocess.Popen([*CMCL, "-q", "ingest", str(plate), "--store", str(store), "--crop-size", "24"], env=env,
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while log.read_text().count(f"--store {store}") == before:  # the helper has forked its child
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    assert warm.stop_helpers(timeout=120) == 1
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and Store(store).table_path("ledger").is_file(), out
+    assert _gone(rec["pid"]) and not (launch.runtime_dir() / f"{rec['key']}.sock").exists()
+    # the next command runs in its own process again, and starts a new helper
+    again = _run(["-q", "compounds", "c.smi", "--store", "s3"], env, tmp_path)
+    assert again.returncode == 0 and "starting a warm helper" in again.stderr, again.stderr
+    rec = _wait_ready(home)
     # no command for 6 s: the helper stops and removes its socket
     deadline = time.monotonic() + 60
     while not _gone(rec["pid"]) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _gone(rec["pid"]) and not (launch.runtime_dir() / f"{rec['key']}.sock").exists()
-    # the next command runs in its own process again (and starts a new helper, stopped by the fixture)
-    again = _run(["-q", "compounds", "c.smi", "--store", "s3"], env, tmp_path)
-    assert again.returncode == 0 and "starting a warm helper" in again.stderr, again.stderr
 
 
 def test_no_helper_is_started_when_turned_off(home, tmp_path):
