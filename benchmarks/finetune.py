@@ -313,7 +313,7 @@ def accumulate(args) -> int:
         key = cell_key({"dataset": d, "method": m, "seed": s, "epochs": args.epochs if gin else None,
                         "protocol": args.protocol, "featurizer": args.featurizer if gin else None,
                         "precision": args.precision})
-        if key in done:
+        if key in done or key in finished_keys(load_records(args.out)):  # this run's, or another's since it started
             continue
         if deadline is not None and time.monotonic() > deadline:
             print(f"budget of {args.budget_minutes} min spent: stopping before {d} {m} seed {s}", flush=True)

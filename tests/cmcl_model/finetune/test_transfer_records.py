@@ -172,3 +172,28 @@ def test_a_cell_stopped_part_way_continues_on_the_next_run(tmp_path, capsys, mon
     printed = capsys.readouterr().out
     assert "continuing from" in printed and "epoch 2/2" in printed and "epoch 1/2" not in printed.split("continuing")[1]
     assert not partial[0].exists() and len(load_records(out)["records"]) == 1
+
+
+def test_a_cell_another_run_finished_meanwhile_is_not_run_again(tmp_path, monkeypatch):
+    """Two background runs whose cell lists overlap: a cell the other run recorded after this one
+    started is skipped, not computed twice."""
+    import benchmarks.finetune as bench
+
+    out = tmp_path / "transfer.json"
+    real = bench.run_cell
+    ran = []
+
+    def other_run_finishes_seed_1_meanwhile(d, m, s, **k):
+        ran.append((d, m, s))
+        rec = real(d, m, s, **k)
+        doc = load_records(out) if out.exists() else {"records": [], "encoders": {}}
+        add_record(doc, {**_rec(method="morgan_rf", seed=1, test=0.7, dataset="bace"), "protocol": "hu2020",
+                         "epochs": None})
+        save_records(doc, out)
+        return rec
+
+    monkeypatch.setattr(bench, "run_cell", other_run_finishes_seed_1_meanwhile)
+    assert main(["--datasets", "bace", "--methods", "morgan_rf", "--seeds", "0,1", "--out", str(out),
+                 "--threads", "1"]) == 0
+    assert ran == [("bace", "morgan_rf", 0)]
+    assert sorted(r["seed"] for r in load_records(out)["records"]) == [0, 1]
