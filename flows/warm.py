@@ -313,24 +313,18 @@ def _run_command(request: dict, fds: list[int], conn: socket.socket, close: list
         _rebuild_stdio()
         from flows.cli import app
 
-        app()  # exits through SystemExit, or os._exit after a flow (flows.cli.app._exit_without_teardown)
+        app()  # exits through SystemExit, or os._exit after a flow (flows.cli.app.exit_without_teardown)
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        import atexit
-
-        atexit._run_exitfuncs()
     except BaseException:  # noqa: BLE001 - the child must never return into the helper's loop
         import traceback
 
         traceback.print_exc()
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(code)
+        from flows.cli.app import exit_without_teardown
+
+        exit_without_teardown(code)  # exit handlers, flushed output, no teardown
 
 
 def _rebuild_stdio() -> None:

@@ -29,7 +29,7 @@ from pipeline.images.choices import ILLUMINATION_METHODS, SEGMENTERS
 __all__ = ["app", "console", "err", "StoreOpt", "LayoutOpt", "ChannelsOpt", "CropOpt", "IllumOpt", "DarkOpt", "SegmenterOpt", "CellposeOpt", "CellposeCellOpt",
            "TileOpt", "OutsideOpt", "PlatemapOpt", "FeaturesOpt", "NegconOpt", "call", "fail", "store_root",
            "ingest_settings", "parse_overrides", "negcon_labels", "need_dirs", "need_compounds",
-           "check_compound_files", "check_plate_sources", "use_running_server"]
+           "check_compound_files", "check_plate_sources", "use_running_server", "exit_without_teardown"]
 
 
 #: click's exceptions, wherever typer takes click from (it may vendor its own copy)
@@ -70,11 +70,11 @@ class _OneLineUsageErrors(TyperGroup):
             return rv
         code = rv if isinstance(rv, int) else 0
         if args is None and "prefect" in sys.modules and sys.getprofile() is None and sys.gettrace() is None:
-            _exit_without_teardown(code)  # the `cmcl` process itself (tests pass args), not profiled or traced
+            exit_without_teardown(code)  # the `cmcl` process itself (tests pass args), not profiled or traced
         sys.exit(code)
 
 
-def _exit_without_teardown(code: int) -> None:
+def exit_without_teardown(code: int) -> None:
     """End the process after its exit handlers (Prefect sends its last logs and events, logging
     flushes), skipping the interpreter's teardown of every imported module: 0.5-0.7 s after a
     Prefect flow on the project's 2-core machine, for nothing (the OS frees the memory)."""
