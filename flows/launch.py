@@ -6,7 +6,8 @@ other core), before any work. The warm helper (:mod:`flows.warm`) is a backgroun
 done all of that once: this entry point sends it the command (arguments, working folder, environment,
 and its own stdin/stdout/stderr, passed as file descriptors over a Unix socket); the helper forks a
 child that runs the command exactly as this process would have, writing to this terminal, while this
-process waits, forwards Ctrl-C and other signals to it, and exits with its exit status.
+process waits, forwards Ctrl-C and other signals to it (Ctrl-Z stops both; ``fg``/``bg`` resumes
+both), and exits with its exit status.
 
 When no helper matches, the command runs in this process as before, and a verb that runs Prefect
 flows starts one in the background for the next commands (one line says so; it stops after
@@ -180,8 +181,16 @@ def _run_warm(argv: list[str], path: Path) -> int | None:
         except OSError:
             pass
 
+    def suspend(signum, frame):  # Ctrl-Z: stop the child, then this process, as the shell expects
+        forward(signal.SIGSTOP, frame)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)  # returns once `fg`/`bg` sent SIGCONT
+        signal.signal(signal.SIGTSTP, suspend)
+        forward(signal.SIGCONT, frame)
+
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(s, forward)
+    signal.signal(signal.SIGTSTP, suspend)
     try:
         done = _read_line(sock, buf)
     except (OSError, ValueError):

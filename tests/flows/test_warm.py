@@ -63,6 +63,13 @@ def _gone(pid: int) -> bool:
         return True
 
 
+def _wait_status(pid: int, *wanted: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while psutil.Process(pid).status() not in wanted:
+        assert time.monotonic() < deadline, psutil.Process(pid).status()
+        time.sleep(0.02)
+
+
 def _env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "PREFECT_LOGGING_LEVEL"))}
     env.update({"PREFECT_HOME": str(home), "CMCL_REUSE_SERVER": "1", "CMCL_WARM": "1", "PYTHONPATH": str(REPO),
@@ -179,6 +186,11 @@ def test_ctrl_c_reaches_the_helpers_child_a_stopped_helper_finishes_its_command_
     while log.read_text().count(f"--store {store}") == before:  # the helper has forked its child
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.02)
+    child = int(log.read_text().splitlines()[-1].split("] ")[1].split(":")[0])
+    os.kill(proc.pid, signal.SIGTSTP)  # Ctrl-Z stops the child too; SIGCONT (fg) resumes both
+    _wait_status(child, psutil.STATUS_STOPPED)
+    os.kill(proc.pid, signal.SIGCONT)
+    _wait_status(child, psutil.STATUS_RUNNING, psutil.STATUS_SLEEPING, psutil.STATUS_DISK_SLEEP)
     assert warm.stop_helpers(timeout=120) == 1
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0 and Store(store).table_path("ledger").is_file(), out
