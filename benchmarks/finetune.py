@@ -113,9 +113,10 @@ class Encoders:
         run = sorted(runs)[-1]
         make, run_config = run_encoder(st.run_dir(run))
         arch = f"GIN {run_config.gin_layers} x {run_config.gin_hidden}"
-        self.info["demo"] = {"description": f"`cmcl demo` run {run} in {store.name}: contrastive pre-training on the "
-                                            f"demo's generated images ({arch})", "store": store, "arch": arch,
-                             "source": f"{store}/runs/{run}"}
+        self.info["demo"] = {"description": f"`cmcl demo` run {run} in {_shown(store, 'DEMO_STORE')}: contrastive "
+                                            f"pre-training on the demo's generated images ({arch})", "store": store,
+                             "arch": arch, "source": f"{store}/runs/{run}",
+                             "shown": f"{_shown(store, 'DEMO_STORE')}/runs/{run}"}
         return make, run_config
 
     def get(self, init: str):
@@ -135,17 +136,19 @@ class Encoders:
             rc = self._demo()[1]
             store = self.info["demo"]["store"]
             make, log = ssl_encoder(store_train_graphs(store), rc, device=self.device)
-            self.info["ssl"] = {"description": f"attribute masking (Hu et al.) on the training compounds of {store.name} "
-                                               f"({self.info['demo']['arch']}, {log['epochs']} epochs, "
-                                               f"{log['wall_s']:.0f} s)", "store": store,
-                                "arch": self.info["demo"]["arch"], "source": str(store)}
+            self.info["ssl"] = {"description": f"attribute masking (Hu et al.) on the training compounds of "
+                                               f"{_shown(store, 'DEMO_STORE')} ({self.info['demo']['arch']}, "
+                                               f"{log['epochs']} epochs, {log['wall_s']:.0f} s)", "store": store,
+                                "arch": self.info["demo"]["arch"], "source": str(store),
+                                "shown": _shown(store, "DEMO_STORE")}
         elif init == "profiles":
             if not self.args.profile_run:
                 raise SystemExit("gin_profiles needs --profile-run RUN_DIR")
             run_dir = Path(self.args.profile_run)
             make, rc = run_encoder(run_dir)
-            self.info["profiles"] = {"description": f"run {run_dir}", "store": run_dir.parents[1],
-                                     "arch": f"GIN {rc.gin_layers} x {rc.gin_hidden}", "source": str(run_dir)}
+            self.info["profiles"] = {"description": f"run {run_dir.name} of {_shown(run_dir.parents[1], 'PROFILE_STORE')}",
+                                     "store": run_dir.parents[1], "arch": f"GIN {rc.gin_layers} x {rc.gin_hidden}",
+                                     "source": str(run_dir), "shown": _shown(run_dir, "PROFILE_RUN")}
         else:
             raise SystemExit(f"unknown method gin_{init}; valid: {', '.join(DESCRIPTIONS)}")
         self._made[init] = make
@@ -177,7 +180,7 @@ def _record_leakage(doc: dict, encoders: Encoders, init: str, dataset: str, data
     if info is None:
         return
     entry = doc["encoders"].setdefault(init, {"description": info["description"], "n_molecules": 0,
-                                              "source": info["source"], "architecture": info["arch"], "leakage": {}})
+                                              "source": info["shown"], "architecture": info["arch"], "leakage": {}})
     if dataset in entry["leakage"]:
         return
     keys, scaffolds = _store_training_set(info["store"])
@@ -261,10 +264,21 @@ def _cell_command(args, dataset: str, method: str, seed: int) -> str:
     if args.precision != "fp32":
         cmd += f" --precision {args.precision}"
     if method in ("gin_demo", "gin_random_demo", "gin_ssl"):
-        cmd += f" --demo-store {args.demo_store}"
+        cmd += f" --demo-store {_shown(args.demo_store, 'DEMO_STORE')}"
     if method == "gin_profiles":
-        cmd += f" --profile-run {args.profile_run}"
+        cmd += f" --profile-run {_shown(args.profile_run, 'PROFILE_RUN')}"
     return cmd
+
+
+def _shown(path, placeholder: str) -> str:
+    """``path`` as a record shows it: relative to the repository when inside it, else ``placeholder``
+    (records carry no machine's folders; DEMO_STORE is any folder, where the benchmark runs `cmcl
+    demo` when it holds no run; PROFILE_RUN a run directory of `cmcl demo --real --store PROFILE_STORE`)."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(ROOT.resolve()))
+    except ValueError:
+        return placeholder
 
 
 def _write_markdown(doc: dict, args, datasets: list[str], methods: list[str], seeds: list[int]) -> None:

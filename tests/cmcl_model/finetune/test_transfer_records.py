@@ -197,3 +197,23 @@ def test_a_cell_another_run_finished_meanwhile_is_not_run_again(tmp_path, monkey
                  "--threads", "1"]) == 0
     assert ran == [("bace", "morgan_rf", 0)]
     assert sorted(r["seed"] for r in load_records(out)["records"]) == [0, 1]
+
+
+def test_recorded_commands_name_no_folder_of_this_machine(tmp_path):
+    """A cell's command names a store outside the repository by a placeholder, one inside by its
+    relative path: docs/transfer.json carries no machine's folders."""
+    import argparse
+
+    import benchmarks.finetune as bench
+
+    args = argparse.Namespace(epochs=100, protocol="cmcl", threads=1, featurizer="ogb", precision="fp32",
+                              demo_store=tmp_path / "demo", profile_run=tmp_path / "real" / "runs" / "r1")
+    assert bench._cell_command(args, "bace", "gin_demo", 0).endswith("--demo-store DEMO_STORE")
+    assert bench._cell_command(args, "bace", "gin_profiles", 0).endswith("--profile-run PROFILE_RUN")
+    args.demo_store = bench.ROOT / "transfer-demo-store"
+    assert bench._cell_command(args, "bace", "gin_ssl", 1).endswith("--demo-store transfer-demo-store")
+    doc = load_records(bench.ROOT / "docs" / "transfer.json")  # what is committed: every path relative
+    for r in doc["records"]:
+        assert not [tok for tok in r["command"].split() if tok.startswith(("/", "~"))], r["command"]
+    for name, e in doc["encoders"].items():
+        assert not e["source"].startswith(("/", "~")) and " /" not in e["description"], (name, e)
