@@ -107,16 +107,39 @@ def code_stamp(root: Path | None = None) -> str:
 
 def helper_key(env: dict[str, str] | None = None, *, stamp: str | None = None) -> str:
     """The name of the helper that may serve this process's commands: a digest of the Python
-    executable and version, ``sys.path``, :func:`code_stamp` and the import-time environment."""
+    executable and version, ``sys.path``, :func:`code_stamp`, the import-time environment and the
+    limits a command inherits (:func:`_process_context`)."""
     env = os.environ if env is None else env
     h = hashlib.sha256()
     h.update(f"{sys.executable}\0{sys.version}\0{os.getuid()}\n".encode())
     h.update(json.dumps(sys.path).encode())
     h.update((code_stamp() if stamp is None else stamp).encode())
+    h.update(_process_context().encode())
     for k in sorted(env):
         if (k.startswith(_KEY_PREFIXES) or k in _KEY_NAMES) and k not in _NOT_KEY and k != WARM_ENV:
             h.update(f"{k}={env[k]}\n".encode())
     return h.hexdigest()[:24]
+
+
+def _process_context() -> str:
+    """What a process inherits and a helper's child would take from the helper instead: its control
+    groups (a batch job's allocation: a command of another SLURM job or systemd scope gets its own
+    helper, started inside that allocation), resource limits, CPU affinity and niceness."""
+    import resource
+
+    parts = []
+    try:
+        with open("/proc/self/cgroup") as f:
+            parts.append(f.read())
+    except OSError:
+        pass
+    for name in ("RLIMIT_AS", "RLIMIT_DATA", "RLIMIT_NOFILE", "RLIMIT_CPU", "RLIMIT_NPROC", "RLIMIT_RSS"):
+        if hasattr(resource, name):
+            parts.append(f"{name}={resource.getrlimit(getattr(resource, name))}")
+    if hasattr(os, "sched_getaffinity"):
+        parts.append(f"cpus={sorted(os.sched_getaffinity(0))}")
+    parts.append(f"nice={os.getpriority(os.PRIO_PROCESS, 0)}")
+    return "\n".join(parts)
 
 
 def runtime_dir() -> Path | None:

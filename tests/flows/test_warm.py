@@ -39,6 +39,15 @@ def test_a_helper_is_keyed_by_the_import_time_environment_and_the_source(tmp_pat
     assert launch.helper_key({**env, "NUMBA_NUM_THREADS": "1"}, stamp="s") != key
     assert launch.helper_key({**env, "PREFECT_HOME": "/other"}, stamp="s") != key
     assert launch.helper_key(env, stamp="t") != key
+    # what a command inherits (a batch job's CPUs, limits, control groups) would come from the helper instead
+    cpus = os.sched_getaffinity(0)
+    if len(cpus) > 1:
+        try:
+            os.sched_setaffinity(0, {min(cpus)})
+            assert launch.helper_key(env, stamp="s") != key
+        finally:
+            os.sched_setaffinity(0, cpus)
+        assert launch.helper_key(env, stamp="s") == key
     # the source stamp follows every file of the packages
     for pkg in ("flows", "pipeline", "cmcl_model", "schemas"):
         (tmp_path / pkg).mkdir()
