@@ -295,6 +295,8 @@ def _write_markdown(doc: dict, args, datasets: list[str], methods: list[str], se
             continue
         featurizer = args.featurizer if protocol == args.protocol else PROTOCOL_MODEL[protocol][0]
         ms = methods if protocol == args.protocol else (DEFAULT_METHODS if featurizer == "ogb" else HU2020_METHODS).split(",")
+        recorded = {r["method"] for r in doc["records"] if r["protocol"] == protocol}
+        ms = [*ms, *(m for m in DESCRIPTIONS if m in recorded and m not in ms)]  # e.g. gin_profiles, run on its own
         parts.append(render_markdown(doc, datasets=datasets, methods=ms, protocol=protocol, epochs=args.epochs,
                                      seeds={m: (1 if m == "morgan_lr" else len(seeds)) for m in ms},
                                      descriptions=DESCRIPTIONS, preamble=pre if not parts else "",

@@ -217,3 +217,15 @@ def test_recorded_commands_name_no_folder_of_this_machine(tmp_path):
         assert not [tok for tok in r["command"].split() if tok.startswith(("/", "~"))], r["command"]
     for name, e in doc["encoders"].items():
         assert not e["source"].startswith(("/", "~")) and " /" not in e["description"], (name, e)
+
+
+def test_every_recorded_method_gets_its_row_on_render(tmp_path):
+    """gin_profiles is run on its own (it needs --profile-run): its cells still get a row in the table."""
+    out = tmp_path / "transfer.json"
+    doc = {"records": [], "encoders": {}}
+    add_record(doc, {**_rec(method="gin_profiles", test=0.66, dataset="bace"), "protocol": "cmcl", "featurizer": "ogb",
+                     "conv": "gine"})
+    save_records(doc, out)
+    assert main(["--render", "--out", str(out), "--protocol", "cmcl"]) == 0
+    rows = [ln for ln in out.with_suffix(".md").read_text().splitlines() if ln.startswith("| gin_profiles |")]
+    assert rows and "66.0" in rows[0], rows
