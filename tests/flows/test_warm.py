@@ -74,8 +74,8 @@ def _gone(pid: int) -> bool:
 
 def _wait_status(pid: int, *wanted: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while psutil.Process(pid).status() not in wanted:
-        assert time.monotonic() < deadline, psutil.Process(pid).status()
+    while (status := psutil.Process(pid).status()) not in wanted:  # NoSuchProcess: it ended before
+        assert time.monotonic() < deadline, status
         time.sleep(0.02)
 
 
@@ -185,24 +185,24 @@ def test_ctrl_c_reaches_the_helpers_child_a_stopped_helper_finishes_its_command_
     while not _gone(child) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _gone(child)
-    # `cmcl server stop` while the helper runs a command: it stops listening at once, the command
-    # finishes (the rerun resumes the interrupted plate), then the helper exits
+    # Ctrl-Z and fg on a command the helper runs; then `cmcl server stop` while it runs: the helper
+    # stops listening at once, the command finishes, then the helper exits
     log = launch.runtime_dir() / f"{rec['key']}.log"
-    before = log.read_text().count(f"--store {store}")
-    proc = subprocess.Popen([*CMCL, "-q", "ingest", str(plate), "--store", str(store), "--crop-size", "24"], env=env,
+    fresh = tmp_path / "store_stop"  # a whole plate: seconds of work, long enough to stop and resume it
+    proc = subprocess.Popen([*CMCL, "-q", "ingest", str(plate), "--store", str(fresh), "--crop-size", "24"], env=env,
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
-    while log.read_text().count(f"--store {store}") == before:  # the helper has forked its child
+    while f"--store {fresh}" not in log.read_text():  # the helper has forked its child
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.02)
-    child = int(log.read_text().splitlines()[-1].split("] ")[1].split(":")[0])
+    child = int([ln for ln in log.read_text().splitlines() if f"--store {fresh}" in ln][0].split("] ")[1].split(":")[0])
     os.kill(proc.pid, signal.SIGTSTP)  # Ctrl-Z stops the child too; SIGCONT (fg) resumes both
     _wait_status(child, psutil.STATUS_STOPPED)
     os.kill(proc.pid, signal.SIGCONT)
     _wait_status(child, psutil.STATUS_RUNNING, psutil.STATUS_SLEEPING, psutil.STATUS_DISK_SLEEP)
     assert warm.stop_helpers(timeout=120) == 1
     out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0 and Store(store).table_path("ledger").is_file(), out
+    assert proc.returncode == 0 and Store(fresh).table_path("ledger").is_file(), out
     assert _gone(rec["pid"]) and not (launch.runtime_dir() / f"{rec['key']}.sock").exists()
     # the next command runs in its own process again, and starts a new helper
     again = _run(["-q", "compounds", "c.smi", "--store", "s3"], env, tmp_path)
