@@ -188,6 +188,31 @@ def _run_warm(argv: list[str], path: Path) -> int | None:
     request = {"argv": [sys.argv[0], *argv], "cwd": os.getcwd(), "env": dict(os.environ), "umask": _umask(),
                "client": os.getpid()}
     buf = bytearray()
+    child: list[int] = []  # the child's pid once the helper has forked it
+    pending: list[int] = []  # signals that came before: delivered once it is known
+
+    def forward(signum, frame):  # the terminal's Ctrl-C reaches this process only
+        if not child:
+            pending.append(signum)
+            return
+        try:
+            os.kill(child[0], signum)
+        except OSError:
+            pass
+
+    def suspend(signum, frame):  # Ctrl-Z: stop the child, then this process, as the shell expects
+        if not child:
+            pending.append(signum)
+            return
+        forward(signal.SIGSTOP, frame)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)  # returns once `fg`/`bg` sent SIGCONT
+        signal.signal(signal.SIGTSTP, suspend)
+        forward(signal.SIGCONT, frame)
+
+    forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+    saved = {s: signal.signal(s, forward) for s in forwarded}  # before the request: no signal falls in between
+    saved[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, suspend)
     try:
         send_request(sock, request, [0, 1, 2])
         started = _read_line(sock, buf)
@@ -195,25 +220,16 @@ def _run_warm(argv: list[str], path: Path) -> int | None:
         started = None
     if not started or "pid" not in started:
         sock.close()
-        return None  # the helper refused or went away before starting anything: run here
-    child = int(started["pid"])
-
-    def forward(signum, frame):  # the terminal's Ctrl-C reaches this process only
-        try:
-            os.kill(child, signum)
-        except OSError:
-            pass
-
-    def suspend(signum, frame):  # Ctrl-Z: stop the child, then this process, as the shell expects
-        forward(signal.SIGSTOP, frame)
-        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTSTP)  # returns once `fg`/`bg` sent SIGCONT
-        signal.signal(signal.SIGTSTP, suspend)
-        forward(signal.SIGCONT, frame)
-
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(s, forward)
-    signal.signal(signal.SIGTSTP, suspend)
+        for s, h in saved.items():
+            signal.signal(s, h)
+        stop = [s for s in pending if s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]
+        if stop:  # interrupted before anything started
+            sys.stderr.write("error: interrupted before the command started\n")
+            return 128 + stop[0]
+        return None  # refused or gone before starting anything: run here
+    child.append(int(started["pid"]))
+    for s in pending:
+        (suspend if s == signal.SIGTSTP else forward)(s, None)
     try:
         done = _read_line(sock, buf)
     except (OSError, ValueError):
@@ -221,7 +237,7 @@ def _run_warm(argv: list[str], path: Path) -> int | None:
     finally:
         sock.close()
     if not done:  # the helper was killed: the child runs on, orphaned; wait for it, still forwarding signals
-        while pid_running(child):
+        while pid_running(child[0]):
             time.sleep(0.1)
         sys.stderr.write("error: the warm cmcl helper was killed while it ran this command, whose exit status "
                          "is lost; check its output (CMCL_WARM=0 runs commands without a helper)\n")

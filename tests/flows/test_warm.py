@@ -189,8 +189,10 @@ def test_ctrl_c_reaches_the_helpers_child_a_stopped_helper_finishes_its_command_
     # stops listening at once, the command finishes, then the helper exits
     log = launch.runtime_dir() / f"{rec['key']}.log"
     fresh = tmp_path / "store_stop"  # a whole plate: seconds of work, long enough to stop and resume it
+    # a process group of its own whose parent (this test) is in the same session, as a shell's job: the
+    # kernel discards SIGTSTP sent to an orphaned group (pytest's own, under nohup or CI), so Ctrl-Z would not stop it
     proc = subprocess.Popen([*CMCL, "-q", "ingest", str(plate), "--store", str(fresh), "--crop-size", "24"], env=env,
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, process_group=0)
     deadline = time.monotonic() + 60
     while f"--store {fresh}" not in log.read_text():  # the helper has forked its child
         assert time.monotonic() < deadline and proc.poll() is None
