@@ -309,6 +309,7 @@ def _run_command(request: dict, fds: list[int], conn: socket.socket, close: list
         os.environ.clear()
         os.environ.update(request["env"])
         sys.argv = list(request["argv"])
+        _name_process(sys.argv[1:])
         _adopt_pool_server()
         _rebuild_stdio()
         from flows.cli import app
@@ -325,6 +326,18 @@ def _run_command(request: dict, fds: list[int], conn: socket.socket, close: list
         from flows.cli.app import exit_without_teardown
 
         exit_without_teardown(code)  # exit handlers, flushed output, no teardown
+
+
+def _name_process(argv: list[str]) -> None:
+    """Name this child ``cmcl VERB`` for ``top``, ``pgrep`` and ``ps -o comm`` (its full command line
+    stays the helper's: only the kernel's 15-character name can be changed without privileges)."""
+    from flows.launch import verb_of
+
+    try:
+        with open("/proc/self/comm", "w") as f:
+            f.write(f"cmcl {verb_of(argv) or ''}".strip()[:15])
+    except OSError:
+        pass
 
 
 def _rebuild_stdio() -> None:

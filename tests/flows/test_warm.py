@@ -198,6 +198,10 @@ def test_ctrl_c_reaches_the_helpers_child_a_stopped_helper_finishes_its_command_
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.02)
     child = int([ln for ln in log.read_text().splitlines() if f"--store {fresh}" in ln][0].split("] ")[1].split(":")[0])
+    deadline = time.monotonic() + 10
+    while psutil.Process(child).name() != "cmcl ingest":  # what top and pgrep show, once the child has named itself
+        assert time.monotonic() < deadline, psutil.Process(child).name()
+        time.sleep(0.01)
     os.kill(proc.pid, signal.SIGTSTP)  # Ctrl-Z stops the child too; SIGCONT (fg) resumes both
     _wait_status(child, psutil.STATUS_STOPPED)
     os.kill(proc.pid, signal.SIGCONT)
