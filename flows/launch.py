@@ -185,7 +185,12 @@ def _run_warm(argv: list[str], path: Path) -> int | None:
     except OSError:
         sock.close()
         return None
-    request = {"argv": [sys.argv[0], *argv], "cwd": os.getcwd(), "env": dict(os.environ), "umask": _umask(),
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the working folder was removed: the command runs here and says what it can
+        sock.close()
+        return None
+    request = {"argv": [sys.argv[0], *argv], "cwd": cwd, "env": dict(os.environ), "umask": _umask(),
                "client": os.getpid()}
     buf = bytearray()
     child: list[int] = []  # the child's pid once the helper has forked it

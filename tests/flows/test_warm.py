@@ -227,3 +227,19 @@ def test_no_helper_is_started_when_turned_off(home, tmp_path):
     assert out.returncode == 0 and "warm helper" not in out.stderr, out.stderr
     time.sleep(0.5)
     assert not _helpers(home)
+
+
+def test_a_command_whose_working_folder_is_gone_runs_in_its_own_process(tmp_path, monkeypatch):
+    import socket
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # a helper that would accept
+    listener.bind(str(tmp_path / "h.sock"))
+    listener.listen(1)
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    try:
+        assert launch._run_warm(["verify"], tmp_path / "h.sock") is None  # nothing sent: run here
+    finally:
+        listener.close()
