@@ -33,6 +33,7 @@ import sys
 import time
 from pathlib import Path
 
+from flows import api
 from flows.launch import HEADER, code_stamp, pid_running, runtime_dir
 
 __all__ = ["serve", "in_child", "reconfigure", "stop_helpers", "helpers", "PRELOAD"]
@@ -82,21 +83,31 @@ def serve() -> None:
         return
     record = d / f"{key}.json"
     stamp = code_stamp()
-    record.write_text(json.dumps({"pid": os.getpid(), "key": key, "state": "starting",
-                                  "prefect_home": _prefect_home(), "started": time.time()}))
+    _write_record(record, key, "starting")
+    crashed = False
     try:
         _serve(key, d, record, stamp, after)
+    except Exception:
+        crashed = True
+        raise
     finally:
-        for p in (d / f"{key}.sock", record, d / f"{key}.log", d / f"{key}.lock"):
+        log = () if crashed else (d / f"{key}.log",)  # a crashed helper's log (its traceback) is kept
+        for p in (d / f"{key}.sock", record, *log, d / f"{key}.lock"):
             try:
                 if p != record or json.loads(p.read_text()).get("pid") == os.getpid():
-                    p.unlink()  # the log too: it is kept only when the helper crashed
+                    p.unlink()
             except (OSError, ValueError):
                 pass
 
 
 def _prefect_home() -> str:
-    return str(Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser().resolve())
+    return str(api.state_path().parent.resolve())
+
+
+def _write_record(record: Path, key: str, state: str) -> None:
+    """``<key>.json``: this helper's pid, key, state ('starting', 'ready') and Prefect home."""
+    record.write_text(json.dumps({"pid": os.getpid(), "key": key, "state": state, "prefect_home": _prefect_home(),
+                                  "started": time.time()}))
 
 
 def _serve(key: str, d: Path, record: Path, stamp: str, after: int) -> None:
@@ -126,8 +137,7 @@ def _serve(key: str, d: Path, record: Path, stamp: str, after: int) -> None:
     listener.bind(str(tmp))
     listener.listen(16)
     os.replace(tmp, d / f"{key}.sock")  # commands find it only once it is ready
-    record.write_text(json.dumps({"pid": os.getpid(), "key": key, "state": "ready", "prefect_home": _prefect_home(),
-                                  "started": time.time()}))
+    _write_record(record, key, "ready")
     _log(f"ready in {time.monotonic() - started:.1f} s")
     _loop(listener, stamp, d / f"{key}.sock")
 
