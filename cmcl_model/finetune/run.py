@@ -11,8 +11,10 @@ random initialisation) gets a linear task head and is trained end to end on a la
 
 Hu et al.'s settings are the defaults (:class:`FinetuneConfig`): GIN 5 x 300, dropout 0.5,
 mean pooling, Adam lr 1e-3 without weight decay, batch 32, 100 epochs. Every epoch is
-evaluated on validation and test; a result records the test metric at the last epoch (what
-Hu et al.'s code reports) and at the best validation epoch. ``patience`` stops training when
+evaluated on validation and test; a result records the test metric at the last epoch and at
+the best validation epoch (the first epoch of highest validation score: what Hu et al. report,
+their ``chem/parse_result.py`` taking ``test_auc_list[np.argmax(val_auc_list)]``; ``cmcl
+finetune --protocol hu2020`` makes it the headline). ``patience`` stops training when
 validation has not improved for that many epochs (the model is then taken at its best
 validation epoch).
 
@@ -80,8 +82,9 @@ __all__ = [
 class FinetuneConfig:
     """Fine-tuning settings; defaults are Hu et al. (2020)'s.
 
-    ``select``: which epoch's test metric is the headline, ``'last'`` (Hu et al.) or
-    ``'best_val'``; with ``patience`` set, training stops early and ``'best_val'`` is used.
+    ``select``: which epoch's test metric is the headline, ``'last'`` or ``'best_val'`` (the
+    first epoch of highest validation score, what Hu et al. report); with ``patience`` set,
+    training stops early and ``'best_val'`` is used.
     ``precision``: ``'bf16'`` runs forward and backward under CPU/CUDA bfloat16 autocast
     (weights, optimizer state, message sums and the loss stay float32); ``'fp32'`` is the default.
     ``conv``: the GIN layer of a random init, ``'gine'`` (cmcl's / OGB's) or ``'selfloop'`` (Hu

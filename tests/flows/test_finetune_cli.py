@@ -61,6 +61,14 @@ def test_finetune_csv_writes_results_and_split(tmp_path):
     split = pd.read_csv(tmp_path / "res.split.csv")
     assert len(split) == doc["n_molecules"] and set(split["split"]) == {"train", "val", "test"}
     assert "gin_random" in result.output and str(out) in _one_line(result.output)
+    assert doc["config"]["select"] == "last" and m["test"] == m["test_last"]  # cmcl's own headline
+    assert "at the last epoch" in _one_line(result.output)
+
+
+def test_select_must_be_last_or_best_val():
+    result = runner.invoke(app, ["--quiet", "finetune", "--dataset", "bbbp", "--select", "best"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "--select must be last or best_val, got 'best'" in _one_line(result.output)
 
 
 def test_hu2020_with_a_pretrained_encoder_is_a_one_line_error():
@@ -76,10 +84,17 @@ def test_hu2020_records_hu_et_al_s_featurizer_and_layer(tmp_path):
     frame.iloc[::25].to_csv(path, index=False)
     out = tmp_path / "hu.json"
     result = runner.invoke(app, ["--quiet", "finetune", "--csv", str(path), "--task", "p_np", "--protocol", "hu2020",
-                                 "--seeds", "1", "--epochs", "1", "--layers", "2", "--hidden", "16", "--out", str(out)],
+                                 "--seeds", "2", "--epochs", "4", "--layers", "2", "--hidden", "16", "--out", str(out)],
                            catch_exceptions=False)
     assert result.exit_code == 0, result.output
     doc = json.loads(out.read_text())
     validate_json(doc, finetune_schema())
     assert (doc["protocol"], doc["featurizer"], doc["config"]["conv"]) == ("hu2020", "hu2020", "selfloop")
     assert "hu2020 features" in _one_line(result.output)
+    # Hu et al. report each seed's test at its best-validation epoch (parse_result.py): so does the reproduction
+    m = doc["methods"]["gin_random"]
+    assert doc["config"]["select"] == "best_val" and m["test"] == m["test_best_val"]
+    for seed, (curve, best) in enumerate(zip(m["curves"], m["best_epoch"])):
+        assert best == 1 + max(range(4), key=lambda e: (curve["val"][e], -e))  # the first epoch of highest val
+        assert m["test_best_val"]["per_seed"][seed] == curve["test"][best - 1]
+    assert "at the best-validation epoch" in _one_line(result.output)
