@@ -62,7 +62,7 @@ def test_finetune_csv_writes_results_and_split(tmp_path):
     assert len(split) == doc["n_molecules"] and set(split["split"]) == {"train", "val", "test"}
     assert "gin_random" in result.output and str(out) in _one_line(result.output)
     assert doc["config"]["select"] == "last" and m["test"] == m["test_last"]  # cmcl's own headline
-    assert "at the last epoch" in _one_line(result.output)
+    assert "at the last epoch" in _one_line(result.output) and "best-val epoch" in result.output
 
 
 def test_select_must_be_last_or_best_val():
@@ -97,4 +97,6 @@ def test_hu2020_records_hu_et_al_s_featurizer_and_layer(tmp_path):
     for seed, (curve, best) in enumerate(zip(m["curves"], m["best_epoch"])):
         assert best == 1 + max(range(4), key=lambda e: (curve["val"][e], -e))  # the first epoch of highest val
         assert m["test_best_val"]["per_seed"][seed] == curve["test"][best - 1]
-    assert "at the best-validation epoch" in _one_line(result.output)
+    assert "at the best-validation epoch" in _one_line(result.output) and "last epoch" in result.output
+    last = m["test_last"]
+    assert f"{100 * last['mean']:.1f} ± {100 * last['sd']:.1f}" in result.output  # the other epoch's score, shown too
