@@ -116,7 +116,7 @@ def finetune(dataset: Optional[str] = typer.Option(None, help="Shipped set: bbbp
                                                        "hu2020: Hu et al. 2020's reproduction, random init only: SMILES as given (counter-ions, charges kept), their featurizer (atom type + chirality, bond type + direction: no charges, no H counts) and self-loop GIN layer. "
                                                        "On ClinTox they differ most: 65 % of its non-toxic SMILES are written with charged atoms against 2.7 % of the toxic ones, which OGB features on the given SMILES can read (docs/transfer.md)."),
              precision: str = typer.Option("fp32", help="fp32 | bf16 (bfloat16 autocast)."),
-             select: Optional[str] = typer.Option(None, help="Which epoch's test score is the result: best_val (the first epoch of highest validation score; what Hu et al.'s parse_result.py reports, the default under --protocol hu2020) | last (the default under cmcl). Both are recorded."),
+             select: Optional[str] = typer.Option(None, help="Which epoch's test score is the result: best_val (the first epoch of highest validation score; what Hu et al.'s parse_result.py reports, the default under --protocol hu2020) | last (the default under cmcl without --patience). Both are recorded."),
              layers: int = typer.Option(5, help="GIN layers of a random init."),
              hidden: int = typer.Option(300, help="GIN width of a random init."),
              device: str = typer.Option("auto", help="auto (CUDA when available) | cpu | cuda.")) -> None:
@@ -130,9 +130,11 @@ def finetune(dataset: Optional[str] = typer.Option(None, help="Shipped set: bbbp
         fail(typer.BadParameter("give exactly one of --dataset NAME or --csv FILE"))
     if protocol not in ("cmcl", "hu2020") or precision not in ("fp32", "bf16"):
         fail(typer.BadParameter(f"--protocol must be cmcl or hu2020 and --precision fp32 or bf16, got {protocol!r}, {precision!r}"))
-    select = select or ("best_val" if protocol == "hu2020" else "last")
-    if select not in ("last", "best_val"):
+    if select is not None and select not in ("last", "best_val"):
         fail(typer.BadParameter(f"--select must be last or best_val, got {select!r}"))
+    if select == "last" and patience is not None:
+        fail(typer.BadParameter("--patience stops training early and reports the best-validation epoch; drop --select last"))
+    select = select or ("best_val" if protocol == "hu2020" or patience is not None else "last")
     call(check_protocol_init, protocol, init)  # one line, before Prefect starts
     if csv is not None:  # bad input fails here, as one line, before Prefect starts
         call(check_labelled_csv, csv, smiles_col=smiles_col, tasks=tasks, kind=kind)

@@ -69,6 +69,9 @@ def test_select_must_be_last_or_best_val():
     result = runner.invoke(app, ["--quiet", "finetune", "--dataset", "bbbp", "--select", "best"])
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "--select must be last or best_val, got 'best'" in _one_line(result.output)
+    result = runner.invoke(app, ["--quiet", "finetune", "--dataset", "bbbp", "--select", "last", "--patience", "5"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "--patience stops training early and reports the best-validation epoch; drop --select last" in _one_line(result.output)
 
 
 def test_hu2020_with_a_pretrained_encoder_is_a_one_line_error():
