@@ -3,7 +3,9 @@
 Every finished cell is written at once to ``--out`` (default ``docs/transfer.json``, schema
 ``schemas/reports/transfer.json``) and ``docs/transfer.md`` is regenerated beside it; a rerun
 skips recorded cells, and ``--budget-minutes N`` stops cleanly between cells, so the table
-can be filled over several runs. Cells run most important first: random-init GIN on the
+can be filled over several runs. Several runs may share ``--out`` and ``--partial-dir`` (one per
+core): a run holds a lock on the cell it is computing, so another skips that cell, and writes the
+file under a lock of its own (``<out>.lock``). Cells run most important first: random-init GIN on the
 first three datasets, the Morgan models on them, the pre-trained encoders on them, then the
 remaining datasets in the same order.
 
@@ -42,6 +44,7 @@ part of each record's key, so cells of both are kept apart.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import subprocess
@@ -243,6 +246,45 @@ def _cell_state(args, key: tuple, encoders: Encoders) -> tuple[Path, str]:
         "cmcl_model.finetune.run", "cmcl_model.finetune.featurizers")])
 
 
+@contextlib.contextmanager
+def _locked(path: Path, *, wait: bool):
+    """An exclusive ``flock`` on ``path`` for the block; with ``wait=False`` yields False at once
+    when another process holds it. The kernel drops the lock when its process ends, however it
+    ends, so a killed run leaves no stale lock."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _cell_lock(args, key: tuple) -> Path:
+    """The lock a run holds while it runs one cell (``<partial-dir>/<cell>.lock``), so that two runs
+    sharing ``--out`` and ``--partial-dir`` never train the same cell, and write its one partial
+    state, at once."""
+    return Path(args.partial_dir) / ("-".join(str(k) for k in key) + ".lock")
+
+
+def _finish_record(rec: dict, args, d: str, m: str, s: int, *, commit: str, threads: int) -> dict:
+    """A cell's result with what identifies it: dataset, method, seed, protocol, commit, command."""
+    rec.update(dataset=d, method=m, seed=s, protocol=args.protocol, metric="roc_auc", commit=commit,
+               command=_cell_command(args, d, m, s), threads=threads, precision=args.precision,
+               finished=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    if m.startswith("gin_"):
+        rec.update(featurizer=args.featurizer, conv="selfloop" if args.featurizer == "hu2020" else "gine")
+    if rec["per_task_test_last"] is None:
+        rec.pop("per_task_test_last")
+    return rec
+
+
 def _merged(on_disk: dict, mine: dict) -> dict:
     """``on_disk`` plus the records and encoders of ``mine`` it lacks (a cell in both: the disk's)."""
     from cmcl_model.finetune.records import add_record, cell_key, finished_keys
@@ -340,23 +382,24 @@ def accumulate(args) -> int:
                                     protocol=args.protocol, featurizer=args.featurizer)
             split = split_molecules(data.smiles, mode="scaffold")
             prepared[d] = (data, split, GraphTensors(data.graphs, device))
-        rec = run_cell(d, m, s, prepared=prepared[d], encoders=encoders, config=config, device=device,
-                       state=_cell_state(args, key, encoders) if gin else None)
-        rec.update(dataset=d, method=m, seed=s, protocol=args.protocol, metric="roc_auc", commit=commit,
-                   command=_cell_command(args, d, m, s), threads=torch.get_num_threads(), precision=args.precision,
-                   finished=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
-        if gin:
-            rec.update(featurizer=args.featurizer, conv=conv)
-        if rec["per_task_test_last"] is None:
-            rec.pop("per_task_test_last")
-        # read the file again just before writing it: another run (another protocol, another
-        # method list) may have recorded cells in it since this one started
-        doc = _merged(load_records(args.out), doc)
-        add_record(doc, rec)
-        init = m.removeprefix("gin_")
-        if init in ("demo", "ssl", "profiles"):
-            _record_leakage(doc, encoders, init, d, prepared[d][0], prepared[d][1])
-        save_records(doc, args.out)
+        with _locked(_cell_lock(args, key), wait=False) as mine:
+            if not mine:
+                print(f"{d} {m} seed {s}: another run is on this cell; skipping it", flush=True)
+                continue
+            if key in finished_keys(load_records(args.out)):  # finished while this run waited
+                continue
+            rec = run_cell(d, m, s, prepared=prepared[d], encoders=encoders, config=config, device=device,
+                           state=_cell_state(args, key, encoders) if gin else None)
+            rec = _finish_record(rec, args, d, m, s, commit=commit, threads=torch.get_num_threads())
+            # read the file again just before writing it, under its lock: another run (another protocol,
+            # another method list, another seed) may have recorded cells in it since this one started
+            with _locked(Path(f"{args.out}.lock"), wait=True):
+                doc = _merged(load_records(args.out), doc)
+                add_record(doc, rec)
+                init = m.removeprefix("gin_")
+                if init in ("demo", "ssl", "profiles"):
+                    _record_leakage(doc, encoders, init, d, prepared[d][0], prepared[d][1])
+                save_records(doc, args.out)
         _write_markdown(doc, args, datasets, methods, seeds)
         ran += 1
         print(f"{d} {m} seed {s}: test {100 * rec['test_last']:.1f} (last) {100 * rec['test_best_val']:.1f} "

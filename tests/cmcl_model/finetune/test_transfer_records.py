@@ -8,6 +8,7 @@ import pytest
 from benchmarks.finetune import main, plan_cells
 from cmcl_model.finetune.records import (
     add_record,
+    cell_key,
     finished_keys,
     leakage,
     load_records,
@@ -232,3 +233,37 @@ def test_every_recorded_method_gets_its_row_on_render(tmp_path):
     assert main(["--render", "--out", str(out), "--protocol", "cmcl"]) == 0
     rows = [ln for ln in out.with_suffix(".md").read_text().splitlines() if ln.startswith("| gin_profiles |")]
     assert len(rows) == 2 and "67.0" in rows[0] and "66.0" in rows[1], rows  # best-validation, then last epoch
+
+
+def test_a_cell_another_live_run_is_on_is_skipped_and_a_killed_runs_cell_is_not(tmp_path, capsys):
+    """Two runs sharing one file and one partial folder never train the same cell at once: a cell
+    whose lock another live process holds is skipped; once that process is killed (SIGKILL, no
+    clean-up), the next run takes the cell."""
+    import signal
+    import subprocess
+    import sys
+
+    import benchmarks.finetune as bench
+
+    out, partial = tmp_path / "transfer.json", tmp_path / "partial"
+    key = cell_key({"dataset": "bace", "method": "morgan_rf", "seed": 0, "epochs": None, "protocol": "hu2020",
+                    "precision": "fp32"})
+    lock = bench._cell_lock(bench.argparse.Namespace(partial_dir=str(partial)), key)
+    partial.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time; fh = open(sys.argv[1], 'a'); fcntl.flock(fh, fcntl.LOCK_EX); "
+        "print('held', flush=True); time.sleep(600)"), str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        args = ["--datasets", "bace", "--methods", "morgan_rf", "--seeds", "0,1", "--out", str(out), "--threads", "1",
+                "--partial-dir", str(partial)]
+        assert main(args) == 0
+        assert "bace morgan_rf seed 0: another run is on this cell; skipping it" in capsys.readouterr().out
+        assert [r["seed"] for r in load_records(out)["records"]] == [1]
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+        assert main(args) == 0
+        assert sorted(r["seed"] for r in load_records(out)["records"]) == [0, 1]
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
